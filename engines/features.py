@@ -1,0 +1,82 @@
+"""What the live path hands the engines: frames as the analysis sees them, and windows of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DIMENSIONS = ("blur", "noise", "color", "artifact", "luminance", "temporal")
+REGIONS = ("frame", "face")
+LEVELS = ("bad", "poor", "fair", "good", "excellent")
+
+
+@dataclass(slots=True)
+class Face:
+    """One detected face at analysis resolution: box (x, y, w, h) in pixels, score, 5 landmarks (x, y)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray  # (5, 2) float32: right eye, left eye, nose tip, right mouth corner, left mouth corner
+
+
+@dataclass(slots=True)
+class FrameRecord:
+    """One decoded frame: computed once, shared by every window that contains it.
+
+    Every frame carries its timestamp and a tiny luma thumbnail (for freezes, stutter, flicker).
+    Sampled frames also carry an RGB image at the analysis resolution; the analysis loop fills the
+    per-frame results (faces, embedding, signals, spatial features) once, and windows reuse them.
+    """
+
+    pts: float  # presentation time in seconds
+    thumb: np.ndarray  # (th, tw) uint8 luma
+    source_size: tuple[int, int]  # (width, height) as displayed, after rotation
+    image: np.ndarray | None = None  # (h, w, 3) uint8 RGB at analysis resolution, sampled frames only
+    analysed: bool = False
+    faces: list[Face] | None = None
+    embedding: np.ndarray | None = None  # (128,) float32 SFace embedding of the main face
+    signals: dict[str, dict[str, float]] | None = None  # region -> raw measurement name -> value
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # model features (spatial, portrait, ...)
+
+    @property
+    def sampled(self) -> bool:
+        return self.image is not None
+
+    @property
+    def main_face(self) -> Face | None:
+        if not self.faces:
+            return None
+        return max(self.faces, key=lambda f: f.box[2] * f.box[3])
+
+
+@dataclass(slots=True)
+class Window:
+    """A span [start, end) of one stream's frames, closed when a later frame (or the end) arrived."""
+
+    stream: str
+    start: float
+    end: float
+    frames: list[FrameRecord]
+    closed_at: float  # time.monotonic() when the window closed
+    nominal_fps: float | None = None
+
+    @property
+    def sampled(self) -> list[FrameRecord]:
+        return [f for f in self.frames if f.image is not None]
+
+
+@dataclass(slots=True)
+class WindowResult:
+    """What the engines say about one window."""
+
+    stream: str
+    start: float
+    end: float
+    dimensions: dict[str, dict[str, float]]  # region -> dimension -> 0..100 (higher is better)
+    face_presence: float  # share of sampled frames with a face
+    face_size: float  # mean face area / frame area over frames with a face
+    identity_stability: float | None  # mean cosine similarity of consecutive face embeddings
+    score: float | None = None  # 0..100, from the rater when a model is loaded
+    level: str | None = None
+    details: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,125 @@
+"""The Prometheus metrics of the monitor, built by one function on a registry the caller owns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from stream import __version__
+
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    build_info: Info
+    stream_up: Gauge
+    stream_fps: Gauge
+    stream_bitrate: Gauge
+    stream_width: Gauge
+    stream_height: Gauge
+    frames_received: Counter
+    frames_dropped: Counter
+    windows_analysed: Counter
+    windows_dropped: Counter
+    queue_depth: Gauge
+    reconnects: Counter
+    stream_errors: Counter
+    streams_active: Gauge
+    streams_refused: Counter
+    quality_score: Gauge
+    quality_level: Gauge
+    dimension_score: Gauge
+    face_presence: Gauge
+    face_size: Gauge
+    face_stability: Gauge
+    recommendation: Gauge
+    stage_duration: Histogram
+    publish_latency: Histogram
+
+    def forget_stream(self, stream: str) -> None:
+        """Removes every series of a stream that is gone, so label sets stay bounded."""
+        for metric in (
+            self.stream_up, self.stream_fps, self.stream_bitrate, self.stream_width, self.stream_height,
+            self.frames_received, self.frames_dropped, self.windows_analysed, self.windows_dropped,
+            self.queue_depth, self.reconnects, self.stream_errors, self.quality_score, self.quality_level,
+            self.dimension_score, self.face_presence, self.face_size, self.face_stability, self.recommendation,
+        ):
+            with metric._lock:  # prometheus_client has no public "remove all children matching"
+                for labels in list(metric._metrics):
+                    if labels and labels[0] == stream:
+                        del metric._metrics[labels]
+
+
+def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none") -> Metrics:
+    r = registry if registry is not None else CollectorRegistry()
+    s = ["stream"]
+    m = Metrics(
+        registry=r,
+        build_info=Info("fvq_build", "Version of the monitor and the model bundle it runs.", registry=r),
+        stream_up=Gauge("fvq_stream_up", "1 while the stream delivers frames, 0 while it is down.", s, registry=r),
+        stream_fps=Gauge("fvq_stream_fps", "Frames per second received, over the last window.", s, registry=r),
+        stream_bitrate=Gauge(
+            "fvq_stream_bitrate_bits_per_second", "Video bitrate received, over the last window.", s, registry=r
+        ),
+        stream_width=Gauge("fvq_stream_width_pixels", "Width of the decoded video.", s, registry=r),
+        stream_height=Gauge("fvq_stream_height_pixels", "Height of the decoded video.", s, registry=r),
+        frames_received=Counter("fvq_frames_received_total", "Frames decoded.", s, registry=r),
+        frames_dropped=Counter(
+            "fvq_frames_dropped_total", "Frames dropped before analysis, by reason.", s + ["reason"], registry=r
+        ),
+        windows_analysed=Counter("fvq_windows_analysed_total", "Windows scored and published.", s, registry=r),
+        windows_dropped=Counter(
+            "fvq_windows_dropped_total", "Windows not analysed, by reason.", s + ["reason"], registry=r
+        ),
+        queue_depth=Gauge("fvq_queue_depth_frames", "Frames waiting between decode and analysis.", s, registry=r),
+        reconnects=Counter("fvq_stream_reconnects_total", "Times a source was reopened.", s, registry=r),
+        stream_errors=Counter(
+            "fvq_stream_errors_total", "Source errors, by kind (open, decode, eof).", s + ["kind"], registry=r
+        ),
+        streams_active=Gauge("fvq_streams_active", "Streams the monitor currently holds.", registry=r),
+        streams_refused=Counter(
+            "fvq_streams_refused_total", "Streams refused, by reason (limit: the stream cap).", ["reason"], registry=r
+        ),
+        quality_score=Gauge(
+            "fvq_quality_score", "Overall quality of the last window, 0-100 (MOS scale).", s, registry=r
+        ),
+        quality_level=Gauge(
+            "fvq_quality_level", "Quality level of the last window: 1 bad, 2 poor, 3 fair, 4 good, 5 excellent.",
+            s, registry=r,
+        ),
+        dimension_score=Gauge(
+            "fvq_dimension_score",
+            "Per-distortion quality of the last window, 0-100, higher is better.",
+            s + ["dimension", "region"], registry=r,
+        ),
+        face_presence=Gauge(
+            "fvq_face_presence_ratio", "Share of sampled frames in the last window with a face.", s, registry=r
+        ),
+        face_size=Gauge(
+            "fvq_face_size_ratio", "Mean share of the frame the main face covers, last window.", s, registry=r
+        ),
+        face_stability=Gauge(
+            "fvq_face_identity_stability",
+            "Mean cosine similarity of consecutive face embeddings in the last window (1: same person throughout).",
+            s, registry=r,
+        ),
+        recommendation=Gauge(
+            "fvq_stream_recommendation",
+            "1 for the stream's current probable cause of bad quality and the action to take.",
+            s + ["cause", "action"], registry=r,
+        ),
+        stage_duration=Histogram(
+            "fvq_stage_duration_seconds", "Time spent per pipeline stage call.", ["stage"],
+            buckets=STAGE_BUCKETS, registry=r,
+        ),
+        publish_latency=Histogram(
+            "fvq_window_publish_latency_seconds", "From a window's close to its metrics being published.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        ),
+    )
+    m.build_info.info({"version": __version__, "bundle": bundle})
+    return m
