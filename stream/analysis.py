@@ -1,0 +1,144 @@
+"""The analysis of frames and windows: faces, embeddings, signal measurements, the rater, batched across streams."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engines.features import FrameRecord, Window, WindowResult
+
+if TYPE_CHECKING:
+    from engines.face import FaceExtractor
+    from engines.rater import Rater
+    from stream.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Analyzer:
+    """Runs the extractors on the sampled frames of every stream at once, then scores closed windows.
+
+    Per-frame work (faces, embedding, signals, model features) is done once per frame and stored on the
+    FrameRecord, so the overlapping windows that share a frame reuse it.
+    """
+
+    def __init__(
+        self,
+        face: FaceExtractor | None,
+        rater: Rater | None = None,
+        metrics: Metrics | None = None,
+        embed_faces: bool = True,
+    ) -> None:
+        self.face = face
+        self.rater = rater
+        self.metrics = metrics
+        self.embed_faces = embed_faces
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.metrics is not None:
+                self.metrics.stage_duration.labels(name).observe(time.perf_counter() - t0)
+
+    def analyse_frames(self, records: Sequence[FrameRecord]) -> None:
+        from engines.signals import analyse_frame_signals
+
+        todo = [r for r in records if r.image is not None and not r.analysed]
+        if not todo:
+            return
+        if self.face is not None:
+            with self.stage("face_detect"):
+                found = self.face.detect([r.image for r in todo])
+            for r, faces in zip(todo, found, strict=True):
+                r.faces = faces
+            with_face = [r for r in todo if r.faces]
+            if self.embed_faces and with_face:
+                with self.stage("face_embed"):
+                    emb = self.face.embed([r.image for r in with_face], [r.main_face for r in with_face])
+                for r, e in zip(with_face, emb, strict=True):
+                    r.embedding = e
+        with self.stage("signals"):
+            for r in todo:
+                analyse_frame_signals(r)
+        if self.rater is not None:
+            with self.stage("frame_features"):
+                self.rater.frame_features(list(todo))
+        for r in todo:
+            r.analysed = True
+
+    def rate_windows(self, windows: Sequence[Window]) -> list[WindowResult]:
+        from engines.signals import window_dimensions
+
+        if not windows:
+            return []
+        results = []
+        with self.stage("window_signals"):
+            for w in windows:
+                results.append(summarise_window(w, window_dimensions(w.frames, w.nominal_fps)))
+        if self.rater is not None:
+            with self.stage("rater"):
+                ratings = self.rater.rate([self.rater.window_features(w) for w in windows])
+            for res, rating in zip(results, ratings, strict=True):
+                res.score = float(rating.score)
+                res.level = rating.level
+                if rating.dimensions:
+                    res.details.update({f"model_{k}": float(v) for k, v in rating.dimensions.items()})
+        return results
+
+
+def summarise_window(window: Window, dimensions: dict[str, dict[str, float]]) -> WindowResult:
+    """Face presence, size and identity stability over the window's sampled frames."""
+    sampled = window.sampled
+    with_face = [f for f in sampled if f.faces]
+    presence = len(with_face) / len(sampled) if sampled else 0.0
+    sizes = []
+    for f in with_face:
+        face = f.main_face
+        assert face is not None and f.image is not None
+        h, w = f.image.shape[:2]
+        sizes.append(min(1.0, face.box[2] * face.box[3] / float(w * h)))
+    embs = [f.embedding for f in sampled if f.embedding is not None]
+    stability = None
+    if len(embs) >= 2:
+        e = np.stack(embs).astype(np.float32)
+        e /= np.linalg.norm(e, axis=1, keepdims=True) + 1e-9
+        stability = float(np.mean(np.sum(e[1:] * e[:-1], axis=1)))
+    return WindowResult(
+        stream=window.stream,
+        start=window.start,
+        end=window.end,
+        dimensions=dimensions,
+        face_presence=presence,
+        face_size=float(np.mean(sizes)) if sizes else 0.0,
+        identity_stability=stability,
+    )
+
+
+DEFAULT_BUNDLE = __import__("pathlib").Path(__file__).resolve().parent.parent / "bundles" / "default"
+
+
+def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: stream.config.MonitorConfig
+    """The face extractor on its configured runtime, and the rater from the bundle (unless no_model)."""
+    from engines.face import FaceExtractor, FaceExtractorConfig
+
+    face = FaceExtractor(FaceExtractorConfig(runtime=cfg.face.runtime), engine_config=cfg.face.config)
+    rater = None
+    if not cfg.no_model:
+        from engines.rater import load_rater
+
+        bundle = cfg.bundle or DEFAULT_BUNDLE
+        if not (bundle / "manifest.json").is_file():
+            if cfg.bundle is not None:
+                raise FileNotFoundError(f"model bundle {bundle} has no manifest.json")
+            log.warning("no default bundle at %s: scoring with signal measurements only", bundle)
+        else:
+            rater = load_rater(bundle)
+    return Analyzer(face, rater, metrics, embed_faces=cfg.analysis.embed_faces)

@@ -1,0 +1,198 @@
+"""The `fvq` command: serve (the monitor), score (files), eval (a labelled data set), export (bundles)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from stream import __version__
+from stream.config import ConfigError, load_config, parse_source_arg
+
+log = logging.getLogger("fvq")
+
+
+def _serve_overrides(args: argparse.Namespace) -> dict:
+    overrides: dict = {}
+    sources = [parse_source_arg(a) for a in args.sources] + [parse_source_arg(a, listen=True) for a in args.listen]
+    if args.fast:
+        for s in sources:
+            s["realtime"] = False
+    if args.loop:
+        for s in sources:
+            s["loop"] = True
+    if sources:
+        overrides["sources"] = sources
+    server = {}
+    if args.host is not None:
+        server["host"] = args.host
+    if args.port is not None:
+        server["port"] = args.port
+    if server:
+        overrides["server"] = server
+    if args.bundle is not None:
+        overrides["bundle"] = str(args.bundle)
+    if args.no_model:
+        overrides["no_model"] = True
+    return overrides
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stream.analysis import build_analyzer
+    from stream.metrics import build_metrics
+    from stream.monitor import Monitor
+    from stream.server import start_server
+
+    cfg = load_config(args.config, _serve_overrides(args))
+    metrics = build_metrics(bundle=str(cfg.bundle or "default"))
+    monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)
+
+    async def main() -> None:
+        runner = await start_server(monitor)
+        monitor.start()
+        addr = runner.addresses[0] if runner.addresses else (cfg.server.host, cfg.server.port)
+        print(f"fvq {__version__}: serving http://{addr[0]}:{addr[1]}/metrics  /streams  /healthz  POST /whip/{{stream}}",
+              flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        table = None
+        if args.table:
+            from stream.table import render_table
+
+            table = render_table
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                if table is not None:
+                    sys.stdout.write(table(monitor.snapshot()))
+                    sys.stdout.flush()
+                if args.duration and time.monotonic() - started > args.duration:
+                    break
+        finally:
+            await loop.run_in_executor(None, monitor.stop)
+            await runner.cleanup()
+
+    started = time.monotonic()
+    asyncio.run(main())
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from stream.analysis import build_analyzer
+    from stream.offline import InputError, analyse_file, file_report
+
+    overrides: dict = {}
+    if args.bundle is not None:
+        overrides["bundle"] = str(args.bundle)
+    if args.no_model:
+        overrides["no_model"] = True
+    cfg = load_config(args.config, overrides)
+    analyzer = build_analyzer(cfg)
+    failed = 0
+    for path in args.paths:
+        try:
+            report = file_report(analyse_file(path, cfg, analyzer))
+        except InputError as exc:
+            failed += 1
+            report = {"path": path, "error": str(exc)}
+        except Exception as exc:  # one bad input never stops the others
+            failed += 1
+            report = {"path": path, "error": f"{type(exc).__name__}: {exc}"}
+        if args.json:
+            print(json.dumps(report), flush=True)
+        else:
+            print(_human(report), flush=True)
+    return 1 if failed else 0
+
+
+def _human(report: dict) -> str:
+    if "error" in report:
+        return f"{report['path']}: ERROR {report['error']}"
+    head = f"{report['path']}:"
+    if "score" in report:
+        head += f" score {report['score']:.1f} ({report['level']})"
+    dims = " ".join(f"{k} {v:.0f}" for k, v in report["dimensions"].items())
+    return f"{head} face {report['face_presence']:.0%} | {dims} | {len(report['windows'])} windows"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from train.evaluate import main as eval_main
+
+    return eval_main(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.cli import main as export_main
+
+    return export_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fvq", description="Real-time face-video quality monitor (FVQ-Rater).")
+    p.add_argument("--version", action="version", version=f"fvq-live {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="watch live streams and serve Prometheus metrics")
+    s.add_argument("sources", nargs="*", help="NAME=URL or URL/path: files, rtmp://, rtsp://, srt://, http(s)://.m3u8")
+    s.add_argument("--listen", action="append", default=[], metavar="NAME=rtmp://HOST:PORT/APP/KEY",
+                   help="accept an RTMP publisher on this address (repeatable)")
+    s.add_argument("--config", type=Path, help="YAML config (see README); command-line values are added to it")
+    s.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="HTTP port (default 9108)")
+    s.add_argument("--bundle", type=Path, help="model bundle folder (default: the shipped bundle)")
+    s.add_argument("--no-model", action="store_true", help="signal measurements only, no quality model")
+    s.add_argument("--fast", action="store_true", help="read files as fast as possible instead of in real time")
+    s.add_argument("--loop", action="store_true", help="loop files")
+    s.add_argument("--table", action="store_true", help="print a live table of the streams every second")
+    s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until stopped)")
+    s.set_defaults(func=cmd_serve)
+
+    sc = sub.add_parser("score", help="score video files")
+    sc.add_argument("paths", nargs="+")
+    sc.add_argument("--json", action="store_true", help="one JSON object per input line")
+    sc.add_argument("--config", type=Path)
+    sc.add_argument("--bundle", type=Path)
+    sc.add_argument("--no-model", action="store_true")
+    sc.set_defaults(func=cmd_score)
+
+    ev = sub.add_parser("eval", help="SRCC/PLCC/KRCC of the model and baselines on an FVQ-20K-format folder")
+    ev.add_argument("root", type=Path)
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--bundle", type=Path)
+    ev.add_argument("--baselines", action="store_true", help="also BRISQUE, NIQE and the signal mean")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="export a checkpoint to a deployable bundle")
+    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("--out", type=Path, required=True)
+    ex.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"fvq: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"fvq: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

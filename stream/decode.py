@@ -1,0 +1,242 @@
+"""Decoding: PyAV sources read in a thread, each frame scaled down once into a FrameRecord."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import av
+import cv2
+import numpy as np
+
+from engines.features import FrameRecord
+from stream.config import AnalysisConfig, SourceConfig, SourceKind
+from stream.queues import END, FrameQueue
+
+log = logging.getLogger(__name__)
+
+THUMB_HEIGHT_RATIO = 9 / 16
+
+
+class FrameConverter:
+    """Turns decoded frames into FrameRecords: every frame gets a luma thumbnail, sampled frames an RGB image.
+
+    Sampling follows a grid of presentation time (multiples of 1/sample_fps), so the frames analysed are
+    the same whichever window looks at them. Timestamps are made monotonic across loops and restarts.
+    """
+
+    def __init__(self, cfg: AnalysisConfig) -> None:
+        self.cfg = cfg
+        self.thumb_size = (cfg.thumb_width, max(8, round(cfg.thumb_width * THUMB_HEIGHT_RATIO)))
+        self._next_sample = -math.inf
+        self._offset = 0.0
+        self._last_pts: float | None = None
+        self._last_interval = 1 / 30
+
+    def timestamp(self, frame: av.VideoFrame) -> float:
+        raw = frame.time
+        if raw is None:  # no timestamp: continue at the last interval
+            pts = (self._last_pts if self._last_pts is not None else -self._last_interval) + self._last_interval
+        else:
+            pts = float(raw) + self._offset
+            if self._last_pts is not None and pts <= self._last_pts - 0.5:
+                # a jump backwards (file loop, publisher restart): continue the timeline after the last frame
+                self._offset += self._last_pts + self._last_interval - pts
+                pts = self._last_pts + self._last_interval
+            elif self._last_pts is not None and pts <= self._last_pts:
+                pts = self._last_pts + 1e-3  # duplicate or slightly reordered timestamp
+        if self._last_pts is not None and 0 < pts - self._last_pts < 1.0:
+            self._last_interval = 0.8 * self._last_interval + 0.2 * (pts - self._last_pts)
+        self._last_pts = pts
+        return pts
+
+    def convert(self, frame: av.VideoFrame) -> FrameRecord:
+        pts = self.timestamp(frame)
+        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        thumb = self._thumb(frame)
+        width, height = frame.width, frame.height
+        if rotation in (90, 270):
+            width, height = height, width
+        image = None
+        if pts >= self._next_sample - 1e-6:
+            step = 1.0 / self.cfg.sample_fps
+            self._next_sample = (math.floor(pts / step + 1e-6) + 1) * step
+            image = self._image(frame, rotation)
+        if rotation:
+            thumb = np.ascontiguousarray(np.rot90(thumb, k=rotation // 90))
+            thumb = cv2.resize(thumb, self.thumb_size, interpolation=cv2.INTER_AREA)
+        return FrameRecord(pts=pts, thumb=thumb, source_size=(width, height), image=image)
+
+    def _thumb(self, frame: av.VideoFrame) -> np.ndarray:
+        tw, th = self.thumb_size
+        if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"):
+            plane = frame.planes[0]
+            y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+            # strided pick first (cheap), then an exact area resize of the small result
+            sy, sx = max(1, frame.height // (2 * th)), max(1, frame.width // (2 * tw))
+            return cv2.resize(y[::sy, ::sx], (tw, th), interpolation=cv2.INTER_AREA)
+        return frame.reformat(width=tw, height=th, format="gray").to_ndarray()
+
+    def _image(self, frame: av.VideoFrame, rotation: int) -> np.ndarray:
+        w, h = frame.width, frame.height
+        if rotation in (90, 270):
+            w, h = h, w
+        out_w = min(self.cfg.width, w - w % 2) or 2
+        out_h = max(2, round(out_w * h / w / 2) * 2)
+        if rotation in (90, 270):
+            rgb = frame.reformat(width=out_h, height=out_w, format="rgb24").to_ndarray()
+        else:
+            rgb = frame.reformat(width=out_w, height=out_h, format="rgb24").to_ndarray()
+        if rotation:
+            # display matrix rotation is counter-clockwise
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
+        return rgb
+
+
+class SourceEvents:
+    """What a reader reports about its source; the monitor's stream state implements it."""
+
+    def opened(self, width: int, height: int, fps: float | None, codec: str) -> None: ...
+    def packet(self, size: int) -> None: ...
+    def frame(self) -> None: ...
+    def error(self, kind: str, message: str) -> None: ...
+    def reconnecting(self, delay: float) -> None: ...
+    def ended(self) -> None: ...
+
+
+class SourceReader(threading.Thread):
+    """Reads one source with PyAV in its own thread: files (paced or not, looped or not), RTMP pull and
+    listen, RTSP/HLS/SRT pull. Pull and listen sources reconnect with exponential backoff."""
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        analysis: AnalysisConfig,
+        queue: FrameQueue,
+        events: SourceEvents,
+        backoff: tuple[float, float] = (0.5, 10.0),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name=f"decode-{source.name}", daemon=True)
+        self.source = source
+        self.converter = FrameConverter(analysis)
+        self.queue = queue
+        self.events = events
+        self.backoff = backoff
+        self._stop = threading.Event()
+        self._clock = clock
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        delay = self.backoff[0]
+        kind = self.source.kind
+        try:
+            while not self._stop.is_set():
+                started = self._clock()
+                try:
+                    finished = self._read_once()
+                except av.error.ExitError:
+                    finished = False  # interrupted by stop()
+                except (av.error.FFmpegError, OSError, _NoVideo) as exc:
+                    self.events.error("open" if self._opening else "decode", _describe(exc, self.source.url))
+                    finished = kind == SourceKind.file and not self.source.loop
+                except Exception as exc:  # a bug must not take other streams down
+                    log.exception("source %s failed", self.source.name)
+                    self.events.error("internal", f"{type(exc).__name__}: {exc}")
+                    finished = kind == SourceKind.file
+                if self._stop.is_set() or finished:
+                    break
+                if kind == SourceKind.file and self.source.loop:
+                    continue
+                if self._clock() - started > 5 * self.backoff[0] and not self._opening:
+                    delay = self.backoff[0]  # it ran for a while: start the backoff afresh
+                if kind == SourceKind.rtmp_listen and not self._opening:
+                    delay = self.backoff[0]  # a publisher left: listen again at once
+                self.events.reconnecting(delay)
+                if self._stop.wait(delay):
+                    break
+                delay = min(delay * 2, self.backoff[1])
+        finally:
+            self.events.ended()
+            self.queue.put(END)
+
+    _opening = True
+
+    def _open(self):
+        src = self.source
+        options = dict(src.options)
+        timeout: float | tuple[float, float] | None = (10.0, 10.0)
+        if src.kind == SourceKind.rtmp_listen:
+            from stream.rtmp import listen_options
+
+            options = {**listen_options(), **options}
+            timeout = (None, 10.0)  # accept waits as long as it takes; stop() interrupts it
+        elif src.kind == SourceKind.file:
+            timeout = None
+        elif src.url.startswith("rtsp"):
+            options.setdefault("rtsp_transport", "tcp")
+        url = src.url[len("file://") :] if src.url.startswith("file://") else src.url
+        return av.open(url, mode="r", options=options, timeout=timeout) if timeout else av.open(
+            url, mode="r", options=options
+        )
+
+    def _read_once(self) -> bool:
+        """Opens the source and reads it to its end. Returns True when the stream is finished for good."""
+        self._opening = True
+        container = self._open()
+        try:
+            if not container.streams.video:
+                raise _NoVideo(f"{self.source.url}: the input has no video stream")
+            vstream = container.streams.video[0]
+            vstream.thread_type = "SLICE"
+            vstream.codec_context.thread_count = 1
+            fps = float(vstream.average_rate) if vstream.average_rate else None
+            self.events.opened(vstream.codec_context.width, vstream.codec_context.height, fps, vstream.codec_context.name)
+            self._opening = False
+            pace_start: float | None = None
+            first_pts: float | None = None
+            for packet in container.demux(vstream):
+                if self._stop.is_set():
+                    return True
+                if packet.size:
+                    self.events.packet(packet.size)
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError as exc:
+                    self.events.error("decode", _describe(exc, self.source.url))
+                    continue
+                for frame in frames:
+                    record = self.converter.convert(frame)
+                    self.events.frame()
+                    if self.source.kind == SourceKind.file and self.source.realtime:
+                        if pace_start is None:
+                            pace_start, first_pts = self._clock(), record.pts
+                        ahead = (record.pts - first_pts) - (self._clock() - pace_start)
+                        if ahead > 0 and self._stop.wait(ahead):
+                            return True
+                    if not self.queue.put(record):
+                        return True
+            if self.source.kind == SourceKind.file:
+                return not self.source.loop
+            self.events.error("eof", f"{self.source.url}: the stream ended")
+            return False
+        finally:
+            container.close()
+
+
+class _NoVideo(Exception):
+    """The input opened but holds no video stream."""
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    text = str(exc)
+    return text if url in text else f"{url}: {text}"

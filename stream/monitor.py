@@ -1,0 +1,356 @@
+"""The monitor: the streams it holds, the analysis loop over all of them, and what it publishes."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+
+from engines.features import DIMENSIONS, LEVELS, WindowResult
+from stream.analysis import Analyzer
+from stream.config import DropPolicy, MonitorConfig, SourceConfig, SourceKind
+from stream.decode import FrameConverter, SourceEvents, SourceReader
+from stream.metrics import Metrics, build_metrics
+from stream.queues import END, FrameQueue
+from stream.windows import WindowAssembler
+
+log = logging.getLogger(__name__)
+
+LEVEL_INDEX = {name: i + 1 for i, name in enumerate(LEVELS)}
+
+
+class StreamLimitError(RuntimeError):
+    """The monitor holds as many streams as `limits.max_streams` allows."""
+
+
+class StreamExistsError(RuntimeError):
+    """A stream of that name is already being watched."""
+
+
+@dataclass
+class StreamState(SourceEvents):
+    """What is known of one stream; written by its reader thread and the analysis loop, read by HTTP."""
+
+    name: str
+    kind: str
+    url: str
+    metrics: Metrics
+    state: str = "starting"  # starting, up, down, ended, error
+    last_error: str | None = None
+    width: int = 0
+    height: int = 0
+    codec: str | None = None
+    nominal_fps: float | None = None
+    fps: float = 0.0
+    bitrate_bps: float = 0.0
+    frames_received: int = 0
+    last_frame_at: float | None = None
+    started_at: float = field(default_factory=time.time)
+    created_mono: float = field(default_factory=time.monotonic)
+    latest: WindowResult | None = None
+    recommendation: dict[str, Any] | None = None
+    _bytes: collections.deque = field(default_factory=collections.deque)
+    _frames: collections.deque = field(default_factory=collections.deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    RATE_SPAN_S = 3.0
+
+    # SourceEvents, called from the reader thread
+    def opened(self, width: int, height: int, fps: float | None, codec: str) -> None:
+        self.width, self.height, self.nominal_fps, self.codec = width, height, fps, codec
+        self.metrics.stream_width.labels(self.name).set(width)
+        self.metrics.stream_height.labels(self.name).set(height)
+        self.last_error = None if self.state != "error" else self.last_error
+
+    def packet(self, size: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._bytes.append((now, size))
+
+    def frame(self) -> None:
+        now = time.monotonic()
+        self.frames_received += 1
+        self.last_frame_at = now
+        with self._lock:
+            self._frames.append(now)
+        self.metrics.frames_received.labels(self.name).inc()
+        if self.state != "up":
+            self.state = "up"
+            self.metrics.stream_up.labels(self.name).set(1)
+
+    def error(self, kind: str, message: str) -> None:
+        log.warning("stream %s: %s", self.name, message)
+        self.last_error = message
+        self.metrics.stream_errors.labels(self.name, kind).inc()
+        if kind != "decode":
+            self.mark_down("error")
+
+    def reconnecting(self, delay: float) -> None:
+        self.metrics.reconnects.labels(self.name).inc()
+
+    def ended(self) -> None:
+        if self.state != "error":
+            self.state = "ended"
+        self.metrics.stream_up.labels(self.name).set(0)
+
+    def mark_down(self, state: str = "down") -> None:
+        self.state = state
+        self.metrics.stream_up.labels(self.name).set(0)
+
+    def refresh_rates(self, now: float) -> None:
+        cutoff = now - self.RATE_SPAN_S
+        with self._lock:
+            while self._bytes and self._bytes[0][0] < cutoff:
+                self._bytes.popleft()
+            while self._frames and self._frames[0] < cutoff:
+                self._frames.popleft()
+            span = min(self.RATE_SPAN_S, max(0.5, now - self.created_mono))
+            self.fps = len(self._frames) / span
+            self.bitrate_bps = 8 * sum(size for _, size in self._bytes) / span
+        self.metrics.stream_fps.labels(self.name).set(self.fps)
+        self.metrics.stream_bitrate.labels(self.name).set(self.bitrate_bps)
+
+    def to_json(self) -> dict[str, Any]:
+        latest = self.latest
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.url,
+            "state": self.state,
+            "last_error": self.last_error,
+            "resolution": [self.width, self.height] if self.width else None,
+            "codec": self.codec,
+            "fps": round(self.fps, 2),
+            "bitrate_bps": round(self.bitrate_bps),
+            "frames_received": self.frames_received,
+            "recommendation": self.recommendation,
+            "latest": None,
+        }
+        if latest is not None:
+            out["latest"] = result_json(latest)
+        return out
+
+
+def result_json(r: WindowResult) -> dict[str, Any]:
+    return {
+        "start": round(r.start, 3),
+        "end": round(r.end, 3),
+        "score": None if r.score is None else round(r.score, 2),
+        "level": r.level,
+        "dimensions": {region: {k: round(v, 1) for k, v in dims.items()} for region, dims in r.dimensions.items()},
+        "face_presence": round(r.face_presence, 3),
+        "face_size": round(r.face_size, 4),
+        "identity_stability": None if r.identity_stability is None else round(r.identity_stability, 3),
+    }
+
+
+class Stream:
+    """One watched stream: its queue, window assembler, state, and (for pulled/listened/file sources) reader."""
+
+    def __init__(self, source: SourceConfig, monitor: Monitor) -> None:
+        self.source = source
+        self.name = source.name
+        m = monitor.metrics
+        self.state = StreamState(source.name, source.kind.value, _redact(source.url), m)
+        policy = source.drop_policy or DropPolicy.drop_oldest
+        self.queue = FrameQueue(
+            source.queue_frames, policy, on_drop=lambda reason: m.frames_dropped.labels(self.name, reason).inc()
+        )
+        self.assembler = WindowAssembler(source.name, monitor.config.window)
+        self.reader: SourceReader | None = None
+        self.converter: FrameConverter | None = None
+        if source.kind == SourceKind.whip:
+            self.converter = FrameConverter(monitor.config.analysis)
+        else:
+            self.reader = SourceReader(source, monitor.config.analysis, self.queue, self.state)
+        self.finished = False
+        # make the series exist from the start, so a scrape sees the stream even before its first window
+        m.stream_up.labels(self.name).set(0)
+        m.frames_received.labels(self.name)
+        m.windows_analysed.labels(self.name)
+        for reason in ("queue_full",):
+            m.frames_dropped.labels(self.name, reason)
+
+    def push(self, frame: av.VideoFrame) -> None:
+        """For pushed sources (WHIP): convert a decoded frame and queue it. Call from a worker thread."""
+        assert self.converter is not None, "push() is for pushed sources"
+        record = self.converter.convert(frame)
+        self.state.frame()
+        self.queue.put(record)
+
+    def end(self) -> None:
+        """A pushed source ended (publisher left)."""
+        self.state.ended()
+        self.queue.put(END)
+
+
+class Monitor:
+    """Holds the streams and runs the analysis loop in its own thread; never blocks an asyncio loop."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        analyzer: Analyzer,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or build_metrics()
+        self.analyzer = analyzer
+        if analyzer.metrics is None:
+            analyzer.metrics = self.metrics
+        self.streams: dict[str, Stream] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="analysis", daemon=True)
+        self.listeners: list[Callable[[StreamState, WindowResult], None]] = []
+        self.loop_heartbeat = time.monotonic()
+        self.loop_error: str | None = None
+
+    # streams
+    def add_stream(self, source: SourceConfig) -> Stream:
+        with self._lock:
+            old = self.streams.get(source.name)
+            if old is not None and not old.finished:
+                raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
+            active = sum(1 for s in self.streams.values() if not s.finished)
+            if active >= self.config.limits.max_streams:
+                self.metrics.streams_refused.labels("limit").inc()
+                raise StreamLimitError(
+                    f"the monitor already holds {active} streams (limits.max_streams={self.config.limits.max_streams})"
+                )
+            if old is not None:
+                self.metrics.forget_stream(source.name)
+            stream = Stream(source, self)
+            self.streams[source.name] = stream
+            self.metrics.streams_active.set(active + 1)
+        if stream.reader is not None:
+            stream.reader.start()
+        return stream
+
+    def remove_stream(self, name: str) -> None:
+        with self._lock:
+            stream = self.streams.pop(name, None)
+            self.metrics.streams_active.set(sum(1 for s in self.streams.values() if not s.finished))
+        if stream is None:
+            return
+        if stream.reader is not None:
+            stream.reader.stop()
+        stream.queue.close()
+        self.metrics.forget_stream(name)
+
+    # lifecycle
+    def start(self) -> None:
+        self._thread.start()
+        for source in self.config.sources:
+            self.add_stream(source)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for stream in list(self.streams.values()):
+            if stream.reader is not None:
+                stream.reader.stop()
+        for stream in list(self.streams.values()):
+            stream.queue.close()
+            if stream.reader is not None:
+                stream.reader.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def healthy(self) -> bool:
+        return self._thread.is_alive() and time.monotonic() - self.loop_heartbeat < 10.0
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [s.state.to_json() for s in list(self.streams.values())]
+
+    # the analysis loop
+    def _loop(self) -> None:
+        interval = self.config.analysis.batch_interval_s
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            self.loop_heartbeat = t0
+            try:
+                self.step()
+            except Exception as exc:  # keep the loop alive; a bad frame must not stop every stream
+                log.exception("analysis step failed")
+                self.loop_error = f"{type(exc).__name__}: {exc}"
+            self._stop.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+    def step(self) -> list[WindowResult]:
+        """One pass over every stream: drain, assemble windows, analyse, publish. Returns what it published."""
+        records = []
+        windows = []
+        now = time.monotonic()
+        for stream in list(self.streams.values()):
+            items = stream.queue.drain()
+            self.metrics.queue_depth.labels(stream.name).set(len(stream.queue))
+            for item in items:
+                if item is END:
+                    windows.extend(stream.assembler.finish())
+                    stream.finished = True
+                    continue
+                if item.image is not None:
+                    records.append(item)
+                windows.extend(stream.assembler.add(item))
+            st = stream.state
+            st.refresh_rates(now)
+            if (
+                st.state == "up"
+                and st.last_frame_at is not None
+                and now - st.last_frame_at > self.config.analysis.stale_after_s
+            ):
+                st.mark_down("down")
+        for w in windows:
+            s = self.streams.get(w.stream)
+            if s is not None:
+                w.nominal_fps = s.state.nominal_fps
+        self.analyzer.analyse_frames(records)
+        results = self.analyzer.rate_windows(windows)
+        for w, result in zip(windows, results, strict=True):
+            self._publish(w.closed_at, result)
+        return results
+
+    def _publish(self, closed_at: float, r: WindowResult) -> None:
+        stream = self.streams.get(r.stream)
+        if stream is None:
+            return
+        m, name = self.metrics, r.stream
+        for region, dims in r.dimensions.items():
+            for dim in DIMENSIONS:
+                if dim in dims:
+                    m.dimension_score.labels(name, dim, region).set(dims[dim])
+        m.face_presence.labels(name).set(r.face_presence)
+        m.face_size.labels(name).set(r.face_size)
+        if r.identity_stability is not None:
+            m.face_stability.labels(name).set(r.identity_stability)
+        if r.score is not None:
+            m.quality_score.labels(name).set(r.score)
+        if r.level is not None:
+            m.quality_level.labels(name).set(LEVEL_INDEX[r.level])
+        m.windows_analysed.labels(name).inc()
+        stream.state.latest = r
+        for listener in self.listeners:
+            try:
+                listener(stream.state, r)
+            except Exception:
+                log.exception("listener failed for stream %s", name)
+        m.publish_latency.observe(time.monotonic() - closed_at)
+
+
+def _redact(url: str) -> str:
+    """Stream keys and passwords stay out of /streams."""
+    from urllib.parse import urlparse
+
+    p = urlparse(url)
+    if p.scheme in ("rtmp", "rtmps", "srt", "rtsp") and p.path.count("/") >= 2:
+        head = url.rsplit("/", 1)[0]
+        return head + "/***"
+    if p.password:
+        return url.replace(p.password, "***")
+    return url

@@ -1,0 +1,154 @@
+"""Scoring files start to end through the same decode, windows and analysis as the live path."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+
+from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResult
+from stream.analysis import Analyzer
+from stream.config import MonitorConfig, SourceConfig, SourceKind
+from stream.decode import SourceEvents, SourceReader, _NoVideo
+from stream.windows import WindowAssembler
+
+# How the face region and the whole frame combine into one figure per dimension when a face is seen.
+FACE_WEIGHT = 0.6
+
+
+class InputError(ValueError):
+    """A file that cannot be scored; the message says what is wrong with it."""
+
+
+@dataclass
+class FileAnalysis:
+    path: str
+    windows: list[Window]
+    results: list[WindowResult]
+    errors: list[str] = field(default_factory=list)
+    nominal_fps: float | None = None
+
+
+class _Events(SourceEvents):
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.frames = 0
+        self.fps: float | None = None
+
+    def opened(self, width: int, height: int, fps: float | None, codec: str) -> None:
+        self.fps = fps
+
+    def frame(self) -> None:
+        self.frames += 1
+
+    def error(self, kind: str, message: str) -> None:
+        self.errors.append(message)
+
+
+class _SyncSink:
+    """Stands where the live path has its queue: assembles windows and analyses them as frames arrive."""
+
+    def __init__(self, name: str, cfg: MonitorConfig, analyzer: Analyzer, keep_windows: bool, events: _Events) -> None:
+        self.assembler = WindowAssembler(name, cfg.window)
+        self.analyzer = analyzer
+        self.keep = keep_windows
+        self.events = events
+        self.pending: list[FrameRecord] = []
+        self.windows: list[Window] = []
+        self.results: list[WindowResult] = []
+
+    def put(self, record: FrameRecord | None) -> bool:
+        if record is None:
+            return True
+        if record.image is not None:
+            self.pending.append(record)
+        closed = self.assembler.add(record)
+        if closed:
+            self._flush(closed)
+        return True
+
+    def finish(self) -> None:
+        self._flush(self.assembler.finish())
+
+    def _flush(self, closed: list[Window]) -> None:
+        for w in closed:
+            w.nominal_fps = self.events.fps
+        self.analyzer.analyse_frames(self.pending)
+        self.pending = []
+        self.results.extend(self.analyzer.rate_windows(closed))
+        if self.keep:
+            self.windows.extend(closed)
+
+
+def analyse_file(path: str | Path, cfg: MonitorConfig, analyzer: Analyzer, keep_windows: bool = False) -> FileAnalysis:
+    """Decodes the whole file as fast as possible and returns its windows' results (and windows if asked).
+
+    Raises InputError for a file that does not exist, is not a video, or holds no decodable frame.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file")
+    if p.is_dir():
+        raise InputError(f"{path}: is a directory, not a video file")
+    source = SourceConfig(name="file", url=str(p), kind=SourceKind.file, realtime=False)
+    events = _Events()
+    sink = _SyncSink("file", cfg, analyzer, keep_windows, events)
+    reader = SourceReader(source, cfg.analysis, sink, events)  # type: ignore[arg-type]
+    try:
+        reader._read_once()
+    except _NoVideo as exc:
+        raise InputError(f"{path}: the file has no video stream") from exc
+    except av.error.FFmpegError as exc:
+        if events.frames == 0:
+            raise InputError(f"{path}: not a video file ffmpeg can read ({exc.strerror or exc})") from exc
+        events.errors.append(f"{path}: {exc}")
+    if events.frames == 0:
+        raise InputError(f"{path}: no decodable video frame" + (f" ({events.errors[0]})" if events.errors else ""))
+    sink.finish()
+    return FileAnalysis(str(path), sink.windows, sink.results, events.errors, events.fps)
+
+
+def level_for(score: float) -> str:
+    """The five FVQ levels on the 0-100 MOS scale, in equal bands."""
+    return LEVELS[min(len(LEVELS) - 1, max(0, int(score // 20)))]
+
+
+def combine_dimensions(results: list[WindowResult]) -> dict[str, float]:
+    """One 0-100 figure per dimension for a file: windows averaged, the face weighted where one was seen."""
+    out: dict[str, float] = {}
+    for dim in DIMENSIONS:
+        values = []
+        for r in results:
+            frame = r.dimensions.get("frame", {}).get(dim)
+            face = r.dimensions.get("face", {}).get(dim)
+            if frame is None:
+                continue
+            values.append(frame if face is None else FACE_WEIGHT * face + (1 - FACE_WEIGHT) * frame)
+        if values:
+            out[dim] = sum(values) / len(values)
+    return out
+
+
+def file_report(analysis: FileAnalysis) -> dict[str, Any]:
+    """The `fvq score --json` object for one file (DESIGN.md's contract)."""
+    results = analysis.results
+    report: dict[str, Any] = {"path": analysis.path}
+    scores = [r.score for r in results if r.score is not None]
+    if scores:
+        score = sum(scores) / len(scores)
+        report["score"] = round(score, 2)
+        report["level"] = level_for(score)
+    report["dimensions"] = {k: round(v, 1) for k, v in combine_dimensions(results).items()}
+    report["face_presence"] = round(sum(r.face_presence for r in results) / len(results), 3) if results else 0.0
+    report["windows"] = [
+        {"start": round(r.start, 3), "end": round(r.end, 3), **({"score": round(r.score, 2)} if r.score is not None else {})}
+        for r in results
+    ]
+    if analysis.errors:
+        report["warnings"] = analysis.errors[:5]
+    if not results or any(math.isnan(v) for v in report["dimensions"].values()):
+        report.setdefault("warnings", []).append("no complete window")
+    return report
