@@ -126,21 +126,21 @@ class SourceReader(threading.Thread):
         self.queue = queue
         self.events = events
         self.backoff = backoff
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._clock = clock
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._halt.is_set()
 
     def run(self) -> None:
         delay = self.backoff[0]
         kind = self.source.kind
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 started = self._clock()
                 try:
                     finished = self._read_once()
@@ -153,7 +153,7 @@ class SourceReader(threading.Thread):
                     log.exception("source %s failed", self.source.name)
                     self.events.error("internal", f"{type(exc).__name__}: {exc}")
                     finished = kind == SourceKind.file
-                if self._stop.is_set() or finished:
+                if self._halt.is_set() or finished:
                     break
                 if kind == SourceKind.file and self.source.loop:
                     continue
@@ -162,7 +162,7 @@ class SourceReader(threading.Thread):
                 if kind == SourceKind.rtmp_listen and not self._opening:
                     delay = self.backoff[0]  # a publisher left: listen again at once
                 self.events.reconnecting(delay)
-                if self._stop.wait(delay):
+                if self._halt.wait(delay):
                     break
                 delay = min(delay * 2, self.backoff[1])
         finally:
@@ -205,7 +205,7 @@ class SourceReader(threading.Thread):
             pace_start: float | None = None
             first_pts: float | None = None
             for packet in container.demux(vstream):
-                if self._stop.is_set():
+                if self._halt.is_set():
                     return True
                 if packet.size:
                     self.events.packet(packet.size)
@@ -221,7 +221,7 @@ class SourceReader(threading.Thread):
                         if pace_start is None:
                             pace_start, first_pts = self._clock(), record.pts
                         ahead = (record.pts - first_pts) - (self._clock() - pace_start)
-                        if ahead > 0 and self._stop.wait(ahead):
+                        if ahead > 0 and self._halt.wait(ahead):
                             return True
                     if not self.queue.put(record):
                         return True
