@@ -32,12 +32,14 @@ class Analyzer:
         face: FaceExtractor | None,
         rater: Rater | None = None,
         metrics: Metrics | None = None,
-        embed_faces: bool = True,
+        embed_every: int = 1,
+        sample_fps: float = 2.0,
     ) -> None:
         self.face = face
         self.rater = rater
         self.metrics = metrics
-        self.embed_faces = embed_faces
+        self.embed_every = embed_every  # embed the face of every n-th sampled frame (0: never); SFace is costly
+        self.sample_fps = sample_fps
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -59,8 +61,8 @@ class Analyzer:
                 found = self.face.detect([r.image for r in todo])
             for r, faces in zip(todo, found, strict=True):
                 r.faces = faces
-            with_face = [r for r in todo if r.faces]
-            if self.embed_faces and with_face:
+            with_face = [r for r in todo if r.faces and self._embeds(r)]
+            if with_face:
                 with self.stage("face_embed"):
                     emb = self.face.embed([r.image for r in with_face], [r.main_face for r in with_face])
                 for r, e in zip(with_face, emb, strict=True):
@@ -73,6 +75,10 @@ class Analyzer:
                 self.rater.frame_features(list(todo))
         for r in todo:
             r.analysed = True
+
+    def _embeds(self, r: FrameRecord) -> bool:
+        """Embedding frames follow the sampling grid, so every window sees the same ones."""
+        return self.embed_every > 0 and round(r.pts * self.sample_fps) % self.embed_every == 0
 
     def rate_windows(self, windows: Sequence[Window]) -> list[WindowResult]:
         from engines.signals import window_dimensions
@@ -128,8 +134,12 @@ DEFAULT_BUNDLE = __import__("pathlib").Path(__file__).resolve().parent.parent / 
 def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: stream.config.MonitorConfig
     """The face extractor on its configured runtime, and the rater from the bundle (unless no_model)."""
     from engines.face import FaceExtractor, FaceExtractorConfig
+    from engines.registry import create_engine
 
-    face = FaceExtractor(FaceExtractorConfig(runtime=cfg.face.runtime), engine_config=cfg.face.config)
+    face = FaceExtractor(
+        FaceExtractorConfig(runtime=cfg.face.runtime),
+        engine=create_engine(cfg.face.runtime, cfg.face.config),
+    )
     rater = None
     if not cfg.no_model:
         from engines.rater import load_rater
@@ -141,4 +151,5 @@ def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: str
             log.warning("no default bundle at %s: scoring with signal measurements only", bundle)
         else:
             rater = load_rater(bundle)
-    return Analyzer(face, rater, metrics, embed_faces=cfg.analysis.embed_faces)
+    embed_every = max(1, round(cfg.analysis.sample_fps / cfg.analysis.embed_fps)) if cfg.analysis.embed_faces else 0
+    return Analyzer(face, rater, metrics, embed_every=embed_every, sample_fps=cfg.analysis.sample_fps)

@@ -104,6 +104,9 @@ class AnalysisConfig(_Strict):
     sample_fps: float = Field(2.0, gt=0, le=30, description="Frames per second analysed in full (faces, signals).")
     thumb_width: int = Field(64, ge=16, le=256, description="Width of the luma thumbnail kept for every frame.")
     embed_faces: bool = Field(True, description="Compute SFace embeddings (identity stability, model input).")
+    embed_fps: float = Field(
+        0.5, gt=0, le=30, description="Face embeddings per second (SFace costs ~17 ms a face on one core)."
+    )
     batch_interval_s: float = Field(
         0.05, gt=0, le=1, description="How often the analysis loop gathers work from all streams."
     )
