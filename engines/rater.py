@@ -1,0 +1,365 @@
+"""The rater interface the live path calls: frames -> cached features, a window -> WindowFeatures, a batch -> Ratings.
+
+Everything that crosses this interface is numpy, batch in and batch out, so the rater can sit behind a
+remote call (a rater service with dynamic batching) without changing the ingest side.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.features import DIMENSIONS, LEVELS, Face, FrameRecord, Window
+
+EMBEDDING_DIM = 128  # SFace
+INTERVAL_FEATURES = ("dt_ratio", "log_dt", "mad", "repeat")  # per consecutive frame pair, see interval_features()
+REPEAT_MAD = 0.35  # luma levels: a pair this similar shows the same picture (engines/signals.py FREEZE_MAD)
+
+# Window-level temporal and face statistics at the head of the signals vector, always present, in this order.
+WINDOW_STAT_KEYS = (
+    "window.fps_ratio",  # frames per second / nominal (or median-interval) rate
+    "window.dt_cv",  # coefficient of variation of frame intervals
+    "window.max_gap",  # longest interval / median interval
+    "window.repeat_share",  # share of consecutive pairs that repeat the picture
+    "window.mad_mean",  # mean |luma difference| of consecutive thumbs (0..1)
+    "window.mad_std",
+    "window.luma_mean",  # mean thumb luma (0..1)
+    "window.luma_flicker",  # mean |second difference| of per-frame mean luma (0..1)
+    "window.face_presence",  # share of sampled frames with a face
+    "window.face_size",  # mean face area / frame area over frames with a face
+    "window.face_jitter",  # std of the face centre's movement between sampled frames, in face widths
+    "window.identity_stability",  # mean cosine similarity of consecutive embeddings (0 when unknown)
+)
+# Per-frame signal measurements (record.signals[region][name]) come after, 3 values per key from the bundle's
+# `signal_keys` ("region.name"): mean and std over the sampled frames where the value is present and finite,
+# and the share of sampled frames where it is. A key absent from every frame gives (0, 0, 0).
+SIGNAL_STATS = ("mean", "std", "presence")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Shapes of a window's features; fixed by the bundle so training and the live path agree."""
+
+    frames: int = 8  # K: sampled frames per window (resampled uniformly, repeated when fewer)
+    temporal_len: int = 16  # T: luma thumbs per window (uniform over all frames)
+    thumb_size: tuple[int, int] = (36, 64)  # (h, w) thumbs are resized to
+    interval_len: int = 32  # frame-pair interval features, resampled to this length
+    signal_keys: tuple[str, ...] = ()  # "region.name" keys of record.signals, in order
+    spatial_shape: tuple[int, ...] = (1584,)  # one frame's spatial features: (Ds,) or (H, W, 3) uint8 pixels
+    portrait_shape: tuple[int, ...] = (1584,)
+
+    @property
+    def signals_dim(self) -> int:
+        return len(WINDOW_STAT_KEYS) + len(SIGNAL_STATS) * len(self.signal_keys)
+
+    def signal_names(self) -> list[str]:
+        return list(WINDOW_STAT_KEYS) + [f"{k}.{s}" for k in self.signal_keys for s in SIGNAL_STATS]
+
+    def to_dict(self) -> dict:
+        return {
+            "frames": self.frames,
+            "temporal_len": self.temporal_len,
+            "thumb_size": list(self.thumb_size),
+            "interval_len": self.interval_len,
+            "signal_keys": list(self.signal_keys),
+            "spatial_shape": list(self.spatial_shape),
+            "portrait_shape": list(self.portrait_shape),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSpec:
+        return cls(
+            frames=int(d["frames"]),
+            temporal_len=int(d["temporal_len"]),
+            thumb_size=(int(d["thumb_size"][0]), int(d["thumb_size"][1])),
+            interval_len=int(d["interval_len"]),
+            signal_keys=tuple(d["signal_keys"]),
+            spatial_shape=tuple(int(v) for v in d["spatial_shape"]),
+            portrait_shape=tuple(int(v) for v in d["portrait_shape"]),
+        )
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        """K frames of an absent input: zero features, or black pixels."""
+        return np.zeros((self.frames, *shape), dtype=np.uint8 if len(shape) == 3 else np.float32)
+
+
+@dataclass
+class WindowFeatures:
+    """One window's model inputs, numpy only.
+
+    spatial/portrait: (K, Ds) float32 pooled features of a frozen encoder (tiny), or (K, H, W, 3) uint8
+    frames and crops when the vision tower runs inside the rater (full).
+    """
+
+    stream: str
+    start: float
+    end: float
+    spatial: np.ndarray
+    portrait: np.ndarray
+    face: np.ndarray  # (K, 128) float32 SFace embeddings, zeros where no face
+    face_mask: np.ndarray  # (K,) float32, 1 where a face embedding exists
+    thumbs: np.ndarray  # (T, h, w) uint8 luma
+    intervals: np.ndarray  # (Ti, len(INTERVAL_FEATURES)) float32
+    signals: np.ndarray  # (FeatureSpec.signals_dim,) float32, see WINDOW_STAT_KEYS and SIGNAL_STATS
+
+    ARRAYS = ("spatial", "portrait", "face", "face_mask", "thumbs", "intervals", "signals")
+
+
+@dataclass
+class Rating:
+    score: float  # 0..100, calibrated
+    level: str  # one of LEVELS, the level band the score falls in
+    level_probs: np.ndarray  # (5,) the Stage I head's distribution over LEVELS
+    dimensions: dict[str, float] | None = field(default=None)  # DIMENSIONS -> 0..100 when the bundle rates them
+
+
+def level_of(score: float) -> str:
+    """Five equal bands over 0..100: bad < 20 <= poor < 40 <= fair < 60 <= good < 80 <= excellent."""
+    return LEVELS[min(len(LEVELS) - 1, max(0, int(score // 20)))]
+
+
+def level_index(mos: float) -> int:
+    return LEVELS.index(level_of(mos))
+
+
+class Rater(abc.ABC):
+    """Turns windows into ratings. Implementations: engines.fvq_rater.FVQRater (tiny and full)."""
+
+    spec: FeatureSpec
+
+    @abc.abstractmethod
+    def frame_features(self, records: list[FrameRecord]) -> None:
+        """Fills record.extra["spatial"] and ["portrait"] for sampled records that lack them, batched across
+        all records given (they may come from many streams); windows that overlap reuse the results."""
+
+    def window_features(self, window: Window) -> WindowFeatures:
+        """Assembles a window's inputs from its frames (frame_features must have run on its sampled frames)."""
+        return assemble_window_features(window, self.spec)
+
+    @abc.abstractmethod
+    def rate(self, features: list[WindowFeatures]) -> list[Rating]:
+        """Rates a batch of windows in one forward pass (no text generation)."""
+
+
+def load_rater(bundle_dir: Path, device: str = "cpu") -> Rater:
+    """Loads the rater a bundle folder describes (manifest.json names the model size and files)."""
+    bundle_dir = Path(bundle_dir)
+    manifest_path = bundle_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{bundle_dir} is not a rater bundle: it has no manifest.json (train one with `python -m train.fit`)"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") != 1:
+        raise ValueError(f"{manifest_path}: unsupported format_version {manifest.get('format_version')!r} (expected 1)")
+    from engines.fvq_rater import FVQRater
+
+    return FVQRater.load(bundle_dir, manifest=manifest, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Window assembly (shared by the live path and training)
+# ---------------------------------------------------------------------------------------------
+
+
+def portrait_box(face: Face | None, width: int, height: int) -> tuple[int, int, int, int]:
+    """A square head-and-shoulders crop (x0, y0, x1, y1) around a face, kept inside the frame.
+
+    The side is 2.6 face heights and the centre sits 0.35 face heights below the face's centre, so the
+    crop reaches the shoulders. No face: the centred square of the frame's shorter side.
+    """
+    if face is None:
+        side = min(width, height)
+        cx, cy = width / 2, height / 2
+    else:
+        x, y, w, h = face.box
+        side = min(min(width, height), max(16.0, 2.6 * max(w, h)))
+        cx, cy = x + w / 2, y + h / 2 + 0.35 * h
+    side = int(round(side))
+    x0 = int(round(min(max(cx - side / 2, 0), width - side)))
+    y0 = int(round(min(max(cy - side / 2, 0), height - side)))
+    return x0, y0, x0 + side, y0 + side
+
+
+def portrait_crop(record: FrameRecord) -> np.ndarray:
+    image = record.image
+    assert image is not None
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = portrait_box(record.main_face, w, h)
+    return image[y0:y1, x0:x1]
+
+
+def uniform_indices(n: int, k: int) -> np.ndarray:
+    """k indices spread evenly over range(n) (repeating when n < k); n must be > 0."""
+    return np.minimum((np.arange(k) + 0.5) * n / k, n - 1).astype(np.int64)
+
+
+def _resample_rows(x: np.ndarray, length: int) -> np.ndarray:
+    if len(x) == 0:
+        return np.zeros((length, *x.shape[1:]), dtype=np.float32)
+    return x[uniform_indices(len(x), length)].astype(np.float32)
+
+
+def interval_features(pts: np.ndarray, thumbs: list[np.ndarray], nominal_fps: float | None) -> np.ndarray:
+    """(N-1, 4) per consecutive pair: dt / expected interval, log(dt / expected), mean |luma diff| / 255, repeat flag."""
+    if len(pts) < 2:
+        return np.zeros((0, len(INTERVAL_FEATURES)), dtype=np.float32)
+    dt = np.diff(pts).astype(np.float64)
+    positive = dt[dt > 0]
+    expected = 1.0 / nominal_fps if nominal_fps else (float(np.median(positive)) if len(positive) else 1 / 30)
+    ratio = np.clip(dt / expected, 0.0, 20.0)
+    mad = np.array(
+        [np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() if a.shape == b.shape else 255.0
+         for a, b in zip(thumbs[:-1], thumbs[1:], strict=True)]
+    )
+    repeat = (mad < REPEAT_MAD).astype(np.float64)
+    out = np.stack([ratio, np.log(np.maximum(ratio, 1e-2)), mad / 255.0, repeat], axis=1)
+    return out.astype(np.float32)
+
+
+def _window_stats(window: Window, sampled: list[FrameRecord], thumbs: list[np.ndarray],
+                  intervals: np.ndarray) -> list[float]:
+    frames = window.frames
+    pts = np.array([f.pts for f in frames], dtype=np.float64)
+    stats = dict.fromkeys(WINDOW_STAT_KEYS, 0.0)
+    if len(frames) >= 2:
+        dt = np.diff(pts)
+        med = float(np.median(dt[dt > 0])) if (dt > 0).any() else 0.0
+        span = float(pts[-1] - pts[0])
+        if span > 0:
+            fps = (len(frames) - 1) / span
+            nominal = window.nominal_fps or (1.0 / med if med > 0 else fps)
+            stats["window.fps_ratio"] = min(fps / nominal, 4.0)
+        if dt.mean() > 0:
+            stats["window.dt_cv"] = min(float(dt.std() / dt.mean()), 10.0)
+        if med > 0:
+            stats["window.max_gap"] = min(float(dt.max() / med), 20.0)
+        stats["window.repeat_share"] = float(intervals[:, 3].mean())
+        stats["window.mad_mean"] = float(intervals[:, 2].mean())
+        stats["window.mad_std"] = float(intervals[:, 2].std())
+    if thumbs:
+        luma = np.array([t.mean() / 255.0 for t in thumbs])
+        stats["window.luma_mean"] = float(luma.mean())
+        if len(luma) >= 3:
+            stats["window.luma_flicker"] = float(np.abs(np.diff(luma, 2)).mean())
+    if sampled:
+        faces = [r.main_face for r in sampled]
+        with_face = [(r, f) for r, f in zip(sampled, faces, strict=True) if f is not None]
+        stats["window.face_presence"] = len(with_face) / len(sampled)
+        if with_face:
+            areas = []
+            for r, f in with_face:
+                w, h = r.image.shape[1], r.image.shape[0]  # type: ignore[union-attr]
+                areas.append(f.box[2] * f.box[3] / float(w * h))
+            stats["window.face_size"] = float(np.mean(areas))
+            if len(with_face) >= 2:
+                centres = np.array([[f.box[0] + f.box[2] / 2, f.box[1] + f.box[3] / 2] for _, f in with_face])
+                widths = np.array([max(f.box[2], 1.0) for _, f in with_face])
+                moves = np.linalg.norm(np.diff(centres, axis=0), axis=1) / widths[1:]
+                stats["window.face_jitter"] = min(float(moves.std()), 10.0)
+        embs = [r.embedding for r in sampled if r.embedding is not None]
+        if len(embs) >= 2:
+            e = np.stack(embs).astype(np.float64)
+            e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8)
+            stats["window.identity_stability"] = float((e[:-1] * e[1:]).sum(1).mean())
+    return [stats[k] for k in WINDOW_STAT_KEYS]
+
+
+def _signal_stats(sampled: list[FrameRecord], keys: tuple[str, ...]) -> list[float]:
+    out: list[float] = []
+    for key in keys:
+        region, _, name = key.partition(".")
+        values = []
+        for r in sampled:
+            v = (r.signals or {}).get(region, {}).get(name)
+            if v is not None and math.isfinite(v):
+                values.append(float(v))
+        if values:
+            out += [float(np.mean(values)), float(np.std(values)), len(values) / len(sampled)]
+        else:
+            out += [0.0, 0.0, 0.0]
+    return out
+
+
+def signal_keys_of(records: list[FrameRecord]) -> set[str]:
+    """Every "region.name" key present in the records' signals (training collects the bundle's list with it)."""
+    keys: set[str] = set()
+    for r in records:
+        for region, values in (r.signals or {}).items():
+            keys.update(f"{region}.{name}" for name in values)
+    return keys
+
+
+def assemble_window_features(window: Window, spec: FeatureSpec) -> WindowFeatures:
+    sampled = window.sampled
+    k = spec.frames
+    missing = [r for r in sampled if "spatial" not in r.extra or "portrait" not in r.extra]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} sampled frames of stream {window.stream!r} have no spatial/portrait features: "
+            "call Rater.frame_features on them first"
+        )
+    if sampled:
+        picks = [sampled[i] for i in uniform_indices(len(sampled), k)]
+        spatial = np.stack([r.extra["spatial"] for r in picks])
+        portrait = np.stack([r.extra["portrait"] for r in picks])
+    else:  # no sampled frame at all: the model sees zeros (encoder outputs are never all zero)
+        spatial, portrait = spec.zeros(spec.spatial_shape), spec.zeros(spec.portrait_shape)
+    face = np.zeros((k, EMBEDDING_DIM), dtype=np.float32)
+    face_mask = np.zeros((k,), dtype=np.float32)
+    if sampled:
+        for j, r in enumerate(picks):
+            if r.embedding is not None:
+                face[j] = r.embedding
+                face_mask[j] = 1.0
+
+    th, tw = spec.thumb_size
+    all_thumbs = [f.thumb for f in window.frames]
+    if all_thumbs:
+        chosen = [all_thumbs[i] for i in uniform_indices(len(all_thumbs), spec.temporal_len)]
+        thumbs = np.stack([
+            t if t.shape == (th, tw) else cv2.resize(t, (tw, th), interpolation=cv2.INTER_AREA) for t in chosen
+        ]).astype(np.uint8)
+    else:
+        thumbs = np.zeros((spec.temporal_len, th, tw), dtype=np.uint8)
+    pts = np.array([f.pts for f in window.frames], dtype=np.float64)
+    pairs = interval_features(pts, all_thumbs, window.nominal_fps)
+    signals = _window_stats(window, sampled, all_thumbs, pairs) + _signal_stats(sampled, spec.signal_keys)
+    return WindowFeatures(
+        stream=window.stream,
+        start=window.start,
+        end=window.end,
+        spatial=spatial,
+        portrait=portrait,
+        face=face,
+        face_mask=face_mask,
+        thumbs=thumbs,
+        intervals=_resample_rows(pairs, spec.interval_len),
+        signals=np.asarray(signals, dtype=np.float32),
+    )
+
+
+def stack_features(features: list[WindowFeatures]) -> dict[str, np.ndarray]:
+    """A batch of WindowFeatures as arrays with a leading batch axis."""
+    return {name: np.stack([getattr(f, name) for f in features]) for name in WindowFeatures.ARRAYS}
+
+
+__all__ = [
+    "DIMENSIONS",
+    "LEVELS",
+    "FeatureSpec",
+    "Rater",
+    "Rating",
+    "WindowFeatures",
+    "assemble_window_features",
+    "level_of",
+    "load_rater",
+    "portrait_box",
+    "stack_features",
+]
