@@ -19,6 +19,7 @@ from stream.queues import END, FrameQueue
 log = logging.getLogger(__name__)
 
 THUMB_HEIGHT_RATIO = 9 / 16
+LIVE_PROBE_OPTIONS = {"analyzeduration": "500000", "probesize": "500000"}
 
 
 class FrameConverter:
@@ -184,6 +185,9 @@ class SourceReader(threading.Thread):
             timeout = None
         elif src.url.startswith("rtsp"):
             options.setdefault("rtsp_transport", "tcp")
+        if src.kind != SourceKind.file:
+            # probe briefly: ffmpeg's default (5 s) would buffer seconds of a live stream before the first frame
+            options = {**LIVE_PROBE_OPTIONS, **options}
         url = src.url[len("file://") :] if src.url.startswith("file://") else src.url
         return av.open(url, mode="r", options=options, timeout=timeout) if timeout else av.open(
             url, mode="r", options=options

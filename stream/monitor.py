@@ -52,7 +52,7 @@ class StreamState(SourceEvents):
     frames_received: int = 0
     last_frame_at: float | None = None
     started_at: float = field(default_factory=time.time)
-    created_mono: float = field(default_factory=time.monotonic)
+    _first_frame_at: float | None = None
     latest: WindowResult | None = None
     recommendation: dict[str, Any] | None = None
     _bytes: collections.deque = field(default_factory=collections.deque)
@@ -77,6 +77,8 @@ class StreamState(SourceEvents):
         now = time.monotonic()
         self.frames_received += 1
         self.last_frame_at = now
+        if self._first_frame_at is None:
+            self._first_frame_at = now
         with self._lock:
             self._frames.append(now)
         self.metrics.frames_received.labels(self.name).inc()
@@ -110,7 +112,8 @@ class StreamState(SourceEvents):
                 self._bytes.popleft()
             while self._frames and self._frames[0] < cutoff:
                 self._frames.popleft()
-            span = min(self.RATE_SPAN_S, max(0.5, now - self.created_mono))
+            first = self._first_frame_at if self._first_frame_at is not None else now
+            span = min(self.RATE_SPAN_S, max(0.5, now - first))
             self.fps = len(self._frames) / span
             self.bitrate_bps = 8 * sum(size for _, size in self._bytes) / span
         self.metrics.stream_fps.labels(self.name).set(self.fps)
