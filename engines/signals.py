@@ -1,0 +1,399 @@
+"""Cheap signal measurements per distortion family (blur, noise, color, artifact, luminance, temporal), mapped to 0-100."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from engines.features import DIMENSIONS, FrameRecord
+
+# ---------------------------------------------------------------------------------------------
+# Constants. Every threshold and every curve that turns a raw measurement into 0..100 lives here;
+# docs/signals.md explains each one and how it was chosen.
+# ---------------------------------------------------------------------------------------------
+
+BLOCK_STEP_CLIP = 12.0  # luma levels: a step across a block edge bigger than this is an edge, not blocking
+BLOCK = 8  # codec transform block size at analysis resolution (JPEG, MPEG-2, H.264 8x8 / half a macroblock)
+FINE_SIGMA = 1.0  # px, the fine scale of the two-scale edge-blur estimator
+COARSE_SIGMA = 2.0  # px, its coarse scale
+MIN_EDGES = 20  # fewer edge pixels than this and the blur of a region is unknown (NaN)
+DARK_LEVEL = 10  # luma at or below this is crushed black
+BRIGHT_LEVEL = 245  # luma at or above this is blown white
+FREEZE_MAD = 0.35  # mean |difference| (luma levels) between thumbs below which two frames are the same picture
+FREEZE_MIN_INTERVALS = 3  # a run of repeated pictures this long (in frame intervals) is a freeze, shorter is cadence
+STALL_FACTOR = 2.5  # a timestamp gap this many median intervals long is a stall
+
+
+def _falling(x: float, x50: float, p: float) -> float:
+    """Log-logistic curve: 1 at x=0, 0.5 at x=x50, towards 0 as x grows (steepness p)."""
+    if not math.isfinite(x):
+        return float("nan")
+    x = max(x, 0.0)
+    return 1.0 / (1.0 + (x / x50) ** p)
+
+
+def _rising(x: float, x50: float, p: float) -> float:
+    """1 - _falling: 0 at x=0, 0.5 at x=x50, towards 1 as x grows."""
+    if not math.isfinite(x):
+        return float("nan")
+    x = max(x, 0.0)
+    return (x / x50) ** p / (1.0 + (x / x50) ** p)
+
+
+# (curve, x50, steepness) per raw measurement used in a score; a dimension's score is 100 times the product
+# of its factors, so any one bad factor pulls the dimension down and clean content stays near 100.
+CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
+    "blur": {"edge_blur_px": ("falling", 2.2, 3.0)},
+    "noise": {"noise_sigma": ("falling", 7.0, 2.0)},
+    "color": {
+        "colorfulness": ("rising", 10.0, 2.0),
+        "cast_deg": ("falling", 10.0, 3.0),
+    },
+    "artifact": {
+        "blockiness": ("falling", 0.3, 2.5),
+    },
+    "luminance": {
+        "exposure_stops": ("falling", 1.0, 2.0),  # |log2(mean luma / MID_GREY)|
+        "clipped_share": ("falling", 0.25, 2.0),  # dark_share + bright_share
+        "contrast": ("rising", 14.0, 2.0),  # std of luma
+    },
+    "temporal": {
+        "frozen_share": ("falling", 0.15, 1.5),
+        "longest_freeze_s": ("falling", 0.6, 1.5),
+        "stall_share": ("falling", 0.10, 1.5),
+        "drop_share": ("falling", 0.15, 1.5),
+        "duplicate_share": ("falling", 0.4, 2.0),
+        "stutter_cv": ("falling", 0.5, 2.0),
+        "flicker": ("falling", 6.0, 2.0),
+        "judder": ("falling", 0.8, 2.0),
+    },
+}
+MID_GREY = 118.0  # luma of a well exposed scene's mean (sRGB middle grey is ~118)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per frame
+# ---------------------------------------------------------------------------------------------
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)  # Immerkaer 1996, |k|_2 = 6
+
+
+def _robust_sigma(resid: np.ndarray) -> float:
+    """Gaussian sigma behind |Immerkaer residuals|: mean after clipping at the 90th percentile (texture and
+    edges that slipped into the selection cannot pull it up), divided by that statistic's value for N(0, 1)."""
+    if resid.size == 0:
+        return float("nan")
+    top = float(np.percentile(resid, 90))
+    return float(np.minimum(resid, top).mean()) / (0.756 * 6.0)
+
+
+def _noise_and_blur(y: np.ndarray) -> dict[str, float]:
+    """Noise sigma in flat areas, edge blur width at strong edges, ringing around them."""
+    coarse = cv2.GaussianBlur(y, (0, 0), COARSE_SIGMA)
+    fine = cv2.GaussianBlur(y, (0, 0), FINE_SIGMA)
+    gc = cv2.magnitude(cv2.Sobel(coarse, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(coarse, cv2.CV_32F, 0, 1, ksize=3))
+    gf = cv2.magnitude(cv2.Sobel(fine, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(fine, cv2.CV_32F, 0, 1, ksize=3))
+    resid = np.abs(cv2.filter2D(y, cv2.CV_32F, _NOISE_KERNEL))
+
+    # Noise: median residual over the flattest quarter of the (unclipped) pixels. The flatness test runs on
+    # the coarse image so the selection is not itself driven by the noise it measures.
+    unclipped = (coarse > DARK_LEVEL + 4) & (coarse < BRIGHT_LEVEL - 4)
+    gc_u = gc[unclipped]
+    if gc_u.size >= 64:
+        flat = unclipped & (gc <= np.percentile(gc_u[::4], 25))
+        noise = _robust_sigma(resid[flat])
+    else:
+        noise = float("nan")
+
+    # Blur: ratio of fine to coarse gradient at ridge pixels of strong coarse edges. For a step blurred by
+    # s, the ratio is sqrt(s^2 + c^2) / sqrt(s^2 + f^2) (c, f: the effective scales), which is independent
+    # of the edge's contrast; we invert it for s in pixels.
+    ridge = gc >= cv2.dilate(gc, np.ones((3, 3), np.uint8))
+    floor = 4.0 + 3.0 * (noise if math.isfinite(noise) else 0.0)
+    cand = gc[ridge]
+    cand = cand[cand > floor]
+    edge_blur = float("nan")
+    ringing = float("nan")
+    if cand.size >= MIN_EDGES:
+        # the strongest 30% of the edge pixels, but at least MIN_EDGES of them
+        q = min(70.0, 100.0 * (1.0 - MIN_EDGES / cand.size))
+        thr = max(floor, float(np.percentile(cand, q)))
+        sel = ridge & (gc >= thr)
+        if int(sel.sum()) >= MIN_EDGES:
+            r = float(np.median(cv2.dilate(gf, np.ones((3, 3), np.uint8))[sel] / gc[sel]))
+            f2, c2 = _EFF_FINE**2, _EFF_COARSE**2
+            r2 = max(r * r, 1.0 + 1e-6)
+            s2 = (c2 - r2 * f2) / (r2 - 1.0)
+            edge_blur = math.sqrt(max(s2, 0.0) + _INTRINSIC**2)
+            # Ringing: residual energy in a band 2-4 px from strong edges, relative to the flat-area noise.
+            near = cv2.dilate(sel.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+            core = cv2.dilate(sel.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            band = near & ~core & (gc < 0.5 * thr)
+            if int(band.sum()) >= MIN_EDGES:
+                ringing = _robust_sigma(resid[band]) / (noise + 0.5)
+    return {"edge_blur_px": edge_blur, "noise_sigma": noise, "ringing": ringing}
+
+
+# Effective scales of Gaussian + Sobel + pixel sampling, fitted on synthetic blurred steps (see docs/signals.md).
+_EFF_FINE = 1.15
+_EFF_COARSE = 2.08
+_INTRINSIC = 0.0
+
+
+def _blockiness(y: np.ndarray) -> float:
+    """Excess luma step across the 8x8 grid over the steps inside blocks (0 = none), both directions.
+
+    Steps are clipped at BLOCK_STEP_CLIP levels (bigger ones are edges, not blocking, and would let texture
+    dominate), averaged down each column, folded by grid phase with a median over the block columns (so a
+    letterbox edge or one strong line cannot fake a grid); the grid's phase is the strongest one and its excess is measured over the next strongest.
+    """
+    out = []
+    for d in (np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0)).T):
+        n = d.shape[1] // BLOCK * BLOCK
+        if n < 2 * BLOCK:
+            continue
+        col = np.minimum(d[:, :n], BLOCK_STEP_CLIP).mean(axis=0)
+        prof = np.median(col.reshape(-1, BLOCK), axis=0)
+        srt = np.sort(prof)
+        # a real grid has one phase standing out; chance texture lifts the top two phases alike
+        out.append(float(srt[-1] - srt[-2]) / (float(srt[:-1].mean()) + 1.0))
+    return float(np.mean(out)) if out else float("nan")
+
+
+def _color(rgb: np.ndarray) -> dict[str, float]:
+    """Colourfulness (Hasler-Suesstrunk on luma-normalised opponents), saturation, grey-edge cast angle."""
+    h, w = rgb.shape[:2]
+    f = max(1, min(4, min(h, w) // 24))
+    small = cv2.resize(rgb, (w // f, h // f), interpolation=cv2.INTER_AREA) if f > 1 else rgb
+    r, g, b = (c.astype(np.float32) for c in cv2.split(small))  # per-channel planes: numpy reduces them fast
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    s = r + g + b
+    unclipped = mx < 250
+    ok = (s > 3 * 16) & unclipped
+    res = {"colorfulness": float("nan"), "saturation": float("nan"), "cast_deg": float("nan")}
+    if int(np.count_nonzero(ok)) >= 16:
+        ybar = s[ok] / 3.0
+        rg = (r[ok] - g[ok]) / ybar
+        yb = (0.5 * (r[ok] + g[ok]) - b[ok]) / ybar
+        res["colorfulness"] = 100.0 * (
+            math.sqrt(float(rg.var()) + float(yb.var())) + 0.3 * math.hypot(float(rg.mean()), float(yb.mean()))
+        )
+        res["saturation"] = float(np.mean((mx[ok] - mn[ok]) / mx[ok]))
+    # grey-edge illuminant (van de Weijer 2007): per-channel mean gradient, skipping pairs with a clipped channel
+    u = unclipped.astype(np.float32)
+    wy, wx = u[1:] * u[:-1], u[:, 1:] * u[:, :-1]
+    e = np.array(
+        [float((np.abs(c[1:] - c[:-1]) * wy).sum() + (np.abs(c[:, 1:] - c[:, :-1]) * wx).sum()) for c in (r, g, b)]
+    )
+    norm = float(np.linalg.norm(e))
+    if norm > 0:
+        cos = float(e.sum() / (norm * math.sqrt(3.0)))
+        res["cast_deg"] = math.degrees(math.acos(min(1.0, cos)))
+    return res
+
+
+def _luminance(y: np.ndarray) -> dict[str, float]:
+    mean = float(y.mean())
+    return {
+        "mean_luma": mean,
+        "exposure_stops": abs(math.log2(max(mean, 1.0) / MID_GREY)),
+        "dark_share": float(np.count_nonzero(y <= DARK_LEVEL)) / y.size,
+        "bright_share": float(np.count_nonzero(y >= BRIGHT_LEVEL)) / y.size,
+        "contrast": float(y.std()),
+    }
+
+
+def _region_signals(rgb: np.ndarray) -> dict[str, float]:
+    y = _luma(rgb)
+    out = _noise_and_blur(y)
+    out["blockiness"] = _blockiness(y)
+    out.update(_color(rgb))
+    lum = _luminance(y)
+    lum["clipped_share"] = lum["dark_share"] + lum["bright_share"]
+    out.update(lum)
+    return out
+
+
+def _crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+    h, w = image.shape[:2]
+    x, y, bw, bh = box
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(w, int(round(x + bw))), min(h, int(round(y + bh)))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return None
+    return image[y0:y1, x0:x1]
+
+
+def frame_signals(
+    image: np.ndarray, face_box: tuple[float, float, float, float] | None
+) -> dict[str, dict[str, float]]:
+    """Raw spatial measurements of one RGB uint8 frame: {"frame": {...}, "face": {...} when a box (x, y, w, h) is given}.
+
+    A face box smaller than 16x16 px after clipping to the frame gives no "face" region.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"frame_signals wants an (h, w, 3) uint8 RGB image, got {image.dtype} {image.shape}")
+    out = {"frame": _region_signals(image)}
+    if face_box is not None:
+        crop = _crop(image, face_box)
+        if crop is not None:
+            out["face"] = _region_signals(np.ascontiguousarray(crop))
+    return out
+
+
+def analyse_frame_signals(record: FrameRecord) -> dict[str, dict[str, float]] | None:
+    """Fills `record.signals` from its image and main face (once; later calls reuse it). None for unsampled frames."""
+    if record.signals is None and record.image is not None:
+        face = record.main_face
+        record.signals = frame_signals(record.image, face.box if face is not None else None)
+    return record.signals
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal, from every frame's thumbnail and timestamp
+# ---------------------------------------------------------------------------------------------
+
+
+def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None) -> dict[str, float]:
+    """Temporal raw measurements from every frame's luma thumbnail and its presentation time (seconds).
+
+    frozen_share: share of the window's time spent in freezes (a picture repeated >= FREEZE_MIN_INTERVALS)
+    duplicate_share: share of frame pairs that repeat the picture in shorter runs (cadence judder, 3:2 pulldown)
+    longest_freeze_s: longest time one picture stayed on screen beyond its normal interval (repeats and gaps)
+    stall_share: share of the window's time lost in timestamp gaps > STALL_FACTOR median intervals
+    drop_share: frames missing from the timestamps / frames expected (at nominal_fps, else the median rate)
+    stutter_cv: coefficient of variation of the frame intervals
+    flicker: robust size (luma levels) of the frame-to-frame mean-luma oscillation (second difference)
+    judder: robust irregularity of the motion magnitude between moving frames, relative to its median
+    """
+    t = np.asarray(pts, dtype=np.float64)
+    n = len(thumbs)
+    if n != len(t):
+        raise ValueError(f"thumb_signals got {n} thumbnails but {len(t)} timestamps")
+    res = {k: 0.0 for k in CURVES["temporal"]}
+    if n < 3:
+        return res
+    size = thumbs[0].size
+    mad = np.array([cv2.norm(thumbs[i], thumbs[i + 1], cv2.NORM_L1) for i in range(n - 1)]) / size
+    luma = np.array([cv2.mean(th)[0] for th in thumbs])
+    dt = np.diff(t)
+    dt = np.where(dt > 0, dt, np.nan)
+    med = float(np.nanmedian(dt)) if np.isfinite(dt).any() else float("nan")
+    nominal = 1.0 / nominal_fps if nominal_fps else med
+    if not math.isfinite(nominal) or nominal <= 0:
+        return res
+    dt = np.nan_to_num(dt, nan=0.0)
+    span = float(t[-1] - t[0]) + nominal
+
+    same = mad < FREEZE_MAD
+    # runs of repeated pictures
+    frozen_time = 0.0
+    dup_pairs = 0
+    longest = 0.0
+    i = 0
+    while i < n - 1:
+        if not same[i]:
+            longest = max(longest, dt[i] - nominal)  # a plain timestamp gap is a still picture too
+            i += 1
+            continue
+        j = i
+        while j < n - 1 and same[j]:
+            j += 1
+        # pictures i..j are one; it stayed on screen from t[i] until t[j + 1] (or one interval past t[j])
+        shown = (t[j + 1] if j + 1 < n else t[j] + nominal) - t[i]
+        if j - i >= FREEZE_MIN_INTERVALS:
+            frozen_time += shown - nominal
+        else:
+            dup_pairs += j - i
+        longest = max(longest, shown - nominal)
+        i = j
+    res["frozen_share"] = min(1.0, frozen_time / span)
+    res["duplicate_share"] = dup_pairs / (n - 1)
+    res["longest_freeze_s"] = max(0.0, float(longest))
+
+    # each timing event counts once: big gaps are stalls, small ones dropped frames, the rest cadence jitter
+    gaps = dt > STALL_FACTOR * nominal
+    res["stall_share"] = float(np.sum(dt[gaps] - nominal)) / span
+    missing = np.clip(np.round(dt[~gaps] / nominal) - 1.0, 0.0, None)
+    res["drop_share"] = float(missing.sum()) / (n + float(missing.sum()))
+    pos = dt[(dt > 0) & ~gaps]
+    res["stutter_cv"] = float(pos.std() / pos.mean()) if pos.size >= 2 else 0.0
+
+    if n >= 4:
+        second = luma[1:-1] - 0.5 * (luma[:-2] + luma[2:])
+        res["flicker"] = 1.4826 * float(np.median(np.abs(second)))
+    moving = mad[~same]
+    if moving.size >= 4:
+        m2 = np.abs(moving[1:-1] - 0.5 * (moving[:-2] + moving[2:]))
+        res["judder"] = float(np.median(m2) / (np.median(moving) + 0.5))
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores
+# ---------------------------------------------------------------------------------------------
+
+
+def dimension_score(dimension: str, raw: dict[str, float]) -> float:
+    """0..100 (higher is better) for one dimension from its raw measurements (NaN when none are known)."""
+    factors = []
+    for name, (kind, x50, p) in CURVES[dimension].items():
+        x = raw.get(name, float("nan"))
+        v = (_falling if kind == "falling" else _rising)(x, x50, p)
+        if math.isfinite(v):
+            factors.append(v)
+    if not factors:
+        return float("nan")
+    return 100.0 * float(np.prod(factors))
+
+
+def spatial_scores(raw: dict[str, float]) -> dict[str, float]:
+    """The five spatial dimensions' 0..100 scores of one region's raw measurements (NaN where unknown)."""
+    return {d: dimension_score(d, raw) for d in DIMENSIONS if d != "temporal"}
+
+
+def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in rows for k in r}
+    out = {}
+    for k in keys:
+        v = np.array([r.get(k, np.nan) for r in rows], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        out[k] = float(np.median(v)) if v.size else float("nan")
+    return out
+
+
+def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None = None) -> dict[str, dict[str, float]]:
+    """Region ("frame", and "face" when a sampled frame had one) -> dimension -> 0..100, higher is better.
+
+    Spatial dimensions use the median of the sampled frames' raw signals (computed here if the analysis loop
+    has not), temporal uses every frame's thumbnail and timestamp and is the same for both regions. A
+    dimension that cannot be measured (no sampled frame; no edges at all for blur) is left out.
+    """
+    rows: dict[str, list[dict[str, float]]] = {"frame": [], "face": []}
+    for f in frames:
+        sig = analyse_frame_signals(f)
+        if sig:
+            for region, raw in sig.items():
+                rows[region].append(raw)
+    temporal = float("nan")
+    if frames:
+        temporal = dimension_score(
+            "temporal", thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps)
+        )
+    out: dict[str, dict[str, float]] = {}
+    for region in ("frame", "face"):
+        if region == "face" and not rows["face"]:
+            continue
+        scores = spatial_scores(_aggregate(rows[region])) if rows[region] else {}
+        scores["temporal"] = temporal
+        out[region] = {d: round(v, 2) for d in DIMENSIONS if math.isfinite(v := scores.get(d, float("nan")))}
+    return out
