@@ -58,8 +58,13 @@ class WindowAssembler:
         return out
 
     def finish(self) -> list[Window]:
-        """The stream ended: a stream that never filled a window gets one over everything it had."""
+        """The stream ended: windows complete up to the last frame close; a stream that never filled a window
+        gets one over everything it had."""
         out: list[Window] = []
+        if len(self._frames) >= 2:
+            # the last frame lasts one frame interval: a window ending there is complete
+            interval = self._frames[-1].pts - self._frames[-2].pts
+            out.extend(self._close_upto(self._frames[-1].pts + min(interval, 0.5)))
         if self.emitted == 0 and self._frames:
             first, last = self._frames[0].pts, self._frames[-1].pts
             out.append(Window(self.stream, first, max(last, first) + 1e-3, list(self._frames), time.monotonic()))
