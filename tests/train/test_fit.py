@@ -1,0 +1,94 @@
+"""Stage I/II training on synthetic windows, the bundle it writes, and the evaluation metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engines import fvq_rater
+from engines.features import LEVELS
+from engines.rater import FeatureSpec, WindowFeatures, load_rater
+from train import evaluate
+from train.fit import ClipFeatures, Dataset, StageSettings, fit, read_split, write_bundle
+
+SPEC = FeatureSpec(frames=2, temporal_len=4, thumb_size=(16, 16), interval_len=4)
+
+
+def synthetic_clips(n: int, seed: int, spec: FeatureSpec) -> list[ClipFeatures]:
+    """Clips whose spatial features carry the MOS (plus noise), two windows each."""
+    rng = np.random.default_rng(seed)
+    names = spec.signal_names()
+    clips = []
+    for i in range(n):
+        mos = float(rng.uniform(5, 95))
+        w = 2
+        spatial = rng.standard_normal((w, spec.frames, spec.spatial_shape[0])).astype(np.float32)
+        spatial[..., :8] += (mos - 50) / 15
+        arrays = {
+            "spatial": spatial,
+            "portrait": rng.standard_normal((w, spec.frames, spec.portrait_shape[0])).astype(np.float32),
+            "face": rng.standard_normal((w, spec.frames, 128)).astype(np.float32),
+            "face_mask": np.ones((w, spec.frames), np.float32),
+            "thumbs": rng.integers(0, 255, (w, spec.temporal_len, *spec.thumb_size), dtype=np.uint8),
+            "intervals": rng.random((w, spec.interval_len, 4)).astype(np.float32),
+            "signals": rng.random((w, len(names))).astype(np.float32),
+        }
+        assert set(arrays) == set(WindowFeatures.ARRAYS)
+        clips.append(ClipFeatures(f"clip{i}.mp4", mos, arrays, names))
+    return clips
+
+
+def test_stage1_then_stage2_learn_and_the_bundle_loads(tmp_path):
+    model = fvq_rater.build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
+    spec = model.config.feature_spec
+    rater = fvq_rater.FVQRater(model)
+    names = spec.signal_names()
+    train = Dataset.from_clips(synthetic_clips(48, 0, spec), names)
+    val = Dataset.from_clips(synthetic_clips(12, 1, spec), names)
+    settings = StageSettings(epochs=6, lr=3e-3, batch_size=16, warmup_steps=2, patience=6)
+    report = fit(rater, train, val, settings, settings, seed=0, log=lambda m: None)
+    assert report["stage1"]["best_srcc"] > 0.5 and report["stage2"]["best_srcc"] > 0.5
+    from train.fit import evaluate_dataset
+
+    metrics = evaluate_dataset(rater, val)
+    assert metrics["srcc"] > 0.5
+
+    before = rater.predict(val.batch(np.arange(4)))
+    manifest = write_bundle(rater, tmp_path / "bundle", {"seed": 0}, {"val": metrics})
+    on_disk = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert on_disk["format_version"] == 1 and on_disk["model"]["size"] == "tiny"
+    assert set(on_disk["files"]) == {"rater_config.json", "model.safetensors", "tokenizer.json"}
+    assert manifest["extractors"][0]["name"] == "mobilenet_v2"
+    assert sum(f["bytes"] for f in on_disk["files"].values()) < 25e6
+
+    loaded = load_rater(tmp_path / "bundle")
+    after = loaded.predict(val.batch(np.arange(4)))
+    np.testing.assert_allclose(after["score"], before["score"], rtol=1e-4, atol=1e-3)
+    feats = [WindowFeatures("s", 0.0, 4.0, **{k: v[i] for k, v in val.batch(np.arange(2)).items()}) for i in range(2)]
+    ratings = loaded.rate(feats)
+    assert all(0 <= r.score <= 100 and r.level in LEVELS for r in ratings)
+
+
+def test_read_split(tmp_path):
+    (tmp_path / "train" / "videos").mkdir(parents=True)
+    (tmp_path / "train" / "labels.txt").write_text("a.mp4 71.25\n\nb.mp4 12.00\n")
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / "train" / "videos" / name).write_bytes(b"")
+    clips = read_split(tmp_path, "train")
+    assert [c.mos for c in clips] == [71.25, 12.0]
+    assert clips[0].path == tmp_path / "train" / "videos" / "a.mp4"
+    with pytest.raises((FileNotFoundError, ValueError), match="labels.txt"):
+        read_split(tmp_path, "val")
+
+
+def test_metrics():
+    rng = np.random.default_rng(0)
+    mos = rng.uniform(0, 100, 200)
+    pred = 1 / (1 + np.exp(-(mos - 50) / 10)) + rng.normal(0, 0.01, 200)  # monotone, non-linear
+    m = evaluate.evaluate_predictions(pred, mos)
+    assert m["srcc"] > 0.95 and m["krcc"] > 0.8 and m["n"] == 200
+    assert m["plcc"] > 0.95  # the logistic fit undoes the non-linearity
+    assert evaluate.evaluate_predictions([1, 2], [3, 4])["srcc"] == 0.0
+    assert evaluate.srcc(-pred, mos) < -0.95

