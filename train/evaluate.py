@@ -17,6 +17,8 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
 def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray:
     """Predictions mapped onto the MOS scale by the fitted logistic; the raw predictions if the fit fails."""
     pred, mos = np.asarray(pred, np.float64), np.asarray(mos, np.float64)
+    if len(pred) <= 4:  # four parameters need more points than that
+        return pred
     p0 = [mos.max(), mos.min(), float(np.mean(pred)), float(np.std(pred)) / 4 + 1e-3]
     try:
         with warnings.catch_warnings():
@@ -25,7 +27,7 @@ def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray:
         mapped = logistic4(pred, *params)
         if np.all(np.isfinite(mapped)):
             return mapped
-    except (RuntimeError, ValueError, optimize.OptimizeWarning):
+    except (RuntimeError, ValueError, TypeError, optimize.OptimizeWarning):
         pass
     return pred
 
