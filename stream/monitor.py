@@ -180,6 +180,11 @@ class Stream:
         for reason in ("queue_full",):
             m.frames_dropped.labels(self.name, reason)
 
+    @property
+    def active(self) -> bool:
+        """Holds a slot under the stream cap: not ended (an ended stream's name can be taken again)."""
+        return not self.finished and self.state.state != "ended"
+
     def push(self, frame: av.VideoFrame) -> None:
         """For pushed sources (WHIP): convert a decoded frame and queue it. Call from a worker thread."""
         assert self.converter is not None, "push() is for pushed sources"
@@ -219,9 +224,9 @@ class Monitor:
     def add_stream(self, source: SourceConfig) -> Stream:
         with self._lock:
             old = self.streams.get(source.name)
-            if old is not None and not old.finished:
+            if old is not None and old.active:
                 raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
-            active = sum(1 for s in self.streams.values() if not s.finished)
+            active = sum(1 for s in self.streams.values() if s.active)
             if active >= self.config.limits.max_streams:
                 self.metrics.streams_refused.labels("limit").inc()
                 raise StreamLimitError(
@@ -239,7 +244,7 @@ class Monitor:
     def remove_stream(self, name: str) -> None:
         with self._lock:
             stream = self.streams.pop(name, None)
-            self.metrics.streams_active.set(sum(1 for s in self.streams.values() if not s.finished))
+            self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
         if stream is None:
             return
         if stream.reader is not None:
@@ -313,10 +318,14 @@ class Monitor:
             s = self.streams.get(w.stream)
             if s is not None:
                 w.nominal_fps = s.state.nominal_fps
-        self.analyzer.analyse_frames(records)
+        # Windows first: they need only their own frames, which earlier passes analysed already (the frame
+        # that closes a window lies past its end). The newest frames of every stream are analysed after.
+        needed = {id(f): f for w in windows for f in w.frames if f.image is not None and not f.analysed}
+        self.analyzer.analyse_frames(list(needed.values()))
         results = self.analyzer.rate_windows(windows)
         for w, result in zip(windows, results, strict=True):
             self._publish(w.closed_at, result)
+        self.analyzer.analyse_frames(records)
         return results
 
     def _publish(self, closed_at: float, r: WindowResult) -> None:
@@ -338,12 +347,13 @@ class Monitor:
             m.quality_level.labels(name).set(LEVEL_INDEX[r.level])
         m.windows_analysed.labels(name).inc()
         stream.state.latest = r
+        r.details["publish_latency_s"] = time.monotonic() - closed_at
         for listener in self.listeners:
             try:
                 listener(stream.state, r)
             except Exception:
                 log.exception("listener failed for stream %s", name)
-        m.publish_latency.observe(time.monotonic() - closed_at)
+        m.publish_latency.observe(r.details["publish_latency_s"])
 
 
 def _redact(url: str) -> str:
