@@ -136,6 +136,27 @@ class AlertConfig(_Strict):
     raise_after_s: float = Field(10.0, ge=0, description="A cause must hold this long before it is raised.")
     clear_after_s: float = Field(20.0, ge=0, description="A raised cause must be gone this long before it clears.")
     low_bitrate_bps: float = Field(1_500_000, ge=0, description="Below this bitrate, artifacts mean: raise bitrate.")
+    low_bits_per_pixel: float = Field(
+        0.05, ge=0, description="Also a low bitrate: below this many bits per pixel (bitrate / (width x height x fps))."
+    )
+    no_face_ratio: float = Field(
+        0.2, ge=0, le=1, description="Face presence below this share of sampled frames means: no face (framing)."
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60, description="Timeout of one webhook request.")
+    webhook_retries: int = Field(4, ge=0, le=20, description="Retries of a failed webhook request, with backoff.")
+    webhook_backoff_s: float = Field(
+        0.5, gt=0, le=60, description="First retry delay; doubled on every retry (capped at 30 s)."
+    )
+    webhook_queue_size: int = Field(
+        256, ge=1, le=100_000, description="Notifications waiting for the webhook; when full the oldest is dropped."
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if v is not None and urlparse(v).scheme not in ("http", "https"):
+            raise ValueError(f"webhook_url must be an http:// or https:// URL, not {v!r}")
+        return v
 
 
 class MonitorConfig(_Strict):

@@ -1,0 +1,152 @@
+"""The monitor's own recommendations: causes from dimension scores and bitrate, hysteresis on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from engines.features import WindowResult
+from stream.config import AlertConfig
+from stream.metrics import build_metrics
+from stream.monitor import StreamState
+from stream.recommend import CAUSES, Recommender, is_low_bitrate, window_causes
+
+CLEAN = {"blur": 95, "noise": 99, "color": 85, "artifact": 99, "luminance": 80, "temporal": 92}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def result(face: dict | None = None, frame: dict | None = None, presence: float = 1.0, score=None) -> WindowResult:
+    dims = {"frame": {**CLEAN, **(frame or {})}}
+    if face is not None:
+        dims["face"] = {**CLEAN, **face}
+    return WindowResult("cam", 0, 4, dims, presence, 0.1, 0.9, score=score)
+
+
+@pytest.fixture
+def setup():
+    metrics = build_metrics(CollectorRegistry())
+    state = StreamState("cam", "rtmp_listen", "rtmp://x", metrics)
+    state.width, state.height, state.fps, state.bitrate_bps = 640, 360, 25.0, 80_000
+    clock = Clock()
+    rec = Recommender(AlertConfig(raise_after_s=10, clear_after_s=20), metrics, clock)
+    notices = []
+    rec.notify.append(lambda status, stream, cause, start, end: notices.append((status, stream, cause.name)))
+    return metrics, state, clock, rec, notices
+
+
+def sample(metrics, cause: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "fvq_stream_recommendation", {"stream": "cam", "cause": cause, "action": CAUSES[cause].action}
+    )
+
+
+def run(rec, state, clock, r: WindowResult, seconds: int) -> None:
+    for _ in range(seconds):
+        rec.observe(state, r)
+        clock.t += 1
+
+
+def test_causes_from_dimensions_face_region_first():
+    cfg = AlertConfig()
+    assert window_causes(result(face={}), True, cfg) == set()
+    # the face region decides when there is one; the frame's low artifact score is not the face's
+    assert window_causes(result(face={}, frame={"artifact": 10}), True, cfg) == set()
+    assert window_causes(result(face={"artifact": 10}), True, cfg) == {"compression"}
+    assert window_causes(result(face={"blur": 30}), False, cfg) == {"source"}
+    assert window_causes(result(frame={"blur": 30}), True, cfg) == {"compression"}  # no face: the frame
+    assert window_causes(result(face={"temporal": 20}), True, cfg) == {"stalls"}
+    assert window_causes(result(face={"luminance": 20}), True, cfg) == {"camera"}
+    assert window_causes(result(face={"noise": 20}), True, cfg) == {"camera"}
+    assert window_causes(result(presence=0.0), True, cfg) == {"framing"}
+    assert window_causes(result(face={}, score=20), True, cfg) == {"low_quality"}
+    assert window_causes(result(face={"noise": 20}, score=20), True, cfg) == {"camera"}
+
+
+def test_low_bitrate_absolute_and_per_pixel():
+    cfg = AlertConfig(low_bitrate_bps=1_500_000, low_bits_per_pixel=0.05)
+    assert is_low_bitrate(60_000, 640, 360, 25, cfg)
+    assert not is_low_bitrate(2_000_000, 640, 360, 25, cfg)
+    assert is_low_bitrate(2_000_000, 1920, 1080, 30, cfg)  # 0.032 bits per pixel
+    assert not is_low_bitrate(6_000_000, 1920, 1080, 30, cfg)
+    assert is_low_bitrate(0, 640, 360, 25, cfg)  # unknown
+
+
+def test_raised_after_it_holds_and_cleared_after_it_is_gone(setup):
+    metrics, state, clock, rec, notices = setup
+    bad, good = result(face={"artifact": 12}), result(face={})
+    run(rec, state, clock, bad, 10)
+    assert state.recommendation is None and sample(metrics, "compression") is None
+    run(rec, state, clock, bad, 1)  # 10 s held
+    assert state.recommendation["cause"] == "compression"
+    assert state.recommendation["action"] == "raise the bitrate (or use a slower encoder preset)"
+    assert sample(metrics, "compression") == 1
+    assert notices == [("firing", "cam", "compression")]
+    run(rec, state, clock, good, 20)  # gone 19 s: still raised
+    assert state.recommendation["cause"] == "compression"
+    run(rec, state, clock, good, 1)
+    assert state.recommendation is None
+    assert sample(metrics, "compression") is None  # the series is removed, not set to 0
+    assert notices[-1] == ("resolved", "cam", "compression")
+
+
+def test_does_not_flap_on_alternating_windows(setup):
+    metrics, state, clock, rec, notices = setup
+    bad, good = result(face={"temporal": 10}), result(face={})
+    for _ in range(30):  # never holds 10 s in a row: never raised
+        run(rec, state, clock, bad, 5)
+        run(rec, state, clock, good, 1)
+    assert state.recommendation is None and notices == []
+    run(rec, state, clock, bad, 11)
+    assert state.recommendation["cause"] == "stalls"
+    for _ in range(30):  # a raised cause that comes back within 20 s does not clear
+        run(rec, state, clock, good, 15)
+        run(rec, state, clock, bad, 1)
+    assert state.recommendation["cause"] == "stalls"
+    assert notices == [("firing", "cam", "stalls")]
+
+
+def test_current_cause_changes_and_old_series_is_removed(setup):
+    metrics, state, clock, rec, notices = setup
+    run(rec, state, clock, result(face={"luminance": 10}), 11)
+    assert state.recommendation["cause"] == "camera" and sample(metrics, "camera") == 1
+    both = result(face={"luminance": 10, "artifact": 10})
+    run(rec, state, clock, both, 11)  # compression ranks first
+    rec_json = state.recommendation
+    assert rec_json["cause"] == "compression"
+    assert [c["cause"] for c in rec_json["causes"]] == ["compression", "camera"]
+    assert sample(metrics, "compression") == 1 and sample(metrics, "camera") is None
+    series = [s for s in metrics.registry.collect() if s.name == "fvq_stream_recommendation"][0].samples
+    assert len(series) == 1
+
+
+def test_higher_bitrate_turns_compression_into_source(setup):
+    metrics, state, clock, rec, notices = setup
+    state.bitrate_bps = 4_000_000
+    run(rec, state, clock, result(face={"blur": 20}), 11)
+    assert state.recommendation["cause"] == "source"
+
+
+def test_down_stream_raises_down_and_drops_picture_causes(setup):
+    metrics, state, clock, rec, notices = setup
+    run(rec, state, clock, result(face={"artifact": 10}), 11)
+    state.state = "down"
+    for _ in range(11):
+        rec.tick([state])
+        clock.t += 1
+    assert state.recommendation["cause"] == "down"
+    assert state.recommendation["severity"] == "critical"
+    for _ in range(10):
+        rec.tick([state])
+        clock.t += 1
+    assert [c["cause"] for c in state.recommendation["causes"]] == ["down"]  # compression cleared after 20 s
+    assert ("resolved", "cam", "compression") in notices
+    rec.tick([])  # the stream was removed: its series and its open alerts go
+    assert sample(metrics, "down") is None
+    assert notices[-1] == ("resolved", "cam", "down")
