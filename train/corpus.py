@@ -43,10 +43,10 @@ SPLIT_SHARE = {"train": 0.80, "val": 0.05, "test": 0.15}
 RESOLUTIONS = ((320, 180), (480, 270), (640, 360))
 FRAME_RATES = (15, 25, 30)
 DEFAULT_CLIPS = 800
-DEFAULT_DURATION = 2.0
+DEFAULT_DURATION = 4.0  # the live window's length (4 s, 1 s hop): every clip is at least one whole window
 WRITE_CRF = 16
 # Share of clips by kind of plan; the rest are single-family distortions.
-PRISTINE_SHARE, PAIR_SHARE, COMBINED_SHARE = 0.06, 0.10, 0.28
+PRISTINE_SHARE, PAIR_SHARE, COMBINED_SHARE = 0.06, 0.15, 0.26
 # Families whose strength is continuous, so face-only and background-only can be tuned to equal PSNR.
 PAIR_FAMILIES = ("blur", "noise")
 

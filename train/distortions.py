@@ -148,30 +148,43 @@ def _luma(x: np.ndarray) -> np.ndarray:
 
 
 def _color(frames: np.ndarray, kind: str, value: float, rng: np.random.Generator) -> np.ndarray:
-    x = frames.astype(np.float32)
-    y = _luma(x)
-    if kind == "desaturate":
-        x = y + (x - y) * (1.0 - value)
-    elif kind == "saturate":
-        x = y + (x - y) * (1.0 + value)
-    else:
+    # Frame by frame (a whole clip in float32 is hundreds of MB and slow); a cast keeps the clip's mean luma.
+    gains = None
+    if kind == "cast":
         warm = rng.random() < 0.5  # tungsten (warm) or shade (cool) white-balance error
         sign = 1.0 if warm else -1.0
         gains = np.array([1 + sign * value, 1 + sign * value * 0.15, 1 - sign * value], np.float32)
-        x = x * gains
-        x *= y.mean() / max(float(_luma(x).mean()), 1e-3)  # a cast, not an exposure change
-    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+        before = float(np.mean([_luma(f.astype(np.float32)).mean() for f in frames]))
+        after = float(np.mean([_luma(f.astype(np.float32) * gains).mean() for f in frames]))
+        gains = gains * np.float32(before / max(after, 1e-3))
+    out = np.empty_like(frames)
+    for i, f in enumerate(frames):
+        x = f.astype(np.float32)
+        if gains is not None:
+            x *= gains
+        else:
+            y = _luma(x)
+            x = y + (x - y) * (1.0 - value if kind == "desaturate" else 1.0 + value)
+        x += 0.5
+        out[i] = np.clip(x, 0, 255, out=x)
+    return out
 
 
 def _luminance(frames: np.ndarray, kind: str, value: float) -> np.ndarray:
-    x = frames.astype(np.float32)
     if kind in ("under", "over"):
-        # Exposure acts on linear light: decode sRGB-ish gamma 2.2, scale, re-encode.
-        x = 255.0 * np.clip((x / 255.0) ** 2.2 * value, 0, 1) ** (1 / 2.2)
-    else:
-        mean = x.mean(axis=(1, 2, 3), keepdims=True)
-        x = mean + (x - mean) * value
-    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+        # Exposure acts on linear light: decode sRGB-ish gamma 2.2, scale, re-encode (a per-level lookup table).
+        levels = np.arange(256, dtype=np.float32)
+        lut = 255.0 * np.clip((levels / 255.0) ** 2.2 * value, 0, 1) ** (1 / 2.2)
+        return np.clip(lut + 0.5, 0, 255).astype(np.uint8)[frames]
+    out = np.empty_like(frames)
+    for i, f in enumerate(frames):
+        x = f.astype(np.float32)
+        mean = x.mean()
+        x -= mean
+        x *= value
+        x += mean + 0.5
+        out[i] = np.clip(x, 0, 255, out=x)
+    return out
 
 
 def x264_roundtrip(frames: np.ndarray, fps: float, crf: float | None = None, bits_per_pixel: float | None = None,
