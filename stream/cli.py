@@ -46,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from stream.analysis import build_analyzer
     from stream.metrics import build_metrics
     from stream.monitor import Monitor
+    from stream.recommend import start_recommendations
     from stream.server import start_server
 
     cfg = load_config(args.config, _serve_overrides(args))
@@ -56,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runner = await start_server(monitor)
         monitor.start()
         addr = runner.addresses[0] if runner.addresses else (cfg.server.host, cfg.server.port)
+        recommender = start_recommendations(monitor, f"http://{addr[0]}:{addr[1]}")
         print(f"fvq {__version__}: serving http://{addr[0]}:{addr[1]}/metrics  /streams  /healthz  POST /whip/{{stream}}",
               flush=True)
         stop = asyncio.Event()
@@ -79,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 if args.duration and time.monotonic() - started > args.duration:
                     break
         finally:
+            await loop.run_in_executor(None, recommender.stop)
             await loop.run_in_executor(None, monitor.stop)
             await runner.cleanup()
 

@@ -133,6 +133,7 @@ class Recommender:
         self.metrics = metrics
         self.clock = clock
         self.notify: list[Notice] = []
+        self.on_stop: list[Callable[[], None]] = []
         self._streams: dict[str, _StreamRecommendation] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -183,6 +184,8 @@ class Recommender:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        for callback in self.on_stop:
+            callback()
 
     # state
     def _update(self, state: StreamState, rec: _StreamRecommendation, now: float) -> None:
@@ -256,3 +259,16 @@ def recommendation_json(raised: list[str], tracks: dict[str, _Track]) -> dict[st
             {"cause": n, "action": CAUSES[n].action, "since": tracks[n].raised_at} for n in raised
         ],
     }
+
+
+def start_recommendations(monitor: Monitor, external_url: str = "") -> Recommender:
+    """Recommendations for a running monitor, and its webhook when `alerts.webhook_url` is set; `stop()` ends both."""
+    recommender = Recommender(monitor.config.alerts, monitor.metrics)
+    if monitor.config.alerts.webhook_url:
+        from stream.webhook import WebhookNotifier
+
+        hook = WebhookNotifier(monitor.config.alerts, monitor.metrics.registry, external_url).start()
+        recommender.notify.append(hook.notice)
+        recommender.on_stop.append(hook.stop)
+    recommender.attach(monitor)
+    return recommender
