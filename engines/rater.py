@@ -297,27 +297,25 @@ def signal_keys_of(records: list[FrameRecord]) -> set[str]:
 
 
 def assemble_window_features(window: Window, spec: FeatureSpec) -> WindowFeatures:
+    """A window's model inputs. Spatial/portrait come from the sampled frames that carry encoder features (the
+    live path encodes a sparse grid of them, analysis.model_fps), faces from those that carry an embedding
+    (analysis.embed_fps); each is spread uniformly over K slots, repeating when there are fewer."""
     sampled = window.sampled
     k = spec.frames
-    missing = [r for r in sampled if "spatial" not in r.extra or "portrait" not in r.extra]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} sampled frames of stream {window.stream!r} have no spatial/portrait features: "
-            "call Rater.frame_features on them first"
-        )
-    if sampled:
-        picks = [sampled[i] for i in uniform_indices(len(sampled), k)]
+    encoded = [r for r in sampled if "spatial" in r.extra and "portrait" in r.extra]
+    if encoded:
+        picks = [encoded[i] for i in uniform_indices(len(encoded), k)]
         spatial = np.stack([r.extra["spatial"] for r in picks])
         portrait = np.stack([r.extra["portrait"] for r in picks])
-    else:  # no sampled frame at all: the model sees zeros (encoder outputs are never all zero)
+    else:  # no encoded frame at all: the model sees zeros (encoder outputs are never all zero)
         spatial, portrait = spec.zeros(spec.spatial_shape), spec.zeros(spec.portrait_shape)
     face = np.zeros((k, EMBEDDING_DIM), dtype=np.float32)
     face_mask = np.zeros((k,), dtype=np.float32)
-    if sampled:
-        for j, r in enumerate(picks):
-            if r.embedding is not None:
-                face[j] = r.embedding
-                face_mask[j] = 1.0
+    embedded = [r for r in sampled if r.embedding is not None]
+    if embedded:
+        for j, i in enumerate(uniform_indices(len(embedded), k)):
+            face[j] = embedded[i].embedding
+            face_mask[j] = 1.0
 
     th, tw = spec.thumb_size
     all_thumbs = [f.thumb for f in window.frames]

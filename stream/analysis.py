@@ -34,12 +34,14 @@ class Analyzer:
         metrics: Metrics | None = None,
         embed_every: int = 1,
         sample_fps: float = 2.0,
+        model_every: int = 1,
     ) -> None:
         self.face = face
         self.rater = rater
         self.metrics = metrics
         self.embed_every = embed_every  # embed the face of every n-th sampled frame (0: never); SFace is costly
         self.sample_fps = sample_fps
+        self.model_every = model_every  # the rater's frame encoder on every n-th sampled frame (analysis.model_fps)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -71,14 +73,22 @@ class Analyzer:
             for r in todo:
                 analyse_frame_signals(r)
         if self.rater is not None:
-            with self.stage("frame_features"):
-                self.rater.frame_features(list(todo))
+            encode = self.model_frames(todo)
+            if encode:
+                with self.stage("frame_features"):
+                    self.rater.frame_features(encode)
         for r in todo:
             r.analysed = True
 
     def _embeds(self, r: FrameRecord) -> bool:
         """Embedding frames follow the sampling grid, so every window sees the same ones."""
         return self.embed_every > 0 and round(r.pts * self.sample_fps) % self.embed_every == 0
+
+    def model_frames(self, records: Sequence[FrameRecord]) -> list[FrameRecord]:
+        """The sampled frames the rater's frame encoder runs on: a sparser grid of presentation time, like the
+        embeddings, so every window sees the same ones (training picks them with this too)."""
+        return [r for r in records if r.image is not None
+                and round(r.pts * self.sample_fps) % self.model_every == 0]
 
     def rate_windows(self, windows: Sequence[Window]) -> list[WindowResult]:
         from engines.signals import window_dimensions
@@ -150,6 +160,11 @@ def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: str
                 raise FileNotFoundError(f"model bundle {bundle} has no manifest.json")
             log.warning("no default bundle at %s: scoring with signal measurements only", bundle)
         else:
+            import torch
+
+            torch.set_num_threads(1)  # the analysis loop is one thread; decode threads need the other cores
             rater = load_rater(bundle)
+    model_every = max(1, round(cfg.analysis.sample_fps / cfg.analysis.model_fps))
     embed_every = max(1, round(cfg.analysis.sample_fps / cfg.analysis.embed_fps)) if cfg.analysis.embed_faces else 0
-    return Analyzer(face, rater, metrics, embed_every=embed_every, sample_fps=cfg.analysis.sample_fps)
+    return Analyzer(face, rater, metrics, embed_every=embed_every, sample_fps=cfg.analysis.sample_fps,
+                    model_every=model_every)

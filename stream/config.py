@@ -107,6 +107,10 @@ class AnalysisConfig(_Strict):
     embed_fps: float = Field(
         0.5, gt=0, le=30, description="Face embeddings per second (SFace costs ~17 ms a face on one core)."
     )
+    model_fps: float = Field(
+        1.0, gt=0, le=30,
+        description="Frames per second the rater's frame encoder runs on, on the sampling grid (~9 ms a frame on one core).",
+    )
     batch_interval_s: float = Field(
         0.05, gt=0, le=1, description="How often the analysis loop gathers work from all streams."
     )

@@ -118,7 +118,7 @@ class FeatureExtractor:
             if not analysis.windows:
                 return None
             sampled = list({id(r): r for w in analysis.windows for r in w.sampled}.values())
-            self.rater.frame_features(sampled)
+            self.rater.frame_features(self.analyzer.model_frames(sampled))  # the live path's grid
             spec = self.rater.spec
             from dataclasses import replace
 

@@ -138,15 +138,17 @@ def test_window_features_shapes_and_missing_inputs():
     spec = FeatureSpec(frames=4, temporal_len=8, thumb_size=(16, 16), interval_len=8,
                        signal_keys=SIGNAL_KEYS, spatial_shape=(7,), portrait_shape=(7,))
     window = make_window()
-    with pytest.raises(ValueError, match="frame_features"):
-        assemble_window_features(window, spec)
-    for r in window.sampled:
-        r.extra["spatial"] = np.ones(7, np.float32)
-        r.extra["portrait"] = np.ones(7, np.float32)
+    assert not assemble_window_features(window, spec).spatial.any()  # no encoded frame: zeros
+    for j, r in enumerate(window.sampled):
+        if j % 2 == 0:  # the encoder runs on a sparser grid than the sampling (analysis.model_fps)
+            r.extra["spatial"] = np.full(7, j, np.float32)
+            r.extra["portrait"] = np.ones(7, np.float32)
     wf = assemble_window_features(window, spec)
     assert wf.spatial.shape == (4, 7) and wf.face.shape == (4, 128) and wf.thumbs.shape == (8, 16, 16)
+    assert wf.spatial[:, 0].tolist() == [0.0, 0.0, 2.0, 2.0]  # only encoded frames, spread over the K slots
     assert wf.intervals.shape == (8, 4) and wf.signals.shape == (spec.signals_dim,)
-    assert wf.face_mask.tolist() == [1.0, 0.0, 1.0, 1.0]  # the frame at i=3 has no face
+    assert wf.face_mask.tolist() == [1.0, 1.0, 1.0, 1.0]  # the three embedded frames fill the slots
+    assert not assemble_window_features(make_window(with_faces=False), spec).face_mask.any()
     names = spec.signal_names()
     sig = dict(zip(names, wf.signals.tolist(), strict=True))
     assert sig["window.face_presence"] == pytest.approx(0.75)
