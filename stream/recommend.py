@@ -214,12 +214,11 @@ class Recommender:
 
     def _publish(self, state: StreamState, rec: _StreamRecommendation, raised: list[str]) -> None:
         current = (raised[0], CAUSES[raised[0]].action) if raised else None
-        if current != rec.current:
-            if rec.current is not None:
-                self._remove_series(state.name, *rec.current)
-            if current is not None:
-                self.metrics.recommendation.labels(state.name, *current).set(1)
-            rec.current = current
+        if current != rec.current and rec.current is not None:
+            self._remove_series(state.name, *rec.current)
+        if current is not None:  # set every time: a stream replaced under the same name lost its series
+            self.metrics.recommendation.labels(state.name, *current).set(1)
+        rec.current = current
         state.recommendation = recommendation_json(raised, rec.tracks) if raised else None
 
     def _remove_series(self, stream: str, cause: str, action: str) -> None:

@@ -124,6 +124,9 @@ def test_current_cause_changes_and_old_series_is_removed(setup):
     assert sample(metrics, "compression") == 1 and sample(metrics, "camera") is None
     series = [s for s in metrics.registry.collect() if s.name == "fvq_stream_recommendation"][0].samples
     assert len(series) == 1
+    metrics.forget_stream("cam")  # the stream was replaced under the same name: its series come back
+    run(rec, state, clock, both, 1)
+    assert sample(metrics, "compression") == 1
 
 
 def test_higher_bitrate_turns_compression_into_source(setup):
