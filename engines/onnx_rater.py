@@ -1,0 +1,142 @@
+"""The Rater over an exported bundle: the frame encoder and the rater as ONNX graphs on a registry runtime.
+
+No torch on this path: frames are resized with OpenCV exactly as engines.fvq_rater does, the encoder graph
+turns uint8 frames and portrait crops into features, the rater graph turns stacked WindowFeatures into raw
+scores and level logits, and the manifest's calibration maps raw scores to 0..100.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engines.features import DIMENSIONS, FrameRecord
+from engines.rater import FeatureSpec, Rater, Rating, WindowFeatures, level_of, portrait_crop, stack_features
+from engines.registry import create_engine
+
+ENCODER, RATER = "encoder", "rater"
+
+
+def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) resize as the torch rater does it: area averaging when shrinking, bilinear when enlarging."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def trt_profiles(manifest: dict[str, Any], max_batch: int = 64) -> dict[str, dict[str, list[list[int]]]]:
+    """TensorRT optimization profiles (min, opt, max shapes) of both graphs from the manifest's input shapes."""
+    sizes = manifest["graphs"][ENCODER]["sizes"]
+    hs = [s[0] for s in sizes.values()]
+    ws = [s[1] for s in sizes.values()]
+    opt = sizes["spatial"]
+    profiles: dict[str, dict[str, list[list[int]]]] = {
+        ENCODER: {"images": [[1, min(hs), min(ws), 3], [8, opt[0], opt[1], 3], [max_batch, max(hs), max(ws), 3]]},
+        RATER: {},
+    }
+    for name, shape in manifest["graphs"][RATER]["inputs"].items():
+        rest = [int(d) for d in shape[1:]]
+        profiles[RATER][name] = [[1, *rest], [8, *rest], [max_batch, *rest]]
+    return profiles
+
+
+class OnnxRater(Rater):
+    """Runs an exported bundle's graphs on `runtime` (onnxruntime or tensorrt) at one of its precisions."""
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], runtime: str | None = None,
+                 precision: str | None = None, engine_config: dict[str, Any] | None = None) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = manifest
+        default = manifest.get("rater", {})
+        self.runtime = runtime or default.get("runtime", "onnxruntime")
+        self.precision = precision or default.get("precision", "fp32")
+        precisions = manifest.get("precisions", {})
+        if self.precision not in precisions:
+            raise ValueError(f"bundle {bundle_dir} has no precision {self.precision!r}; it has "
+                             f"{', '.join(sorted(precisions))}")
+        self.files = precisions[self.precision]
+        self.spec = FeatureSpec.from_dict(manifest["inputs"])
+        sizes = manifest["graphs"][ENCODER]["sizes"]
+        self.spatial_size = tuple(sizes["spatial"])
+        self.portrait_size = tuple(sizes["portrait"])
+        self.calibration = manifest["calibration"]
+        self.rates_dimensions = bool(manifest.get("model", {}).get("rates_dimensions", False))
+        self.engine = create_engine(self.runtime, engine_config)
+        profiles = trt_profiles(manifest) if self.runtime == "tensorrt" else {}
+        self.encoder = self._load(ENCODER, profiles.get(ENCODER))
+        self.session = self._load(RATER, profiles.get(RATER))
+        digest = manifest["files"][self.files[ENCODER]]["sha256"][:16]
+        self._version = f"onnx-encoder/{digest}/s{list(self.spatial_size)}/p{list(self.portrait_size)}"
+
+    def _load(self, graph: str, profile):
+        path = self.bundle_dir / self.files[graph]
+        if profile is not None:
+            return self.engine.load(path, profile=profile)  # type: ignore[call-arg]
+        return self.engine.load(path)
+
+    @property
+    def extractor_version(self) -> str:
+        """Keys feature caches (train.fit.FeatureExtractor): the encoder file and the frame sizes."""
+        return self._version
+
+    def encode(self, images: list[np.ndarray]) -> np.ndarray:
+        """Equal-size RGB uint8 images -> (N, D) float32 features."""
+        return self.encoder.run({"images": np.ascontiguousarray(np.stack(images))})[0]
+
+    def frame_features(self, records: list[FrameRecord]) -> None:
+        todo = [r for r in records if r.image is not None and "spatial" not in r.extra]
+        if not todo:
+            return
+        spatial = self.encode([resize_frame(r.image, self.spatial_size) for r in todo])  # type: ignore[arg-type]
+        portrait = self.encode([resize_frame(portrait_crop(r), self.portrait_size) for r in todo])
+        for r, s, p in zip(todo, spatial, portrait, strict=True):
+            r.extra["spatial"] = s
+            r.extra["portrait"] = p
+
+    def predict(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw outputs (score before calibration, level logits, dimensions) for stacked feature arrays."""
+        feeds = {name: np.ascontiguousarray(arrays[name]) for name in WindowFeatures.ARRAYS}
+        score, logits, dims = self.session.run(feeds)
+        return {"score": score, "level_logits": logits, "dimensions": dims}
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        return np.clip(self.calibration["a"] * raw + self.calibration["b"], 0.0, 100.0)
+
+    def rate(self, features: list[WindowFeatures]) -> list[Rating]:
+        if not features:
+            return []
+        out = self.predict(stack_features(features))
+        scores = self.calibrate(out["score"])
+        logits = out["level_logits"].astype(np.float64)
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        dims = np.clip(out["dimensions"], 0.0, 100.0)
+        ratings = []
+        for i, s in enumerate(scores):
+            d = dict(zip(DIMENSIONS, map(float, dims[i]), strict=True)) if self.rates_dimensions else None
+            ratings.append(Rating(score=float(s), level=level_of(float(s)), level_probs=probs[i].astype(np.float32),
+                                  dimensions=d))
+        return ratings
+
+
+def load_exported_rater(bundle_dir: Path, manifest: dict[str, Any] | None = None, device: str = "cpu",
+                        runtime: str | None = None, precision: str | None = None) -> OnnxRater:
+    """The rater of an exported (format 2) bundle, after verifying its files against the manifest.
+
+    `device="cuda"` prefers onnxruntime's CUDA execution provider where onnxruntime-gpu has it."""
+    from export.bundle import verify_bundle
+
+    manifest = verify_bundle(bundle_dir) if manifest is None else manifest
+    config = None
+    chosen = runtime or manifest.get("rater", {}).get("runtime", "onnxruntime")
+    if chosen == "onnxruntime" and device == "cuda":
+        config = {"providers": ["tensorrt", "cuda", "cpu"]}
+    return OnnxRater(bundle_dir, manifest, runtime=chosen, precision=precision, engine_config=config)
+
+
+__all__ = ["OnnxRater", "load_exported_rater", "resize_frame", "trt_profiles"]

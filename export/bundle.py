@@ -1,0 +1,109 @@
+"""The bundle: a folder with manifest.json and the model files; verified against the manifest before it is used.
+
+Format versions:
+- 1: a training bundle (`python -m train.fit`): rater_config.json, model.safetensors (LoRA merged),
+  tokenizer.json, run by the torch FVQRater.
+- 2: an exported bundle (`fvq export`): version 1's files plus ONNX graphs of the frame encoder and the
+  rater at each precision, the runtimes and precisions they run on, their input shapes, the eval table
+  and which runtime/precision the live path uses (`rater`).
+
+Every file the manifest lists carries its sha256 and size; `verify_bundle` refuses a bundle whose files do
+not match, or whose format version it does not know, naming the file or the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 2
+KNOWN_VERSIONS = (1, 2)
+
+
+class BundleError(ValueError):
+    """A bundle that must not be used; the message says which file or field is wrong and what to do."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def read_manifest(bundle_dir: Path) -> dict[str, Any]:
+    path = Path(bundle_dir) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir} is not a bundle: it has no {MANIFEST}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}): the bundle is damaged, export or copy it again") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} is not a JSON object")
+    return manifest
+
+
+def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
+    """The bundle's manifest, after checking its format version and every listed file's size and sha256.
+
+    Raises BundleError naming the first problem: an unknown format version, a file that is missing, or one
+    whose content differs from what the manifest recorded (a partial copy, a tampered or replaced file)."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    version = manifest.get("format_version")
+    if version not in KNOWN_VERSIONS:
+        raise BundleError(
+            f"{bundle_dir / MANIFEST}: unknown format_version {version!r}; this fvq-live reads "
+            f"{', '.join(map(str, KNOWN_VERSIONS))} (upgrade fvq-live, or export the bundle again with this one)"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{bundle_dir / MANIFEST} lists no files: it cannot be verified")
+    for name, entry in files.items():
+        path = bundle_dir / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{bundle_dir / MANIFEST}: file name {name!r} points outside the bundle")
+        if not path.is_file():
+            raise BundleError(f"bundle file {path} is missing (the manifest lists it)")
+        size = path.stat().st_size
+        if "bytes" in entry and size != entry["bytes"]:
+            raise BundleError(f"bundle file {path} has {size} bytes, the manifest says {entry['bytes']}: "
+                              "it was changed or copied partially")
+        digest = file_sha256(path)
+        if digest != entry.get("sha256"):
+            raise BundleError(f"bundle file {path} does not match the manifest (sha256 {digest[:16]}..., "
+                              f"expected {str(entry.get('sha256'))[:16]}...): it was changed after export")
+    if version == 2:
+        for precision, graphs in manifest.get("precisions", {}).items():
+            for graph, name in graphs.items():
+                if name not in files:
+                    raise BundleError(f"{bundle_dir / MANIFEST}: precision {precision} names {name} for the "
+                                      f"{graph} graph, which the files list does not hash")
+    return manifest
+
+
+def write_manifest(bundle_dir: Path, manifest: dict[str, Any], file_names: list[str]) -> dict[str, Any]:
+    """Hashes `file_names` into manifest["files"] and writes manifest.json (last, so a bundle with a manifest is
+    complete)."""
+    bundle_dir = Path(bundle_dir)
+    manifest = dict(manifest)
+    manifest["format_version"] = FORMAT_VERSION
+    manifest["files"] = {name: file_entry(bundle_dir / name) for name in sorted(file_names)}
+    tmp = bundle_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(bundle_dir / MANIFEST)
+    return manifest
+
+
+__all__ = ["FORMAT_VERSION", "KNOWN_VERSIONS", "BundleError", "file_sha256", "read_manifest", "verify_bundle",
+           "write_manifest"]

@@ -1,0 +1,83 @@
+"""LoRA merge: folds every LoRA branch into its base weight (PEFT's merge-and-unload), and loads checkpoints.
+
+A checkpoint is a folder as `python -m train.fit` writes it (rater_config.json, model.safetensors,
+tokenizer.json, manifest.json). Bundles from train.fit are saved merged already; a checkpoint whose
+rater_config.json says `lora_merged: false` still carries its adapters and is merged here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def lora_layer_count(module: nn.Module) -> int:
+    from peft.tuners.lora import LoraLayer
+
+    return sum(isinstance(m, LoraLayer) for m in module.modules())
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Merges the LoRA branches of an FVQRaterModel (or any module with injected PEFT LoRA layers) into their
+    base layers and removes the adapter modules, in place. Refuses weights that turn non-finite (PEFT's
+    safe merge). Returns the model."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, layer in list(model.named_modules()):
+        if not isinstance(layer, LoraLayer):
+            continue
+        layer.merge(safe_merge=True)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer.get_base_layer())
+    if hasattr(model, "lora_injected"):
+        model.lora_injected = False
+        model.config.lora_merged = True
+    if lora_layer_count(model):
+        raise RuntimeError("LoRA layers are left after the merge")
+    return model
+
+
+def load_checkpoint(checkpoint: Path, device: str = "cpu"):
+    """An FVQRater from a train.fit folder, with its LoRA merged."""
+    from safetensors.torch import load_model
+    from tokenizers import Tokenizer
+
+    from engines.fvq_rater import FVQRater, FVQRaterModel, RaterConfig, hf_from_config
+
+    checkpoint = Path(checkpoint)
+    config_path = checkpoint / "rater_config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{checkpoint} is not a rater checkpoint: it has no rater_config.json "
+            "(train one with `python -m train.fit --root CORPUS --out DIR`)"
+        )
+    config = RaterConfig.model_validate_json(config_path.read_text())
+    if config.lora_merged:
+        return FVQRater.load(checkpoint, device=device)
+    hf = hf_from_config(config.family, config.lm_config)
+    model = FVQRaterModel(config, hf, Tokenizer.from_file(str(checkpoint / "tokenizer.json")))  # injects LoRA
+    load_model(model, str(checkpoint / "model.safetensors"), strict=True, device="cpu")
+    merge_and_unload(model)
+    return FVQRater(model, device=device)
+
+
+def checkpoint_manifest(checkpoint: Path) -> dict:
+    path = Path(checkpoint) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@torch.inference_mode()
+def merge_parity(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Max |adapter - merged| of the model's outputs on `batch`; merges the model in place."""
+    model.eval()
+    before = {k: v.float().clone() for k, v in model(batch).items()}
+    merge_and_unload(model)
+    after = model(batch)
+    return {k: float((before[k] - after[k].float()).abs().max()) for k in before}
+
+
+__all__ = ["checkpoint_manifest", "load_checkpoint", "lora_layer_count", "merge_and_unload", "merge_parity"]
