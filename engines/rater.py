@@ -156,6 +156,10 @@ def load_rater(bundle_dir: Path, device: str = "cpu") -> Rater:
             f"{bundle_dir} is not a rater bundle: it has no manifest.json (train one with `python -m train.fit`)"
         )
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") == 2:  # an exported bundle (fvq export): ONNX graphs, export/bundle.py
+        from engines.onnx_rater import load_exported_rater
+
+        return load_exported_rater(bundle_dir, device=device)
     if manifest.get("format_version") != 1:
         raise ValueError(f"{manifest_path}: unsupported format_version {manifest.get('format_version')!r} (expected 1)")
     from engines.fvq_rater import FVQRater
