@@ -153,6 +153,7 @@ def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: str
     rater = None
     if not cfg.no_model:
         from engines.rater import load_rater
+        from export.bundle import verify_bundle
 
         bundle = cfg.bundle or DEFAULT_BUNDLE
         if not (bundle / "manifest.json").is_file():
@@ -163,6 +164,7 @@ def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: str
             import torch
 
             torch.set_num_threads(1)  # the analysis loop is one thread; decode threads need the other cores
+            verify_bundle(bundle)  # refuses a bundle whose files changed or whose format is unknown, with the reason
             rater = load_rater(bundle)
     model_every = max(1, round(cfg.analysis.sample_fps / cfg.analysis.model_fps))
     embed_every = max(1, round(cfg.analysis.sample_fps / cfg.analysis.embed_fps)) if cfg.analysis.embed_faces else 0

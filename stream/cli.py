@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export a checkpoint to a deployable bundle")
     ex.add_argument("checkpoint", type=Path)
     ex.add_argument("--out", type=Path, required=True)
+    from export.cli import add_arguments
+
+    add_arguments(ex)  # --eval-root, --precision, ...
     ex.set_defaults(func=cmd_export)
     return p
 
@@ -194,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except FileNotFoundError as exc:
         print(f"fvq: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        from export.bundle import BundleError
+
+        if not isinstance(exc, BundleError):
+            raise
+        print(f"fvq: refusing the model bundle: {exc}", file=sys.stderr)
         return 2
 
 
