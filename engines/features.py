@@ -33,6 +33,7 @@ class FrameRecord:
     thumb: np.ndarray  # (th, tw) uint8 luma
     source_size: tuple[int, int]  # (width, height) as displayed, after rotation
     image: np.ndarray | None = None  # (h, w, 3) uint8 RGB at analysis resolution, sampled frames only
+    qp_map: np.ndarray | None = None  # (rows, cols) quantiser per macroblock from the H.264/HEVC decoder, sampled frames
     analysed: bool = False
     faces: list[Face] | None = None
     embedding: np.ndarray | None = None  # (128,) float32 SFace embedding of the main face

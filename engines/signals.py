@@ -54,6 +54,9 @@ CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
     },
     "artifact": {
         "blockiness": ("falling", 0.3, 2.5),
+        # H.264/HEVC quantiser from the bitstream (0-51): ~0.99 at QP 21, 0.8 at 30, 0.5 at 36, 0.14 at 45.
+        # Deblocking hides the block grid of a starved encoder; its quantiser does not.
+        "qp": ("falling", 36.0, 8.0),
     },
     "luminance": {
         "exposure_stops": ("falling", 1.0, 2.0),  # |log2(mean luma / MID_GREY)|
@@ -254,8 +257,25 @@ def analyse_frame_signals(record: FrameRecord) -> dict[str, dict[str, float]] | 
     """Fills `record.signals` from its image and main face (once; later calls reuse it). None for unsampled frames."""
     if record.signals is None and record.image is not None:
         face = record.main_face
-        record.signals = frame_signals(record.image, face.box if face is not None else None)
+        box = face.box if face is not None else None
+        record.signals = frame_signals(record.image, box)
+        if record.qp_map is not None:
+            add_quantiser(record.signals, record.qp_map, record.image.shape[:2], box)
     return record.signals
+
+
+def add_quantiser(signals: dict[str, dict[str, float]], qp_map: np.ndarray, image_hw: tuple[int, int],
+                  face_box: tuple[float, float, float, float] | None) -> None:
+    """Adds the mean decoder quantiser of the frame, and of the macroblocks under the face, as raw `qp`."""
+    signals["frame"]["qp"] = float(qp_map.mean())
+    if face_box is not None and "face" in signals:
+        rows, cols = qp_map.shape
+        h, w = image_hw
+        x, y, bw, bh = face_box
+        c0, c1 = int(max(0, x) * cols / w), int(np.ceil(min(w, x + bw) * cols / w))
+        r0, r1 = int(max(0, y) * rows / h), int(np.ceil(min(h, y + bh) * rows / h))
+        if c1 > c0 and r1 > r0:
+            signals["face"]["qp"] = float(qp_map[r0:r1, c0:c1].mean())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 THUMB_HEIGHT_RATIO = 9 / 16
 LIVE_PROBE_OPTIONS = {"analyzeduration": "500000", "probesize": "500000"}
+# Decoders that export their quantiser per macroblock (a direct measure of how hard the encoder compressed).
+QP_CODECS = ("h264", "hevc")
+_ENC_PARAMS = av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS
 
 
 class FrameConverter:
@@ -61,15 +64,16 @@ class FrameConverter:
         width, height = frame.width, frame.height
         if rotation in (90, 270):
             width, height = height, width
-        image = None
+        image = qp_map = None
         if pts >= self._next_sample - 1e-6:
             step = 1.0 / self.cfg.sample_fps
             self._next_sample = (math.floor(pts / step + 1e-6) + 1) * step
             image = self._image(frame, rotation)
+            qp_map = self._qp_map(frame, rotation)
         if rotation:
             thumb = np.ascontiguousarray(np.rot90(thumb, k=rotation // 90))
             thumb = cv2.resize(thumb, self.thumb_size, interpolation=cv2.INTER_AREA)
-        return FrameRecord(pts=pts, thumb=thumb, source_size=(width, height), image=image)
+        return FrameRecord(pts=pts, thumb=thumb, source_size=(width, height), image=image, qp_map=qp_map)
 
     def _thumb(self, frame: av.VideoFrame) -> np.ndarray:
         tw, th = self.thumb_size
@@ -95,6 +99,17 @@ class FrameConverter:
             # display matrix rotation is counter-clockwise
             rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
         return rgb
+
+    @staticmethod
+    def _qp_map(frame: av.VideoFrame, rotation: int) -> np.ndarray | None:
+        """The decoder's per-macroblock quantiser (H.264/HEVC export it when asked, see QP_CODECS)."""
+        for side in frame.side_data:
+            if side.type == _ENC_PARAMS:
+                qp = side.qp_map()
+                if qp.size == 0:
+                    return None
+                return np.ascontiguousarray(np.rot90(qp, k=rotation // 90)) if rotation else qp.astype(np.float32)
+        return None
 
 
 class SourceEvents:
@@ -203,6 +218,8 @@ class SourceReader(threading.Thread):
             vstream = container.streams.video[0]
             vstream.thread_type = "SLICE"
             vstream.codec_context.thread_count = 1
+            if vstream.codec_context.name in QP_CODECS:
+                vstream.codec_context.options = {"export_side_data": "venc_params"}
             fps = float(vstream.average_rate) if vstream.average_rate else None
             self.events.opened(vstream.codec_context.width, vstream.codec_context.height, fps, vstream.codec_context.name)
             self._opening = False
