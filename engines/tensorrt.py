@@ -234,6 +234,20 @@ class TensorRTEngine(Engine):
             raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} at {cfg.precision}")
         return bytes(plan)
 
+    def ensure_plan(self, onnx_path: Path, profile: Profile | None = None) -> tuple[Path, dict[str, Any], bool]:
+        """(plan file, its identity, whether it was built now): the cached plan for this ONNX file, TensorRT
+        version, GPU and precision, built and written when there is none."""
+        plan_path, ident = self.plan_for(onnx_path, profile)
+        if plan_path.is_file():
+            return plan_path, ident, False
+        self.rebuild(plan_path, onnx_path, ident)
+        return plan_path, ident, True
+
+    def rebuild(self, plan_path: Path, onnx_path: Path, ident: dict[str, Any]) -> bytes:
+        data = self.build(onnx_path, ident["profile"])
+        write_atomic(plan_path, data, {**ident, "onnx": str(onnx_path)})
+        return data
+
     def load(self, model_path: Path, profile: Profile | None = None) -> TensorRTSession:
         import tensorrt as trt
         import torch
@@ -243,18 +257,11 @@ class TensorRTEngine(Engine):
         if not model_path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {model_path}")
         torch.cuda.set_device(cfg.device)
-        plan_path, ident = self.plan_for(model_path, profile)
-        built = False
-        if not plan_path.is_file():
-            data = self.build(model_path, ident["profile"])
-            write_atomic(plan_path, data, {**ident, "onnx": str(model_path)})
-            built = True
+        plan_path, ident, built = self.ensure_plan(model_path, profile)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
         if engine is None:  # a damaged file: build again once
-            data = self.build(model_path, ident["profile"])
-            write_atomic(plan_path, data, {**ident, "onnx": str(model_path)})
-            engine, built = runtime.deserialize_cuda_engine(data), True
+            engine, built = runtime.deserialize_cuda_engine(self.rebuild(plan_path, model_path, ident)), True
         session = TensorRTSession(engine, cfg.device, plan_path, built)
         session._runtime = runtime  # the runtime must outlive the engine
         return session
