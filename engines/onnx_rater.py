@@ -59,6 +59,13 @@ class OnnxRater(Rater):
         if self.precision not in precisions:
             raise ValueError(f"bundle {bundle_dir} has no precision {self.precision!r}; it has "
                              f"{', '.join(sorted(precisions))}")
+        allowed = manifest.get("runtimes", {}).get(self.runtime)
+        if allowed is not None and self.precision not in allowed:
+            raise ValueError(f"bundle {bundle_dir}: precision {self.precision!r} does not run on {self.runtime} "
+                             f"(it runs {', '.join(allowed)}); the dynamic int8 graphs are for onnxruntime on the CPU, "
+                             "TensorRT builds int8 engines from int8_qdq")
+        if self.runtime == "tensorrt":  # the engine's precision follows the graph's unless the config says
+            engine_config = {"precision": "int8" if self.precision == "int8_qdq" else "fp16", **(engine_config or {})}
         self.files = precisions[self.precision]
         self.spec = FeatureSpec.from_dict(manifest["inputs"])
         sizes = manifest["graphs"][ENCODER]["sizes"]

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-split", default="test", choices=["train", "val", "test"])
     p.add_argument("--eval-clips", type=int, default=0, help="at most this many eval clips (0: all)")
     p.add_argument("--calib-clips", type=int, default=8, help="train clips the int8 Q/DQ calibration draws on")
-    p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+    p.add_argument("--precision", choices=["auto", "fp32", "int8", "int8_rater", "int8_qdq"], default="auto",
                    help="the live path's precision (auto: int8 when the eval shows it as accurate and faster)")
 
 

@@ -47,9 +47,12 @@ def window_arrays(encode, spec, frames: list[np.ndarray], spatial_size, portrait
     k = spec.frames
     n = max(1, len(frames) // k)
     chosen = [frames[(i * k + j) % len(frames)] for i in range(n) for j in range(k)]
-    spatial = encode([resize_frame(f, spatial_size) for f in chosen]).reshape(n, k, -1)
+    def encode_all(images: list[np.ndarray]) -> np.ndarray:  # in batches of 8, as the live path sees them
+        return np.concatenate([encode(images[s:s + 8]) for s in range(0, len(images), 8)])
+
+    spatial = encode_all([resize_frame(f, spatial_size) for f in chosen]).reshape(n, k, -1)
     crops = [f[:, (f.shape[1] - f.shape[0]) // 2:][:, : f.shape[0]] if f.shape[1] > f.shape[0] else f for f in chosen]
-    portrait = encode([resize_frame(c, portrait_size) for c in crops]).reshape(n, k, -1)
+    portrait = encode_all([resize_frame(c, portrait_size) for c in crops]).reshape(n, k, -1)
     th, tw = spec.thumb_size
     luma = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (tw, th), interpolation=cv2.INTER_AREA) for f in chosen]
     thumbs = np.stack([np.stack([luma[(i * k + t) % len(luma)] for t in range(spec.temporal_len)]) for i in range(n)])

@@ -79,3 +79,31 @@ def test_load_rater_dispatches_exported_bundles_and_manifest_records_parity(expo
     parity = rater.manifest["parity"]
     assert parity["encoder_max_abs"] < ENCODER_ATOL and parity["score_max_abs"] < RAW_SCORE_ATOL
     assert set(rater.manifest["precisions"]) >= {"fp32", "int8"}
+
+
+def test_frame_features_of_real_records_match_pytorch(exported, torch_rater, frames):
+    """The ONNX rater's own preprocessing (resize, portrait crop around a face) gives PyTorch's features."""
+    from engines.features import Face, FrameRecord
+
+    def records():
+        out = []
+        for i, f in enumerate(frames[:4]):
+            h, w = f.shape[:2]
+            face = Face((w * 0.3, h * 0.2, w * 0.3, h * 0.35), 0.9, np.zeros((5, 2), np.float32)) if i % 2 else None
+            out.append(FrameRecord(pts=i * 0.5, thumb=np.zeros((36, 64), np.uint8), source_size=(w, h), image=f,
+                                   faces=[face] if face else []))
+        return out
+
+    a, b = records(), records()
+    torch_rater.frame_features(a)
+    load_exported_rater(exported, precision="fp32").frame_features(b)
+    for x, y in zip(a, b, strict=True):
+        assert np.abs(x.extra["spatial"] - y.extra["spatial"]).max() < ENCODER_ATOL
+        assert np.abs(x.extra["portrait"] - y.extra["portrait"]).max() < ENCODER_ATOL
+
+
+def test_dynamic_int8_graphs_are_refused_on_tensorrt(exported):
+    from export.bundle import verify_bundle
+
+    with pytest.raises(ValueError, match="does not run on tensorrt"):
+        OnnxRater(exported, verify_bundle(exported), runtime="tensorrt", precision="int8")
