@@ -64,7 +64,7 @@ def test_rater_graph_matches_pytorch_scores_and_levels(exported, torch_rater, fr
 def test_int8_graphs_stay_near_pytorch(exported, torch_rater, frames):
     arrays = windows(torch_rater, frames)
     want = torch_rater.calibrate(torch_rater.predict(arrays)["score"])
-    for precision in ("int8", "int8_rater"):
+    for precision in ("int8", "int8_rater", "int8_qdq"):
         onnx = load_exported_rater(exported, precision=precision)
         cfg = torch_rater.config
         int8_arrays = window_arrays(onnx.encode, onnx.spec, frames, cfg.spatial_size, cfg.portrait_size)
