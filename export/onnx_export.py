@@ -46,7 +46,7 @@ class EncoderGraph(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float() / 255.0
+        x = images.float().permute(0, 3, 1, 2) / 255.0  # cast first: TensorRT takes uint8 only into a Cast
         x = (x - self.mean) / self.std
         feats = []
         for i, layer in enumerate(self.blocks):
