@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -278,7 +279,10 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
             records += build_job(job, str(out))
             bar.update(len(job))
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        # spawn, not fork: a forked child of a process whose OpenCV/onnxruntime thread pools already ran
+        # can deadlock on their locks (it did, in the test suite)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=ctx) as pool:
             futures = {pool.submit(build_job, job, str(out)): job for job in jobs}
             for fut in as_completed(futures):
                 records += fut.result()
