@@ -33,6 +33,7 @@ class FrameRecord:
     thumb: np.ndarray  # (th, tw) uint8 luma
     source_size: tuple[int, int]  # (width, height) as displayed, after rotation
     image: np.ndarray | None = None  # (h, w, 3) uint8 RGB at analysis resolution, sampled frames only
+    arrived: float = 0.0  # time.monotonic() when the frame was decoded (lag of the analysis behind live)
     qp_map: np.ndarray | None = None  # (rows, cols) quantiser per macroblock from the H.264/HEVC decoder, sampled frames
     analysed: bool = False
     faces: list[Face] | None = None

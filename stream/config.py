@@ -115,6 +115,11 @@ class AnalysisConfig(_Strict):
         0.05, gt=0, le=1, description="How often the analysis loop gathers work from all streams."
     )
     stale_after_s: float = Field(5.0, gt=0, description="A stream with no frame for this long is marked down.")
+    max_lag_s: float = Field(
+        3.0, gt=0,
+        description="Live streams: a window whose last frame arrived this long ago is skipped (counted as "
+        "fvq_windows_dropped_total{reason=\"late\"}) so a backlogged analysis catches up instead of lagging.",
+    )
 
 
 class EngineChoice(_Strict):

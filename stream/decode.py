@@ -73,7 +73,9 @@ class FrameConverter:
         if rotation:
             thumb = np.ascontiguousarray(np.rot90(thumb, k=rotation // 90))
             thumb = cv2.resize(thumb, self.thumb_size, interpolation=cv2.INTER_AREA)
-        return FrameRecord(pts=pts, thumb=thumb, source_size=(width, height), image=image, qp_map=qp_map)
+        return FrameRecord(
+            pts=pts, thumb=thumb, source_size=(width, height), image=image, qp_map=qp_map, arrived=time.monotonic()
+        )
 
     def _thumb(self, frame: av.VideoFrame) -> np.ndarray:
         tw, th = self.thumb_size
@@ -163,6 +165,8 @@ class SourceReader(threading.Thread):
                 except av.error.ExitError:
                     finished = False  # interrupted by stop()
                 except (av.error.FFmpegError, OSError, _NoVideo) as exc:
+                    if kind == SourceKind.rtmp_listen and self._opening and not isinstance(exc, _NoVideo):
+                        continue  # no publisher within the accept timeout: listen again (stop() is checked)
                     self.events.error("open" if self._opening else "decode", _describe(exc, self.source.url))
                     finished = kind == SourceKind.file and not self.source.loop
                 except Exception as exc:  # a bug must not take other streams down
@@ -195,7 +199,7 @@ class SourceReader(threading.Thread):
             from stream.rtmp import listen_options
 
             options = {**listen_options(), **options}
-            timeout = (None, 10.0)  # accept waits as long as it takes; stop() interrupts it
+            timeout = (None, 10.0)  # accept gives up after ACCEPT_TIMEOUT_S and is retried, so stop() is seen
         elif src.kind == SourceKind.file:
             timeout = None
         elif src.url.startswith("rtsp"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import av
 
-from engines.features import DIMENSIONS, LEVELS, WindowResult
+from engines.features import DIMENSIONS, LEVELS, Window, WindowResult
 from stream.analysis import Analyzer
 from stream.config import DropPolicy, MonitorConfig, SourceConfig, SourceKind
 from stream.decode import FrameConverter, SourceEvents, SourceReader
@@ -23,6 +23,24 @@ from stream.windows import WindowAssembler
 log = logging.getLogger(__name__)
 
 LEVEL_INDEX = {name: i + 1 for i, name in enumerate(LEVELS)}
+
+
+class _NullMetric:
+    def labels(self, *args: str) -> _NullMetric:
+        return self
+
+    def set(self, value: float) -> None: ...
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _NullMetrics:
+    """Stands in for Metrics once a stream is removed."""
+
+    def __getattr__(self, name: str) -> _NullMetric:
+        return _NullMetric()
+
+
+_NULL_METRICS = _NullMetrics()
 
 
 class StreamLimitError(RuntimeError):
@@ -54,6 +72,7 @@ class StreamState(SourceEvents):
     started_at: float = field(default_factory=time.time)
     _first_frame_at: float | None = None
     latest: WindowResult | None = None
+    detached: bool = False  # removed from the monitor: reports from a stopping reader touch no metric
     recommendation: dict[str, Any] | None = None
     _bytes: collections.deque = field(default_factory=collections.deque)
     _frames: collections.deque = field(default_factory=collections.deque)
@@ -61,11 +80,15 @@ class StreamState(SourceEvents):
 
     RATE_SPAN_S = 3.0
 
+    @property
+    def _m(self) -> Metrics | _NullMetrics:
+        return _NULL_METRICS if self.detached else self.metrics
+
     # SourceEvents, called from the reader thread
     def opened(self, width: int, height: int, fps: float | None, codec: str) -> None:
         self.width, self.height, self.nominal_fps, self.codec = width, height, fps, codec
-        self.metrics.stream_width.labels(self.name).set(width)
-        self.metrics.stream_height.labels(self.name).set(height)
+        self._m.stream_width.labels(self.name).set(width)
+        self._m.stream_height.labels(self.name).set(height)
         self.last_error = None if self.state != "error" else self.last_error
 
     def packet(self, size: int) -> None:
@@ -81,29 +104,29 @@ class StreamState(SourceEvents):
             self._first_frame_at = now
         with self._lock:
             self._frames.append(now)
-        self.metrics.frames_received.labels(self.name).inc()
+        self._m.frames_received.labels(self.name).inc()
         if self.state != "up":
             self.state = "up"
-            self.metrics.stream_up.labels(self.name).set(1)
+            self._m.stream_up.labels(self.name).set(1)
 
     def error(self, kind: str, message: str) -> None:
         log.warning("stream %s: %s", self.name, message)
         self.last_error = message
-        self.metrics.stream_errors.labels(self.name, kind).inc()
+        self._m.stream_errors.labels(self.name, kind).inc()
         if kind != "decode":
             self.mark_down("error")
 
     def reconnecting(self, delay: float) -> None:
-        self.metrics.reconnects.labels(self.name).inc()
+        self._m.reconnects.labels(self.name).inc()
 
     def ended(self) -> None:
         if self.state != "error":
             self.state = "ended"
-        self.metrics.stream_up.labels(self.name).set(0)
+        self._m.stream_up.labels(self.name).set(0)
 
     def mark_down(self, state: str = "down") -> None:
         self.state = state
-        self.metrics.stream_up.labels(self.name).set(0)
+        self._m.stream_up.labels(self.name).set(0)
 
     def refresh_rates(self, now: float) -> None:
         cutoff = now - self.RATE_SPAN_S
@@ -116,8 +139,8 @@ class StreamState(SourceEvents):
             span = min(self.RATE_SPAN_S, max(0.5, now - first))
             self.fps = len(self._frames) / span
             self.bitrate_bps = 8 * sum(size for _, size in self._bytes) / span
-        self.metrics.stream_fps.labels(self.name).set(self.fps)
-        self.metrics.stream_bitrate.labels(self.name).set(self.bitrate_bps)
+        self._m.stream_fps.labels(self.name).set(self.fps)
+        self._m.stream_bitrate.labels(self.name).set(self.bitrate_bps)
 
     def to_json(self) -> dict[str, Any]:
         latest = self.latest
@@ -179,6 +202,7 @@ class Stream:
         m.windows_analysed.labels(self.name)
         for reason in ("queue_full",):
             m.frames_dropped.labels(self.name, reason)
+        m.windows_dropped.labels(self.name, "late")
 
     @property
     def active(self) -> bool:
@@ -247,6 +271,7 @@ class Monitor:
             self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
         if stream is None:
             return
+        stream.state.detached = True  # the reader may still report while it stops: its series stay gone
         if stream.reader is not None:
             stream.reader.stop()
         stream.queue.close()
@@ -314,6 +339,7 @@ class Monitor:
                 and now - st.last_frame_at > self.config.analysis.stale_after_s
             ):
                 st.mark_down("down")
+        windows = self._drop_late(windows, now)
         for w in windows:
             s = self.streams.get(w.stream)
             if s is not None:
@@ -327,6 +353,19 @@ class Monitor:
             self._publish(w.closed_at, result)
         self.analyzer.analyse_frames(records)
         return results
+
+    def _drop_late(self, windows: list[Window], now: float) -> list[Window]:
+        """Live streams only: windows the analysis reaches too late are skipped, and counted, to catch up."""
+        kept = []
+        max_lag = self.config.analysis.max_lag_s
+        for w in windows:
+            stream = self.streams.get(w.stream)
+            live = stream is not None and stream.source.kind != SourceKind.file
+            if live and w.frames and w.frames[-1].arrived and now - w.frames[-1].arrived > max_lag:
+                self.metrics.windows_dropped.labels(w.stream, "late").inc()
+                continue
+            kept.append(w)
+        return kept
 
     def _publish(self, closed_at: float, r: WindowResult) -> None:
         stream = self.streams.get(r.stream)
