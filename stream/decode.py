@@ -15,6 +15,7 @@ import numpy as np
 from engines.features import FrameRecord
 from stream.config import AnalysisConfig, SourceConfig, SourceKind
 from stream.queues import END, FrameQueue
+from stream.relay import Relay, needs_relay
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,18 @@ class SourceReader(threading.Thread):
             # probe briefly: ffmpeg's default (5 s) would buffer seconds of a live stream before the first frame
             options = {**LIVE_PROBE_OPTIONS, **options}
         url = src.url[len("file://") :] if src.url.startswith("file://") else src.url
+        if needs_relay(url):
+            self._relay = Relay(url)
+            try:
+                return av.open(self._relay.stdout, mode="r", format="mpegts", options=LIVE_PROBE_OPTIONS)
+            except av.error.FFmpegError as exc:
+                self._relay.close()
+                raise OSError(f"{url}: {self._relay.error()}") from exc
         return av.open(url, mode="r", options=options, timeout=timeout) if timeout else av.open(
             url, mode="r", options=options
         )
+
+    _relay: Relay | None = None
 
     def _read_once(self) -> bool:
         """Opens the source and reads it to its end. Returns True when the stream is finished for good."""
@@ -256,6 +266,9 @@ class SourceReader(threading.Thread):
             return False
         finally:
             container.close()
+            if self._relay is not None:
+                self._relay.close()
+                self._relay = None
 
 
 class _NoVideo(Exception):

@@ -160,3 +160,20 @@ def test_hls_playlist_written_by_ffmpeg_pulled_over_http(face_extractor, face_cl
             assert h.streams()["hls"]["resolution"] == [640, 360]
     finally:
         server.shutdown()
+
+
+def test_srt_pull_through_the_ffmpeg_relay(face_extractor, face_clip):
+    port = free_port()
+    # ffmpeg publishes as the SRT listener; the monitor calls it (PyAV's FFmpeg lacks SRT: the relay pulls it)
+    pub = subprocess.Popen([need("ffmpeg"), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
+                            str(face_clip), "-c", "copy", "-f", "mpegts", f"srt://127.0.0.1:{port}?mode=listener"])
+    try:
+        time.sleep(0.5)
+        with MonitorHarness(config({"name": "srt", "url": f"srt://127.0.0.1:{port}?mode=caller"}),
+                            analyzer(face_extractor)) as h:
+            h.wait_for(lambda: (h.value("fvq_windows_analysed_total", stream="srt") or 0) >= 2, 40, "SRT windows")
+            assert h.value("fvq_face_presence_ratio", stream="srt") > 0.5
+            assert h.value("fvq_stream_bitrate_bits_per_second", stream="srt") > 10_000
+    finally:
+        pub.kill()
+        pub.wait()
