@@ -160,7 +160,8 @@ def match_background_strength(ref, masks: np.ndarray, face: D.Distortion, seed: 
 
     def gap(log_s: float) -> float:
         d = D.Distortion(face.family, face.kind, face.level, "background", strength=float(np.exp(log_s)))
-        return P.psnr(ref.frames, D.apply(ref, [d], seed).frames) - target
+        # capped: a strength too weak to change a pixel gives an infinite PSNR, which would poison the cut
+        return min(P.psnr(ref.frames, D.apply(ref, [d], seed).frames) - target, 100.0)
 
     # Bracket: the background is larger than the face, so it needs a weaker strength than the face got.
     hi = float(np.log(face.value))
@@ -178,6 +179,8 @@ def match_background_strength(ref, masks: np.ndarray, face: D.Distortion, seed: 
     side = 0
     for _ in range(max_iter):
         if abs(g_best) < tol_db or g_lo < 0 or g_hi > 0 or hi - lo < 1e-4:
+            break
+        if g_hi == g_lo:
             break
         mid = (lo * g_hi - hi * g_lo) / (g_hi - g_lo)  # PSNR gap is positive at lo, negative at hi
         g_mid = gap(mid)
@@ -273,11 +276,34 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
     jobs = plan_corpus(clips, seed, duration)
     records: list[dict] = []
     bar = tqdm(total=sum(len(j) for j in jobs), desc="corpus", unit="clip", disable=not progress)
+    # Each finished job leaves its meta records in out/.jobs/, so a rerun after a crash or Ctrl-C picks up
+    # where it stopped (same seed, same plan: a finished job's clips are already there).
+    done_dir = out / ".jobs"
+    done_dir.mkdir(exist_ok=True)
+    settings = f"{seed}-{clips}-{duration:g}"
+
+    def done_path(job: Sequence[ClipPlan]) -> Path:
+        return done_dir / f"{settings}-{Path(job[0].name).stem}.json"
+
+    todo = []
+    for job in jobs:
+        path = done_path(job)
+        if path.is_file() and all((out / p.split / "videos" / p.name).is_file() for p in job):
+            records += json.loads(path.read_text())
+            bar.update(len(job))
+        else:
+            todo.append(job)
+    jobs = todo
+
+    def finished(job: Sequence[ClipPlan], recs: list[dict]) -> None:
+        records.extend(recs)
+        done_path(job).write_text(json.dumps(recs))
+        bar.update(len(job))
+
     if workers <= 1:
         _init_worker()
         for job in jobs:
-            records += build_job(job, str(out))
-            bar.update(len(job))
+            finished(job, build_job(job, str(out)))
     else:
         # spawn, not fork: a forked child of a process whose OpenCV/onnxruntime thread pools already ran
         # can deadlock on their locks (it did, in the test suite)
@@ -285,8 +311,7 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=ctx) as pool:
             futures = {pool.submit(build_job, job, str(out)): job for job in jobs}
             for fut in as_completed(futures):
-                records += fut.result()
-                bar.update(len(futures[fut]))
+                finished(futures[fut], fut.result())
     bar.close()
     counts = {}
     for split in SPLITS:

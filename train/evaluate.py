@@ -123,6 +123,21 @@ def pair_result(rows: list[dict], method: str) -> dict[str, float]:
     return {"pairs": len(full), "face_lower": lower, "share": lower / len(full) if full else float("nan")}
 
 
+PAIR_PSNR_TOL_DB = 0.1  # a pair counts as "equal full-frame PSNR" when its two clips are this close
+
+
+def matched_pair_rows(rows: list[dict]) -> tuple[list[dict], int]:
+    """Rows with pairs whose full-frame PSNRs differ by more than PAIR_PSNR_TOL_DB dropped (the strength search
+    can fail to match); returns the rows and the number of pairs dropped."""
+    psnr: dict[str, list[float]] = {}
+    for r in rows:
+        meta = r.get("meta") or {}
+        if meta.get("pair_id"):
+            psnr.setdefault(meta["pair_id"], []).append(meta.get("psnr") or float("nan"))
+    bad = {k for k, v in psnr.items() if len(v) != 2 or not abs(v[0] - v[1]) <= PAIR_PSNR_TOL_DB}
+    return [r for r in rows if (r.get("meta") or {}).get("pair_id") not in bad], len(bad)
+
+
 def evaluate_folder(root, split: str = "test", bundle=None, baselines: bool = False, progress: bool = True,
                     log=None) -> dict:
     """Scores every clip of ROOT/split through the live path (`fvq score`'s numbers) and, with baselines,
@@ -162,6 +177,7 @@ def evaluate_folder(root, split: str = "test", bundle=None, baselines: bool = Fa
             row["brisque"], row["niqe"] = -b["brisque"], -b["niqe"]  # lower is better: negate to correlate
         rows.append(row)
     mos = np.array([r["mos"] for r in rows])
+    paired, unmatched = matched_pair_rows(rows)
     table = {}
     for method in METHODS:
         if method in ("brisque", "niqe") and not baselines:
@@ -172,7 +188,7 @@ def evaluate_folder(root, split: str = "test", bundle=None, baselines: bool = Fa
         table[method] = evaluate_predictions(pred, mos)
     return {
         "root": str(root), "split": split, "clips": len(rows), "table": table,
-        "pairs": {m: pair_result(rows, m) for m in table},
+        "pairs": {m: pair_result(paired, m) for m in table}, "pairs_unmatched": unmatched,
         "dimensions": {"signals": severity_ranking(rows, "signal_dims"), "model": severity_ranking(rows, "model_dims")},
         "rows": rows,
     }
@@ -186,6 +202,9 @@ def format_result(result: dict) -> str:
         p = result["pairs"].get(method, {})
         pair = f"{p['face_lower']}/{p['pairs']} ({100 * p['share']:.0f}%)" if p.get("pairs") else "n/a"
         lines.append(f"| {METHOD_NAMES[method]} | {m['srcc']:.3f} | {m['plcc']:.3f} | {m['krcc']:.3f} | {pair} |")
+    if result.get("pairs_unmatched"):
+        lines.append(f"({result['pairs_unmatched']} pairs left out: their full-frame PSNRs differ by more than "
+                     f"{PAIR_PSNR_TOL_DB} dB)")
     dims = result.get("dimensions") or {}
     if dims.get("signals"):
         lines += ["", "Severity ladders (SRCC of the dimension score against minus the severity, single-family clips):",

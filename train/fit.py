@@ -523,6 +523,7 @@ def add_eval_table(bundle: Path, root: Path) -> dict[str, Any]:
     manifest["eval"] = {
         "command": f"fvq eval {root} --split test --bundle {bundle} --baselines",
         "clips": result["clips"], "table": result["table"], "pairs": result["pairs"],
+        "pairs_unmatched": result["pairs_unmatched"],
         "dimensions": result["dimensions"],
         "note": "clip score = mean of its windows' scores through the live path (fvq score); PLCC after the "
                 "4-parameter logistic; BRISQUE and NIQE negated (lower is better); pairs: face-only vs "
