@@ -30,7 +30,7 @@ class Engine(abc.ABC):
     def __init__(self, config: BaseModel) -> None:
         self.config = config
 
-    def check_available(self) -> None:
+    def check_available(self) -> None:  # noqa: B027 - optional hook, most runtimes have nothing to check
         """Raises EngineUnavailableError with an install hint when the runtime is missing."""
 
     @abc.abstractmethod

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import yaml
@@ -20,13 +20,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DropPolicy(str, Enum):
+class DropPolicy(StrEnum):
     wait = "wait"  # the decoder waits for room (files: nothing is lost)
     drop_oldest = "drop_oldest"  # the oldest queued frame is dropped (live sources: stay current)
     latest_only = "latest_only"  # keep only the newest frame
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     file = "file"
     rtmp_pull = "rtmp_pull"
     rtmp_listen = "rtmp_listen"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 ACCEPT_TIMEOUT_S = 2
 
 

@@ -11,8 +11,8 @@ from stream.queues import END, FrameQueue
 from tests.conftest import make_face_clip
 
 
-def decode_all(path, cfg=AnalysisConfig()):
-    conv = FrameConverter(cfg)
+def decode_all(path, cfg: AnalysisConfig | None = None):
+    conv = FrameConverter(cfg or AnalysisConfig())
     with av.open(str(path)) as c:
         return [conv.convert(f) for f in c.decode(video=0)]
 
