@@ -46,7 +46,7 @@ corpus: setup
 	$(BIN)/python -m train.corpus --out corpus/synthetic --seed 0
 
 train-default: setup
-	$(BIN)/python -m train.fit --root corpus/synthetic --out bundles/default --seed 0
+	$(BIN)/python -m train.fit --root corpus/synthetic --out bundles/default --seed 0 --threads 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
