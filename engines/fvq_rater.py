@@ -506,6 +506,8 @@ class FVQRater(Rater):
             encoder = (PixelFrameEncoder(cfg.spatial_size, cfg.portrait_size) if model.pixels
                        else MobileNetFrameEncoder(cfg.spatial_size, cfg.portrait_size, device))
         self.encoder = encoder
+        # Dimensions whose published score is the learned head's (the bundle measured it ranks better there)
+        self.dimension_heads: tuple[str, ...] = ()
 
     @property
     def extractor_version(self) -> str:
@@ -576,7 +578,10 @@ class FVQRater(Rater):
         hf = hf_from_config(config.family, config.lm_config)
         model = FVQRaterModel(config, hf, Tokenizer.from_file(str(bundle_dir / "tokenizer.json")))
         load_model(model, str(bundle_dir / "model.safetensors"), strict=True, device="cpu")
-        return cls(model, device=device)
+        rater = cls(model, device=device)
+        if config.rates_dimensions and manifest:
+            rater.dimension_heads = tuple((manifest.get("dimensions") or {}).get("learned_heads", ()))
+        return rater
 
 
 # ---------------------------------------------------------------------------------------------

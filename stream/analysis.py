@@ -107,6 +107,12 @@ class Analyzer:
                 res.level = rating.level
                 if rating.dimensions:
                     res.details.update({f"model_{k}": float(v) for k, v in rating.dimensions.items()})
+                    # where the bundle's learned head ranks a dimension better than the signal measurement,
+                    # it is the published score of that dimension (both regions: it judges the whole window)
+                    for k in getattr(self.rater, "dimension_heads", ()):
+                        if k in rating.dimensions:
+                            for region in res.dimensions.values():
+                                region[k] = float(rating.dimensions[k])
         return results
 
 

@@ -52,6 +52,7 @@ def test_train_then_eval_on_a_dozen_clips(dozen_corpus, tmp_path, capsys):
     table = manifest["eval"]["table"]
     assert set(table) == {"fvq-rater", "brisque", "niqe", "signal-mean"}
     assert all(set(m) >= {"srcc", "plcc", "krcc"} for m in table.values())
+    assert set(manifest["dimensions"]["learned_heads"]) <= set(manifest["eval"]["dimensions"]["signals"])
     capsys.readouterr()
     assert fvq(["eval", str(root), "--split", "test", "--bundle", str(bundle)]) == 0
     out = capsys.readouterr().out
