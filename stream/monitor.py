@@ -243,6 +243,7 @@ class Monitor:
         self.listeners: list[Callable[[StreamState, WindowResult], None]] = []
         self.loop_heartbeat = time.monotonic()
         self.loop_error: str | None = None
+        self._pending: collections.deque = collections.deque()  # sampled frames not analysed yet
 
     # streams
     def add_stream(self, source: SourceConfig) -> Stream:
@@ -351,8 +352,19 @@ class Monitor:
         results = self.analyzer.rate_windows(windows)
         for w, result in zip(windows, results, strict=True):
             self._publish(w.closed_at, result)
-        self.analyzer.analyse_frames(records)
+        # The newest frames of every stream, oldest first, in batches across streams, for at most a time
+        # budget: a window that closes meanwhile waits for no other stream's frames, only for its own.
+        self._pending.extend(records)
+        while len(self._pending) > self.MAX_PENDING:  # far behind: these are analysed when a window needs them
+            self._pending.popleft()
+        deadline = time.monotonic() + self.config.analysis.batch_interval_s
+        while self._pending and time.monotonic() < deadline:
+            batch = [self._pending.popleft() for _ in range(min(self.FRAME_BATCH, len(self._pending)))]
+            self.analyzer.analyse_frames([f for f in batch if not f.analysed])
         return results
+
+    FRAME_BATCH = 16  # sampled frames analysed per call (from any streams)
+    MAX_PENDING = 4096
 
     def _drop_late(self, windows: list[Window], now: float) -> list[Window]:
         """Live streams only: windows the analysis reaches too late are skipped, and counted, to catch up."""
