@@ -73,6 +73,7 @@ class OnnxRater(Rater):
         self.portrait_size = tuple(sizes["portrait"])
         self.calibration = manifest["calibration"]
         self.rates_dimensions = bool(manifest.get("model", {}).get("rates_dimensions", False))
+        self.dimension_heads = tuple((manifest.get("dimensions") or {}).get("learned_heads", ()))
         self.engine = create_engine(self.runtime, engine_config)
         profiles = trt_profiles(manifest) if self.runtime == "tensorrt" else {}
         self.encoder = self._load(ENCODER, profiles.get(ENCODER))

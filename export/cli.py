@@ -128,6 +128,8 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
                    if (checkpoint / "manifest.json").is_file() else None},
         "training": source_manifest.get("training"),
         "metrics": source_manifest.get("metrics"),
+        # which dimensions publish the learned head instead of the signal measurement (decided in training)
+        "dimensions": source_manifest.get("dimensions"),
     }
 
     def onnx_rater(prec: str) -> OnnxRater:
