@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
           f"= {r['cpu_per_stream_s'] / dec:.2f}x plain decode; ffmpeg filters cost {ff_filters / r['cpu_per_stream_s']:.1f}x ours")
     print(f"  window-close-to-publish latency: p50 {r['p50'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms")
     print(f"  peak RSS: {r['peak_rss_mib']:.0f} MiB")
-    print("  analysis stages, CPU-s per stream-second: "
+    print("  analysis stages, wall time per stream-second (from fvq_stage_duration_seconds, warm-up included): "
           + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in sorted(r["stages"].items(), key=lambda kv: -kv[1])))
     return 0
 
