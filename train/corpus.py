@@ -28,7 +28,7 @@ import numpy as np
 
 from train import distortions as D
 from train import pseudo_mos as P
-from train.media import face_mask, face_sources, render, write_mp4
+from train.media import face_mask, face_sources, read_mp4, render, write_mp4
 
 SPLITS = ("train", "val", "test")
 # Content groups per split (FVQ-20K is 80/5/15 by clips; here the content is split, then clips are
@@ -225,10 +225,9 @@ def build_job(job: Sequence[ClipPlan], out: str) -> list[dict]:
         for d in plan.distortions:
             strength = background_strength if plan.pair_role == "background" else None
             ds.append(D.Distortion(d["family"], d["kind"], d["level"], d["region"], strength=strength))
-        dist = D.apply(ref, ds, plan.seed)
-        score = P.pseudo_mos(ref, dist, masks)
         path = Path(out) / plan.split / "videos" / plan.name
-        write_mp4(path, dist.frames, plan.fps, pts=dist.pts, crf=WRITE_CRF, preset="veryfast")
+        dist = write_clip(path, ref, ds, plan)
+        score = P.pseudo_mos(ref, dist, masks)
         regions = {d.region for d in ds}
         record = {
             "file": plan.name,
@@ -256,6 +255,30 @@ def build_job(job: Sequence[ClipPlan], out: str) -> list[dict]:
         }
         records.append(record)
     return records
+
+
+def write_clip(path: Path, ref, ds: list[D.Distortion], plan: ClipPlan) -> D.DistortedClip:
+    """Writes the clip and returns what its file holds.
+
+    A whole-frame compression distortion is the file's own encode, at that distortion's x264 setting: the
+    file then carries the quantiser a starved live encoder would (the monitor reads it from the bitstream),
+    and the label is computed from the decoded file. Everything else is written at WRITE_CRF, near-lossless.
+    """
+    full_artifact = [d for d in ds if d.family == "artifact" and d.region == "full"]
+    if not full_artifact:
+        dist = D.apply(ref, ds, plan.seed)
+        write_mp4(path, dist.frames, plan.fps, pts=dist.pts, crf=WRITE_CRF, preset="veryfast")
+        return dist
+    art = full_artifact[0]
+    rest = D.apply(ref, [d for d in ds if d is not art], plan.seed)
+    h, w = rest.frames.shape[1:3]
+    if art.kind == "crf":
+        write_mp4(path, rest.frames, plan.fps, pts=rest.pts, crf=art.value, preset="veryfast")
+    else:  # bits per pixel per frame
+        write_mp4(path, rest.frames, plan.fps, pts=rest.pts, crf=None, preset="veryfast",
+                  bitrate=max(1000, int(art.value * w * h * plan.fps)))
+    frames, _ = read_mp4(path)
+    return replace(rest, frames=frames, distortions=tuple(ds))
 
 
 def _init_worker() -> None:
