@@ -82,3 +82,12 @@ class WindowResult:
     score: float | None = None  # 0..100, from the rater when a model is loaded
     level: str | None = None
     details: dict[str, float] = field(default_factory=dict)
+
+
+def identity_stability(embeddings: list[np.ndarray]) -> float | None:
+    """Mean cosine similarity of consecutive face embeddings (1: the same person throughout); None below two."""
+    if len(embeddings) < 2:
+        return None
+    e = np.stack(embeddings).astype(np.float64)
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8)
+    return float((e[:-1] * e[1:]).sum(1).mean())

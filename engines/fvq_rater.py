@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +28,7 @@ from engines.rater import (
     WindowFeatures,
     level_of,
     portrait_crop,
+    resize_frame,
     stack_features,
 )
 
@@ -430,14 +430,6 @@ def stage2_loss(out: dict[str, torch.Tensor], mos: torch.Tensor, dims: torch.Ten
 # ---------------------------------------------------------------------------------------------
 
 
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
-    return cv2.resize(image, (w, h), interpolation=interp)
-
-
 class MobileNetFrameEncoder:
     """Frozen ImageNet MobileNetV2 up to block 13: per-channel mean and std of blocks 3, 6, 10 and 13 (432-d).
 
@@ -470,8 +462,8 @@ class MobileNetFrameEncoder:
         return torch.cat(feats, 1).float().cpu().numpy()
 
     def __call__(self, frames: list[np.ndarray], crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        spatial = self.encode([_resize(f, self.spatial_size) for f in frames])
-        portrait = self.encode([_resize(c, self.portrait_size) for c in crops])
+        spatial = self.encode([resize_frame(f, self.spatial_size) for f in frames])
+        portrait = self.encode([resize_frame(c, self.portrait_size) for c in crops])
         return spatial, portrait
 
 
@@ -484,8 +476,8 @@ class PixelFrameEncoder:
         self.spatial_size, self.portrait_size = spatial_size, portrait_size
 
     def __call__(self, frames: list[np.ndarray], crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return (np.stack([_resize(f, self.spatial_size) for f in frames]),
-                np.stack([_resize(c, self.portrait_size) for c in crops]))
+        return (np.stack([resize_frame(f, self.spatial_size) for f in frames]),
+                np.stack([resize_frame(c, self.portrait_size) for c in crops]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,23 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from engines.features import DIMENSIONS, FrameRecord
-from engines.rater import FeatureSpec, Rater, Rating, WindowFeatures, level_of, portrait_crop, stack_features
+from engines.rater import (
+    FeatureSpec,
+    Rater,
+    Rating,
+    WindowFeatures,
+    level_of,
+    portrait_crop,
+    resize_frame,
+    stack_features,
+)
 from engines.registry import create_engine
 
 ENCODER, RATER = "encoder", "rater"
-
-
-def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) resize as the torch rater does it: area averaging when shrinking, bilinear when enlarging."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
-    return cv2.resize(image, (w, h), interpolation=interp)
 
 
 def trt_profiles(manifest: dict[str, Any], max_batch: int = 64) -> dict[str, dict[str, list[list[int]]]]:

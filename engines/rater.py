@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.features import DIMENSIONS, LEVELS, Face, FrameRecord, Window
+from engines.features import DIMENSIONS, LEVELS, Face, FrameRecord, Window, identity_stability
 
 EMBEDDING_DIM = 128  # SFace
 INTERVAL_FEATURES = ("dt_ratio", "log_dt", "mad", "repeat")  # per consecutive frame pair, see interval_features()
@@ -199,6 +199,16 @@ def portrait_crop(record: FrameRecord) -> np.ndarray:
     return image[y0:y1, x0:x1]
 
 
+def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) resize for the frame encoder, the same for every runtime: area averaging when shrinking,
+    bilinear when enlarging."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
 def uniform_indices(n: int, k: int) -> np.ndarray:
     """k indices spread evenly over range(n) (repeating when n < k); n must be > 0."""
     return np.minimum((np.arange(k) + 0.5) * n / k, n - 1).astype(np.int64)
@@ -267,11 +277,9 @@ def _window_stats(window: Window, sampled: list[FrameRecord], thumbs: list[np.nd
                 widths = np.array([max(f.box[2], 1.0) for _, f in with_face])
                 moves = np.linalg.norm(np.diff(centres, axis=0), axis=1) / widths[1:]
                 stats["window.face_jitter"] = min(float(moves.std()), 10.0)
-        embs = [r.embedding for r in sampled if r.embedding is not None]
-        if len(embs) >= 2:
-            e = np.stack(embs).astype(np.float64)
-            e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8)
-            stats["window.identity_stability"] = float((e[:-1] * e[1:]).sum(1).mean())
+        stability = identity_stability([r.embedding for r in sampled if r.embedding is not None])
+        if stability is not None:
+            stats["window.identity_stability"] = stability
     return [stats[k] for k in WINDOW_STAT_KEYS]
 
 

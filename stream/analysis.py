@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engines.features import FrameRecord, Window, WindowResult
+from engines.features import FrameRecord, Window, WindowResult, identity_stability
 
 if TYPE_CHECKING:
     from engines.face import FaceExtractor
@@ -130,12 +130,7 @@ def summarise_window(window: Window, dimensions: dict[str, dict[str, float]]) ->
         assert face is not None and f.image is not None
         h, w = f.image.shape[:2]
         sizes.append(min(1.0, face.box[2] * face.box[3] / float(w * h)))
-    embs = [f.embedding for f in sampled if f.embedding is not None]
-    stability = None
-    if len(embs) >= 2:
-        e = np.stack(embs).astype(np.float32)
-        e /= np.linalg.norm(e, axis=1, keepdims=True) + 1e-9
-        stability = float(np.mean(np.sum(e[1:] * e[:-1], axis=1)))
+    stability = identity_stability([f.embedding for f in sampled if f.embedding is not None])
     return WindowResult(
         stream=window.stream,
         start=window.start,
