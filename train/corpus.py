@@ -28,7 +28,8 @@ import numpy as np
 
 from train import distortions as D
 from train import pseudo_mos as P
-from train.media import face_mask, face_sources, read_mp4, render, render_cut, source_by_name, write_mp4
+from train.media import (face_mask, face_sources, read_mp4, render, render_cut, source_by_name, window_height,
+                         write_mp4)
 
 SPLITS = ("train", "val", "test")
 # Content groups per split: a group is a medium (a photo, the carphone video) or a person, so nothing the
@@ -41,7 +42,12 @@ SPLIT_OF_GROUP = {
     "ardern-2018": "test", "ardern-2022": "test", "sunak": "test",
 }
 SPLIT_SHARE = {"train": 0.75, "val": 0.10, "test": 0.15}
-RESOLUTIONS = ((320, 180), (480, 270), (640, 360))  # landscape; vertical clips use the same sizes turned upright
+RESOLUTIONS = ((256, 144), (320, 180), (480, 270), (640, 360))  # landscape; vertical clips use them upright
+# A render may enlarge its source window at most this much. The pseudo-MOS is full-reference: a reference
+# upscaled 2-4x is already soft, so the same blur costs it few points while it costs a sharp reference many,
+# and a no-reference model cannot tell the two apart. Keeping every reference near its native sharpness keeps
+# the labels consistent across sources (carphone, 176x144, renders at 256x144 only).
+MAX_UPSCALE = 1.5
 FRAME_RATES = (15, 25, 30)
 DEFAULT_CLIPS = 1000
 DEFAULT_DURATION = 4.0  # the live window's length (4 s, 1 s hop): every clip is at least one whole window
@@ -120,10 +126,9 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION)
             k += 1
             src = source_by_name(source)
             orientation = src.orientations[int(rng.integers(len(src.orientations)))]
-            sizes = [r for r in RESOLUTIONS if max(r) <= src.max_side] or [RESOLUTIONS[0]]
+            sizes = [(w, h) if orientation == "landscape" else (h, w) for w, h in RESOLUTIONS]
+            sizes = [(w, h) for w, h in sizes if h <= MAX_UPSCALE * window_height(src, w, h)] or sizes[:1]
             width, height = sizes[int(rng.integers(len(sizes)))]
-            if orientation == "vertical":
-                width, height = height, width
             fps = FRAME_RATES[int(rng.integers(len(FRAME_RATES)))]
             clip_seed = int(rng.integers(2**31))
             u = rng.random()

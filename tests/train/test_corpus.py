@@ -59,8 +59,8 @@ def test_splits_are_disjoint_by_content(corpus):
 
 
 def test_plan_splits_people_and_media_and_mixes_orientations_and_cuts():
-    from train.corpus import plan_corpus
-    from train.media import face_sources, source_by_name
+    from train.corpus import MAX_UPSCALE, RESOLUTIONS, plan_corpus
+    from train.media import face_sources, source_by_name, window_height
 
     plans = [p for job in plan_corpus(400, seed=3) for p in job]
     group_split: dict[str, str] = {}
@@ -74,10 +74,10 @@ def test_plan_splits_people_and_media_and_mixes_orientations_and_cuts():
     vertical = [p for p in plans if p.height > p.width]
     assert vertical and len(vertical) < len(plans)
     for p in plans:
-        assert {(p.width, p.height), (p.height, p.width)} & {(320, 180), (480, 270), (640, 360)}
+        assert {(p.width, p.height), (p.height, p.width)} & set(RESOLUTIONS)
         src = source_by_name(p.source)
         assert ("vertical" if p.height > p.width else "landscape") in src.orientations
-        assert max(p.width, p.height) <= src.max_side
+        assert p.height <= MAX_UPSCALE * window_height(src, p.width, p.height) or (p.width, p.height) == (256, 144)
     cuts = [p for p in plans if p.cut_to]
     assert cuts and all(0 < p.cut_at < p.duration and p.cut_to != p.source for p in cuts)
     assert len({s.name for s in face_sources()}) == len(face_sources())
