@@ -80,6 +80,9 @@ class RaterConfig(BaseModel):
     lora_merged: bool = Field(False, description="True in shipped bundles: LoRA is folded into the weights.")
     train_lm_stage1: bool = Field(True, description="Train the whole LM in Stage I (tiny: it starts random).")
     rates_dimensions: bool = Field(False, description="The dimension head was trained (labels existed).")
+    stream_dropout: float = Field(0.0, description="Training only: chance that a window's spatial, portrait "
+                                  "or face tokens are zeroed, so the score cannot lean on recognising content.")
+    feature_dropout: float = Field(0.0, description="Training only: dropout on the frame and face features.")
     calibration: dict[str, float] = Field(default_factory=lambda: {"a": 1.0, "b": 0.0},
                                           description="score = clip(a * raw + b, 0, 100).")
 
@@ -374,6 +377,11 @@ class FVQRaterModel(nn.Module):
         return proj(x.float()) + self.frame_pos
 
     def groups(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        fd = self.config.feature_dropout if self.training else 0.0
+        if fd > 0:
+            batch = dict(batch)
+            for name in ("face",) + (() if self.vision is not None else ("spatial", "portrait")):
+                batch[name] = nn.functional.dropout(batch[name].float(), fd, training=True)
         face = self.face_proj(batch["face"].float())
         m = batch["face_mask"].float().unsqueeze(-1)
         return {
@@ -386,6 +394,11 @@ class FVQRaterModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         groups = self.groups(batch)
         b = batch["face"].shape[0]
+        p = self.config.stream_dropout if self.training else 0.0
+        if p > 0:  # a window sometimes rated without one of its content streams (never the temporal/signals one)
+            for name in ("spatial", "portrait", "face"):
+                keep = (torch.rand(b, 1, 1, device=groups[name].device) >= p).to(groups[name].dtype)
+                groups[name] = groups[name] * keep
         embed = self.hf.get_input_embeddings()
         dtype = embed.weight.dtype
         parts = []

@@ -446,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="epochs without a better val SRCC before stopping (the synthetic val split is 40 clips of "
                         "one source: too noisy to stop on, so by default every epoch runs and the best is kept)")
     p.add_argument("--rank-weight", type=float, default=1.0, help="Stage II pairwise ranking hinge weight")
+    p.add_argument("--stream-dropout", type=float, default=0.0,
+                   help="chance a training window loses its spatial, portrait or face tokens (content robustness)")
+    p.add_argument("--feature-dropout", type=float, default=0.0, help="dropout on frame and face features in training")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the eval table (the test split through `fvq score`'s path, with BRISQUE and NIQE)")
@@ -480,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = sorted({n.rsplit(".", 1)[0] for c in clips["train"] for n in c.signal_names if n not in WINDOW_STAT_KEYS})
     rater = build_rater(args.size, keys, args.seed, args.base_model, args.device)
     rater.encoder = probe.encoder
+    rater.model.config.stream_dropout = args.stream_dropout
+    rater.model.config.feature_dropout = args.feature_dropout
     names = rater.spec.signal_names()
     data = {s: Dataset.from_clips(c, names) if c else None for s, c in clips.items()}
     print("windows: " + ", ".join(f"{s}={len(d) if d else 0}" for s, d in data.items()), file=sys.stderr)
