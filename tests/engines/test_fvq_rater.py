@@ -180,3 +180,21 @@ def test_tiny_rater_end_to_end_on_a_window():
         assert 0 <= r.score <= 100 and r.level in LEVELS and r.level_probs.shape == (5,)
         assert r.level_probs.sum() == pytest.approx(1.0, abs=1e-5) and r.dimensions is None
     assert isinstance(rater.window_features(windows[0]), WindowFeatures)
+
+
+def test_stream_dropout_hides_content_streams_in_training_only():
+    model = build("tiny")
+    model.config.stream_dropout = 1.0  # every window loses its spatial, portrait and face tokens
+    model.config.feature_dropout = 0.5
+    spec = model.config.feature_spec
+    a, b = random_batch(spec, 3, seed=1), random_batch(spec, 3, seed=2)
+    for k in ("thumbs", "intervals", "signals", "face_mask"):
+        b[k] = a[k]  # the windows differ only in their content streams
+    model.train()
+    with torch.no_grad():
+        torch.testing.assert_close(model(a)["score"], model(b)["score"])
+    model.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(a)["score"], model(b)["score"])
+        first = model(a)["score"]
+        torch.testing.assert_close(model(a)["score"], first)  # no randomness at inference
