@@ -510,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = write_bundle(rater, args.out, training, metrics)
     if not args.no_eval and clips["test"]:
         add_eval_table(args.out, args.root)
-        choose_dimension_heads(args.out)
+        choose_dimension_heads(args.out, args.root, "val" if clips["val"] else "test")
     print(json.dumps({"out": str(args.out), "metrics": metrics, "files": manifest["files"]}, indent=2))
     return 0
 
@@ -528,19 +528,22 @@ def corpus_recipe(root: Path) -> dict[str, Any]:
 DIMENSION_HEAD_MARGIN = 0.02  # SRCC a learned head must gain over the signal measurement to replace it
 
 
-def choose_dimension_heads(bundle: Path) -> list[str]:
+def choose_dimension_heads(bundle: Path, root: Path, split: str = "val") -> list[str]:
     """Per dimension, keep the learned head where it ranks the corpus's severity ladders better than the signal
-    measurement (eval table's single-family clips, margin DIMENSION_HEAD_MARGIN); written to the manifest."""
+    measurement (single-family clips of `split`, margin DIMENSION_HEAD_MARGIN); written to the manifest. The
+    choice is made on val, so the test split's ladders in the eval table stay an unbiased report of it."""
+    from train.evaluate import evaluate_folder
+
     path = Path(bundle) / "manifest.json"
+    ladders = evaluate_folder(root, split, bundle, baselines=False)["dimensions"] or {}
     manifest = json.loads(path.read_text())
-    ladders = (manifest.get("eval") or {}).get("dimensions") or {}
     signals, heads = ladders.get("signals", {}), ladders.get("model", {})
     learned = [d for d in signals if d in heads and heads[d]["srcc"] > signals[d]["srcc"] + DIMENSION_HEAD_MARGIN]
     manifest["dimensions"] = {
         "learned_heads": learned,
         "rule": f"a dimension uses the learned head when its severity-ladder SRCC beats the signal measurement's by "
-                f"more than {DIMENSION_HEAD_MARGIN} on the eval split ({manifest.get('eval', {}).get('command')}); "
-                "the others stay signal measurements (engines.signals)",
+                f"more than {DIMENSION_HEAD_MARGIN} on the {split} split of {root}; the others stay signal "
+                "measurements (engines.signals)",
         "ladder_srcc": ladders,
     }
     path.write_text(json.dumps(manifest, indent=2) + "\n")
