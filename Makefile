@@ -55,7 +55,7 @@ corpus: setup
 # Stage I/II on the corpus into build/fvq-tiny (PyTorch), then the deployable export the monitor loads by
 # default: ONNX Runtime graphs at the precision the eval chose (fp32: as accurate and 2x faster than torch).
 train-default: setup
-	$(BIN)/python -m train.fit --root corpus/synthetic --out build/fvq-tiny --seed 0 --threads 1
+	$(BIN)/python -m train.fit --root corpus/synthetic --out build/fvq-tiny --seed 0 --threads 1 --stream-dropout 0.3
 	$(BIN)/fvq export build/fvq-tiny --out bundles/default --eval-root corpus/synthetic --eval-split test
 
 export: setup
