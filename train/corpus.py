@@ -28,8 +28,16 @@ import numpy as np
 
 from train import distortions as D
 from train import pseudo_mos as P
-from train.media import (face_mask, face_sources, read_mp4, render, render_cut, source_by_name, window_height,
-                         write_mp4)
+from train.media import (
+    face_mask,
+    face_sources,
+    read_mp4,
+    render,
+    render_cut,
+    source_by_name,
+    window_height,
+    write_mp4,
+)
 
 SPLITS = ("train", "val", "test")
 # Content groups per split: a group is a medium (a photo, the carphone video) or a person, so nothing the
