@@ -206,6 +206,7 @@ class StageSettings:
     patience: int = 6  # epochs without a better val SRCC before stopping
     max_steps_per_epoch: int | None = None
     rank_weight: float = 0.0  # Stage II: weight of a pairwise ranking hinge (in MOS points) next to the L1
+    keep_last: bool = False  # keep the last epoch's weights, not the best-monitored one (no held-out split)
 
 
 DIMS_WEIGHT = 0.5  # the dimension head's L1 next to the MOS L1 in Stage II (when the corpus labels dimensions)
@@ -311,7 +312,7 @@ def train_stage(rater, stage: int, train: Dataset, val: Dataset | None, settings
         elif epoch + 1 - best["epoch"] >= settings.patience:
             log(f"stage {stage}: early stop, best val SRCC {best['srcc']:.4f} at epoch {best['epoch']}")
             break
-    if best_state is not None:
+    if best_state is not None and not settings.keep_last:
         model.load_state_dict(best_state)
     return {"best_epoch": best["epoch"], "best_srcc": best["srcc"], "history": history,
             "settings": settings.__dict__}
@@ -449,6 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stream-dropout", type=float, default=0.0,
                    help="chance a training window loses its spatial, portrait or face tokens (content robustness)")
     p.add_argument("--feature-dropout", type=float, default=0.0, help="dropout on frame and face features in training")
+    p.add_argument("--fold-val", action="store_true",
+                   help="after settings were chosen on val: train on train + val for the fixed epoch counts, keeping "
+                        "the last epoch (more people seen; the test split stays held out)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the eval table (the test split through `fvq score`'s path, with BRISQUE and NIQE)")
@@ -486,12 +490,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rater.model.config.stream_dropout = args.stream_dropout
     rater.model.config.feature_dropout = args.feature_dropout
     names = rater.spec.signal_names()
+    if args.fold_val:
+        clips["train"] = clips["train"] + clips["val"]
+        clips["val"] = []
     data = {s: Dataset.from_clips(c, names) if c else None for s, c in clips.items()}
     print("windows: " + ", ".join(f"{s}={len(d) if d else 0}" for s, d in data.items()), file=sys.stderr)
 
-    s1 = StageSettings(epochs=args.epochs1, lr=args.lr1, batch_size=args.batch_size, patience=args.patience)
+    s1 = StageSettings(epochs=args.epochs1, lr=args.lr1, batch_size=args.batch_size, patience=args.patience,
+                       keep_last=args.fold_val)
     s2 = StageSettings(epochs=args.epochs2, lr=args.lr2, batch_size=args.batch_size, patience=args.patience,
-                       rank_weight=args.rank_weight)
+                       rank_weight=args.rank_weight, keep_last=args.fold_val)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     report = fit(rater, data["train"], data["val"], s1, s2, args.seed, log)  # type: ignore[arg-type]
     metrics = {s: evaluate_dataset(rater, d) for s, d in data.items() if d is not None}
@@ -502,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "features": {"how": "stream.offline.analyse_file with the default monitor config (the live path)",
                      "window": extractor.cfg.window.model_dump(mode="json"),
                      "analysis": extractor.cfg.analysis.model_dump(mode="json")},
+        "val_folded_into_train": args.fold_val,
         "clips": {s: len(c) for s, c in clips.items()}, "windows": {s: len(d) if d else 0 for s, d in data.items()},
         "skipped": skipped, "labels": "window label = clip MOS; clip prediction = mean of window scores",
         "stage1": report["stage1"], "stage2": report["stage2"],
@@ -510,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = write_bundle(rater, args.out, training, metrics)
     if not args.no_eval and clips["test"]:
         add_eval_table(args.out, args.root)
-        choose_dimension_heads(args.out, args.root, "val" if clips["val"] else "test")
+        choose_dimension_heads(args.out, args.root, "val" if clips["val"] or args.fold_val else "test")
     print(json.dumps({"out": str(args.out), "metrics": metrics, "files": manifest["files"]}, indent=2))
     return 0
 

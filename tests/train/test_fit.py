@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from engines import fvq_rater
 from engines.features import LEVELS
@@ -92,3 +93,20 @@ def test_metrics():
     assert m["plcc"] > 0.95  # the logistic fit undoes the non-linearity
     assert evaluate.evaluate_predictions([1, 2], [3, 4])["srcc"] == 0.0
     assert evaluate.srcc(-pred, mos) < -0.95
+
+
+def test_keep_last_keeps_the_final_epoch_not_the_best_monitored_one():
+    from train.fit import train_stage
+
+    model = fvq_rater.build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
+    rater = fvq_rater.FVQRater(model)
+    names = model.config.feature_spec.signal_names()
+    train = Dataset.from_clips(synthetic_clips(32, 0, model.config.feature_spec), names)
+    for keep_last in (True, False):
+        snapshots = []  # the weights after each epoch (the log line comes after the epoch's update)
+        settings = StageSettings(epochs=4, lr=3e-2, batch_size=16, warmup_steps=1, patience=10, keep_last=keep_last)
+        report = train_stage(rater, 1, train, None, settings, seed=0,
+                             log=lambda m, into=snapshots: into.append({k: v.clone() for k, v in model.state_dict().items()}))
+        kept = snapshots[-1] if keep_last else snapshots[report["best_epoch"] - 1]
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, kept[k]), k
