@@ -149,7 +149,7 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION)
                     cut_at = round(float(rng.uniform(0.3, 0.7)) * duration, 3)
 
             base = ClipPlan("", split, source, width, height, fps, duration, clip_seed)
-            cut = ClipPlan("", split, source, width, height, fps, duration, clip_seed, cut_to=cut_to, cut_at=cut_at)
+            cut = replace(base, cut_to=cut_to, cut_at=cut_at)
 
             def plan(ds: list[D.Distortion], tag: str, base: ClipPlan = base, **extra: str) -> ClipPlan:
                 nonlocal index

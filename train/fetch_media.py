@@ -108,7 +108,8 @@ def _read_members(path: Path, archive: Archive) -> dict[str, bytes]:
 def fetch(dest: Path, log=print) -> list[Path]:
     """Download the archives that are needed, check them, extract the photos; returns the files written."""
     written: list[Path] = []
-    todo = [a for a in ARCHIVES if any(rel in missing(dest) for rel, _ in a.members.values())]
+    absent = set(missing(dest))
+    todo = [a for a in ARCHIVES if any(rel in absent for rel, _ in a.members.values())]
     if not todo:
         return written
     with tempfile.TemporaryDirectory() as tmp:
