@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from engines.features import FrameRecord
-from engines.rater import Rater, Rating, WindowFeatures, stack_features
+from engines.rater import Rater, Rating, WindowFeatures, ratings_from_outputs, stack_features
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -100,8 +100,10 @@ class AcceleratedRater(Rater):
     def rate(self, features: list[WindowFeatures]) -> list[Rating]:
         if not features:
             return []
-        out = self.predict(stack_features(features))
-        return _ratings(self.base, out)
+        arrays = stack_features(features)
+        out = self.predict(arrays)
+        scores = self.base.published(self.base.calibrate(out["score"]), arrays["signals"])
+        return ratings_from_outputs(out, scores, self.base.config.rates_dimensions)
 
     def warmup(self) -> None:
         """Compiles and records every bucket shape once (first calls of torch.compile are slow)."""
@@ -115,21 +117,6 @@ class AcceleratedRater(Rater):
                     shape = (b, self.spec.frames, *(self.spec.spatial_shape if k == "spatial" else self.spec.portrait_shape))
                     arrays[k] = np.zeros(shape, np.uint8)
             self.predict(arrays)
-
-
-def _ratings(base, out: dict[str, np.ndarray]) -> list[Rating]:
-    from engines.features import DIMENSIONS
-    from engines.rater import level_of
-
-    scores = base.calibrate(out["score"])
-    logits = out["level_logits"].astype(np.float64)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    dims = np.clip(out["dimensions"], 0.0, 100.0)
-    rates_dims = base.config.rates_dimensions
-    return [Rating(score=float(s), level=level_of(float(s)), level_probs=probs[i].astype(np.float32),
-                   dimensions=dict(zip(DIMENSIONS, map(float, dims[i]), strict=True)) if rates_dims else None)
-            for i, s in enumerate(scores)]
 
 
 __all__ = ["DEFAULT_BUCKETS", "AcceleratedRater", "bucket_for", "pad_batch"]

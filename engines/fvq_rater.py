@@ -20,14 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from engines.features import DIMENSIONS, LEVELS, FrameRecord
+from engines.forest import FOREST_FILE, ScorePrior
 from engines.rater import (
     INTERVAL_FEATURES,
     FeatureSpec,
     Rater,
     Rating,
     WindowFeatures,
-    level_of,
     portrait_crop,
+    ratings_from_outputs,
     resize_frame,
     stack_features,
 )
@@ -544,17 +545,9 @@ class FVQRater(Rater):
     def rate(self, features: list[WindowFeatures]) -> list[Rating]:
         if not features:
             return []
-        out = self.predict(stack_features(features))
-        scores = self.calibrate(out["score"])
-        logits = out["level_logits"]
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        dims = np.clip(out["dimensions"], 0.0, 100.0)
-        ratings = []
-        for i, s in enumerate(scores):
-            d = dict(zip(DIMENSIONS, map(float, dims[i]), strict=True)) if self.config.rates_dimensions else None
-            ratings.append(Rating(score=float(s), level=level_of(float(s)), level_probs=probs[i], dimensions=d))
-        return ratings
+        arrays = stack_features(features)
+        out = self.predict(arrays)
+        return ratings_from_outputs(out, self.published(self.calibrate(out["score"]), arrays["signals"]), self.config.rates_dimensions)
 
     # -- bundle files ---------------------------------------------------------------------------
 
@@ -570,6 +563,8 @@ class FVQRater(Rater):
         paths[0].write_text(self.config.model_dump_json(indent=2))
         save_model(self.model, str(paths[1]))
         self.model.tokenizer.save(str(paths[2]))
+        if self.prior is not None:
+            paths.append(self.prior.forest.save(out_dir / FOREST_FILE))
         return paths
 
     @classmethod
@@ -586,6 +581,7 @@ class FVQRater(Rater):
         rater = cls(model, device=device)
         if config.rates_dimensions and manifest:
             rater.dimension_heads = tuple((manifest.get("dimensions") or {}).get("learned_heads", ()))
+        rater.prior = ScorePrior.from_manifest(bundle_dir, manifest)
         return rater
 
 

@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from engines.features import DIMENSIONS, FrameRecord
+from engines.features import FrameRecord
+from engines.forest import ScorePrior
 from engines.rater import (
     FeatureSpec,
     Rater,
     Rating,
     WindowFeatures,
-    level_of,
     portrait_crop,
+    ratings_from_outputs,
     resize_frame,
     stack_features,
 )
@@ -73,6 +74,7 @@ class OnnxRater(Rater):
         self.calibration = manifest["calibration"]
         self.rates_dimensions = bool(manifest.get("model", {}).get("rates_dimensions", False))
         self.dimension_heads = tuple((manifest.get("dimensions") or {}).get("learned_heads", ()))
+        self.prior = ScorePrior.from_manifest(self.bundle_dir, manifest)
         self.engine = create_engine(self.runtime, engine_config)
         profiles = trt_profiles(manifest) if self.runtime == "tensorrt" else {}
         self.encoder = self._load(ENCODER, profiles.get(ENCODER))
@@ -117,18 +119,9 @@ class OnnxRater(Rater):
     def rate(self, features: list[WindowFeatures]) -> list[Rating]:
         if not features:
             return []
-        out = self.predict(stack_features(features))
-        scores = self.calibrate(out["score"])
-        logits = out["level_logits"].astype(np.float64)
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        dims = np.clip(out["dimensions"], 0.0, 100.0)
-        ratings = []
-        for i, s in enumerate(scores):
-            d = dict(zip(DIMENSIONS, map(float, dims[i]), strict=True)) if self.rates_dimensions else None
-            ratings.append(Rating(score=float(s), level=level_of(float(s)), level_probs=probs[i].astype(np.float32),
-                                  dimensions=d))
-        return ratings
+        arrays = stack_features(features)
+        out = self.predict(arrays)
+        return ratings_from_outputs(out, self.published(self.calibrate(out["score"]), arrays["signals"]), self.rates_dimensions)
 
 
 def load_exported_rater(bundle_dir: Path, manifest: dict[str, Any] | None = None, device: str = "cpu",

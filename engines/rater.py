@@ -132,6 +132,14 @@ class Rater(abc.ABC):
     """Turns windows into ratings. Implementations: engines.fvq_rater.FVQRater (tiny and full)."""
 
     spec: FeatureSpec
+    prior = None  # engines.forest.ScorePrior when the bundle has one: the published score blends it in
+
+    def published(self, calibrated: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """The scores a rating publishes: the calibrated model scores, blended with the bundle's signal-forest
+        prior when it has one (engines/forest.py)."""
+        if self.prior is None:
+            return np.asarray(calibrated, np.float64)
+        return self.prior.blend(calibrated, signals, self.spec.signal_names())
 
     @abc.abstractmethod
     def frame_features(self, records: list[FrameRecord]) -> None:
@@ -145,6 +153,18 @@ class Rater(abc.ABC):
     @abc.abstractmethod
     def rate(self, features: list[WindowFeatures]) -> list[Rating]:
         """Rates a batch of windows in one forward pass (no text generation)."""
+
+
+def ratings_from_outputs(out: dict[str, np.ndarray], scores: np.ndarray, rates_dimensions: bool = False) -> list[Rating]:
+    """Ratings from a forward pass's outputs (level_logits, dimensions) and the scores to publish
+    (Rater.published); the level is the band the published score falls in."""
+    logits = np.asarray(out["level_logits"], np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    dims = np.clip(out["dimensions"], 0.0, 100.0)
+    return [Rating(score=float(s), level=level_of(float(s)), level_probs=probs[i].astype(np.float32),
+                   dimensions=dict(zip(DIMENSIONS, map(float, dims[i]), strict=True)) if rates_dimensions else None)
+            for i, s in enumerate(scores)]
 
 
 def load_rater(bundle_dir: Path, device: str = "cpu") -> Rater:

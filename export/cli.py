@@ -72,6 +72,7 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
                eval_clips: int = 0, calib_clips: int = 8, precision: str = "auto", log=print) -> dict[str, Any]:
     import torch
 
+    from engines.forest import FOREST_FILE
     from engines.onnx_rater import OnnxRater
     from export import bundle as bundle_mod
     from export.merge import checkpoint_manifest, load_checkpoint
@@ -130,6 +131,8 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
         "metrics": source_manifest.get("metrics"),
         # which dimensions publish the learned head instead of the signal measurement (decided in training)
         "dimensions": source_manifest.get("dimensions"),
+        # the signal-forest prior and the model's share of the published score (decided in training)
+        "prior": source_manifest.get("prior"),
     }
 
     def onnx_rater(prec: str) -> OnnxRater:
@@ -221,7 +224,8 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
     manifest["extractors"] = _extractors(source_manifest, rater)
     manifest["export_seconds"] = round(time.time() - t0, 1)
     names = sorted({f for g in manifest["precisions"].values() for f in g.values()}
-                   | {"rater_config.json", "model.safetensors", "tokenizer.json"})
+                   | {"rater_config.json", "model.safetensors", "tokenizer.json"}
+                   | ({FOREST_FILE} if rater.prior is not None else set()))
     for stray in staging.iterdir():
         if stray.name not in names:
             stray.unlink()

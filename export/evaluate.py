@@ -51,7 +51,7 @@ def analyse_split(root: Path, split: str = "test", max_clips: int | None = None)
 
 def evaluate_variant(rater, clips: Sequence[AnalysedClip], name: str = "") -> dict[str, Any]:
     """SRCC/PLCC/KRCC of `rater` (FVQRater or OnnxRater) on analysed clips, with its encoder time per frame and its
-    rater time per window (batches of one clip's windows)."""
+    rater time per window (batches of one clip's windows; the forward pass plus the signal-forest prior)."""
     from engines.rater import assemble_window_features, stack_features
     from train.evaluate import evaluate_predictions
 
@@ -68,10 +68,10 @@ def evaluate_variant(rater, clips: Sequence[AnalysedClip], name: str = "") -> di
         frames += len(clip.encode)
         arrays = stack_features([assemble_window_features(w, rater.spec) for w in clip.windows])
         t0 = time.perf_counter()
-        raw = rater.predict(arrays)["score"]
-        rate_s += time.perf_counter() - t0
-        windows += len(raw)
-        preds.append(float(np.mean(rater.calibrate(raw))))
+        scores = rater.published(rater.calibrate(rater.predict(arrays)["score"]), arrays["signals"])
+        rate_s += time.perf_counter() - t0  # the forward pass and the signal-forest prior, as rate() runs them
+        windows += len(scores)
+        preds.append(float(np.mean(scores)))
         mos.append(clip.mos)
     metrics = evaluate_predictions(preds, mos)
     return {**metrics, "clips": len(preds), "windows": windows,

@@ -46,6 +46,7 @@ def load_checkpoint(checkpoint: Path, device: str = "cpu"):
     from safetensors.torch import load_model
     from tokenizers import Tokenizer
 
+    from engines.forest import ScorePrior
     from engines.fvq_rater import FVQRater, FVQRaterModel, RaterConfig, hf_from_config
 
     checkpoint = Path(checkpoint)
@@ -56,13 +57,16 @@ def load_checkpoint(checkpoint: Path, device: str = "cpu"):
             "(train one with `python -m train.fit --root CORPUS --out DIR`)"
         )
     config = RaterConfig.model_validate_json(config_path.read_text())
+    manifest = checkpoint_manifest(checkpoint)
     if config.lora_merged:
-        return FVQRater.load(checkpoint, device=device)
+        return FVQRater.load(checkpoint, manifest=manifest, device=device)
     hf = hf_from_config(config.family, config.lm_config)
     model = FVQRaterModel(config, hf, Tokenizer.from_file(str(checkpoint / "tokenizer.json")))  # injects LoRA
     load_model(model, str(checkpoint / "model.safetensors"), strict=True, device="cpu")
     merge_and_unload(model)
-    return FVQRater(model, device=device)
+    rater = FVQRater(model, device=device)
+    rater.prior = ScorePrior.from_manifest(checkpoint, manifest)
+    return rater
 
 
 def checkpoint_manifest(checkpoint: Path) -> dict:

@@ -107,3 +107,44 @@ def test_dynamic_int8_graphs_are_refused_on_tensorrt(exported):
 
     with pytest.raises(ValueError, match="does not run on tensorrt"):
         OnnxRater(exported, verify_bundle(exported), runtime="tensorrt", precision="int8")
+
+
+def test_export_carries_the_signal_forest_prior_and_both_runtimes_publish_the_same_blend(checkpoint, frames,
+                                                                                         tmp_path):
+    import json
+    import shutil
+
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    from engines.forest import signal_transform
+    from export.bundle import verify_bundle
+    from export.cli import run_export
+    from train.forest import from_sklearn
+
+    source = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint, source)
+    rater = load_checkpoint(source)
+    names = rater.spec.signal_names()
+    rng = np.random.default_rng(0)
+    x = rng.random((64, len(names))).astype(np.float32)
+    model = ExtraTreesRegressor(5, min_samples_leaf=2, random_state=0).fit(signal_transform(x), 100 * x[:, :7])
+    from_sklearn(model, names).save(source / "forest.npz")
+    (source / "manifest.json").write_text(json.dumps({"prior": {"file": "forest.npz", "model_weight": 0.5}}))
+
+    out = tmp_path / "exported"
+    run_export(source, out, log=lambda s: None)
+    manifest = verify_bundle(out)
+    assert "forest.npz" in manifest["files"] and manifest["prior"]["model_weight"] == 0.5
+    onnx, torch_rater = load_exported_rater(out, precision="fp32"), load_checkpoint(source)
+    assert onnx.prior is not None and onnx.prior.model_weight == 0.5
+    arrays = windows(torch_rater, frames)
+    arrays["signals"] = x[: len(arrays["signals"])]
+    feats = [WindowFeatures("s", 0.0, 1.0, **{k: v[i] for k, v in arrays.items()}) for i in range(3)]
+    a, b = torch_rater.rate(feats), onnx.rate(feats)
+    model_only = torch_rater.calibrate(torch_rater.predict({k: v[:3] for k, v in arrays.items()})["score"])
+    prior = torch_rater.prior.forest.predict(arrays["signals"][:3], names)[:, 0]
+    np.testing.assert_allclose([r.score for r in a], np.clip(0.5 * prior + 0.5 * model_only, 0, 100), atol=1e-3)
+    assert max(abs(p.score - q.score) for p, q in zip(a, b, strict=True)) < CALIBRATED_SCORE_ATOL
+    (out / "forest.npz").write_bytes(b"changed")
+    with pytest.raises(Exception, match="forest.npz"):
+        load_rater(out)
