@@ -347,9 +347,37 @@ def fit(rater, train: Dataset, val: Dataset | None, stage1: StageSettings, stage
     return report
 
 
+def clip_scores(rater, data: Dataset, prior=None) -> np.ndarray:
+    """Each clip's published score (the mean over its windows, as `fvq score` reports): calibrated model scores,
+    blended with `prior` (default: the rater's own) where there is one."""
+    _, _, windows = predict_clips(rater, data)
+    scores = rater.calibrate(windows)
+    prior = rater.prior if prior is None else prior
+    if prior is not None:
+        scores = prior.blend(scores, data.arrays["signals"], rater.spec.signal_names())
+    n = len(data.clip_mos)
+    return np.bincount(data.clip_of, scores, n) / np.bincount(data.clip_of, minlength=n).clip(min=1)
+
+
 def evaluate_dataset(rater, data: Dataset) -> dict[str, float]:
-    raw, _, _ = predict_clips(rater, data)
-    return evaluate_predictions(rater.calibrate(raw), data.clip_mos)
+    return evaluate_predictions(clip_scores(rater, data), data.clip_mos)
+
+
+MODEL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # candidate model shares of the published score
+
+
+def choose_model_weight(rater, forest, val: Dataset) -> tuple[float, dict[str, dict[str, float]]]:
+    """The model's share w of score = (1 - w) * forest + w * model with the best val SRCC + PLCC (the smaller
+    share on a tie: the forest generalised better to unseen people on the synthetic corpus); with every
+    candidate's val figures."""
+    from engines.forest import ScorePrior
+
+    table = {}
+    for w in MODEL_WEIGHTS:
+        m = evaluate_predictions(clip_scores(rater, val, ScorePrior(forest, w)), val.clip_mos)
+        table[f"{w:g}"] = {"srcc": m["srcc"], "plcc": m["plcc"]}
+    best = max(MODEL_WEIGHTS, key=lambda w: (round(table[f"{w:g}"]["srcc"] + table[f"{w:g}"]["plcc"], 4), -w))
+    return best, table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,14 +409,53 @@ def extractor_list(rater) -> list[dict[str, Any]]:
         {"name": "signals", "runtime": "numpy", "module": "engines.signals", "inputs": {"signals": [spec.signals_dim]},
          "keys": spec.signal_names()},
     ]
+    if rater.prior is not None:
+        out.append({"name": "signal_forest", "runtime": "numpy", "module": "engines.forest", "file": "forest.npz",
+                    "inputs": {"signals": [len(rater.prior.forest.inputs)]}, "outputs": list(rater.prior.forest.outputs),
+                    "note": "the score prior: blended with the model's score by the manifest's prior.model_weight"})
     return out
 
 
-def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """Saves the model files (LoRA merged) and manifest.json into out_dir; returns the manifest."""
+def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> dict[str, Any]:
+    """Fits the signal forest on the training windows, sets rater.prior with the model share chosen on val (or
+    given), and returns the manifest's "prior" entry."""
+    from engines.forest import FOREST_FILE, ScorePrior
+    from train.forest import MIN_SAMPLES_LEAF, fit_forest
+
+    train, val = data["train"], data["val"]
+    assert train is not None
+    t0 = time.time()
+    forest = fit_forest(train.arrays["signals"], rater.spec.signal_names(), train.mos, train.dims, args.seed)
+    entry: dict[str, Any] = {
+        "file": FOREST_FILE, "kind": "extra-trees regressor over the signal vector (engines/forest.py)",
+        "trees": forest.trees, "nodes": forest.nodes, "depth": forest.depth, "min_samples_leaf": MIN_SAMPLES_LEAF,
+        "inputs": len(forest.inputs), "outputs": list(forest.outputs), "trained_on": "the train windows" +
+        (" and val (--fold-val)" if args.fold_val else ""), "seed": args.seed, "seconds": round(time.time() - t0, 1),
+        "blend": "score = clip((1 - model_weight) * forest MOS + model_weight * calibrated model score, 0, 100)",
+    }
+    if args.model_weight is not None or val is None or len(val.clip_mos) < 3:
+        weight = 1.0 if args.model_weight is None else args.model_weight
+        entry["model_weight_rule"] = "given (--model-weight)" if args.model_weight is not None else \
+            "no val split to choose on: the model's score alone"
+    else:
+        weight, table = choose_model_weight(rater, forest, val)
+        entry["model_weight_rule"] = ("the share with the best val SRCC + PLCC among " +
+                                      ", ".join(f"{w:g}" for w in MODEL_WEIGHTS) + " (the smaller on a tie)")
+        entry["val"] = table
+        log("model weight on val: " + ", ".join(f"{w}: SRCC {m['srcc']:.3f} PLCC {m['plcc']:.3f}"
+                                                for w, m in table.items()) + f" -> {weight:g}")
+    entry["model_weight"] = weight
+    rater.prior = ScorePrior(forest, weight)
+    return entry
+
+
+def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[str, Any],
+                 prior: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Saves the model files (LoRA merged; the signal forest when the rater has one) and manifest.json into
+    out_dir; returns the manifest."""
     out_dir = Path(out_dir)
     if out_dir.exists():
-        for name in ("manifest.json", "rater_config.json", "model.safetensors", "tokenizer.json"):
+        for name in ("manifest.json", "rater_config.json", "model.safetensors", "tokenizer.json", "forest.npz"):
             (out_dir / name).unlink(missing_ok=True)
     files = rater.save(out_dir)
     model = rater.model
@@ -407,6 +474,8 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
         "training": training,
         "metrics": metrics,
     }
+    if prior is not None:
+        manifest["prior"] = prior
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -453,10 +522,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fold-val", action="store_true",
                    help="after settings were chosen on val: train on train + val for the fixed epoch counts, keeping "
                         "the last epoch (more people seen; the test split stays held out)")
+    p.add_argument("--model-weight", type=float,
+                   help="the model's share of the published score next to the signal-forest prior (0..1; default: "
+                        "chosen on val from " + ", ".join(f"{w:g}" for w in MODEL_WEIGHTS) + "; needed with --fold-val)")
+    p.add_argument("--no-prior", action="store_true", help="no signal forest: the score is the model's alone")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the eval table (the test split through `fvq score`'s path, with BRISQUE and NIQE)")
     args = p.parse_args(argv)
+    if args.model_weight is not None and not 0.0 <= args.model_weight <= 1.0:
+        p.error(f"--model-weight must be within 0..1, got {args.model_weight}")
+    if args.fold_val and args.model_weight is None and not args.no_prior:
+        p.error("--fold-val leaves no val split to choose the model weight on: pass --model-weight "
+                "(the value a run with val chose)")
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
@@ -502,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        rank_weight=args.rank_weight, keep_last=args.fold_val)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     report = fit(rater, data["train"], data["val"], s1, s2, args.seed, log)  # type: ignore[arg-type]
+    prior_entry = None if args.no_prior else fit_prior(rater, data, args, log)
     metrics = {s: evaluate_dataset(rater, d) for s, d in data.items() if d is not None}
     corpus_json = args.root / "corpus.json"
     training = {
@@ -514,9 +593,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clips": {s: len(c) for s, c in clips.items()}, "windows": {s: len(d) if d else 0 for s, d in data.items()},
         "skipped": skipped, "labels": "window label = clip MOS; clip prediction = mean of window scores",
         "stage1": report["stage1"], "stage2": report["stage2"],
+        "metrics_note": "metrics: clip SRCC/PLCC of the published score (the prior blend when there is one)",
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
     }
-    manifest = write_bundle(rater, args.out, training, metrics)
+    manifest = write_bundle(rater, args.out, training, metrics, prior_entry)
     if not args.no_eval and clips["test"]:
         add_eval_table(args.out, args.root)
         choose_dimension_heads(args.out, args.root, "val" if clips["val"] or args.fold_val else "test")

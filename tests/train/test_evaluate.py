@@ -49,6 +49,8 @@ def test_train_then_eval_on_a_dozen_clips(dozen_corpus, tmp_path, capsys):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["training"]["corpus"]["command"].startswith("python -m train.corpus")
     assert manifest["training"]["features"]["analysis"]["model_fps"] > 0
+    prior = manifest["prior"]  # the signal forest ships in the bundle; its model share is recorded with its rule
+    assert "forest.npz" in manifest["files"] and 0.0 <= prior["model_weight"] <= 1.0 and prior["model_weight_rule"]
     table = manifest["eval"]["table"]
     assert set(table) == {"fvq-rater", "brisque", "niqe", "signal-mean"}
     assert all(set(m) >= {"srcc", "plcc", "krcc"} for m in table.values())

@@ -110,3 +110,39 @@ def test_keep_last_keeps_the_final_epoch_not_the_best_monitored_one():
         kept = snapshots[-1] if keep_last else snapshots[report["best_epoch"] - 1]
         for k, v in model.state_dict().items():
             assert torch.equal(v, kept[k]), k
+
+
+def test_signal_forest_prior_is_fitted_chosen_on_val_saved_and_blended_by_the_loaded_bundle(tmp_path):
+    import argparse
+
+    from engines.forest import ScorePrior
+    from train.fit import MODEL_WEIGHTS, clip_scores, fit_prior
+
+    model = fvq_rater.build_tiny(("frame.noise_sigma",), hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32)
+    rater = fvq_rater.FVQRater(model)
+    spec = model.config.feature_spec
+    names = spec.signal_names()
+    col = names.index("frame.noise_sigma.mean")
+    data = {}
+    for split, (n, seed) in {"train": (60, 0), "val": (20, 1)}.items():
+        clips = synthetic_clips(n, seed, spec)
+        for c in clips:  # the forest's signal: a noise estimate that falls as the MOS rises
+            c.arrays["signals"][:, col] = (100 - c.mos) / 10 + np.random.default_rng(seed).normal(0, 0.3, c.windows)
+        data[split] = Dataset.from_clips(clips, names)
+    args = argparse.Namespace(seed=0, fold_val=False, model_weight=None)
+    entry = fit_prior(rater, data, args, log=lambda m: None)  # the model is untrained: the forest must win on val
+    assert entry["model_weight"] == 0.0 and set(entry["val"]) == {f"{w:g}" for w in MODEL_WEIGHTS}
+    assert entry["val"]["0"]["srcc"] > 0.9 > entry["val"]["1"]["srcc"]
+    assert evaluate.srcc(clip_scores(rater, data["val"]), data["val"].clip_mos) > 0.9
+
+    write_bundle(rater, tmp_path / "b", {"seed": 0}, {}, entry)
+    on_disk = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert "forest.npz" in on_disk["files"] and on_disk["prior"]["model_weight"] == 0.0
+    loaded = load_rater(tmp_path / "b")
+    assert isinstance(loaded.prior, ScorePrior) and loaded.prior.model_weight == 0.0
+    batch = data["val"].batch(np.arange(3))
+    feats = [WindowFeatures("s", 0.0, 4.0, **{k: v[i] for k, v in batch.items()}) for i in range(3)]
+    expected = loaded.prior.blend(loaded.calibrate(loaded.predict(batch)["score"]), batch["signals"], names)
+    np.testing.assert_allclose([r.score for r in loaded.rate(feats)], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="within 0..1"):
+        fit_prior(rater, data, argparse.Namespace(seed=0, fold_val=False, model_weight=2.0), log=lambda m: None)
