@@ -40,14 +40,15 @@ from train.media import (
 )
 
 SPLITS = ("train", "val", "test")
-# Content groups per split: a group is a medium (a photo, the carphone video) or a person, so nothing the
-# model trained on is tested on. val holds two people (Biden; Macron's 2014 photo, a different photo and
-# decade from the 2025 one in train) so settings are chosen on more than one face; test holds two people none
-# of whose photos is used elsewhere (Ardern, two photos; Sunak).
+# Content groups per split: a group is a medium (a photo, the carphone video) or a person's photo; a person
+# ("macron" of "macron-2014") is in one split only, so no face the model trained on is validated or tested on.
+# val holds two people (Biden; Obama, four photos) so settings are chosen on faces the model never saw: with
+# Macron's 2014 photo in val and his 2025 one in train, val rewarded models that recognise people and chose
+# settings that ranked unseen people worse. test holds two more (Ardern, two photos; Sunak).
 SPLIT_OF_GROUP = {
     "astronaut": "train", "cameraman": "train", "carphone": "train", "t1": "train", "macron-2025": "train",
-    "obama": "train",
-    "biden": "val", "macron-2014": "val",
+    "macron-2014": "train",
+    "biden": "val", "obama": "val",
     "ardern-2018": "test", "ardern-2022": "test", "sunak": "test",
 }
 SPLIT_SHARE = {"train": 0.75, "val": 0.10, "test": 0.15}

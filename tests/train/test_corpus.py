@@ -71,6 +71,9 @@ def test_plan_splits_people_and_media_and_mixes_orientations_and_cuts():
     # the test split is people no other split shows
     assert {g for g, s in group_split.items() if s == "test"} == {"ardern-2018", "ardern-2022", "sunak"}
     assert len({g for g, s in group_split.items() if s == "val"}) >= 2
+    person_split: dict[str, str] = {}  # "macron-2014" and "macron-2025" are one person: one split
+    for group, split in group_split.items():
+        assert person_split.setdefault(group.split("-")[0], split) == split, f"{group}'s person in two splits"
     vertical = [p for p in plans if p.height > p.width]
     assert vertical and len(vertical) < len(plans)
     for p in plans:
