@@ -53,6 +53,7 @@ class AcceleratedRater(Rater):
             raise RuntimeError("the CUDA rater needs a CUDA GPU, and torch sees none (install a CUDA build of torch)")
         self.base = rater
         self.spec = rater.spec
+        self.prior = rater.prior
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.buckets = tuple(sorted(buckets))
@@ -102,8 +103,7 @@ class AcceleratedRater(Rater):
             return []
         arrays = stack_features(features)
         out = self.predict(arrays)
-        scores = self.base.published(self.base.calibrate(out["score"]), arrays["signals"])
-        return ratings_from_outputs(out, scores, self.base.config.rates_dimensions)
+        return ratings_from_outputs(self, out, arrays["signals"], self.base.config.rates_dimensions)
 
     def warmup(self) -> None:
         """Compiles and records every bucket shape once (first calls of torch.compile are slow)."""

@@ -140,9 +140,19 @@ class ScorePrior:
             raise ValueError(f"prior model_weight must be within 0..1, got {self.model_weight}")
 
     def blend(self, model_scores: np.ndarray, signals: np.ndarray, names: list[str] | tuple[str, ...]) -> np.ndarray:
-        prior = self.forest.predict(signals, names)[:, 0]
+        """Published scores: (1 - w) * the forest's MOS + w * the calibrated model scores, within 0..100."""
+        return self.blend_outputs(model_scores, None, signals, names)[0]
+
+    def blend_outputs(self, model_scores: np.ndarray, model_dims: np.ndarray | None, signals: np.ndarray,
+                      names: list[str] | tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores and (N, 6) learned dimension scores, each the same blend of forest and model outputs."""
+        prior = self.forest.predict(signals, names).astype(np.float64)
         w = self.model_weight
-        return np.clip((1.0 - w) * prior + w * np.asarray(model_scores, np.float64), 0.0, 100.0)
+        scores = np.clip((1.0 - w) * prior[:, 0] + w * np.asarray(model_scores, np.float64), 0.0, 100.0)
+        if model_dims is None or prior.shape[1] < 1 + len(DIMENSIONS):
+            return scores, model_dims
+        dims = np.clip((1.0 - w) * prior[:, 1:] + w * np.asarray(model_dims, np.float64), 0.0, 100.0)
+        return scores, dims
 
     @classmethod
     def from_manifest(cls, bundle_dir: Path, manifest: dict | None) -> ScorePrior | None:

@@ -547,7 +547,7 @@ class FVQRater(Rater):
             return []
         arrays = stack_features(features)
         out = self.predict(arrays)
-        return ratings_from_outputs(out, self.published(self.calibrate(out["score"]), arrays["signals"]), self.config.rates_dimensions)
+        return ratings_from_outputs(self, out, arrays["signals"], self.config.rates_dimensions)
 
     # -- bundle files ---------------------------------------------------------------------------
 

@@ -121,7 +121,7 @@ class OnnxRater(Rater):
             return []
         arrays = stack_features(features)
         out = self.predict(arrays)
-        return ratings_from_outputs(out, self.published(self.calibrate(out["score"]), arrays["signals"]), self.rates_dimensions)
+        return ratings_from_outputs(self, out, arrays["signals"], self.rates_dimensions)
 
 
 def load_exported_rater(bundle_dir: Path, manifest: dict[str, Any] | None = None, device: str = "cpu",

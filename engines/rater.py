@@ -134,12 +134,18 @@ class Rater(abc.ABC):
     spec: FeatureSpec
     prior = None  # engines.forest.ScorePrior when the bundle has one: the published score blends it in
 
-    def published(self, calibrated: np.ndarray, signals: np.ndarray) -> np.ndarray:
-        """The scores a rating publishes: the calibrated model scores, blended with the bundle's signal-forest
-        prior when it has one (engines/forest.py)."""
-        if self.prior is None:
-            return np.asarray(calibrated, np.float64)
-        return self.prior.blend(calibrated, signals, self.spec.signal_names())
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw model scores -> 0..100 (the bundle's calibration)."""
+        raise NotImplementedError
+
+    def publish(self, out: dict[str, np.ndarray], signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scores and learned dimension scores a batch's ratings publish: the calibrated model outputs, blended
+        with the bundle's signal-forest prior when it has one (engines/forest.py)."""
+        scores = np.asarray(self.calibrate(out["score"]), np.float64)
+        dims = np.clip(np.asarray(out["dimensions"], np.float64), 0.0, 100.0)
+        if self.prior is not None:
+            scores, dims = self.prior.blend_outputs(scores, dims, signals, self.spec.signal_names())
+        return scores, dims
 
     @abc.abstractmethod
     def frame_features(self, records: list[FrameRecord]) -> None:
@@ -155,13 +161,14 @@ class Rater(abc.ABC):
         """Rates a batch of windows in one forward pass (no text generation)."""
 
 
-def ratings_from_outputs(out: dict[str, np.ndarray], scores: np.ndarray, rates_dimensions: bool = False) -> list[Rating]:
-    """Ratings from a forward pass's outputs (level_logits, dimensions) and the scores to publish
-    (Rater.published); the level is the band the published score falls in."""
+def ratings_from_outputs(rater: Rater, out: dict[str, np.ndarray], signals: np.ndarray,
+                         rates_dimensions: bool = False) -> list[Rating]:
+    """Ratings from a forward pass's outputs: scores and dimensions as rater.publish makes them, the Stage I
+    head's level distribution; the level is the band the published score falls in."""
+    scores, dims = rater.publish(out, signals)
     logits = np.asarray(out["level_logits"], np.float64)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    dims = np.clip(out["dimensions"], 0.0, 100.0)
     return [Rating(score=float(s), level=level_of(float(s)), level_probs=probs[i].astype(np.float32),
                    dimensions=dict(zip(DIMENSIONS, map(float, dims[i]), strict=True)) if rates_dimensions else None)
             for i, s in enumerate(scores)]

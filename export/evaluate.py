@@ -68,7 +68,7 @@ def evaluate_variant(rater, clips: Sequence[AnalysedClip], name: str = "") -> di
         frames += len(clip.encode)
         arrays = stack_features([assemble_window_features(w, rater.spec) for w in clip.windows])
         t0 = time.perf_counter()
-        scores = rater.published(rater.calibrate(rater.predict(arrays)["score"]), arrays["signals"])
+        scores = rater.publish(rater.predict(arrays), arrays["signals"])[0]
         rate_s += time.perf_counter() - t0  # the forward pass and the signal-forest prior, as rate() runs them
         windows += len(scores)
         preds.append(float(np.mean(scores)))

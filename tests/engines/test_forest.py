@@ -88,6 +88,10 @@ def test_blend_weights_and_the_manifest_entry(fitted, tmp_path):
     np.testing.assert_allclose(ScorePrior(forest, 1.0).blend(model, x, NAMES), model)
     np.testing.assert_allclose(ScorePrior(forest, 0.25).blend(model, x, NAMES), 0.75 * prior_mos + 0.25 * model,
                                atol=1e-4)
+    model_dims = np.full((8, 6), 50.0)
+    scores, dims = ScorePrior(forest, 0.5).blend_outputs(model, model_dims, x, NAMES)
+    np.testing.assert_allclose(dims, 0.5 * forest.predict(x, NAMES)[:, 1:] + 25.0, atol=1e-4)
+    np.testing.assert_allclose(scores, 0.5 * prior_mos + 0.5 * model, atol=1e-4)
     with pytest.raises(ValueError, match="within 0..1"):
         ScorePrior(forest, 1.5)
     assert ScorePrior.from_manifest(tmp_path, {"model": {}}) is None
