@@ -450,6 +450,16 @@ def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> dict[s
         entry["val"] = table
         log("model weight on val: " + ", ".join(f"{w}: SRCC {m['srcc']:.3f} PLCC {m['plcc']:.3f}"
                                                 for w, m in table.items()) + f" -> {weight:g}")
+        if not getattr(args, "no_forest_refit", False):
+            # the share is chosen; the shipped forest then learns from every person outside test (two more: it
+            # ranks unseen people better the more it has seen), the usual last step after model selection
+            forest = fit_forest(np.concatenate([train.arrays["signals"], val.arrays["signals"]]),
+                                rater.spec.signal_names(), np.concatenate([train.mos, val.mos]),
+                                None if train.dims is None or val.dims is None else
+                                np.concatenate([train.dims, val.dims]), args.seed)
+            entry.update(trees=forest.trees, nodes=forest.nodes, depth=forest.depth,
+                         trained_on="the train and val windows, refitted after the model weight was chosen on val "
+                                    "with a forest of the train windows only (the val table)")
     entry["model_weight"] = weight
     test = data.get("test")
     if test is not None and len(test.clip_mos) >= 3:  # reported beside the choice, never used for it
@@ -536,6 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the model's share of the published score next to the signal-forest prior (0..1; default: "
                         "chosen on val from " + ", ".join(f"{w:g}" for w in MODEL_WEIGHTS) + "; needed with --fold-val)")
     p.add_argument("--no-prior", action="store_true", help="no signal forest: the score is the model's alone")
+    p.add_argument("--no-forest-refit", action="store_true",
+                   help="ship the forest of the train windows (default: refit it on train + val once the model "
+                        "weight is chosen)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the eval table (the test split through `fvq score`'s path, with BRISQUE and NIQE)")
@@ -603,7 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clips": {s: len(c) for s, c in clips.items()}, "windows": {s: len(d) if d else 0 for s, d in data.items()},
         "skipped": skipped, "labels": "window label = clip MOS; clip prediction = mean of window scores",
         "stage1": report["stage1"], "stage2": report["stage2"],
-        "metrics_note": "metrics: clip SRCC/PLCC of the published score (the prior blend when there is one)",
+        "metrics_note": "metrics: clip SRCC/PLCC of the published score (the prior blend when there is one); "
+                        "val is in-sample for the forest when prior.trained_on says it was refitted on val",
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
     }
     manifest = write_bundle(rater, args.out, training, metrics, prior_entry)
