@@ -157,6 +157,9 @@ def evaluate_folder(root, split: str = "test", bundle=None, baselines: bool = Fa
     analyzer = build_analyzer(cfg)
     if analyzer.rater is None:
         raise FileNotFoundError("no model bundle: train one (make train-default) or pass --bundle DIR")
+    # rows keep the signal measurements themselves: the baseline "mean of the signal measurements" and the ladders'
+    # signal column must not include the learned heads a bundle publishes for some dimensions (model_* has those)
+    analyzer.rater.dimension_heads = ()
     rows = []
     for clip in tqdm(clips, desc=f"eval {split}", file=sys.stderr, disable=None if progress else True):
         analysis = analyse_file(clip.path, cfg, analyzer)

@@ -55,6 +55,13 @@ def test_train_then_eval_on_a_dozen_clips(dozen_corpus, tmp_path, capsys):
     assert set(table) == {"fvq-rater", "brisque", "niqe", "signal-mean"}
     assert all(set(m) >= {"srcc", "plcc", "krcc"} for m in table.values())
     assert set(manifest["dimensions"]["learned_heads"]) <= set(manifest["eval"]["dimensions"]["signals"])
+    from train.evaluate import evaluate_folder
+
+    before = evaluate_folder(root, "test", bundle, progress=False)
+    manifest["dimensions"]["learned_heads"] = ["blur", "noise", "color", "artifact", "luminance", "temporal"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    after = evaluate_folder(root, "test", bundle, progress=False)  # the baseline is the measurements, not heads
+    assert [r["signal-mean"] for r in after["rows"]] == [r["signal-mean"] for r in before["rows"]]
     capsys.readouterr()
     assert fvq(["eval", str(root), "--split", "test", "--bundle", str(bundle)]) == 0
     out = capsys.readouterr().out
