@@ -422,9 +422,10 @@ def extractor_list(rater) -> list[dict[str, Any]]:
     return out
 
 
-def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> dict[str, Any]:
+def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> tuple[dict[str, Any], Any]:
     """Fits the signal forest on the training windows, sets rater.prior with the model share chosen on val (or
-    given), and returns the manifest's "prior" entry."""
+    given); returns the manifest's "prior" entry and the forest that has not seen val (for choices made on
+    val after this one: the shipped forest is refitted on train + val)."""
     from engines.forest import FOREST_FILE, ScorePrior
     from train.forest import MIN_SAMPLES_LEAF, fit_forest
 
@@ -450,23 +451,24 @@ def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> dict[s
         entry["val"] = table
         log("model weight on val: " + ", ".join(f"{w}: SRCC {m['srcc']:.3f} PLCC {m['plcc']:.3f}"
                                                 for w, m in table.items()) + f" -> {weight:g}")
-        if not getattr(args, "no_forest_refit", False):
-            # the share is chosen; the shipped forest then learns from every person outside test (two more: it
-            # ranks unseen people better the more it has seen), the usual last step after model selection
-            forest = fit_forest(np.concatenate([train.arrays["signals"], val.arrays["signals"]]),
-                                rater.spec.signal_names(), np.concatenate([train.mos, val.mos]),
-                                None if train.dims is None or val.dims is None else
-                                np.concatenate([train.dims, val.dims]), args.seed)
-            entry.update(trees=forest.trees, nodes=forest.nodes, depth=forest.depth,
-                         trained_on="the train and val windows, refitted after the model weight was chosen on val "
-                                    "with a forest of the train windows only (the val table)")
+    unseen_val = forest
+    if "val" in entry and val is not None and not getattr(args, "no_forest_refit", False):
+        # the share is chosen; the shipped forest then learns from every person outside test (two more: it ranks
+        # unseen people better the more it has seen), the usual last step after model selection
+        forest = fit_forest(np.concatenate([train.arrays["signals"], val.arrays["signals"]]),
+                            rater.spec.signal_names(), np.concatenate([train.mos, val.mos]),
+                            None if train.dims is None or val.dims is None else np.concatenate([train.dims, val.dims]),
+                            args.seed)
+        entry.update(trees=forest.trees, nodes=forest.nodes, depth=forest.depth,
+                     trained_on="the train and val windows, refitted after the model weight was chosen on val with "
+                                "a forest of the train windows only (the val table)")
     entry["model_weight"] = weight
     test = data.get("test")
     if test is not None and len(test.clip_mos) >= 3:  # reported beside the choice, never used for it
         entry["test_report"] = {"note": "every candidate on the test split, for the record: not used to choose",
                                 **weight_table(rater, forest, test)}
     rater.prior = ScorePrior(forest, weight)
-    return entry
+    return entry, unseen_val
 
 
 def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[str, Any],
@@ -603,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        rank_weight=args.rank_weight, keep_last=args.fold_val)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     report = fit(rater, data["train"], data["val"], s1, s2, args.seed, log)  # type: ignore[arg-type]
-    prior_entry = None if args.no_prior else fit_prior(rater, data, args, log)
+    prior_entry, unseen_val = (None, None) if args.no_prior else fit_prior(rater, data, args, log)
     metrics = {s: evaluate_dataset(rater, d) for s, d in data.items() if d is not None}
     corpus_json = args.root / "corpus.json"
     training = {
@@ -623,7 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = write_bundle(rater, args.out, training, metrics, prior_entry)
     if not args.no_eval and clips["test"]:
         add_eval_table(args.out, args.root)
-        choose_dimension_heads(args.out, args.root, "val" if clips["val"] or args.fold_val else "test")
+        choose_dimension_heads(args.out, args.root, "val" if clips["val"] or args.fold_val else "test",
+                               forest=unseen_val)
     print(json.dumps({"out": str(args.out), "metrics": metrics, "files": manifest["files"]}, indent=2))
     return 0
 
@@ -641,14 +644,25 @@ def corpus_recipe(root: Path) -> dict[str, Any]:
 DIMENSION_HEAD_MARGIN = 0.02  # SRCC a learned head must gain over the signal measurement to replace it
 
 
-def choose_dimension_heads(bundle: Path, root: Path, split: str = "val") -> list[str]:
+def choose_dimension_heads(bundle: Path, root: Path, split: str = "val", forest=None) -> list[str]:
     """Per dimension, keep the learned head where it ranks the corpus's severity ladders better than the signal
     measurement (single-family clips of `split`, margin DIMENSION_HEAD_MARGIN); written to the manifest. The
-    choice is made on val, so the test split's ladders in the eval table stay an unbiased report of it."""
+    choice is made on val, so the test split's ladders in the eval table stay an unbiased report of it. With
+    `forest` (the signal forest before it was refitted on val), the ladders are measured on a copy of the
+    bundle that has it, so the learned heads are not judged on windows their forest trained on."""
+    import shutil
+    import tempfile
+
     from train.evaluate import evaluate_folder
 
     path = Path(bundle) / "manifest.json"
-    ladders = evaluate_folder(root, split, bundle, baselines=False)["dimensions"] or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        judged = Path(bundle)
+        if forest is not None and (judged / "forest.npz").is_file():
+            judged = Path(tmp) / "bundle"
+            shutil.copytree(bundle, judged)
+            forest.save(judged / "forest.npz")
+        ladders = evaluate_folder(root, split, judged, baselines=False)["dimensions"] or {}
     manifest = json.loads(path.read_text())
     signals, heads = ladders.get("signals", {}), ladders.get("model", {})
     learned = [d for d in signals if d in heads and heads[d]["srcc"] > signals[d]["srcc"] + DIMENSION_HEAD_MARGIN]

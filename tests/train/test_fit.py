@@ -130,12 +130,14 @@ def test_signal_forest_prior_is_fitted_chosen_on_val_saved_and_blended_by_the_lo
             c.arrays["signals"][:, col] = (100 - c.mos) / 10 + np.random.default_rng(seed).normal(0, 0.3, c.windows)
         data[split] = Dataset.from_clips(clips, names)
     args = argparse.Namespace(seed=0, fold_val=False, model_weight=None, no_forest_refit=True)
-    entry = fit_prior(rater, data, args, log=lambda m: None)  # the model is untrained: the forest must win on val
+    entry, unseen = fit_prior(rater, data, args, log=lambda m: None)  # the model is untrained: the forest must win on val
     assert entry["model_weight"] == 0.0 and set(entry["val"]) == {f"{w:g}" for w in MODEL_WEIGHTS}
     train_only = rater.prior.forest
-    refit = fit_prior(rater, data, argparse.Namespace(seed=0, fold_val=False, model_weight=None), log=lambda m: None)
+    assert unseen is train_only
+    refit, unseen = fit_prior(rater, data, argparse.Namespace(seed=0, fold_val=False, model_weight=None),
+                              log=lambda m: None)
     assert refit["model_weight"] == 0.0 and refit["val"] == entry["val"] and "and val" in refit["trained_on"]
-    assert rater.prior.forest.nodes > train_only.nodes  # 80 clips' windows instead of 60
+    assert rater.prior.forest.nodes > unseen.nodes  # 80 clips' windows instead of 60: val is in the shipped one
     assert entry["val"]["0"]["srcc"] > 0.9 > entry["val"]["1"]["srcc"]
     assert evaluate.srcc(clip_scores(rater, data["val"]), data["val"].clip_mos) > 0.9
 
