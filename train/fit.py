@@ -662,6 +662,10 @@ def choose_dimension_heads(bundle: Path, root: Path, split: str = "val", forest=
             judged = Path(tmp) / "bundle"
             shutil.copytree(bundle, judged)
             forest.save(judged / "forest.npz")
+            copy = json.loads((judged / "manifest.json").read_text())  # the copy's manifest hashes its forest
+            copy["files"]["forest.npz"] = {"sha256": file_sha256(judged / "forest.npz"),
+                                           "bytes": (judged / "forest.npz").stat().st_size}
+            (judged / "manifest.json").write_text(json.dumps(copy, indent=2) + "\n")
         ladders = evaluate_folder(root, split, judged, baselines=False)["dimensions"] or {}
     manifest = json.loads(path.read_text())
     signals, heads = ladders.get("signals", {}), ladders.get("model", {})

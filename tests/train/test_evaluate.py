@@ -55,7 +55,19 @@ def test_train_then_eval_on_a_dozen_clips(dozen_corpus, tmp_path, capsys):
     assert set(table) == {"fvq-rater", "brisque", "niqe", "signal-mean"}
     assert all(set(m) >= {"srcc", "plcc", "krcc"} for m in table.values())
     assert set(manifest["dimensions"]["learned_heads"]) <= set(manifest["eval"]["dimensions"]["signals"])
+    from engines.forest import SignalForest
     from train.evaluate import evaluate_folder
+    from train.fit import choose_dimension_heads
+
+    # heads judged with another forest (train.fit passes the one that has not seen val): a verified copy of the
+    # bundle carries it, the bundle itself keeps its own forest and gets the choice
+    shipped = (bundle / "forest.npz").read_bytes()
+    other = SignalForest.load(bundle / "forest.npz")
+    other.value = 100.0 - other.value
+    heads = choose_dimension_heads(bundle, root, "test", forest=other)
+    assert (bundle / "forest.npz").read_bytes() == shipped
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["dimensions"]["learned_heads"] == heads
 
     before = evaluate_folder(root, "test", bundle, progress=False)
     manifest["dimensions"]["learned_heads"] = ["blur", "noise", "color", "artifact", "luminance", "temporal"]
