@@ -62,6 +62,9 @@ class Window:
     frames: list[FrameRecord]
     closed_at: float  # time.monotonic() when the window closed
     nominal_fps: float | None = None
+    # region -> dimension -> 0..100 from the signal measurements (engines.signals.window_dimensions), set by the
+    # analysis loop before the rater assembles the window (which reads them; learned heads never overwrite these)
+    dimensions: dict[str, dict[str, float]] | None = None
 
     @property
     def sampled(self) -> list[FrameRecord]:

@@ -98,7 +98,9 @@ class Analyzer:
         results = []
         with self.stage("window_signals"):
             for w in windows:
-                results.append(summarise_window(w, window_dimensions(w.frames, w.nominal_fps)))
+                dims = window_dimensions(w.frames, w.nominal_fps)
+                w.dimensions = {region: dict(v) for region, v in dims.items()}  # the rater's copy
+                results.append(summarise_window(w, dims))
         if self.rater is not None:
             with self.stage("rater"):
                 ratings = self.rater.rate([self.rater.window_features(w) for w in windows])

@@ -95,7 +95,10 @@ class FeatureExtractor:
         self.analyzer = build_analyzer(self.cfg)  # faces, embeddings, signals; no rater
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        settings = {"rater": rater.extractor_version, "window": self.cfg.window.model_dump(mode="json"),
+        from engines.rater import WINDOW_STAT_KEYS
+
+        settings = {"rater": rater.extractor_version, "window_stats": list(WINDOW_STAT_KEYS),
+                    "window": self.cfg.window.model_dump(mode="json"),
                     "analysis": self.cfg.analysis.model_dump(mode="json"), "face": self.cfg.face.model_dump(mode="json")}
         self.version = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -9,6 +9,8 @@ import torch
 from engines import fvq_rater
 from engines.features import LEVELS, Face, FrameRecord, Window
 from engines.rater import (
+    LEGACY_WINDOW_STAT_KEYS,
+    WINDOW_DIMENSION_KEYS,
     FeatureSpec,
     WindowFeatures,
     assemble_window_features,
@@ -156,8 +158,33 @@ def test_window_features_shapes_and_missing_inputs():
     assert sig["face.edge_blur_px.presence"] == 0.0  # absent key: zeros, documented
     empty = Window("cam1", 0.0, 1.0, [], closed_at=0.0)
     wf0 = assemble_window_features(empty, spec)
-    assert wf0.spatial.shape == (4, 7) and not wf0.signals.any()
+    sig0 = dict(zip(names, wf0.signals.tolist(), strict=True))
+    assert wf0.spatial.shape == (4, 7)
+    assert all(v == (-1.0 if k in WINDOW_DIMENSION_KEYS else 0.0) for k, v in sig0.items())  # nothing measured
     assert stack_features([wf, wf0])["signals"].shape == (2, spec.signals_dim)
+
+
+def test_window_dimension_scores_are_read_from_the_analysis_or_measured_and_old_bundles_keep_their_layout():
+    from engines.signals import window_dimensions
+
+    spec = FeatureSpec(frames=4, temporal_len=8, thumb_size=(16, 16), interval_len=8, signal_keys=SIGNAL_KEYS,
+                       spatial_shape=(7,), portrait_shape=(7,))
+    window = make_window()
+    measured = window_dimensions(window.frames, window.nominal_fps)
+    sig = dict(zip(spec.signal_names(), assemble_window_features(window, spec).signals.tolist(), strict=True))
+    assert sig["window.frame_temporal"] == pytest.approx(measured["frame"]["temporal"])
+    assert sig["window.frame_noise"] == pytest.approx(measured["frame"]["noise"])
+    window.dimensions = {"frame": {"blur": 12.0}}  # what the analysis loop measured: used as it is
+    sig = dict(zip(spec.signal_names(), assemble_window_features(window, spec).signals.tolist(), strict=True))
+    assert sig["window.frame_blur"] == 12.0 and sig["window.frame_noise"] == -1.0 and sig["window.face_blur"] == -1.0
+
+    legacy = {k: v for k, v in spec.to_dict().items() if k != "window_keys"}  # a bundle from before the list
+    old = FeatureSpec.from_dict(legacy)
+    assert old.window_keys == LEGACY_WINDOW_STAT_KEYS and old.signals_dim == spec.signals_dim - 12
+    assert assemble_window_features(window, old).signals.shape == (old.signals_dim,)
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown window statistics window.future"):
+        FeatureSpec.from_dict({**spec.to_dict(), "window_keys": [*spec.window_keys, "window.future"]})
 
 
 def test_portrait_box_stays_inside_the_frame():
