@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEB     := ffmpeg nginx libnginx-mod-rtmp prometheus chromium opencv-data
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench corpus train-default export clean
+.PHONY: setup system-deps demo test lint bench gpu-check corpus train-default export clean
 
 # Debian packages the tests and the demo start (ffmpeg, an RTMP server, Prometheus, Chromium).
 system-deps:
@@ -48,6 +48,13 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m stream.bench --streams 16 --seconds 60
+
+# On a machine with an NVIDIA GPU and a CUDA build of torch: the gpu-marked tests, then the forward-pass
+# benchmark (shipped bundle, and a Qwen2-VL-2B-shaped `full` rater with random weights). Figures: docs/gpu/.
+gpu-check: setup  # needs a CUDA build of torch in .venv (setup installs the CPU one)
+	$(BIN)/python -m pytest -m gpu -v -rs tests
+	$(BIN)/python -m export.bench_cuda --shape default --batches 1 16 64 --variants fp32 bf16 bf16-graphs int8-graphs
+	$(BIN)/python -m export.bench_cuda --shape 2b --batches 1 8 --variants fp32 bf16
 
 corpus: setup
 	$(BIN)/python -m train.corpus --out corpus/synthetic --seed 0
