@@ -122,14 +122,17 @@ def _split_counts(n: int) -> dict[str, int]:
     return {"train": n - val - test, "val": val, "test": test}
 
 
-def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION) -> list[list[ClipPlan]]:
-    """Jobs (one clip, or the two clips of a PSNR-matched pair) for a corpus of `n_clips` clips."""
+def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
+                extra_train: int = 0) -> list[list[ClipPlan]]:
+    """Jobs (one clip, or the two clips of a PSNR-matched pair) for a corpus of `n_clips` clips, then
+    `extra_train` more training clips planned after val and test: the first `n_clips` are the same clips
+    with or without them, so a larger training set leaves val and test (and their figures) as they were."""
     rng = np.random.default_rng(seed)
     by_split = sources_by_split()
     jobs: list[list[ClipPlan]] = []
     index = 0
-    for split in SPLITS:
-        left = _split_counts(n_clips)[split]
+    counts = _split_counts(n_clips)
+    for split, left in [(s, counts[s]) for s in SPLITS] + ([("train", extra_train)] if extra_train > 0 else []):
         k = 0
         while left > 0:
             source = by_split[split][k % len(by_split[split])]
@@ -326,7 +329,7 @@ def _init_worker() -> None:
 
 
 def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, duration: float = DEFAULT_DURATION,
-                 workers: int = 2, progress: bool = True) -> dict:
+                 workers: int = 2, progress: bool = True, extra_train: int = 0) -> dict:
     """Build the whole corpus under `out`; returns the summary also written to `out/corpus.json`."""
     from tqdm import tqdm
 
@@ -334,7 +337,7 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
     out = Path(out)
     for split in SPLITS:
         (out / split / "videos").mkdir(parents=True, exist_ok=True)
-    jobs = plan_corpus(clips, seed, duration)
+    jobs = plan_corpus(clips, seed, duration, extra_train)
     records: list[dict] = []
     bar = tqdm(total=sum(len(j) for j in jobs), desc="corpus", unit="clip", disable=not progress)
     # Each finished job leaves its meta records in out/.jobs/, so a rerun after a crash or Ctrl-C picks up
@@ -386,6 +389,7 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
         "format": "FVQ-20K",
         "seed": seed,
         "clips": counts,
+        "extra_train": extra_train,
         "duration": duration,
         "resolutions": [list(r) for r in RESOLUTIONS],
         "frame_rates": list(FRAME_RATES),
@@ -405,14 +409,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (created; existing clips are overwritten)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed: same seed, same corpus")
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help=f"number of clips (default {DEFAULT_CLIPS})")
+    parser.add_argument("--extra-train", type=int, default=0,
+                        help="this many more training clips, planned after val and test (which stay as without them)")
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="clip length in seconds")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="process pool size")
     args = parser.parse_args(argv)
     if args.clips < 3:
         parser.error("--clips must be at least 3 (one clip per split)")
+    if args.extra_train < 0:
+        parser.error("--extra-train must be 0 or more")
     if args.duration <= 0.2:
         parser.error("--duration must be above 0.2 s")
-    summary = build_corpus(args.out, args.seed, args.clips, args.duration, args.workers)
+    summary = build_corpus(args.out, args.seed, args.clips, args.duration, args.workers, extra_train=args.extra_train)
     print(f"wrote {sum(summary['clips'].values())} clips {summary['clips']} to {args.out} "
           f"in {summary['build_seconds']} s", file=sys.stderr)
     return 0

@@ -86,6 +86,19 @@ def test_plan_splits_people_and_media_and_mixes_orientations_and_cuts():
     assert len({s.name for s in face_sources()}) == len(face_sources())
 
 
+
+def test_extra_training_clips_leave_val_and_test_as_they_were():
+    from train.corpus import plan_corpus
+
+    base = plan_corpus(60, seed=5)
+    more = plan_corpus(60, seed=5, extra_train=20)
+    assert more[:len(base)] == base  # the same clips, names and seeds included
+    extra = [p for job in more[len(base):] for p in job]
+    assert len(extra) == 20 and {p.split for p in extra} == {"train"}
+    names = [p.name for job in more for p in job]
+    assert len(set(names)) == len(names)
+
+
 def test_cut_clip_switches_content_and_face_box_at_the_cut():
     from train.media import render, render_cut
 
