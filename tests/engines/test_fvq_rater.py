@@ -54,6 +54,18 @@ def tiny_qwen2_vl():
     return Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision))
 
 
+def tiny_qwen2_5_vl():
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    vocab = fvq_rater.build_tokenizer().get_vocab_size()
+    text = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+                bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    vision = dict(depth=2, hidden_size=16, intermediate_size=32, out_hidden_size=32, num_heads=2, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision))
+
+
 def tiny_internvl():
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
@@ -69,8 +81,8 @@ def build(kind: str) -> fvq_rater.FVQRaterModel:
     if kind == "tiny":
         return fvq_rater.build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32)
     torch.manual_seed(0)
-    hf = tiny_qwen2_vl() if kind == "qwen2_vl" else tiny_internvl()
-    size = (28, 56) if kind == "qwen2_vl" else (28, 28)
+    hf = {"qwen2_vl": tiny_qwen2_vl, "qwen2_5_vl": tiny_qwen2_5_vl, "internvl": tiny_internvl}[kind]()
+    size = (28, 28) if kind == "internvl" else (28, 56)
     return fvq_rater.build_full(hf, fvq_rater.build_tokenizer(), SIGNAL_KEYS, image_size=size, spec=SPEC,
                                 projector_hidden=32)
 
@@ -84,9 +96,10 @@ def test_tokenizer_tells_level_words_apart_and_covers_the_template():
         assert unk not in tok.encode(seg).ids
 
 
-@pytest.mark.parametrize("kind", ["tiny", "qwen2_vl", "internvl"])
+@pytest.mark.parametrize("kind", ["tiny", "qwen2_vl", "qwen2_5_vl", "internvl"])
 def test_forward_train_and_round_trip(kind, tmp_path):
     model = build(kind)
+    assert model.config.family == ("qwen2" if kind == "tiny" else kind)
     spec = model.config.feature_spec
     batch = random_batch(spec, 4)
     mos = torch.tensor([10.0, 35.0, 62.0, 91.0])
