@@ -42,13 +42,18 @@ def random_batch(spec: FeatureSpec, b: int, seed: int = 0) -> dict[str, torch.Te
     }
 
 
+def tiny_mrope_text() -> dict:
+    """A one-layer Qwen2 decoder config with multimodal RoPE (the text half of Qwen2-VL and Qwen2.5-VL)."""
+    return dict(vocab_size=fvq_rater.build_tokenizer().get_vocab_size(), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+                bos_token_id=None, eos_token_id=None, pad_token_id=None)
+
+
 def tiny_qwen2_vl():
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    vocab = fvq_rater.build_tokenizer().get_vocab_size()
-    text = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                num_key_value_heads=1, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
-                bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    text = tiny_mrope_text()
     vision = dict(depth=1, embed_dim=16, hidden_size=32, num_heads=2, patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2, mlp_ratio=2)
     return Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision))
@@ -57,10 +62,7 @@ def tiny_qwen2_vl():
 def tiny_qwen2_5_vl():
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    vocab = fvq_rater.build_tokenizer().get_vocab_size()
-    text = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                num_key_value_heads=1, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
-                bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    text = tiny_mrope_text()
     vision = dict(depth=2, hidden_size=16, intermediate_size=32, out_hidden_size=32, num_heads=2, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
     return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision))
