@@ -43,6 +43,10 @@ def _rising(x: float, x50: float, p: float) -> float:
     return (x / x50) ** p / (1.0 + (x / x50) ** p)
 
 
+# Part of the training feature cache's key (train/fit.py): bump it whenever a measurement changes or is added,
+# or cached features computed before would be read as current.
+SIGNALS_VERSION = 1
+
 # (curve, x50, steepness) per raw measurement used in a score; a dimension's score is 100 times the product
 # of its factors, so any one bad factor pulls the dimension down and clean content stays near 100.
 CURVES: dict[str, dict[str, tuple[str, float, float]]] = {

@@ -152,3 +152,14 @@ def test_signal_forest_prior_is_fitted_chosen_on_val_saved_and_blended_by_the_lo
     np.testing.assert_allclose([r.score for r in loaded.rate(feats)], expected, rtol=1e-5)
     with pytest.raises(ValueError, match="within 0..1"):
         fit_prior(rater, data, argparse.Namespace(seed=0, fold_val=False, model_weight=2.0), log=lambda m: None)
+
+
+def test_feature_cache_key_changes_with_the_signal_measurements(tmp_path, monkeypatch):
+    import engines.signals
+    from train.fit import FeatureExtractor, build_rater
+
+    probe = build_rater("tiny", (), 0, None, "cpu")
+    before = FeatureExtractor(probe, tmp_path).version
+    assert FeatureExtractor(probe, tmp_path).version == before
+    monkeypatch.setattr(engines.signals, "SIGNALS_VERSION", engines.signals.SIGNALS_VERSION + 1)
+    assert FeatureExtractor(probe, tmp_path).version != before  # features cached before are not read as current
