@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             for b in args.batches:
                 batch = data[b]
                 ms = _time(lambda r=rater, x=batch: r.predict(x), args.repeats, sync)
-                score = rater.predict(data[b])["score"]
+                score = rater.predict(batch)["score"]
                 if variant == "fp32":
                     reference[b] = score
                 diff = float(np.abs(score - reference[b]).max()) if b in reference else float("nan")

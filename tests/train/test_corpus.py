@@ -86,7 +86,6 @@ def test_plan_splits_people_and_media_and_mixes_orientations_and_cuts():
     assert len({s.name for s in face_sources()}) == len(face_sources())
 
 
-
 def test_extra_training_clips_leave_val_and_test_as_they_were():
     from train.corpus import plan_corpus
 
