@@ -42,6 +42,11 @@ class Analyzer:
         self.embed_every = embed_every  # embed the face of every n-th sampled frame (0: never); SFace is costly
         self.sample_fps = sample_fps
         self.model_every = model_every  # the rater's frame encoder on every n-th sampled frame (analysis.model_fps)
+        # Load shedding (set by the live monitor when its analysis falls behind; offline scoring never sheds):
+        # 1 halves the face embeddings, 2 also the model's frame encodings, 3 also analyses only every other
+        # sampled frame (the rest keep their thumbnail, as unsampled frames do). Each level thins the same
+        # presentation-time grid, so every window still sees evenly spread frames.
+        self.shed_level = 0
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -52,10 +57,31 @@ class Analyzer:
             if self.metrics is not None:
                 self.metrics.stage_duration.labels(name).observe(time.perf_counter() - t0)
 
+    FRAME_BATCH = 16  # frames per call into the extractors: bounds the memory of one batch
+
     def analyse_frames(self, records: Sequence[FrameRecord]) -> None:
+        todo = [r for r in records if r.image is not None and not r.analysed]
+        if self.shed_level >= 3:
+            todo = [r for r in todo if self._keeps_under_shedding(r)]
+        for i in range(0, len(todo), self.FRAME_BATCH):
+            self._analyse_batch(todo[i:i + self.FRAME_BATCH])
+
+    def _keeps_under_shedding(self, r: FrameRecord) -> bool:
+        """Level 3: only the even points of the sampling grid are analysed; an odd one loses its image."""
+        if round(r.pts * self.sample_fps) % 2 == 0:
+            return True
+        r.image = None
+        r.qp_map = None
+        self._count_shed("frame")
+        return False
+
+    def _count_shed(self, work: str) -> None:
+        if self.metrics is not None:
+            self.metrics.frames_shed.labels(work).inc()
+
+    def _analyse_batch(self, todo: Sequence[FrameRecord]) -> None:
         from engines.signals import analyse_frame_signals
 
-        todo = [r for r in records if r.image is not None and not r.analysed]
         if not todo:
             return
         if self.face is not None:
@@ -82,13 +108,24 @@ class Analyzer:
 
     def _embeds(self, r: FrameRecord) -> bool:
         """Embedding frames follow the sampling grid, so every window sees the same ones."""
-        return self.embed_every > 0 and round(r.pts * self.sample_fps) % self.embed_every == 0
+        return self._on_grid(r, self.embed_every, "embed", self.shed_level >= 1)
 
     def model_frames(self, records: Sequence[FrameRecord]) -> list[FrameRecord]:
         """The sampled frames the rater's frame encoder runs on: a sparser grid of presentation time, like the
         embeddings, so every window sees the same ones (training picks them with this too)."""
         return [r for r in records if r.image is not None
-                and round(r.pts * self.sample_fps) % self.model_every == 0]
+                and self._on_grid(r, self.model_every, "model", self.shed_level >= 2)]
+
+    def _on_grid(self, r: FrameRecord, every: int, work: str, shed: bool) -> bool:
+        if every <= 0:
+            return False
+        index = round(r.pts * self.sample_fps)
+        if index % every:
+            return False
+        if shed and index % (2 * every):
+            self._count_shed(work)
+            return False
+        return True
 
     def rate_windows(self, windows: Sequence[Window]) -> list[WindowResult]:
         from engines.signals import window_dimensions

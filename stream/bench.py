@@ -99,7 +99,11 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
     w0 = sum(reg.get_sample_value("fvq_windows_analysed_total", {"stream": f"s{i:02d}"}) or 0 for i in range(streams))
     n0 = len(latencies)
     t0, c0 = time.monotonic(), cpu_self()
-    time.sleep(seconds)
+    levels: dict[int, float] = {}  # seconds spent at each load-shedding level, sampled every 0.5 s
+    while time.monotonic() - t0 < seconds:
+        level = int(reg.get_sample_value("fvq_analysis_shed_level") or 0)
+        levels[level] = levels.get(level, 0.0) + 0.5
+        time.sleep(min(0.5, max(0.0, seconds - (time.monotonic() - t0))))
     wall, cpu = time.monotonic() - t0, cpu_self() - c0
     per_stream = {}
     for i in range(streams):
@@ -111,6 +115,10 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
         windows = reg.get_sample_value("fvq_windows_analysed_total", {"stream": name}) or 0
         per_stream[name] = (dropped, windows)
     w1 = sum(w for _, w in per_stream.values())
+    late = sum(reg.get_sample_value("fvq_windows_dropped_total", {"stream": f"s{i:02d}", "reason": "late"}) or 0
+               for i in range(streams))
+    shed = {w: reg.get_sample_value("fvq_analysis_shed_total", {"work": w}) or 0 for w in ("embed", "model", "frame")}
+    shed_level = reg.get_sample_value("fvq_analysis_shed_level") or 0
     monitor.stop()
     lat = np.array(latencies[n0:]) if len(latencies) > n0 else np.array([np.nan])
     expected = seconds / cfg.window.hop_s
@@ -122,7 +130,8 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
             stages = {k: v / (wall * streams) for k, v in sums.items()}
     return {
         "wall": wall, "cpu_per_stream_s": cpu / (wall * streams), "windows": w1 - w0, "expected_windows": expected * streams,
-        "sustained": sustained, "dropped": sum(d for d, _ in per_stream.values()),
+        "sustained": sustained, "dropped": sum(d for d, _ in per_stream.values()), "late_windows": late,
+        "shed": shed, "shed_level": shed_level, "shed_levels": levels,
         "p50": float(np.nanpercentile(lat, 50)), "p99": float(np.nanpercentile(lat, 99)),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "stages": stages,
         "model": monitor.analyzer.rater is not None,
@@ -149,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     r = run_monitor(clip, args.streams, args.seconds, args.no_model, args.bundle)
     print(f"fvq-live, {args.streams} streams x {r['wall']:.0f} s, model {'on' if r['model'] else 'off'}:")
     print(f"  streams sustained without dropped frames/windows: {r['sustained']}/{args.streams} "
-          f"(frames dropped {r['dropped']:.0f}, windows {r['windows']:.0f} of {r['expected_windows']:.0f} expected)")
+          f"(frames dropped {r['dropped']:.0f}, windows {r['windows']:.0f} of {r['expected_windows']:.0f} expected, "
+          f"{r['late_windows']:.0f} skipped as late)")
+    print("  load shedding: seconds at level " + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(r["shed_levels"].items()))
+          + "; work skipped " + ", ".join(f"{k} {v:.0f}" for k, v in r["shed"].items()))
     print(f"  CPU per stream-second (decode included): {r['cpu_per_stream_s']:.3f} s "
           f"= {r['cpu_per_stream_s'] / dec:.2f}x plain decode; ffmpeg filters cost {ff_filters / r['cpu_per_stream_s']:.1f}x ours")
     print(f"  window-close-to-publish latency: p50 {r['p50'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms")

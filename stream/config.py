@@ -120,6 +120,18 @@ class AnalysisConfig(_Strict):
         description="Live streams: a window whose last frame arrived this long ago is skipped (counted as "
         "fvq_windows_dropped_total{reason=\"late\"}) so a backlogged analysis catches up instead of lagging.",
     )
+    shed_load: bool = Field(
+        True,
+        description="When the analysis falls behind live streams, do less per frame instead of losing windows: "
+        "level 1 halves the face embeddings, 2 also the model's frame encodings, 3 also the sampled frames "
+        "(fvq_analysis_shed_level). Scores then rest on fewer frames; offline scoring never sheds.",
+    )
+    shed_backlog_s: float = Field(
+        1.0, gt=0,
+        description="Backlog (age of the oldest live frame waiting for analysis) above which shedding goes up a "
+        "level, while it keeps growing; it goes down a level after shed_recover_s below a quarter of this.",
+    )
+    shed_recover_s: float = Field(30.0, gt=0, description="Calm time before load shedding goes down a level.")
 
 
 class EngineChoice(_Strict):

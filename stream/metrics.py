@@ -39,6 +39,9 @@ class Metrics:
     recommendation: Gauge
     stage_duration: Histogram
     publish_latency: Histogram
+    shed_level: Gauge
+    backlog: Gauge
+    frames_shed: Counter
 
     def forget_stream(self, stream: str) -> None:
         """Removes every series of a stream that is gone, so label sets stay bounded."""
@@ -120,6 +123,23 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
             "fvq_window_publish_latency_seconds", "From a window's close to its metrics being published.",
             buckets=LATENCY_BUCKETS, registry=r,
         ),
+        shed_level=Gauge(
+            "fvq_analysis_shed_level",
+            "Load shedding of the analysis: 0 none, 1 half the face embeddings, 2 also half the model frame "
+            "encodings, 3 also half the sampled frames. Raised while the analysis falls behind live streams.",
+            registry=r,
+        ),
+        backlog=Gauge(
+            "fvq_analysis_backlog_seconds",
+            "Age of the oldest live-stream frame waiting for analysis, at the end of the last analysis pass.",
+            registry=r,
+        ),
+        frames_shed=Counter(
+            "fvq_analysis_shed_total",
+            "Per-frame work skipped by load shedding, by kind (embed, model, frame).", ["work"], registry=r,
+        ),
     )
+    for work in ("embed", "model", "frame"):
+        m.frames_shed.labels(work)
     m.build_info.info({"version": __version__, "bundle": bundle})
     return m

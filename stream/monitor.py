@@ -12,7 +12,7 @@ from typing import Any
 
 import av
 
-from engines.features import DIMENSIONS, LEVELS, Window, WindowResult
+from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResult
 from stream.analysis import Analyzer
 from stream.config import DropPolicy, MonitorConfig, SourceConfig, SourceKind
 from stream.decode import FrameConverter, SourceEvents, SourceReader
@@ -176,6 +176,41 @@ def result_json(r: WindowResult) -> dict[str, Any]:
     }
 
 
+SHED_LEVELS = ("none", "half the face embeddings", "half the embeddings and model frame encodings",
+               "half the embeddings and model frame encodings, half the sampled frames")
+
+
+class LoadShedder:
+    """The load-shedding level from the analysis backlog: up a level while the backlog is over `backlog_s`
+    and has not fallen since the last change (given `backlog_s` to act), down a level once it has stayed
+    under a quarter of `backlog_s` for `recover_s`."""
+
+    def __init__(self, backlog_s: float, recover_s: float, max_level: int = len(SHED_LEVELS) - 1) -> None:
+        self.backlog_s, self.recover_s, self.max_level = backlog_s, recover_s, max_level
+        self.level = 0
+        self._changed = -float("inf")  # when the level last changed, and the backlog then
+        self._changed_backlog = 0.0
+        self._calm_since: float | None = None
+
+    def update(self, backlog: float, now: float) -> int:
+        if backlog > self.backlog_s:
+            self._calm_since = None
+            if (self.level < self.max_level and now - self._changed >= self.backlog_s
+                    and backlog >= self._changed_backlog):
+                self._set(self.level + 1, backlog, now)
+        elif backlog < self.backlog_s / 4:
+            if self._calm_since is None:
+                self._calm_since = now
+            if self.level > 0 and now - max(self._calm_since, self._changed) >= self.recover_s:
+                self._set(self.level - 1, backlog, now)
+        else:
+            self._calm_since = None
+        return self.level
+
+    def _set(self, level: int, backlog: float, now: float) -> None:
+        self.level, self._changed, self._changed_backlog = level, now, backlog
+
+
 class Stream:
     """One watched stream: its queue, window assembler, state, and (for pulled/listened/file sources) reader."""
 
@@ -203,6 +238,12 @@ class Stream:
         for reason in ("queue_full",):
             m.frames_dropped.labels(self.name, reason)
         m.windows_dropped.labels(self.name, "late")
+
+    @property
+    def live(self) -> bool:
+        """Frames come at the pace of real time (not a file read as fast as it decodes): the analysis must
+        keep up, by skipping late windows and shedding load."""
+        return self.source.kind != SourceKind.file or self.source.realtime
 
     @property
     def active(self) -> bool:
@@ -243,7 +284,9 @@ class Monitor:
         self.listeners: list[Callable[[StreamState, WindowResult], None]] = []
         self.loop_heartbeat = time.monotonic()
         self.loop_error: str | None = None
-        self._pending: collections.deque = collections.deque()  # sampled frames not analysed yet
+        self._pending: collections.deque[tuple[bool, FrameRecord]] = collections.deque()  # (live, frame) not analysed yet
+        a = config.analysis
+        self.shedder = LoadShedder(a.shed_backlog_s, a.shed_recover_s)
 
     # streams
     def add_stream(self, source: SourceConfig) -> Stream:
@@ -324,13 +367,14 @@ class Monitor:
         for stream in list(self.streams.values()):
             items = stream.queue.drain()
             self.metrics.queue_depth.labels(stream.name).set(len(stream.queue))
+            live = stream.live
             for item in items:
                 if item is END:
                     windows.extend(stream.assembler.finish())
                     stream.finished = True
                     continue
                 if item.image is not None:
-                    records.append(item)
+                    records.append((live, item))
                 windows.extend(stream.assembler.add(item))
             st = stream.state
             st.refresh_rates(now)
@@ -346,12 +390,19 @@ class Monitor:
             if s is not None:
                 w.nominal_fps = s.state.nominal_fps
         # Windows first: they need only their own frames, which earlier passes analysed already (the frame
-        # that closes a window lies past its end). The newest frames of every stream are analysed after.
-        needed = {id(f): f for w in windows for f in w.frames if f.image is not None and not f.analysed}
-        self.analyzer.analyse_frames(list(needed.values()))
-        results = self.analyzer.rate_windows(windows)
-        for w, result in zip(windows, results, strict=True):
-            self._publish(w.closed_at, result)
+        # that closes a window lies past its end). They go in batches; a batch reached too late (the analysis
+        # is behind) is skipped and counted rather than analysed, so one slow pass cannot snowball.
+        results = []
+        for i in range(0, len(windows), self.WINDOW_BATCH):
+            batch = windows[i:i + self.WINDOW_BATCH]
+            if i:
+                batch = self._drop_late(batch, time.monotonic())
+            needed = {id(f): f for w in batch for f in w.frames if f.image is not None and not f.analysed}
+            self.analyzer.analyse_frames(list(needed.values()))
+            rated = self.analyzer.rate_windows(batch)
+            for w, result in zip(batch, rated, strict=True):
+                self._publish(w.closed_at, result)
+            results.extend(rated)
         # The newest frames of every stream, oldest first, in batches across streams, for at most a time
         # budget: a window that closes meanwhile waits for no other stream's frames, only for its own.
         self._pending.extend(records)
@@ -359,12 +410,44 @@ class Monitor:
             self._pending.popleft()
         deadline = time.monotonic() + self.config.analysis.batch_interval_s
         while self._pending and time.monotonic() < deadline:
-            batch = [self._pending.popleft() for _ in range(min(self.FRAME_BATCH, len(self._pending)))]
+            batch = [self._pending.popleft()[1] for _ in range(min(self.FRAME_BATCH, len(self._pending)))]
             self.analyzer.analyse_frames([f for f in batch if not f.analysed])
+        self._adapt_load(now)
         return results
 
     FRAME_BATCH = 16  # sampled frames analysed per call (from any streams)
+    WINDOW_BATCH = 8  # windows rated per forward pass when several close at once
     MAX_PENDING = 4096
+
+    def _backlog(self, now: float) -> float:
+        """Seconds the analysis is behind the live streams: the age of the oldest live frame still waiting.
+        Frames too old for any window that can still be published on time are dropped from the wait."""
+        cfg = self.config
+        useless = cfg.analysis.max_lag_s + cfg.window.length_s
+        pending = self._pending
+        while pending:
+            live, f = pending[0]
+            if f.analysed or f.image is None:
+                pending.popleft()
+            elif live and now - f.arrived > useless:  # every window it belongs to will be skipped as late
+                pending.popleft()
+            else:
+                break
+        oldest = next((f.arrived for live, f in pending if live), None)
+        return 0.0 if oldest is None else max(0.0, now - oldest)
+
+    def _adapt_load(self, step_started: float) -> None:
+        now = time.monotonic()
+        backlog = max(self._backlog(now), now - step_started)  # a pass this long is a backlog too
+        self.metrics.backlog.set(backlog)
+        if self.config.analysis.shed_load:
+            level = self.shedder.update(backlog, now)
+            if level != self.analyzer.shed_level:
+                log.log(logging.WARNING if level > self.analyzer.shed_level else logging.INFO,
+                        "analysis backlog %.1f s: load shedding level %d -> %d (%s)", backlog,
+                        self.analyzer.shed_level, level, SHED_LEVELS[level])
+                self.analyzer.shed_level = level
+                self.metrics.shed_level.set(level)
 
     def _drop_late(self, windows: list[Window], now: float) -> list[Window]:
         """Live streams only: windows the analysis reaches too late are skipped, and counted, to catch up."""
@@ -372,7 +455,7 @@ class Monitor:
         max_lag = self.config.analysis.max_lag_s
         for w in windows:
             stream = self.streams.get(w.stream)
-            live = stream is not None and stream.source.kind != SourceKind.file
+            live = stream is not None and stream.live
             if live and w.frames and w.frames[-1].arrived and now - w.frames[-1].arrived > max_lag:
                 self.metrics.windows_dropped.labels(w.stream, "late").inc()
                 continue
