@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -322,7 +323,14 @@ class Monitor:
         self.metrics.forget_stream(name)
 
     # lifecycle
+    # The analysis thread shares the GIL with one decode thread per stream and gives it up at every native call
+    # (numpy, ONNX Runtime); a waiting thread takes it back only after the switch interval (5 ms by default).
+    # A shorter one let the analysis keep up with more streams: 19 x 720p30 here, 743 windows of 1140 at 0.5 ms
+    # against 418 at 5 ms, with no extra CPU measured at 16 streams (BENCHMARKS.md, "Overload").
+    GIL_SWITCH_INTERVAL_S = 0.0005
+
     def start(self) -> None:
+        sys.setswitchinterval(min(sys.getswitchinterval(), self.GIL_SWITCH_INTERVAL_S))
         self._thread.start()
         for source in self.config.sources:
             self.add_stream(source)
