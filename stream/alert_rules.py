@@ -46,13 +46,14 @@ class RuleSettings:
     down_for: str = "1m"
     sudden_for: str = "30s"
     drops_for: str = "5m"
+    shed_for: str = "10m"  # load shedding above level 0
     keep_firing_for: str = "1m"  # picture causes: stay firing this long after the condition is gone (no flapping)
     rate_window: str = "2m"
     job: str = "fvq"
 
     def check(self) -> None:
         for name in ("drop_window", "sustain_for", "cause_for", "down_for", "sudden_for", "drops_for",
-                     "keep_firing_for", "rate_window"):
+                     "shed_for", "keep_firing_for", "rate_window"):
             value = getattr(self, name)
             if not _DURATION.match(value):
                 option = "--for" if name == "sustain_for" else "--" + name.replace("_", "-")
@@ -85,7 +86,7 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
         if keep:
             rule["keep_firing_for"] = keep
         rule["labels"] = {"severity": c.severity, "cause": c.name, **(extra_labels or {})}
-        target = "{{ $labels.instance }}" if name == "FvqMonitorDown" else "{{ $labels.stream }}"
+        target = "{{ $labels.instance }}" if name in ("FvqMonitorDown", "FvqLoadShedding") else "{{ $labels.stream }}"
         rule["annotations"] = {"summary": f"{target}: {c.summary}", "description": description, "action": c.action}
         return rule
 
@@ -142,6 +143,9 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
               f"sum by (stream) (rate(fvq_windows_dropped_total[{s.rate_window}])) > 0", s.drops_for,
               "The monitor dropped {{ $value | humanize }} windows a second without analysing them "
               f"over the last {s.rate_window}."),
+        alert("FvqLoadShedding", "fvq_analysis_shed_level > 0", s.shed_for,
+              "Load shedding has been at level {{ $value }} of 3 for " + s.shed_for + " or more: scores rest on "
+              "fewer analysed frames (see fvq_analysis_backlog_seconds)."),
         alert("FvqMonitorDown", f'up{{job="{s.job}"}} == 0', s.down_for,
               f"Prometheus has not scraped the monitor at {{{{ $labels.instance }}}} for {s.down_for}."),
     ]
@@ -163,7 +167,7 @@ def settings_from_args(args: argparse.Namespace) -> RuleSettings:
         s.low_quality, s.dimension_threshold = a.low_quality_threshold, a.dimension_threshold
         s.low_bitrate_bps, s.low_bits_per_pixel, s.no_face_ratio = a.low_bitrate_bps, a.low_bits_per_pixel, a.no_face_ratio
     if args.all_for is not None:
-        for name in ("sustain_for", "cause_for", "down_for", "sudden_for", "drops_for"):
+        for name in ("sustain_for", "cause_for", "down_for", "sudden_for", "drops_for", "shed_for"):
             setattr(s, name, args.all_for)
     for name in RuleSettings.__dataclass_fields__:
         value = getattr(args, name, None)
@@ -193,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--down-for", help=f"stream or monitor down ({d.down_for})")
     p.add_argument("--sudden-for", help=f"sudden quality drop ({d.sudden_for})")
     p.add_argument("--drops-for", help=f"frames or windows dropped ({d.drops_for})")
+    p.add_argument("--shed-for", help=f"load shedding above level 0 ({d.shed_for})")
     p.add_argument("--keep-firing-for", help=f"picture causes stay firing this long once gone ({d.keep_firing_for})")
     p.add_argument("--rate-window", help=f"range of rate() over counters ({d.rate_window})")
     p.add_argument("--all-for", help="set every `for` duration at once (tests, demos); specific options win")

@@ -56,6 +56,8 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
           _OVERLOADED),
     Cause("monitor_overloaded", "FvqWindowsDropped", "warning", "the monitor drops windows: analysis falls behind",
           _OVERLOADED),
+    Cause("monitor_overloaded", "FvqLoadShedding", "warning",
+          "the monitor sheds analysis work: it holds more streams than its CPU analyses in full", _OVERLOADED),
     Cause("monitor_down", "FvqMonitorDown", "critical", "Prometheus cannot scrape the monitor",
           "check that `fvq serve` runs and that its port is reachable from Prometheus"),
 )}

@@ -45,7 +45,7 @@ def test_dashboard_shape_and_variables():
                    "fvq_stream_bitrate_bits_per_second", "fvq_stream_fps", "fvq_frames_dropped_total",
                    "fvq_windows_dropped_total", "fvq_window_publish_latency_seconds_bucket",
                    "fvq_stage_duration_seconds_bucket", "fvq_queue_depth_frames", "bottomk(",
-                   "fvq_stream_recommendation"):
+                   "fvq_stream_recommendation", "fvq_analysis_shed_level", "fvq_analysis_backlog_seconds"):
         assert metric in exprs, metric
 
 
@@ -63,4 +63,4 @@ def test_example_prometheus_config_is_valid_and_loads_the_rules():
     r = subprocess.run([need("promtool"), "check", "config", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 rule files found" in r.stdout and "13 rules found" in r.stdout
+    assert "1 rule files found" in r.stdout and "14 rules found" in r.stdout
