@@ -128,8 +128,8 @@ class AnalysisConfig(_Strict):
     )
     shed_backlog_s: float = Field(
         1.0, gt=0,
-        description="Backlog (age of the oldest live frame waiting for analysis) which, held this long and not "
-        "falling, raises load shedding a level; it goes down a level after shed_recover_s below a quarter of this.",
+        description="Backlog (age of the oldest live frame waiting for analysis) above which shedding goes up a "
+        "level, while it keeps growing; it goes down a level after shed_recover_s below a quarter of this.",
     )
     shed_recover_s: float = Field(30.0, gt=0, description="Calm time before load shedding goes down a level.")
 

@@ -75,20 +75,18 @@ def test_load_shedder_goes_up_while_the_backlog_grows_and_down_after_calm():
 
     s = LoadShedder(backlog_s=1.0, recover_s=10.0)
     assert s.update(0.5, now=0.0) == 0  # behind, but under the threshold
-    assert s.update(1.5, now=1.0) == 0  # over it only now
-    assert s.update(1.6, now=2.0) == 1  # over it for backlog_s
-    assert s.update(2.0, now=2.5) == 1  # the last step gets backlog_s to act
-    assert s.update(2.0, now=3.0) == 2  # still growing: one more
-    assert s.update(1.8, now=4.5) == 2  # falling: the level holds
-    assert s.update(0.6, now=6.0) == 2  # neither high nor calm
-    assert s.update(0.1, now=7.0) == 2  # calm from here
-    assert s.update(0.1, now=16.9) == 2
-    assert s.update(0.1, now=17.0) == 1  # calm for recover_s
-    assert s.update(0.1, now=26.0) == 1  # each step down waits recover_s again
-    assert s.update(0.1, now=27.0) == 0
-    assert s.update(5.0, now=28.0) == 0  # one slow pass sheds nothing
-    assert s.update(0.1, now=28.5) == 0
-    for t in range(29, 40):
+    assert s.update(1.5, now=1.0) == 1
+    assert s.update(2.0, now=1.5) == 1  # the last step gets backlog_s to act
+    assert s.update(2.0, now=2.1) == 2  # still growing: one more
+    assert s.update(1.8, now=3.5) == 2  # falling: the level holds
+    assert s.update(0.6, now=5.0) == 2  # neither high nor calm
+    assert s.update(0.1, now=6.0) == 2  # calm from here
+    assert s.update(0.1, now=15.9) == 2
+    assert s.update(0.1, now=16.0) == 1  # calm for recover_s
+    assert s.update(0.1, now=25.0) == 1  # each step down waits recover_s again
+    assert s.update(0.1, now=26.0) == 0
+    assert s.update(5.0, now=27.0) == 1
+    for t in range(28, 40):
         s.update(9.0 + t, now=float(t))
     assert s.level == 3  # never past the last level
 
@@ -134,9 +132,6 @@ def test_a_backlogged_live_stream_raises_the_shed_level_and_the_backlog_gauge():
         r.arrived = arrived
         stream.queue.put(r)
     m.step()
-    assert m.analyzer.shed_level == 0  # one pass behind sheds nothing yet
-    time.sleep(0.6)
-    m.step()  # still behind after shed_backlog_s
     reg = m.metrics.registry
     assert reg.get_sample_value("fvq_analysis_backlog_seconds") >= 2.0
     assert m.analyzer.shed_level == 1 and reg.get_sample_value("fvq_analysis_shed_level") == 1
