@@ -325,8 +325,8 @@ class Monitor:
     # lifecycle
     # The analysis thread shares the GIL with one decode thread per stream and gives it up at every native call
     # (numpy, ONNX Runtime); a waiting thread takes it back only after the switch interval (5 ms by default).
-    # A shorter one let the analysis keep up with more streams: 19 x 720p30 here, 743 windows of 1140 at 0.5 ms
-    # against 418 at 5 ms, with no extra CPU measured at 16 streams (BENCHMARKS.md, "Overload").
+    # A shorter one helped a little at 19 x 720p30 here: 669-946 windows of 1140 in four runs at 0.5 ms against
+    # 418 and 772 in two at 5 ms (runs vary widely), no extra CPU measured at 16 streams (BENCHMARKS.md, "Overload").
     GIL_SWITCH_INTERVAL_S = 0.0005
 
     def start(self) -> None:
