@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DEB     := ffmpeg nginx libnginx-mod-rtmp prometheus chromium opencv-data
+DEB     := ffmpeg nginx libnginx-mod-rtmp curl prometheus chromium opencv-data
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test lint bench gpu-check corpus train-default export clean
