@@ -315,11 +315,14 @@ class RtmpListeners:
                         log.exception("RTMP publish hook failed")
                         status, text = 500, f"{type(exc).__name__}: {exc}"
                     body = (text + "\n").encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    try:
+                        self.send_response(status)
+                        self.send_header("Content-Type", "text/plain")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                    except OSError:  # nginx dropped the call (its publisher left meanwhile)
+                        pass
 
                 def log_message(self, *args) -> None:
                     pass
