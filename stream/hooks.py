@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 
@@ -39,7 +40,8 @@ def map_publish(hooks: HooksConfig, fields: dict[str, str]) -> SourceConfig | No
 
 
 def _fields(raw: dict) -> dict[str, str]:
-    """nginx-rtmp sends `name`, `addr`, `app`; SRS sends `stream`, `ip`, `app`, `vhost`. One set of names."""
+    """nginx-rtmp sends `name`, `addr`, `app`; SRS `stream`, `ip`, `app`, `vhost`; node-media-server `name`, `ip`,
+    `app`. One set of names."""
     out = {k: str(v) for k, v in raw.items() if isinstance(v, str | int | float)}
     out.setdefault("name", out.get("stream", ""))
     out.setdefault("addr", out.get("ip", ""))
@@ -121,7 +123,22 @@ class Hooks:
         return web.json_response(SRS_OK)
 
 
+    async def nms(self, request: web.Request) -> web.Response:
+        """node-media-server (v4) `notify.url`: JSON with `action` postPublish/donePublish, sent without waiting;
+        any answer but 200 would make it close the session, so every notification is answered 200."""
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        event = {"postPublish": "publish", "donePublish": "unpublish"}.get(str(body.get("action")))
+        if event is not None:  # play and record notifications (the monitor's own pulls among them) are not ours
+            await self._handle(request, "nms", event, _fields(body))
+        return web.Response(text="ok\n")
+
+
 def add_hook_routes(app: web.Application, monitor: Monitor) -> None:
     hooks = Hooks(monitor)
     app.router.add_post("/hooks/nginx/{event}", hooks.nginx)
     app.router.add_post("/hooks/srs/{event}", hooks.srs)
+    app.router.add_post("/hooks/nms", hooks.nms)

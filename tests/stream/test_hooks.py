@@ -209,3 +209,53 @@ def test_srs_hooks_with_the_documented_payload(face_extractor, small_flv, tmp_pa
         pub.kill()
         pub.wait()
         stop(nginx)
+
+
+NMS_APP = Path(__file__).resolve().parents[2] / "build" / "node" / "node_modules" / "node-media-server" / "bin" / "app.js"
+
+
+def test_node_media_server_notify_follows_a_publisher(face_extractor, small_flv, tmp_path):
+    """node-media-server v4 posts every event to its `notify.url` without waiting, and closes the session on any
+    answer but 200: the monitor answers 200 and follows postPublish/donePublish."""
+    need("node")
+    if not NMS_APP.exists():
+        pytest.fail("node-media-server is not installed: run `make setup` (it installs it with npm into build/node)")
+    rtmp_port, http_port = free_port(), free_port()
+    with MonitorHarness(config(rtmp_port), Analyzer(face_extractor, None, embed_every=0, sample_fps=1.0)) as h:
+        conf = tmp_path / "nms.json"
+        conf.write_text(json.dumps({
+            "bind": "127.0.0.1", "notify": {"url": f"{h.url}/hooks/nms"}, "store": {"path": str(tmp_path / "data")},
+            "rtmp": {"port": rtmp_port}, "http": {"port": http_port}, "webadmin": {"enable": False},
+        }))
+        nms = subprocess.Popen(["node", str(NMS_APP), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        pub = None
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", rtmp_port), 0.2).close()
+                    break
+                except OSError:
+                    assert nms.poll() is None and time.monotonic() < deadline, "node-media-server did not start"
+                    time.sleep(0.1)
+            pub = publish(small_flv, f"rtmp://127.0.0.1:{rtmp_port}/live/nmscam")
+            h.wait_for(lambda: (h.value("fvq_frames_received_total", stream="live-nmscam") or 0) > 0, 5,
+                       "the stream node-media-server announced pulled")
+            assert h.value("fvq_stream_info", stream="live-nmscam", channel="nmscam", origin_app="live") == 1
+            time.sleep(1.0)
+            assert pub.poll() is None, "node-media-server closed the publisher"
+            pub.terminate()
+            pub.wait()
+            ended = time.monotonic()
+            h.wait_for(lambda: h.value("fvq_stream_up", stream="live-nmscam") == 0, 5, "the stream down")
+            # node-media-server 4.4 keeps a publish for a 30 s grace window (a publisher may resume) before it
+            # sends donePublish; the stream is down meanwhile, and leaves when the notification comes
+            h.wait_for(lambda: "live-nmscam" not in h.streams(), 40, "the stream dropped on donePublish")
+            print(f"node-media-server: stream dropped {time.monotonic() - ended:.1f} s after its publisher ended")
+            assert h.value("fvq_hook_events_total", server="nms", event="unpublish", result="removed") == 1
+        finally:
+            if pub is not None:
+                pub.kill()
+                pub.wait()
+            stop(nms)
