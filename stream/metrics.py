@@ -172,8 +172,9 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
         ),
         rtmp_rejected=Counter(
             "fvq_rtmp_rejected_total",
-            "RTMP publishers refused at the listen port, by reason (key: not allowed, token: missing or wrong, "
-            "limit: the stream cap, exists: the name is taken, start: the stream could not start).",
+            "RTMP connections refused at the listen port, by reason (handshake_timeout: no complete handshake in "
+            "rtmp.handshake_timeout_s, key: not allowed, token: missing or wrong, limit: the stream cap, exists: "
+            "the name is taken, start: the stream could not start).",
             ["reason"], registry=r,
         ),
         hook_events=Counter(
@@ -184,7 +185,7 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
         ),
     )
     r.register(m.stream_info)
-    for reason in ("key", "token", "limit", "exists", "start"):
+    for reason in ("handshake_timeout", "key", "token", "limit", "exists", "start"):
         m.rtmp_rejected.labels(reason)
     for work in ("embed", "model", "frame"):
         m.frames_shed.labels(work)

@@ -105,7 +105,7 @@ daemon off;
 master_process on;
 worker_processes 1;
 pid {self.dir}/nginx.pid;
-error_log {self.dir}/logs/error.log warn;
+error_log {self.dir}/logs/error.log info;
 events {{ worker_connections {c.max_connections}; }}
 rtmp {{
   server {{
@@ -117,6 +117,35 @@ rtmp {{
   }}
 }}
 """
+
+    HANDSHAKE_TIMEOUT = re.compile(rb"handshake: .*timed out")
+    LOG_KEEP_BYTES = 256 * 1024
+
+    def count_timeouts(self) -> int:
+        """Connections nginx closed for not finishing the handshake in time, since the last call (from its log,
+        which is emptied as it is read, so it stays small)."""
+        path = os.path.join(self.dir, "logs", "error.log")
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+        except OSError:
+            return 0
+        end = data.rfind(b"\n") + 1  # only whole lines; the rest is read next time
+        self._log_offset += end
+        if self._log_offset > self.LOG_KEEP_BYTES:
+            try:
+                os.truncate(path, 0)  # nginx appends (O_APPEND): it goes on at the new end
+            except OSError:
+                pass
+            self._log_offset = 0
+        return len(self.HANDSHAKE_TIMEOUT.findall(data[:end]))
+
+    _log_offset = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -151,6 +180,8 @@ rtmp {{
         """Exclusive binding: refuse a port another process listens on (nginx would only log it per worker)."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
+            # as nginx binds: connections of an earlier run in TIME_WAIT are no reason to refuse, a listener is
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((self.host, self.port))
             except OSError as exc:
@@ -227,6 +258,28 @@ class RtmpListeners:
         self.by_name: dict[str, tuple[int, str]] = {}  # listen source name -> its app
         self._lock = threading.RLock()
         self._hooks: http.server.ThreadingHTTPServer | None = None
+        self._closed = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    WATCH_INTERVAL_S = 1.0
+
+    def _watch(self) -> None:
+        """Counts handshake timeouts and restarts an nginx that died, until close()."""
+        while not self._closed.wait(self.WATCH_INTERVAL_S):
+            with self._lock:
+                servers = list(self.servers.values())
+            for server in servers:
+                timeouts = server.count_timeouts()
+                if timeouts:
+                    self.monitor.metrics.rtmp_rejected.labels("handshake_timeout").inc(timeouts)
+                if not server.alive and not self._closed.is_set():
+                    log.error("nginx-rtmp on port %d exited (%s); starting it again", server.port,
+                              server.proc.returncode if server.proc else "?")
+                    try:
+                        with self._lock:
+                            server.start()
+                    except RtmpListenError as exc:
+                        log.error("nginx-rtmp on port %d could not start again: %s", server.port, exc)
 
     # sources
     def attach(self, source: SourceConfig) -> None:
@@ -253,9 +306,16 @@ class RtmpListeners:
                 if server is None:
                     server = NginxRtmp(host, port, self._hook_url(), self.monitor.config.rtmp)
                     server.apps.add(app)
-                    server.start()
+                    try:
+                        server.start()
+                    except Exception:
+                        server.stop()
+                        raise
                     self.servers[(host, port)] = server
                     log.info("RTMP listen on rtmp://%s:%d/%s (nginx-rtmp)", host, port, app)
+                    if self._watcher is None:
+                        self._watcher = threading.Thread(target=self._watch, name="rtmp-watch", daemon=True)
+                        self._watcher.start()
                 elif app not in server.apps:
                     server.apps.add(app)
                     server.reload()
@@ -290,6 +350,7 @@ class RtmpListeners:
             return [a.source for a in self.apps.values() if a.key is None]
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             servers = list(self.servers.values())
             self.servers.clear()

@@ -155,6 +155,9 @@ def test_idle_clients_never_block_a_publisher_and_the_port_is_exclusive(face_ext
                     pass  # closed too
                 except TimeoutError:
                     pytest.fail("an idle client was not closed after the handshake timeout")
+            h.wait_for(lambda: h.value("fvq_rtmp_rejected_total", reason="handshake_timeout") >= 100, 5,
+                       "the idle clients counted")
+            assert h.value("fvq_rtmp_rejected_total", reason="handshake_timeout") <= 101  # + the start-up probe
             # the publisher leaves and another comes at once: the port takes it straight away
             pubs[0].kill()
             pubs[0].wait()
