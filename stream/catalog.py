@@ -157,9 +157,12 @@ class Catalog:
         source = self.source(name)
         if source is None:
             return None
+        origin = self.origin.get(name)
+        if origin is None:  # streams the catalog did not add: a WHIP publisher's, an RTMP listen key's
+            origin = "whip" if source.kind == SourceKind.whip else "rtmp"
         return {
             "name": name,
-            "origin": self.origin.get(name, "hook" if stream is not None else "config"),
+            "origin": origin,
             "source": source.model_dump(mode="json"),
             "status": stream.state.to_json() if stream is not None else {"state": "listening"},
         }

@@ -83,6 +83,8 @@ def test_twenty_publishers_on_one_port(face_extractor, small_flv):
                 assert h.value("fvq_face_presence_ratio", stream=k) > 0.5, k
             status, body = h.get("/api/v1/streams/live")
             assert status == 200 and b'"listening"' in body
+            status, body = h.get(f"/api/v1/streams/{keys[3]}")
+            assert status == 200 and b'"origin": "rtmp"' in body
             # one publisher is killed: its stream leaves, the other 19 go on
             before = {k: windows(h, k) for k in keys[1:]}
             pubs[0].kill()
