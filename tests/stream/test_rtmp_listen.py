@@ -187,3 +187,41 @@ def test_idle_clients_never_block_a_publisher_and_the_port_is_exclusive(face_ext
             for s in idle:
                 s.close()
             kill_all(pubs)
+
+
+def test_an_app_added_and_removed_through_the_api_on_a_running_port(face_extractor, small_flv):
+    import json
+    import urllib.request
+
+    port = free_port()
+    cam_url = f"rtmp://127.0.0.1:{port}/live/cam"
+    with MonitorHarness(config({"name": "cam", "url": cam_url, "listen": True}), analyzer(face_extractor)) as h:
+        pubs = [publish(small_flv, cam_url)]
+        try:
+            h.wait_for(lambda: (h.value("fvq_frames_received_total", stream="cam") or 0) > 0, 10, "cam")
+
+            def api(method: str, path: str, body: dict | None = None) -> int:
+                req = urllib.request.Request(h.url + path, None if body is None else json.dumps(body).encode(),
+                                             {"Content-Type": "application/json"}, method=method)
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        return r.status
+                except urllib.error.HTTPError as e:
+                    return e.code
+
+            assert api("POST", "/api/v1/streams",
+                       {"name": "obs", "url": f"rtmp://127.0.0.1:{port}/obs", "listen": True}) == 201
+            assert api("POST", "/api/v1/streams",  # the app is taken
+                       {"name": "obs2", "url": f"rtmp://127.0.0.1:{port}/obs", "listen": True}) == 409
+            pubs.append(publish(small_flv, f"rtmp://127.0.0.1:{port}/obs/k1"))
+            h.wait_for(lambda: (h.value("fvq_frames_received_total", stream="k1") or 0) > 0, 10, "k1 on app obs")
+            before = h.value("fvq_frames_received_total", stream="cam")
+            h.wait_for(lambda: h.value("fvq_frames_received_total", stream="cam") > before + 10, 10,
+                       "cam going on after nginx took the new app")
+            assert api("DELETE", "/api/v1/streams/obs") == 204  # the app and its publishers' streams go
+            h.wait_for(lambda: "k1" not in h.streams(), 5, "k1 removed with its app")
+            assert api("GET", "/api/v1/streams/obs") == 404
+            before = h.value("fvq_frames_received_total", stream="cam")
+            h.wait_for(lambda: h.value("fvq_frames_received_total", stream="cam") > before + 10, 10, "cam still")
+        finally:
+            kill_all(pubs)
