@@ -88,6 +88,12 @@ def exec_hooks(monitor_port: int) -> str:
     return f"exec_publish {curl} {base}/on_publish; exec_publish_done {curl} {base}/on_publish_done;"
 
 
+def notify_hooks(monitor_port: int) -> str:
+    """nginx-rtmp's own form-encoded notifications (on_publish waits for the answer: always 200 from the monitor)."""
+    base = f"http://127.0.0.1:{monitor_port}/hooks/nginx"
+    return f"on_publish {base}/on_publish; on_publish_done {base}/on_publish_done;"
+
+
 def config(nginx_port: int, **extra) -> MonitorConfig:
     return MonitorConfig.model_validate({
         "window": {"length_s": 2.0, "hop_s": 1.0},
@@ -99,10 +105,11 @@ def config(nginx_port: int, **extra) -> MonitorConfig:
     })
 
 
-def test_nginx_hooks_follow_three_publishers(face_extractor, small_flv, tmp_path):
+@pytest.mark.parametrize("wiring", [exec_hooks, notify_hooks], ids=["exec_publish", "on_publish"])
+def test_nginx_hooks_follow_three_publishers(face_extractor, small_flv, tmp_path, wiring):
     nginx_port = free_port()
     with MonitorHarness(config(nginx_port), Analyzer(face_extractor, None, embed_every=0, sample_fps=1.0)) as h:
-        nginx = start_nginx(tmp_path, nginx_port, exec_hooks(h.port))
+        nginx = start_nginx(tmp_path, nginx_port, wiring(h.port))
         pubs = []
         try:
             keys = ["cam1", "cam2", "cam3"]
