@@ -160,11 +160,16 @@ class Catalog:
         origin = self.origin.get(name)
         if origin is None:  # streams the catalog did not add: a WHIP publisher's, an RTMP listen key's
             origin = "whip" if source.kind == SourceKind.whip else "rtmp"
+        shown = source.model_dump(mode="json")
+        # secrets stay out of the answer: the URL as /streams shows it, publish tokens masked
+        shown["url"] = stream.state.url if stream is not None else source.url
+        shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
         return {
             "name": name,
             "origin": origin,
-            "source": source.model_dump(mode="json"),
-            "status": stream.state.to_json() if stream is not None else {"state": "listening"},
+            "source": shown,
+            "status": _scrub(stream.state.to_json(), source.url, shown["url"]) if stream is not None
+            else {"state": "listening"},
         }
 
     def list(self) -> list[dict[str, Any]]:
@@ -206,6 +211,13 @@ class Catalog:
                 log.warning("reload: changes to %s take effect at the next restart", ", ".join(restart))
         log.info("reload of %s: %s", self.config_path, {k: v for k, v in summary.items() if v})
         return summary
+
+
+def _scrub(status: dict[str, Any], url: str, shown: str) -> dict[str, Any]:
+    """The source's full URL (credentials, keys) replaced by its redacted form wherever the status quotes it."""
+    if url == shown:
+        return status
+    return json.loads(json.dumps(status).replace(json.dumps(url)[1:-1], json.dumps(shown)[1:-1]))
 
 
 _CATALOGS: weakref.WeakKeyDictionary[Monitor, Catalog] = weakref.WeakKeyDictionary()
