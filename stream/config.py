@@ -102,6 +102,10 @@ class SourceConfig(_Strict):
         if self.drop_policy is None:
             policy = DropPolicy.wait if self.kind == SourceKind.file else DropPolicy.drop_oldest
             object.__setattr__(self, "drop_policy", policy)
+        if self.allow_keys and self.kind != SourceKind.rtmp_server:
+            raise ValueError("allow_keys is for RTMP listen sources without a key (rtmp://HOST:PORT/APP, listen: true)")
+        if self.publish_tokens and self.kind not in (SourceKind.rtmp_server, SourceKind.rtmp_listen):
+            raise ValueError("publish_tokens is for RTMP listen sources (listen: true)")
         return self
 
 
