@@ -117,11 +117,16 @@ def test_add_replace_delete_with_labels(face_extractor, face_clip):
         status, _ = call(h, "GET", "/api/v1/streams/b")
         assert status == 404
         # secrets stay out of the answers
-        secret = {"name": "sec", "url": "rtsp://user:hunter2@127.0.0.1:9/cam", "publish_tokens": {"*": "t0psecret"}}
-        status, body = call(h, "POST", "/api/v1/streams", secret)
-        assert status == 201 and "hunter2" not in json.dumps(body) and "t0psecret" not in json.dumps(body)
-        assert "hunter2" not in json.dumps(call(h, "GET", "/api/v1/streams")[1])
+        status, body = call(h, "POST", "/api/v1/streams", {"name": "sec", "url": "rtsp://user:hunter2@127.0.0.1:9/cam"})
+        assert status == 201 and "hunter2" not in json.dumps(body)
+        listen = {"name": "rtmp", "url": f"rtmp://127.0.0.1:{free_port()}/live", "listen": True,
+                  "publish_tokens": {"*": "t0psecret"}}
+        status, body = call(h, "POST", "/api/v1/streams", listen)
+        assert status == 201 and body["source"]["publish_tokens"] == {"*": "***"}
+        listing = json.dumps(call(h, "GET", "/api/v1/streams")[1])
+        assert "hunter2" not in listing and "t0psecret" not in listing
         assert call(h, "DELETE", "/api/v1/streams/sec")[0] == 204
+        assert call(h, "DELETE", "/api/v1/streams/rtmp")[0] == 204
         assert h.monitor.streams["a"] is a and h.value("fvq_stream_up", stream="a") == 1  # never touched
 
 
