@@ -18,6 +18,7 @@ import http.server
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -260,6 +261,7 @@ class RtmpListeners:
         self._hooks: http.server.ThreadingHTTPServer | None = None
         self._closed = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._secret = secrets.token_hex(16)  # the hook path, known to the nginx configs only
 
     WATCH_INTERVAL_S = 1.0
 
@@ -368,10 +370,14 @@ class RtmpListeners:
 
             class Handler(http.server.BaseHTTPRequestHandler):
                 def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                    prefix, _, call = self.path.rpartition("/")
+                    if not hmac.compare_digest(prefix.encode(), f"/{listeners._secret}".encode()):
+                        self.send_error(404)  # only our nginx knows the path: other local processes add nothing
+                        return
                     length = min(int(self.headers.get("Content-Length") or 0), 64 * 1024)
                     form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode(errors="replace")).items()}
                     try:
-                        status, text = listeners.notify(self.path.rsplit("/", 1)[-1], form)
+                        status, text = listeners.notify(call, form)
                     except Exception as exc:  # a bug refuses this publisher only
                         log.exception("RTMP publish hook failed")
                         status, text = 500, f"{type(exc).__name__}: {exc}"
@@ -391,12 +397,12 @@ class RtmpListeners:
             self._hooks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
             self._hooks.daemon_threads = True
             threading.Thread(target=self._hooks.serve_forever, name="rtmp-hooks", daemon=True).start()
-        return f"http://127.0.0.1:{self._hooks.server_address[1]}"
+        return f"http://127.0.0.1:{self._hooks.server_address[1]}/{self._secret}"
 
     def _port_of(self, form: dict[str, str]) -> int | None:
         tcurl = urlparse(form.get("tcurl", ""))
         try:
-            return tcurl.port or 1935 if tcurl.scheme else None
+            return (tcurl.port or 1935) if tcurl.scheme else None
         except ValueError:
             return None
 

@@ -123,6 +123,15 @@ def test_allow_list_tokens_and_the_stream_cap(face_extractor, small_flv):
             assert h.value("fvq_streams_refused_total", reason="limit") == 1
             assert set(h.streams()) == {"cam-secure", "cam-1"}
             assert h.value("fvq_stream_info", stream="cam-1", site="studio") == 1  # the listen source's labels
+            # the hook server nginx calls answers nobody who does not know its secret path
+            import urllib.request
+
+            hook_port = h.monitor.rtmp._hooks.server_address[1]
+            for path in ("/publish_done", "/x/publish_done"):
+                req = urllib.request.Request(f"http://127.0.0.1:{hook_port}{path}", b"app=live&name=cam-1")
+                with pytest.raises(urllib.error.HTTPError, match="404"):
+                    urllib.request.urlopen(req, timeout=5)
+            assert "cam-1" in h.streams()
         finally:
             kill_all(pubs)
 
