@@ -148,7 +148,18 @@ rtmp {{
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _kill_group(self) -> None:
+        """Workers outlive a master that was killed: they go with its process group."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
     def start(self) -> None:
+        self._kill_group()  # what is left of an earlier run
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if nginx is None or not os.path.exists(NGINX_MODULE):
             raise RtmpListenError("RTMP listen needs nginx and libnginx-mod-rtmp (Debian packages; `make setup`)")
@@ -159,7 +170,7 @@ rtmp {{
         log_path = os.path.join(self.dir, "logs", "error.log")
         self.proc = subprocess.Popen(
             [nginx, "-p", self.dir, "-c", path, "-e", log_path], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent, start_new_session=True,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -206,6 +217,7 @@ rtmp {{
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._kill_group()
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -277,6 +289,13 @@ class RtmpListeners:
                 if not server.alive and not self._closed.is_set():
                     log.error("nginx-rtmp on port %d exited (%s); starting it again", server.port,
                               server.proc.returncode if server.proc else "?")
+                    with self._lock:  # its publishers are gone, and no on_publish_done will say so
+                        orphans = [n for (p, _), a in self.apps.items() if p == server.port for n in a.streams]
+                        for (p, _), a in self.apps.items():
+                            if p == server.port:
+                                a.streams.clear()
+                    for name in orphans:
+                        self.monitor.remove_stream(name)
                     try:
                         with self._lock:
                             server.start()

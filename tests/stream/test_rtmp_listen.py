@@ -234,3 +234,23 @@ def test_an_app_added_and_removed_through_the_api_on_a_running_port(face_extract
             h.wait_for(lambda: h.value("fvq_frames_received_total", stream="cam") > before + 10, 10, "cam still")
         finally:
             kill_all(pubs)
+
+
+def test_nginx_killed_is_started_again_and_its_publishers_streams_leave(face_extractor, small_flv):
+    port = free_port()
+    base = f"rtmp://127.0.0.1:{port}/live"
+    with MonitorHarness(config({"name": "live", "url": base, "listen": True}), analyzer(face_extractor)) as h:
+        pubs = [publish(small_flv, f"{base}/k1")]
+        try:
+            h.wait_for(lambda: (h.value("fvq_frames_received_total", stream="k1") or 0) > 0, 10, "k1")
+            server = next(iter(h.monitor.rtmp.servers.values()))
+            first = server.proc.pid
+            server.proc.kill()  # the master; its worker follows
+            h.wait_for(lambda: server.alive and server.proc.pid != first, 10, "nginx started again")
+            h.wait_for(lambda: "k1" not in h.streams(), 5, "the orphaned stream removed")
+            pubs[0].kill()
+            pubs[0].wait()
+            pubs.append(publish(small_flv, f"{base}/k2"))
+            h.wait_for(lambda: (h.value("fvq_frames_received_total", stream="k2") or 0) > 0, 10, "k2 after restart")
+        finally:
+            kill_all(pubs)
