@@ -44,26 +44,36 @@ def _serve_overrides(args: argparse.Namespace) -> dict:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from stream.analysis import build_analyzer
+    from stream.catalog import attach_catalog
     from stream.metrics import build_metrics
     from stream.monitor import Monitor
     from stream.recommend import start_recommendations
     from stream.server import start_server
 
-    cfg = load_config(args.config, _serve_overrides(args))
+    overrides = _serve_overrides(args)
+    cfg = load_config(args.config, overrides)
     metrics = build_metrics(bundle=str(cfg.bundle or "default"))
     monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)
+    catalog = attach_catalog(monitor, args.config, overrides)
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         runner = await start_server(monitor)
-        monitor.start()
+        try:
+            monitor.start()
+        except Exception:
+            await loop.run_in_executor(None, monitor.stop)
+            await runner.cleanup()
+            raise
+        catalog.load_state()
         addr = runner.addresses[0] if runner.addresses else (cfg.server.host, cfg.server.port)
         recommender = start_recommendations(monitor, f"http://{addr[0]}:{addr[1]}")
         print(f"fvq {__version__}: serving http://{addr[0]}:{addr[1]}/metrics  /streams  /healthz  POST /whip/{{stream}}",
               flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, catalog))
         table = None
         if args.table:
             from stream.table import render_table
@@ -88,6 +98,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     asyncio.run(main())
     return 0
+
+
+def _reload(catalog) -> None:
+    """SIGHUP: re-read the config file; a bad file changes nothing and says why."""
+    try:
+        catalog.reload()
+    except Exception as exc:
+        log.error("SIGHUP: the config file was not applied: %s", exc)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -193,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
+        print(f"fvq: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        from stream.rtmp import RtmpListenError
+
+        if not isinstance(exc, RtmpListenError):
+            raise
         print(f"fvq: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
