@@ -637,7 +637,8 @@ def load_torch_bundle(bundle_dir: Path, manifest: dict, device: str = "cpu", pre
     if chosen not in known:
         raise ValueError(f"bundle {bundle_dir} has no precision {chosen!r}; it has {', '.join(sorted(known))}")
     rater = FVQRater.load(bundle_dir, manifest=manifest, device="cpu")
-    apply_precision(rater.model, chosen, group_size=int(known[chosen].get("group_size", 128)))
+    notes = (manifest.get("precision_notes") or {}).get(chosen) or {}
+    apply_precision(rater.model, chosen, group_size=int(notes.get("group_size", 128)))
     rater.model.to(device)
     rater.precision = chosen
     return rater

@@ -6,7 +6,7 @@
   dequantized to the activation dtype at every call: an eighth of the fp32 weight memory, but no
   int4 kernel runs it on the CPU, so it is slower there (what it buys is memory and GPU bandwidth).
 - `int8_weight_only`: the same with 8-bit weights (the GPU path, engines/cuda_rater.py, uses it).
-- `bf16` / `fp32`: the weights cast.
+- `bf16` / `fp32`: the weights cast. Around the quantized layers the model runs in fp32.
 Only the LLM's decoder layers are quantized (`layers.`); the vision tower, projectors and heads keep the
 stored dtype: they are a small share of the weights and the score is most sensitive to them.
 """
@@ -112,39 +112,38 @@ def quantize_dynamic_int8(module: nn.Module, include=LLM_LAYERS, exclude=NOT_LLM
     return n
 
 
-class _Float32(nn.Module):
-    """Runs a wrapped module in fp32 and returns the caller's dtype (int8 layers inside a bf16 model)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.float()).to(x.dtype)
-
-
 def apply_precision(model: nn.Module, precision: str, group_size: int = 128) -> int:
     """Puts an FVQRaterModel's base model (`model.hf`) at `precision`, in place; returns the layers changed.
     The model must be merged (no LoRA branches)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     hf = model.hf
-    if precision == "fp32":
-        model.float()
-        return 0
     if precision == "bf16":
-        hf.to(torch.bfloat16)
         model.config.dtype = "bfloat16"
         model.to(torch.bfloat16)
         return 0
+    # fp32, and the quantized ones: what is not quantized runs in fp32 (the CPU's int8 kernels take fp32 in)
+    model.config.dtype = "float32"
+    model.float()
+    if precision == "fp32":
+        return 0
     if precision == "int8":
-        n = quantize_dynamic_int8(hf)
-        if model.dtype != torch.float32:  # the int8 kernels take fp32 activations
-            for name, layer in list(hf.named_modules()):
-                if type(layer).__name__ == "Linear" and type(layer).__module__.startswith("torch.ao.nn.quantized"):
-                    _replace(hf, name, _Float32(layer))
-        return n
+        return quantize_dynamic_int8(hf)
     return quantize_weights(hf, bits=4 if precision == "int4" else 8, group_size=group_size)
 
 
-__all__ = ["PRECISIONS", "WeightOnlyLinear", "apply_precision", "quantize_dynamic_int8", "quantize_weights"]
+def model_bytes(module: nn.Module) -> int:
+    """Bytes the weights take in memory: parameters and buffers, and the packed weights of dynamic int8 layers
+    (which torch keeps outside both)."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    n = sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
+    for m in module.modules():
+        if type(m).__module__.startswith("torch.ao.nn.quantized") and hasattr(m, "weight") and callable(m.weight):
+            w = m.weight()
+            n += w.numel() * w.element_size() + 8 * w.shape[0]  # int8 values, per-channel scale and zero point
+            if m.bias() is not None:
+                n += m.bias().numel() * m.bias().element_size()
+    return n
+
+
+__all__ = ["model_bytes", "PRECISIONS", "WeightOnlyLinear", "apply_precision", "quantize_dynamic_int8", "quantize_weights"]

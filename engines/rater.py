@@ -200,7 +200,8 @@ def load_rater(bundle_dir: Path, device: str = "cpu") -> Rater:
         )
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format_version") == 2 and (manifest.get("rater") or {}).get("runtime") == "torch":
-        from engines.fvq_rater import load_torch_bundle  # an exported `full` bundle: merged weights, a precision
+        # an exported `full` bundle: merged weights, applied at a precision
+        from engines.fvq_rater import load_torch_bundle
 
         return load_torch_bundle(bundle_dir, manifest, device=device)
     if manifest.get("format_version") == 2:  # an exported bundle (fvq export): ONNX graphs, export/bundle.py
