@@ -111,7 +111,10 @@ def parameter_count(model_dir: Path) -> int:
     """Parameters of the architecture config.json describes (built on the meta device: no memory, no weights)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    except (ValueError, TypeError) as exc:  # transformers' own config validation
+        raise BaseModelError(f"{model_dir}/config.json is not a valid transformers config: {exc}") from exc
     with torch.device("meta"):
         model = model_class(config.model_type)(config)
     return sum(p.numel() for p in model.parameters())
