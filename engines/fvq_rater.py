@@ -638,8 +638,9 @@ def load_torch_bundle(bundle_dir: Path, manifest: dict, device: str = "cpu", pre
         raise ValueError(f"bundle {bundle_dir} has no precision {chosen!r}; it has {', '.join(sorted(known))}")
     rater = FVQRater.load(bundle_dir, manifest=manifest, device="cpu")
     notes = (manifest.get("precision_notes") or {}).get(chosen) or {}
-    apply_precision(rater.model, chosen, group_size=int(notes.get("group_size", 128)))
+    apply_precision(rater.model, chosen, group_size=int(notes.get("group_size", 128)), device=device)
     rater.model.to(device)
+    rater.device = device
     rater.precision = chosen
     return rater
 

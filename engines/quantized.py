@@ -112,9 +112,11 @@ def quantize_dynamic_int8(module: nn.Module, include=LLM_LAYERS, exclude=NOT_LLM
     return n
 
 
-def apply_precision(model: nn.Module, precision: str, group_size: int = 128) -> int:
+def apply_precision(model: nn.Module, precision: str, group_size: int = 128, device: str = "cpu") -> int:
     """Puts an FVQRaterModel's base model (`model.hf`) at `precision`, in place; returns the layers changed.
-    The model must be merged (no LoRA branches)."""
+    The model must be merged (no LoRA branches). On CUDA, int8 is the weight-only layer (fbgemm is CPU-only)."""
+    if precision == "int8" and str(device).startswith("cuda"):
+        precision = "int8_weight_only"
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     hf = model.hf
