@@ -128,10 +128,18 @@ def run_full_export(checkpoint: Path, out: Path, eval_root: Path | None = None, 
         from export.evaluate import analyse_split, evaluate_variant
 
         clips = analyse_split(eval_root, eval_split, max_clips=eval_clips or None)
+        preds = {}
         for v in manifest["precisions"]:
             r = variant_rater(staging, current, v)
             with torch.inference_mode():
-                table[v] = {**evaluate_variant(r, clips, v), "model_bytes": sizes[v]}
+                row = evaluate_variant(r, clips, v, keep_predictions=True)
+            preds[v] = np.asarray(row.pop("predictions"))
+            table[v] = {**row, "model_bytes": sizes[v]}
+        from train.evaluate import srcc
+
+        for v, p in preds.items():  # the accuracy change itself: each clip's published score against the stored one's
+            table[v]["clip_score_max_abs_vs_" + stored] = float(np.abs(p - preds[stored]).max()) if len(p) else 0.0
+            table[v]["clip_score_srcc_vs_" + stored] = float(srcc(p, preds[stored])) if len(p) >= 3 else None
     if precision == "auto":
         chosen, reason = choose_precision(table, stored)
     else:

@@ -104,9 +104,12 @@ def test_base_folder_to_trained_exported_scored_and_served(family, dtype, chain_
     assert {"fp32", "bf16", "int8", "int4"} <= set(em["precisions"]) and em["rater"]["precision"] in em["precisions"]
     assert em["parity"]["max_abs"]["int8"]["score"] < 2.0 and em["parity"]["max_abs"]["int4"]["score"] < 5.0
     stored = "bf16" if dtype == "bfloat16" else "fp32"
+    assert em["model"]["dtype"] == dtype and em["rater"]["reason"]
     assert em["parity"]["max_abs"][stored]["score"] < 1e-3
     for precision, row in em["eval"]["table"].items():
         assert row["clips"] >= 1 and row["rater_ms_per_window"] > 0 and row["model_bytes"] > 0, precision
+        assert 0.0 <= row[f"clip_score_max_abs_vs_{stored}"] < 10.0, precision  # the accuracy change, measured
+    assert em["eval"]["table"][stored][f"clip_score_max_abs_vs_{stored}"] == 0.0
     assert em["model_bytes"]["bf16"] < em["model_bytes"]["fp32"]
 
     # fvq score on a clip, at the precision the export chose
