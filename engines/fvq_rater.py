@@ -616,7 +616,7 @@ def check_bundle_family(bundle_dir: Path, config: RaterConfig, manifest: dict | 
         said["manifest.json"] = manifest["model"]["family"]
     wrong = {k: v for k, v in said.items() if v != stored}
     if wrong:
-        raise BaseModelError(f"bundle {bundle_dir}: model.safetensors holds a {stored} rater, but "
+        raise BaseModelError(f"bundle {bundle_dir}: model.safetensors holds the weights of a rater on {stored}, but "
                              + ", ".join(f"{k} says {v}" for k, v in wrong.items())
                              + ": the bundle mixes files trained for different base model families; export or "
                                "copy the whole bundle again")

@@ -136,5 +136,5 @@ def test_a_bundle_whose_weights_come_from_another_family(tmp_path, qwen_bf16):
     other.save(tmp_path / "internvl")
     assert fvq_rater.FVQRater.load(tmp_path / "qwen").config.family == "qwen2_vl"  # the bundle as written loads
     shutil.copy(tmp_path / "internvl" / "model.safetensors", tmp_path / "qwen" / "model.safetensors")
-    with pytest.raises(BaseModelError, match="holds a internvl rater, but rater_config.json says qwen2_vl"):
+    with pytest.raises(BaseModelError, match="holds the weights of a rater on internvl, but rater_config.json says qwen2_vl"):
         fvq_rater.FVQRater.load(tmp_path / "qwen")
