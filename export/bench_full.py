@@ -53,15 +53,17 @@ def random_fill(module: torch.nn.Module, seed: int = 0) -> None:
                 p.zero_()
             else:
                 p.normal_(0.0, 0.02, generator=g)
-        for m in module.modules():  # rotary inverse frequencies are computed buffers
-            if hasattr(m, "inv_freq") and hasattr(m, "config") and hasattr(m, "rope_init_fn"):
-                inv, _ = m.rope_init_fn(m.config, torch.device("cpu"))
-                m.inv_freq.copy_(inv)
-                if hasattr(m, "original_inv_freq"):
-                    m.original_inv_freq = inv
-            elif type(m).__name__.endswith("VisionRotaryEmbedding") and hasattr(m, "inv_freq"):
+        for m in module.modules():  # rotary inverse frequencies are computed buffers: compute them again
+            if not hasattr(m, "inv_freq"):
+                continue
+            if hasattr(m, "compute_default_rope_parameters"):  # the decoder's (text) rotary embedding
+                inv = m.compute_default_rope_parameters(m.config)[0]
+            else:  # the vision tower's: 1 / theta^(2i / dim)
                 dim = m.inv_freq.numel() * 2
-                m.inv_freq.copy_(1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)))
+                inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+            m.inv_freq.copy_(inv)
+            if isinstance(getattr(m, "original_inv_freq", None), torch.Tensor):
+                m.original_inv_freq.copy_(inv)
 
 
 def build(shape: str, frames: int, spatial, portrait):
