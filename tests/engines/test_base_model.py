@@ -138,3 +138,19 @@ def test_a_bundle_whose_weights_come_from_another_family(tmp_path, qwen_bf16):
     shutil.copy(tmp_path / "internvl" / "model.safetensors", tmp_path / "qwen" / "model.safetensors")
     with pytest.raises(BaseModelError, match="holds the weights of a rater on internvl, but rater_config.json says qwen2_vl"):
         fvq_rater.FVQRater.load(tmp_path / "qwen")
+
+
+def test_train_fit_full_stops_with_the_folder_error_before_any_feature(tmp_path):
+    from train.fit import main
+
+    for split in ("train", "val", "test"):
+        (tmp_path / "root" / split).mkdir(parents=True)
+        (tmp_path / "root" / split / "labels.txt").write_text("a.mp4 50\n")
+        (tmp_path / "root" / split / "videos").mkdir()
+        (tmp_path / "root" / split / "videos" / "a.mp4").write_bytes(b"never read: the base folder fails first")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    with pytest.raises(SystemExit, match="train.fit: .* has a config.json but no weights"):
+        main(["--root", str(tmp_path / "root"), "--out", str(tmp_path / "out"), "--size", "full",
+              "--base-model", str(tmp_path / "base")])
+    assert not (tmp_path / "root" / ".cache").exists()  # nothing was extracted
