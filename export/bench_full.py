@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['precision']:<9} " + " ".join(f"{r[f'b{b}']['windows_per_s']:>11.2f}" for b in args.batches)
               + f" {r['weights_mib']:>11.1f} {r['peak_rss_mib']:>12}")
     if args.json:
-        args.json.write_text(json.dumps({"decode_fps": decode, "args": vars(args), "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"decode_fps": decode, "args": vars(args), "rows": rows}, indent=1, default=str))
     return 0
 
 
