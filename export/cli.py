@@ -6,6 +6,10 @@ they differ beyond the tolerances below); quantize both graphs to int8 (dynamic,
 `--eval-root`, write calibrated int8 Q/DQ graphs for TensorRT (calibration frames and windows from the
 train split) and measure every variant on the eval split; pick the live path's runtime and precision; write
 the bundle and its manifest (export/bundle.py).
+
+A `full` checkpoint (its base model's vision tower runs inside the rater) goes to export/full_export.py
+instead: no ONNX graphs; the merged weights and the torch precisions (fp32, bf16, int8, int4), checked and
+measured the same way.
 """
 
 from __future__ import annotations
