@@ -592,6 +592,8 @@ class FVQRater(Rater):
         config = RaterConfig.model_validate_json((bundle_dir / "rater_config.json").read_text())
         config.lora_merged = True
         check_bundle_family(bundle_dir, config, manifest)
+        if config.size == "full":
+            check_bundle_memory(bundle_dir, device)
         hf = hf_from_config(config.family, config.lm_config)
         model = FVQRaterModel(config, hf, Tokenizer.from_file(str(bundle_dir / "tokenizer.json")))  # in config.dtype
         load_model(model, str(bundle_dir / "model.safetensors"), strict=True, device="cpu")
@@ -600,6 +602,23 @@ class FVQRater(Rater):
             rater.dimension_heads = tuple((manifest.get("dimensions") or {}).get("learned_heads", ()))
         rater.prior = ScorePrior.from_manifest(bundle_dir, manifest)
         return rater
+
+
+def check_bundle_memory(bundle_dir: Path, device: str = "cpu", available: int | None = None) -> int:
+    """Refuses, before loading, a bundle whose weights (read from the safetensors header) need more memory to serve
+    than `device` has free; returns the estimate in bytes."""
+    from safetensors import safe_open
+
+    from engines.base_model import check_memory
+
+    n, dtypes = 0, set()
+    with safe_open(str(Path(bundle_dir) / "model.safetensors"), "pt") as f:
+        for k in f.keys():
+            sl = f.get_slice(k)
+            n += int(np.prod(sl.get_shape()))
+            dtypes.add(sl.get_dtype())
+    dtype = torch.float32 if "F32" in dtypes else torch.bfloat16
+    return check_memory(n, dtype, training=False, device=device, available=available, where=f"bundle {bundle_dir}: ")
 
 
 def check_bundle_family(bundle_dir: Path, config: RaterConfig, manifest: dict | None) -> None:

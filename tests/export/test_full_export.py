@@ -69,3 +69,14 @@ def test_the_exported_full_bundle_on_cuda_tracks_the_cpu(exported, precision):
     gpu = load_torch_bundle(out, manifest, device="cuda", precision=precision)
     got = gpu.predict(arrays)
     assert np.abs(got["score"] - cpu["score"]).max() < {"bf16": 0.5, "int8": 2.0, "int4": 5.0}[precision]
+
+
+def test_a_bundle_too_large_for_the_memory_left_is_refused_before_loading(exported):
+    from engines.base_model import BaseModelError
+    from engines.fvq_rater import check_bundle_memory
+
+    out = exported[0]
+    need = check_bundle_memory(out)  # this machine has room for it
+    assert need > (out / "model.safetensors").stat().st_size  # weights plus the serving overhead
+    with pytest.raises(BaseModelError, match=r"need about .* GiB to serve, and cpu has 0.0 GiB free"):
+        check_bundle_memory(out, available=need // 2)
