@@ -64,7 +64,7 @@ class AcceleratedRater(Rater):
             merge_and_unload(model)
         model.hf.to(self.dtype)
         if weight_bits:
-            from export.quantize import quantize_weights
+            from engines.quantized import quantize_weights
 
             self.quantized_layers = quantize_weights(model.hf, bits=weight_bits, group_size=group_size)
         model.to(self.device)

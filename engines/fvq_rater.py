@@ -86,6 +86,15 @@ class RaterConfig(BaseModel):
     feature_dropout: float = Field(0.0, description="Training only: dropout on the frame and face features.")
     calibration: dict[str, float] = Field(default_factory=lambda: {"a": 1.0, "b": 0.0},
                                           description="score = clip(a * raw + b, 0, 100).")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="One dtype for the whole rater (full: the base checkpoint's); losses stay fp32.")
+    prompt_ids: list[list[int] | str] | None = Field(
+        None, description="full: the prompt as token id lists and group names, from the base tokenizer's chat "
+                          "template (engines.base_model); None: the built-in TEMPLATE.")
+    level_token_ids: list[int] | None = Field(
+        None, description="full: the id each level word scores by (first token of ' word' in the base tokenizer).")
+    base: dict[str, Any] = Field(default_factory=dict, description="full: the base model folder's facts (family, "
+                                 "dtype, parameters, tokenizer splits, vision sizes and the rule behind them).")
 
     @property
     def feature_spec(self) -> FeatureSpec:
@@ -144,14 +153,9 @@ def tiny_lm_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads: i
 
 
 def _model_class(family: str):
-    import transformers
+    from engines.base_model import model_class
 
-    return {
-        "qwen2": transformers.Qwen2ForCausalLM,
-        "qwen2_vl": transformers.Qwen2VLForConditionalGeneration,
-        "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration,
-        "internvl": transformers.InternVLForConditionalGeneration,
-    }[family]
+    return model_class(family)
 
 
 def hf_from_config(family: str, lm_config: dict[str, Any]) -> nn.Module:
@@ -269,18 +273,19 @@ class TemporalEncoder(nn.Module):
 
     def forward(self, thumbs: torch.Tensor, intervals: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
         b, t, h, w = thumbs.shape
-        x = thumbs.float() / 255.0
+        dtype = self.out.weight.dtype  # the rater's one dtype (float32 for tiny)
+        x = (thumbs.float() / 255.0).to(dtype)
         diff = x[:, 1:] - x[:, :-1]
         steps = torch.stack([x[:, 1:], diff.abs(), diff], dim=2).reshape(b * (t - 1), 3, h, w)
         f = self.frame_net(steps).view(b, t - 1, -1).transpose(1, 2)  # (b, width, t-1)
         f = nn.functional.adaptive_avg_pool1d(self.time_net(f), self.tokens)
-        g = nn.functional.adaptive_avg_pool1d(self.interval_net(intervals.float().transpose(1, 2)), self.tokens)
+        g = nn.functional.adaptive_avg_pool1d(self.interval_net(intervals.to(dtype).transpose(1, 2)), self.tokens)
         tokens = self.out(torch.cat([f, g], 1).transpose(1, 2))  # (b, tokens, d)
         if signals.shape[1] == 0:
             signals = torch.zeros(b, 1, device=signals.device)
-        s = signals.float()
-        s = (torch.sign(s) * torch.log1p(s.abs()) - self.signal_mean) / self.signal_std
-        return torch.cat([tokens, self.signals(s.clamp(-8, 8)).unsqueeze(1)], 1)
+        s = signals.float()  # normalised in fp32, then the rater's dtype
+        s = (torch.sign(s) * torch.log1p(s.abs()) - self.signal_mean.float()) / self.signal_std.float()
+        return torch.cat([tokens, self.signals(s.clamp(-8, 8).to(dtype)).unsqueeze(1)], 1)
 
 
 class FVQRaterModel(nn.Module):
@@ -310,26 +315,35 @@ class FVQRaterModel(nn.Module):
         self.score_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, hid), nn.GELU(), nn.Linear(hid, 1))
         self.dims_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, hid), nn.GELU(), nn.Linear(hid, len(DIMENSIONS)))
 
-        # The fixed template, tokenised once.
-        bos = [tokenizer.token_to_id("<s>")] if tokenizer.token_to_id("<s>") is not None else []
+        # The fixed prompt, tokenised once: the base tokenizer's chat template (full, config.prompt_ids), or the
+        # built-in template with the code-built tokenizer (tiny).
         segments: list[list[int] | str] = []
-        for i, seg in enumerate(TEMPLATE):
-            if seg.startswith("<") and seg.endswith(">") and seg[1:-1] in GROUPS:
-                segments.append(seg[1:-1])
-            else:
-                ids = tokenizer.encode(seg, add_special_tokens=False).ids
-                segments.append((bos if i == 0 else []) + ids)
+        if config.prompt_ids is not None:
+            segments = [s if isinstance(s, str) else list(s) for s in config.prompt_ids]
+        else:
+            bos = [tokenizer.token_to_id("<s>")] if tokenizer.token_to_id("<s>") is not None else []
+            for i, seg in enumerate(TEMPLATE):
+                if seg.startswith("<") and seg.endswith(">") and seg[1:-1] in GROUPS:
+                    segments.append(seg[1:-1])
+                else:
+                    ids = tokenizer.encode(seg, add_special_tokens=False).ids
+                    segments.append((bos if i == 0 else []) + ids)
         self.segments = segments
         for i, seg in enumerate(segments):
             if not isinstance(seg, str):
                 self.register_buffer(f"text_{i}", torch.tensor(seg, dtype=torch.long), persistent=False)
-        level_ids = [tokenizer.encode(" " + w, add_special_tokens=False).ids[0] for w in LEVELS]
+        level_ids = config.level_token_ids or [tokenizer.encode(" " + w, add_special_tokens=False).ids[0] for w in LEVELS]
         if len(set(level_ids)) != len(LEVELS):
             raise ValueError(f"the tokenizer does not tell the level words apart: {dict(zip(LEVELS, level_ids, strict=True))}")
         self.register_buffer("level_ids", torch.tensor(level_ids, dtype=torch.long), persistent=False)
         self.lora_injected = False
         if not config.lora_merged:
             self.inject_lora()
+        self.to(self.dtype)  # adapters, projectors and heads in the base's dtype (a no-op for fp32)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.config.dtype)
 
     # -- LoRA and stages ------------------------------------------------------------------------
 
@@ -342,6 +356,7 @@ class FVQRaterModel(nn.Module):
                           target_modules=lora_targets(self.family, cfg.vision_lora and self.pixels))
         inject_adapter_in_model(lora, self.hf)
         self.lora_injected = True
+        self.to(self.dtype)
 
     def merge_lora(self) -> None:
         if self.lora_injected:
@@ -374,17 +389,17 @@ class FVQRaterModel(nn.Module):
     def _encode(self, x: torch.Tensor, proj: Projector) -> torch.Tensor:
         if self.pixels:
             b, k = x.shape[:2]
-            x = self.vision(x.reshape(b * k, *x.shape[2:])).view(b, k, -1).float()  # type: ignore[misc]
-        return proj(x.float()) + self.frame_pos
+            x = self.vision(x.reshape(b * k, *x.shape[2:])).view(b, k, -1)  # type: ignore[misc]
+        return proj(x.to(self.dtype)) + self.frame_pos
 
     def groups(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         fd = self.config.feature_dropout if self.training else 0.0
         if fd > 0:
             batch = dict(batch)
             for name in ("face",) + (() if self.vision is not None else ("spatial", "portrait")):
-                batch[name] = nn.functional.dropout(batch[name].float(), fd, training=True)
-        face = self.face_proj(batch["face"].float())
-        m = batch["face_mask"].float().unsqueeze(-1)
+                batch[name] = nn.functional.dropout(batch[name].to(self.dtype), fd, training=True)
+        face = self.face_proj(batch["face"].to(self.dtype))
+        m = batch["face_mask"].to(self.dtype).unsqueeze(-1)
         return {
             "spatial": self._encode(batch["spatial"], self.spatial_proj),
             "portrait": self._encode(batch["portrait"], self.portrait_proj),
@@ -411,9 +426,9 @@ class FVQRaterModel(nn.Module):
         inputs = torch.cat(parts, 1)
         hidden = _decoder(self.hf, self.family)(inputs_embeds=inputs, use_cache=False).last_hidden_state[:, -1]
         logits = self.hf.get_output_embeddings()(hidden)[:, self.level_ids].float()
-        h = hidden.float()
-        score = 50.0 + 25.0 * self.score_head(h).squeeze(-1)
-        dims = 50.0 + 25.0 * self.dims_head(h)
+        h = hidden.to(self.dtype)
+        score = 50.0 + 25.0 * self.score_head(h).squeeze(-1).float()  # outputs (and losses) in fp32
+        dims = 50.0 + 25.0 * self.dims_head(h).float()
         return {"level_logits": logits, "score": score, "dimensions": dims}
 
     @property
@@ -514,6 +529,7 @@ class FVQRater(Rater):
         self.encoder = encoder
         # Dimensions whose published score is the learned head's (the bundle measured it ranks better there)
         self.dimension_heads: tuple[str, ...] = ()
+        self.precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[model.config.dtype]
 
     @property
     def extractor_version(self) -> str:
@@ -575,14 +591,77 @@ class FVQRater(Rater):
         bundle_dir = Path(bundle_dir)
         config = RaterConfig.model_validate_json((bundle_dir / "rater_config.json").read_text())
         config.lora_merged = True
+        check_bundle_family(bundle_dir, config, manifest)
+        if config.size == "full":
+            check_bundle_memory(bundle_dir, device)
         hf = hf_from_config(config.family, config.lm_config)
-        model = FVQRaterModel(config, hf, Tokenizer.from_file(str(bundle_dir / "tokenizer.json")))
+        model = FVQRaterModel(config, hf, Tokenizer.from_file(str(bundle_dir / "tokenizer.json")))  # in config.dtype
         load_model(model, str(bundle_dir / "model.safetensors"), strict=True, device="cpu")
         rater = cls(model, device=device)
         if config.rates_dimensions and manifest:
             rater.dimension_heads = tuple((manifest.get("dimensions") or {}).get("learned_heads", ()))
         rater.prior = ScorePrior.from_manifest(bundle_dir, manifest)
         return rater
+
+
+def check_bundle_memory(bundle_dir: Path, device: str = "cpu", available: int | None = None) -> int:
+    """Refuses, before loading, a bundle whose weights (read from the safetensors header) need more memory to serve
+    than `device` has free; returns the estimate in bytes."""
+    from safetensors import safe_open
+
+    from engines.base_model import check_memory
+
+    n, dtypes = 0, set()
+    with safe_open(str(Path(bundle_dir) / "model.safetensors"), "pt") as f:
+        for k in f.keys():
+            sl = f.get_slice(k)
+            n += int(np.prod(sl.get_shape()))
+            dtypes.add(sl.get_dtype())
+    dtype = torch.float32 if "F32" in dtypes else torch.bfloat16
+    return check_memory(n, dtype, training=False, device=device, available=available, where=f"bundle {bundle_dir}: ")
+
+
+def check_bundle_family(bundle_dir: Path, config: RaterConfig, manifest: dict | None) -> None:
+    """Refuses a bundle whose files disagree on the model family (weights of one training, config or manifest of
+    another), naming both; the transformers class of the family must exist in the installed transformers."""
+    from safetensors import safe_open
+
+    from engines.base_model import BaseModelError, weights_family
+
+    with safe_open(str(Path(bundle_dir) / "model.safetensors"), "pt") as f:
+        stored = weights_family(f.keys())
+    said = {"rater_config.json": config.family, "lm_config.model_type": config.lm_config.get("model_type")}
+    if manifest and (manifest.get("model") or {}).get("family"):
+        said["manifest.json"] = manifest["model"]["family"]
+    wrong = {k: v for k, v in said.items() if v != stored}
+    if wrong:
+        raise BaseModelError(f"bundle {bundle_dir}: model.safetensors holds the weights of a rater on {stored}, but "
+                             + ", ".join(f"{k} says {v}" for k, v in wrong.items())
+                             + ": the bundle mixes files trained for different base model families; export or "
+                               "copy the whole bundle again")
+    try:
+        _model_class(config.family)
+    except AttributeError as exc:
+        raise BaseModelError(f"bundle {bundle_dir} was trained on a {config.family} base model, which this "
+                             f"transformers does not have ({exc}): upgrade transformers") from exc
+
+
+def load_torch_bundle(bundle_dir: Path, manifest: dict, device: str = "cpu", precision: str | None = None) -> FVQRater:
+    """An exported `full` bundle (fvq export): the merged weights at the precision its manifest chose (or
+    `precision`), engines.quantized applying int8 / int4 / bf16 at load time."""
+    from engines.quantized import apply_precision
+
+    chosen = precision or manifest["rater"]["precision"]
+    known = manifest.get("precisions", {})
+    if chosen not in known:
+        raise ValueError(f"bundle {bundle_dir} has no precision {chosen!r}; it has {', '.join(sorted(known))}")
+    rater = FVQRater.load(bundle_dir, manifest=manifest, device="cpu")
+    notes = (manifest.get("precision_notes") or {}).get(chosen) or {}
+    apply_precision(rater.model, chosen, group_size=int(notes.get("group_size", 128)), device=device)
+    rater.model.to(device)
+    rater.device = device
+    rater.precision = chosen
+    return rater
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,8 +688,10 @@ def build_tiny(signal_keys: Sequence[str] = (), seed: int = 0, hidden: int = 128
 
 def build_full(hf: nn.Module, tokenizer, signal_keys: Sequence[str] = (), seed: int = 0,
                image_size: tuple[int, int] | None = None, spec: FeatureSpec | None = None,
-               image_mean=None, image_std=None, **overrides: Any) -> FVQRaterModel:
-    """A rater around a loaded vision-language model (its vision tower encodes frames and crops)."""
+               image_mean=None, image_std=None, spatial_size: tuple[int, int] | None = None,
+               portrait_size: tuple[int, int] | None = None, **overrides: Any) -> FVQRaterModel:
+    """A rater around a loaded vision-language model (its vision tower encodes frames and crops). Frames are
+    fed at `spatial_size` (default `image_size`), crops at `portrait_size` (default square of its height)."""
     torch.manual_seed(seed)
     family = family_of(hf)
     if family == "qwen2":
@@ -621,37 +702,43 @@ def build_full(hf: nn.Module, tokenizer, signal_keys: Sequence[str] = (), seed: 
             image_size = (s[0], s[1]) if isinstance(s, (list, tuple)) else (s, s)
         else:
             image_size = (224, 392)
+    spatial_size = tuple(spatial_size or image_size)  # type: ignore[assignment]
+    portrait_size = tuple(portrait_size or (spatial_size[0], spatial_size[0]))  # type: ignore[assignment,index]
     default_mean, default_std = (IMAGENET_MEAN, IMAGENET_STD) if family == "internvl" else (CLIP_MEAN, CLIP_STD)
     base = spec or FeatureSpec()
     spec = FeatureSpec(frames=base.frames, temporal_len=base.temporal_len, thumb_size=base.thumb_size,
                        interval_len=base.interval_len, signal_keys=tuple(signal_keys),
-                       spatial_shape=(*image_size, 3), portrait_shape=(image_size[0], image_size[0], 3))
+                       spatial_shape=(*spatial_size, 3), portrait_shape=(*portrait_size, 3))
+    overrides.setdefault("dtype", str(next(hf.parameters()).dtype).removeprefix("torch."))
     config = RaterConfig(
         size="full", family=family, lm_config=hf.config.to_dict(), spec=spec.to_dict(),
-        spatial_size=image_size, portrait_size=(image_size[0], image_size[0]),
+        spatial_size=spatial_size, portrait_size=portrait_size,
         image_mean=tuple(image_mean or default_mean), image_std=tuple(image_std or default_std),
         train_lm_stage1=False, **overrides,
     )
     return FVQRaterModel(config, hf, tokenizer)
 
 
-def load_base_model(model_dir: Path, dtype: str = "bfloat16"):
-    """A Qwen2-VL / Qwen2.5-VL / InternVL (transformers-native) model and tokenizer from a LOCAL folder."""
-    from tokenizers import Tokenizer
-    from transformers import AutoConfig
+def build_from_base(base, signal_keys: Sequence[str] = (), seed: int = 0, spec: FeatureSpec | None = None,
+                    **overrides: Any) -> FVQRaterModel:
+    """A rater around an engines.base_model.BaseModel: its vision tower at its processor's sizes, its tokenizer's
+    chat template and level-word tokens, its dtype for every part."""
+    from engines.base_model import level_tokens, prompt_segments, render_prompt
 
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{model_dir} is not a local transformers model folder (no config.json); download the base "
-            "model elsewhere and pass its folder, nothing is fetched from a hub here"
-        )
-    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    if config.model_type not in FAMILIES[1:]:
-        raise ValueError(f"{model_dir}: model_type {config.model_type!r} is not one of {', '.join(FAMILIES[1:])}")
-    hf = _model_class(config.model_type).from_pretrained(model_dir, local_files_only=True,
-                                                         dtype=getattr(torch, dtype))
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    pre = model_dir / "preprocessor_config.json"
-    stats = json.loads(pre.read_text()) if pre.is_file() else {}
-    return hf, tokenizer, stats.get("image_mean"), stats.get("image_std")
+    text = render_prompt(base.chat_template, PROMPT, ANSWER_PREFIX, base.bos_token, base.specials)
+    segments = prompt_segments(base.tokenizer, text)
+    level_ids, splits = level_tokens(base.tokenizer, tuple(LEVELS))
+    sizes = base.sizes
+    info = {**base.info, "level_words": {w: splits[w]["tokens"] for w in LEVELS},
+            "prompt_text": text.replace("\x00", "|"), "vision_rule": sizes.rule}
+    return build_full(base.hf, base.tokenizer, signal_keys, seed=seed, spec=spec, spatial_size=sizes.spatial,
+                      portrait_size=sizes.portrait, image_mean=sizes.mean, image_std=sizes.std,
+                      prompt_ids=segments, level_token_ids=level_ids,
+                      dtype=str(base.dtype).removeprefix("torch."), base=info, **overrides)
+
+
+def load_base_model(model_dir: Path, dtype: str = "auto", **kwargs: Any):
+    """A checked base model from a LOCAL folder (engines.base_model.load_base_model)."""
+    from engines.base_model import load_base_model as load
+
+    return load(model_dir, dtype=dtype, **kwargs)

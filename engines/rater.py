@@ -199,6 +199,11 @@ def load_rater(bundle_dir: Path, device: str = "cpu") -> Rater:
             f"{bundle_dir} is not a rater bundle: it has no manifest.json (train one with `python -m train.fit`)"
         )
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") == 2 and (manifest.get("rater") or {}).get("runtime") == "torch":
+        # an exported `full` bundle: merged weights, applied at a precision
+        from engines.fvq_rater import load_torch_bundle
+
+        return load_torch_bundle(bundle_dir, manifest, device=device)
     if manifest.get("format_version") == 2:  # an exported bundle (fvq export): ONNX graphs, export/bundle.py
         from engines.onnx_rater import load_exported_rater
 

@@ -6,6 +6,10 @@ they differ beyond the tolerances below); quantize both graphs to int8 (dynamic,
 `--eval-root`, write calibrated int8 Q/DQ graphs for TensorRT (calibration frames and windows from the
 train split) and measure every variant on the eval split; pick the live path's runtime and precision; write
 the bundle and its manifest (export/bundle.py).
+
+A `full` checkpoint (its base model's vision tower runs inside the rater) goes to export/full_export.py
+instead: no ONNX graphs; the merged weights and the torch precisions (fp32, bf16, int8, int4), checked and
+measured the same way.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-split", default="test", choices=["train", "val", "test"])
     p.add_argument("--eval-clips", type=int, default=0, help="at most this many eval clips (0: all)")
     p.add_argument("--calib-clips", type=int, default=8, help="train clips the int8 Q/DQ calibration draws on")
-    p.add_argument("--precision", choices=["auto", "fp32", "int8", "int8_rater", "int8_qdq"], default="auto",
-                   help="the live path's precision (auto: int8 when the eval shows it as accurate and faster)")
+    p.add_argument("--precision", choices=["auto", "fp32", "int8", "int8_rater", "int8_qdq", "bf16", "int4"],
+                   default="auto", help="the live path's precision (auto: the fastest the eval shows as accurate; "
+                                        "bf16 and int4 are `full` bundles' precisions)")
 
 
 def _bar(total: int):
@@ -88,10 +93,13 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
     bar.set_postfix_str("load + merge LoRA")
     source_manifest = checkpoint_manifest(checkpoint)
     rater = load_checkpoint(checkpoint)
-    if rater.model.pixels:
-        raise SystemExit("fvq export: this checkpoint is a `full` model (its vision tower runs inside the model); "
-                         "ONNX export covers the tiny size, the full size runs on the torch CUDA path "
-                         "(engines/cuda_rater.py)")
+    if rater.model.pixels:  # the vision tower runs inside the model: torch precisions, no ONNX graphs
+        bar.close()
+        from export.full_export import run_full_export
+
+        del rater
+        return run_full_export(checkpoint, out, eval_root, eval_split, eval_clips,
+                               precision if precision in ("auto", "fp32", "bf16", "int8", "int4") else "auto", log)
     if out.resolve() == checkpoint.resolve():
         staging = out.parent / (out.name + ".export-tmp")
     else:

