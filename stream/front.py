@@ -252,6 +252,8 @@ class Front:
                           now - self.last_ok[wid])
                 self.pool.kill(wid)
             if gone or self.pool.reassign_lost:
+                if self.pool.reassign_lost:
+                    self.known.discard(wid)  # when it answers again (a restarted actor) it is a joining worker
                 self.last_ok.pop(wid, None)
                 self.loads.pop(wid, None)
                 self.metrics.up.labels(wid).set(0)
