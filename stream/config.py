@@ -204,6 +204,7 @@ class ClusterConfig(_Strict):
         "deployment batches every worker's windows (on GPU nodes with rater_num_gpus), local when it fails.",
     )
     rater_num_gpus: float = Field(0.0, ge=0, le=64, description="GPUs per Serve rater replica.")
+    rater_num_cpus: float = Field(1.0, ge=0, le=64, description="CPUs per Serve rater replica.")
     rater_replicas: int = Field(1, ge=1, le=256, description="Serve rater replicas.")
     rater_max_batch: int = Field(64, ge=1, le=1024, description="Most windows a Serve rater call batches.")
 

@@ -251,3 +251,37 @@ def test_ray_option_without_ray_names_the_extra(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert "need Ray, which is not installed" in out.stderr and "pip install 'fvq-live[cluster]'" in out.stderr
+
+
+def test_serve_rater_batches_windows_and_falls_back_in_process(media_dir: Path) -> None:
+    """The rater as a Ray Serve deployment rates real windows as the in-process rater does, batching concurrent
+    windows; once the deployment is gone the worker's own rater takes over."""
+    from ray import serve
+
+    from stream.bench import _captured_features
+    from stream.serve_rater import APP, ServeRater, rater_app
+
+    clip = make_face_clip(media_dir / "serve_rater.mp4", seconds=6.0, size="320x180", fps=10)
+    features, local = _captured_features(clip, None)
+    assert len(features) >= 3
+    expected = [r.score for r in local.rate(features)]
+    tmp = tempfile.mkdtemp(prefix="fvqsr")
+    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR",
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        serve.start(proxy_location="Disabled")
+        handle = serve.run(rater_app(None, max_batch=8, num_cpus=0, batch_wait_s=0.05), name=APP, route_prefix=None)
+        remote = ServeRater(local, handle, timeout_s=60)
+        got = [r.score for r in remote.rate(features)]
+        assert got == pytest.approx(expected, abs=1e-3)
+        assert remote.remote_windows == len(features) and remote.fallbacks == 0
+        sizes = handle.batch_sizes.remote().result()
+        assert max(sizes) > 1 and sum(sizes) == len(features)  # concurrent windows went in shared batches
+        serve.delete(APP)
+        remote.timeout_s = 5
+        again = [r.score for r in remote.rate(features)]
+        assert again == pytest.approx(expected, abs=1e-3) and remote.fallbacks == 1
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
