@@ -104,8 +104,9 @@ class RayPool:
         self._sync()
         self._thread = threading.Thread(target=self._run, name="ray-pool", daemon=True)
         self._thread.start()
+        # every node's workers, so the first streams spread over all of them (at least one, within the timeout)
         deadline = time.monotonic() + start_timeout_s
-        while not self.workers() and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (not self.workers() or len(self.workers()) < len(self.slots)):
             time.sleep(0.2)
         if not self.workers():
             self.stop()

@@ -99,6 +99,13 @@ class FrontMetrics:
         for reason in ("lost", "rebalance"):
             self.moves.labels(reason)
 
+    def forget_worker(self, wid: str) -> None:
+        for metric in (self.up, self.restarts, self.streams, self.load, self.cpu, self.scrape_errors):
+            try:
+                metric.remove(wid)
+            except KeyError:
+                pass
+
     def forget_stream(self, name: str) -> None:
         for metric in (self.placement, self.lost):
             with metric._lock:
@@ -264,6 +271,11 @@ class Front:
             if w.restarts > counted:
                 self.metrics.restarts.labels(wid).inc(w.restarts - counted)
             self._restarts_seen[wid] = w.restarts
+        for wid in list(self._restarts_seen):  # a worker gone for good (its node left): its series go too
+            if wid not in getattr(self.pool, "slots", workers):
+                self.metrics.forget_worker(wid)
+                self._restarts_seen.pop(wid, None)
+                self.cpu_rate.pop(wid, None)
         joined = [wid for wid in self.last_ok if wid not in self.known]
         self.known |= set(self.last_ok)
         if self.pool.reassign_lost:
@@ -380,7 +392,9 @@ class Front:
         w = self.pool.workers().get(wid)
         if w is None or not w.url:
             return
-        await self._request("POST", w, "/worker/streams", p.source.model_dump(mode="json"), ok=(201, 409))
+        if await self._request("POST", w, "/worker/streams", p.source.model_dump(mode="json"), ok=(201, 409)) \
+                is not None:
+            log.info("front: stream %s started on worker %s", p.source.name, wid)
 
     async def _request(self, method: str, w: Worker, path: str, body: Any = None,
                        ok: tuple[int, ...] = (200, 201)) -> Any:
@@ -540,6 +554,8 @@ async def _healthz(request: web.Request) -> web.Response:
         "workers": len(workers), "workers_up": len(answering), "workers_stalled": unhealthy,
         "streams": len(streams), "streams_up": sum(1 for s in streams if s["state"] == "up"),
     }
+    if hasattr(front.pool, "spares_ready"):
+        body["worker_spares_ready"] = front.pool.spares_ready()
     return web.json_response(body, status=200 if answering else 503)
 
 

@@ -357,9 +357,14 @@ class LocalPool:
                     self._stopping.wait(1.0)
                     continue
             self._install(worker_id, new, info)
+            log.info("worker %s is back (pid %d, %s)", worker_id, new.pid, "a warm spare" if spare else "cold start")
             self.on_change()
             self._refill_spares()
             return
+
+    def spares_ready(self) -> int:
+        with self._lock:
+            return sum(1 for proc, _ in self._spares if proc.poll() is None)
 
     def kill(self, worker_id: str) -> None:
         """For tests and benchmarks: SIGKILL a worker's process (the pool restarts it)."""

@@ -227,6 +227,8 @@ def test_a_lost_node_s_streams_publish_again_on_the_other(tmp_path: Path, cluste
         for n in names:
             assert sum(1 for name, lb, _ in samples if name == "fvq_stream_up" and lb.get("stream") == n) == 1
         print(f"node lost: its streams published again after {back} s; windows lost {lost}")
+        served.wait(lambda: not any(lb.get("worker") == lost_worker for _, lb, _ in served.samples()),
+                    "the lost worker's series to go once Ray declares its node dead", 30)
 
         # a node joins: it gets a worker, and streams move to it while that lowers the highest load
         cluster.add_node("n3", 1, {"n3": 1, "fvq": 1})
