@@ -315,6 +315,8 @@ def run_handoff(clip: Path, bundle: str | None, batches: tuple[int, ...] = (1, 4
     from stream.serve_rater import APP, rater_app
 
     tmp = tempfile.mkdtemp(prefix="fvqrb")
+    # a private cluster on this machine for the run: without token auth, so no ~/.ray/auth_token is left behind
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR",
              runtime_env={"env_vars": {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}})
     try:

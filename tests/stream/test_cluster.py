@@ -23,7 +23,14 @@ from tests.stream.test_workers import Served, assert_each_series_once, windows
 ROOT = Path(__file__).resolve().parents[2]
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed (`pip install .[cluster]`)")
 RAY = str(Path(sys.executable).parent / "ray")
-START_TIMEOUT_S = 90
+START_TIMEOUT_S = 150
+
+
+@pytest.fixture(autouse=True)
+def _ray_without_tokens(monkeypatch):
+    """The test clusters are private to the test, on loopback: no token auth, so no ~/.ray/auth_token is written
+    or read (a token left there by one local `ray.init()` would otherwise lock every later client out)."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
 
 
 class LocalRayCluster:
@@ -36,7 +43,8 @@ class LocalRayCluster:
         self.nodes: dict[str, subprocess.Popen] = {}
         self.manager_ports: dict[str, int] = {}
         self.dead: list[subprocess.Popen] = []  # killed nodes' `ray start`
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_health_check_period_ms": "1000",
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
+                    "RAY_health_check_period_ms": "1000",
                     "RAY_health_check_failure_threshold": "3", "RAY_health_check_timeout_ms": "1000",
                     "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -82,12 +90,17 @@ class LocalRayCluster:
         while time.monotonic() < deadline:
             for name, p in self.nodes.items():
                 assert p.poll() is None, f"ray node {name} exited:\n{(Path(self.tmp) / f'{name}.log').read_text()}"
-            out = subprocess.run([sys.executable, "-c", code, self.address], env=self.env, capture_output=True,
-                                 text=True, timeout=60)
-            if out.returncode == 0 and out.stdout.strip().isdigit() and int(out.stdout.strip()) >= count:
+            try:
+                out = subprocess.run([sys.executable, "-c", code, self.address], env=self.env, capture_output=True,
+                                     text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                continue
+            last = out.stdout.strip().splitlines()[-1:] or [""]
+            if out.returncode == 0 and last[0].isdigit() and int(last[0]) >= count:
                 return
             time.sleep(1)
-        raise AssertionError(f"the Ray cluster did not reach {count} nodes in {timeout} s")
+        logs = "".join(f"--- {n}:\n" + (Path(self.tmp) / f"{n}.log").read_text()[-1500:] for n in self.nodes)
+        raise AssertionError(f"the Ray cluster did not reach {count} nodes in {timeout} s\n{logs}")
 
     def node_ids(self) -> dict[str, str]:
         """{custom resource naming a node: its Ray node id}."""
