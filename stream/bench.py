@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['expected_windows']:.0f} expected, {r['late']:.0f} late; frames dropped {r['dropped']:.0f}")
             print(f"  CPU per stream-second (all processes): {r['cpu_per_stream_s']:.3f} s = "
                   f"{r['cpu_per_stream_s'] / dec:.2f}x plain decode ({r['cpu_cores']:.2f} cores in use); "
+                  f"{r['cpu_cores'] * r['wall'] / max(r['windows'], 1):.3f} CPU-s per window published; "
                   f"against the first: {r['cpu_per_stream_s'] / base['cpu_per_stream_s']:.2f}x CPU, "
                   f"{r['windows'] / max(base['windows'], 1):.2f}x windows", flush=True)
         return 0
