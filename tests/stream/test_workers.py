@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -249,4 +250,49 @@ def test_whip_is_routed_to_the_owner(tmp_path: Path, media_dir: Path) -> None:
         asyncio.run(body())
         assert served.get("/streams/nope")[0] == 404
     finally:
+        served.stop()
+
+
+def test_prometheus_finds_the_workers_through_http_sd(tmp_path: Path, small_clip: Path) -> None:
+    """A real Prometheus: the workers through the front's http_sd endpoint, and the front's merged /metrics."""
+    from tests.conftest import need
+    from tests.ops.test_prometheus_e2e import wait_for
+
+    config = {"sources": [{"name": n, "url": str(small_clip), "loop": True} for n in ("a", "b")],
+              "window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0}
+    served = Served(tmp_path, config)
+    prom_port = free_port()
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [
+            {"job_name": "fvq-workers", "http_sd_configs": [{"url": f"{served.url}/sd", "refresh_interval": "1s"}]},
+            {"job_name": "fvq-front", "static_configs": [{"targets": [f"127.0.0.1:{served.port}"]}]},
+        ],
+    }))
+    prom = subprocess.Popen([need("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def query(expr: str) -> list[dict]:
+        url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)["data"]["result"]
+        except OSError:
+            return []
+
+    try:
+        served.wait(lambda: all((windows(served.samples(), n) or 0) > 0 for n in ("a", "b")), "windows", 120)
+        up = wait_for(lambda: (r := query('up{job="fvq-workers"} == 1')) and len(r) == 2 and r, 60,
+                      "both workers as http_sd targets")
+        assert sorted(s["metric"]["worker"] for s in up) == ["w0", "w1"]  # the target group's labels
+        streams = wait_for(lambda: (r := query('fvq_windows_analysed_total{job="fvq-front"} > 0')) and len(r) == 2
+                           and r, 30, "both streams through the front")
+        assert sorted(s["metric"]["stream"] for s in streams) == ["a", "b"]
+        direct = query('fvq_windows_analysed_total{job="fvq-workers"}')
+        assert sorted(s["metric"]["stream"] for s in direct) == ["a", "b"]  # each on exactly one worker
+        assert len(query('fvq_worker_up{job="fvq-front"} == 1')) == 2
+    finally:
+        prom.terminate()
+        prom.wait(10)
         served.stop()
