@@ -296,3 +296,21 @@ def test_prometheus_finds_the_workers_through_http_sd(tmp_path: Path, small_clip
         prom.terminate()
         prom.wait(10)
         served.stop()
+
+
+def test_streams_are_placed_by_cost_not_count(tmp_path: Path, small_clip: Path, face_clip: Path) -> None:
+    """One 640x360 25 fps stream costs as much as ~9 of the 320x180 10 fps ones: it gets a worker to itself."""
+    config = {"sources": [{"name": "big", "url": str(face_clip), "loop": True}]
+              + [{"name": f"t{i}", "url": str(small_clip), "loop": True} for i in range(3)],
+              "no_model": True, "workers": 2, "worker_spares": 0}
+    served = Served(tmp_path, config)
+    try:
+        served.wait(lambda: served.get("/healthz")[0] == 200 and len(json.loads(served.get("/streams")[1])["streams"])
+                    == 4, "the four streams placed", 120)
+        placed = {s["name"]: s["worker"] for s in json.loads(served.get("/streams")[1])["streams"]}
+        assert placed["t0"] == placed["t1"] == placed["t2"] != placed["big"], placed
+        value = {(n, tuple(sorted(lb.items()))): v for n, lb, v in served.samples()}
+        assert value[("fvq_worker_streams", (("worker", placed["big"]),))] == 1
+        assert value[("fvq_worker_streams", (("worker", placed["t0"]),))] == 3
+    finally:
+        served.stop()
