@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DEB     := ffmpeg nginx libnginx-mod-rtmp prometheus chromium opencv-data
+DEB     := ffmpeg nginx libnginx-mod-rtmp curl nodejs prometheus chromium opencv-data
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test lint bench gpu-check corpus train-default export clean
@@ -34,7 +34,16 @@ $(MEDIA_STAMP): train/fetch_media.py | $(STAMP)
 	$(BIN)/python -m train.fetch_media
 	touch $(MEDIA_STAMP)
 
-setup: system-deps $(STAMP) $(MEDIA_STAMP)
+# node-media-server from npm (npm from Debian when nodejs does not bring it): the hooks test runs the real one.
+NMS_VERSION := 4.4.3
+NMS_STAMP := build/node/.nms-$(NMS_VERSION)
+$(NMS_STAMP):
+	@command -v npm >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends npm; }
+	npm install --silent --no-audit --no-fund --prefix build/node node-media-server@$(NMS_VERSION)
+	touch $(NMS_STAMP)
+
+setup: system-deps $(STAMP) $(MEDIA_STAMP) $(NMS_STAMP)
 
 # Starts the monitor on the shipped default bundle and two sample face streams (clean and degraded),
 # shows a live table in the terminal and serves http://127.0.0.1:9108/metrics.

@@ -55,28 +55,38 @@ def _positive_int(value: str, option: str) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from stream.analysis import build_analyzer
+    from stream.catalog import attach_catalog
     from stream.metrics import build_metrics
     from stream.monitor import Monitor
     from stream.recommend import start_recommendations
     from stream.server import start_server
 
-    cfg = load_config(args.config, _serve_overrides(args))
+    overrides = _serve_overrides(args)
+    cfg = load_config(args.config, overrides)
     if cfg.cluster is not None or cfg.worker_count() > 1:
         return _serve_front(cfg, args)
     metrics = build_metrics(bundle=str(cfg.bundle or "default"))
     monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)
+    catalog = attach_catalog(monitor, args.config, overrides)
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         runner = await start_server(monitor)
-        monitor.start()
+        try:
+            monitor.start()
+        except Exception:
+            await loop.run_in_executor(None, monitor.stop)
+            await runner.cleanup()
+            raise
+        catalog.load_state()
         addr = runner.addresses[0] if runner.addresses else (cfg.server.host, cfg.server.port)
         recommender = start_recommendations(monitor, f"http://{addr[0]}:{addr[1]}")
         print(f"fvq {__version__}: serving http://{addr[0]}:{addr[1]}/metrics  /streams  /healthz  POST /whip/{{stream}}",
               flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, catalog))
         table = None
         if args.table:
             from stream.table import render_table
@@ -124,6 +134,14 @@ def _serve_front(cfg, args: argparse.Namespace) -> int:
 
     asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table))
     return 0
+
+
+def _reload(catalog) -> None:
+    """SIGHUP: re-read the config file; a bad file changes nothing and says why."""
+    try:
+        catalog.reload()
+    except Exception as exc:
+        log.error("SIGHUP: the config file was not applied: %s", exc)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -197,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until stopped)")
     s.add_argument("--workers", metavar="N|auto",
                    help="worker processes, each owning a share of the streams, behind one front (default: the "
-                   "config's `workers`, auto: one per two cores; 1: a single process)")
+                   "config's `workers`, 1: a single process; auto: one per two cores)")
     s.add_argument("--ray", metavar="auto|ADDRESS",
                    help="run the workers as Ray actors on this Ray cluster (needs `pip install fvq-live[cluster]`)")
     s.set_defaults(func=cmd_serve)
@@ -234,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
+        print(f"fvq: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        from stream.rtmp import RtmpListenError
+
+        if not isinstance(exc, RtmpListenError):
+            raise
         print(f"fvq: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

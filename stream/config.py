@@ -32,6 +32,7 @@ class SourceKind(StrEnum):
     rtmp_listen = "rtmp_listen"
     pull = "pull"  # RTSP, HLS, SRT, HTTP: anything ffmpeg opens
     whip = "whip"
+    rtmp_server = "rtmp_server"  # listen on rtmp://HOST:PORT/APP (no key): any number of publishers, a stream per key
 
 
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -59,11 +60,40 @@ class SourceConfig(_Strict):
     )
     queue_frames: int = Field(256, ge=2, le=10000, description="Frames held between decode and analysis.")
     options: dict[str, str] = Field(default_factory=dict, description="Extra ffmpeg/PyAV input options.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="The operator's own labels (channel, region, customer...), published once as "
+        "fvq_stream_info{stream=..., <labels>} 1. Names follow Prometheus's rules; stream, job, instance, le, "
+        "quantile and names starting with __ are reserved.",
+    )
+    persist: bool = Field(
+        False, description="Streams added through the stream API: keep them across restarts (in the state file)."
+    )
+    allow_keys: list[str] = Field(
+        default_factory=list,
+        description="rtmp_server listen sources: stream keys accepted (shell patterns such as cam-*); empty: any key.",
+    )
+    publish_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="rtmp_server listen sources: key (or pattern, * for all) -> token the publisher must send as "
+        "?token= in the URL or key; a key that matches no entry needs no token.",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_stream_name(v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            check_label_name(key)
+            if len(value) > 256:
+                raise ValueError(f"label {key!r}: values are limited to 256 characters")
+        if len(v) > 16:
+            raise ValueError(f"at most 16 labels per stream, not {len(v)}")
+        return v
 
     @model_validator(mode="after")
     def _infer(self) -> SourceConfig:
@@ -72,12 +102,34 @@ class SourceConfig(_Strict):
         if self.drop_policy is None:
             policy = DropPolicy.wait if self.kind == SourceKind.file else DropPolicy.drop_oldest
             object.__setattr__(self, "drop_policy", policy)
+        if self.allow_keys and self.kind != SourceKind.rtmp_server:
+            raise ValueError("allow_keys is for RTMP listen sources without a key (rtmp://HOST:PORT/APP, listen: true)")
+        if self.publish_tokens and self.kind not in (SourceKind.rtmp_server, SourceKind.rtmp_listen):
+            raise ValueError("publish_tokens is for RTMP listen sources (listen: true)")
         return self
 
 
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RESERVED_LABELS = frozenset({"stream", "job", "instance", "le", "quantile"})
+
+
+def check_label_name(name: str) -> str:
+    """A label name Prometheus accepts and that clashes with no label the monitor or Prometheus sets itself."""
+    if not _LABEL_NAME.match(name):
+        raise ValueError(f"label name {name!r} is invalid: Prometheus label names match [a-zA-Z_][a-zA-Z0-9_]*")
+    if name.startswith("__"):
+        raise ValueError(f"label name {name!r} is invalid: names starting with __ are reserved by Prometheus")
+    if name in RESERVED_LABELS:
+        raise ValueError(f"label name {name!r} is reserved (stream, job, instance, le and quantile are set elsewhere)")
+    return name
+
+
 def infer_kind(url: str, listen: bool = False) -> SourceKind:
-    scheme = urlparse(url).scheme.lower()
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
     if scheme in ("rtmp", "rtmps"):
+        if listen and scheme == "rtmp" and len([p for p in parsed.path.split("/") if p]) == 1:
+            return SourceKind.rtmp_server  # an app without a key: every key published to it is a stream
         return SourceKind.rtmp_listen if listen else SourceKind.rtmp_pull
     if listen:
         raise ValueError(f"`listen` is for rtmp:// URLs only, not {url!r}")
@@ -144,6 +196,14 @@ class ServerConfig(_Strict):
     port: int = Field(9108, ge=0, le=65535, description="HTTP port for /metrics, /healthz, /streams and WHIP.")
     whip_token: str | None = Field(None, description="If set, WHIP requests need `Authorization: Bearer <token>`.")
     whip_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest SDP offer accepted.")
+    api_token: str | None = Field(
+        None, description="The stream API (/api/v1) and media-server hooks (/hooks) need `Authorization: Bearer "
+        "<token>` (hooks may send `?token=` instead); without one they answer loopback clients only."
+    )
+    state_file: Path | None = Field(
+        None, description="Where streams added through the API with `persist: true` are kept; default: "
+        "<config file>.streams.json next to the config file."
+    )
 
 
 class LimitsConfig(_Strict):
@@ -178,6 +238,62 @@ class AlertConfig(_Strict):
         if v is not None and urlparse(v).scheme not in ("http", "https"):
             raise ValueError(f"webhook_url must be an http:// or https:// URL, not {v!r}")
         return v
+
+
+class HooksConfig(_Strict):
+    pull_url: str = Field(
+        "rtmp://127.0.0.1:1935/{app}/{name}",
+        description="Template of the URL the monitor pulls when a media server reports a publish; {app}, {name}, "
+        "{addr} and (SRS) {vhost} are filled in from the notification.",
+    )
+    stream_name: str = Field("{name}", description="Template of the stream's name (invalid characters become _).")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Templates of the stream's labels, e.g. {app: \"{app}\"}."
+    )
+    apps: list[str] = Field(
+        default_factory=list, description="Only publishes to these apps are followed; empty: every app."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, template in v.items():
+            check_label_name(key)
+            _check_template(template)
+        return v
+
+    @field_validator("pull_url", "stream_name")
+    @classmethod
+    def _templates(cls, v: str) -> str:
+        return _check_template(v)
+
+
+HOOK_FIELDS = ("app", "name", "addr", "vhost")
+
+
+def _check_template(template: str) -> str:
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"template {template!r}: {exc}") from None
+    for f in fields:
+        if f not in HOOK_FIELDS:
+            raise ValueError(f"template {template!r}: unknown field {{{f}}}; use {', '.join(HOOK_FIELDS)}")
+    return template
+
+
+class RtmpConfig(_Strict):
+    handshake_timeout_s: float = Field(
+        5.0, ge=1, le=120,
+        description="RTMP listen: a connection that has not completed its handshake and first packets in this "
+        "long is closed (nginx-rtmp `timeout`), so an idle client never holds the port.",
+    )
+    idle_publisher_s: float = Field(
+        10.0, ge=1, le=600, description="RTMP listen: a publisher that sends nothing for this long is dropped."
+    )
+    max_connections: int = Field(1024, ge=16, le=65536, description="RTMP listen: connections held at once.")
 
 
 class ClusterConfig(_Strict):
@@ -219,10 +335,15 @@ class MonitorConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     alerts: AlertConfig = Field(default_factory=AlertConfig)
+    hooks: HooksConfig = Field(
+        default_factory=HooksConfig, description="Media-server publish hooks (nginx-rtmp, SRS): what to pull."
+    )
+    rtmp: RtmpConfig = Field(default_factory=RtmpConfig, description="RTMP listen (the bundled nginx-rtmp).")
     workers: int | Literal["auto"] = Field(
-        "auto", description="Worker processes on this machine, each owning a share of the streams with its own decode "
+        1, description="Worker processes on this machine, each owning a share of the streams with its own decode "
         "and analysis, behind one front serving HTTP; `auto`: one per two cores (a worker's analysis takes about a "
-        "core and its decoding about another); 1: the single-process monitor.",
+        "core and its decoding about another); 1 (the default): the single-process monitor. With several workers, "
+        "the stream API, media-server hooks, SIGHUP reload and RTMP listen are not served yet (docs/scaling.md).",
     )
     worker_spares: int = Field(
         1, ge=0, le=8, description="With several workers: started idle workers (models loaded) that take over a dead "

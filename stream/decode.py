@@ -20,6 +20,7 @@ from stream.relay import Relay, needs_relay
 log = logging.getLogger(__name__)
 
 THUMB_HEIGHT_RATIO = 9 / 16
+LISTEN_WAIT_S = 3.0  # a listen source waits this long for its publisher per attempt, then asks again
 LIVE_PROBE_OPTIONS = {"analyzeduration": "500000", "probesize": "500000"}
 # Decoders that export their quantiser per macroblock (a direct measure of how hard the encoder compressed).
 QP_CODECS = ("h264", "hevc")
@@ -167,7 +168,9 @@ class SourceReader(threading.Thread):
                     finished = False  # interrupted by stop()
                 except (av.error.FFmpegError, OSError, _NoVideo) as exc:
                     if kind == SourceKind.rtmp_listen and self._opening and not isinstance(exc, _NoVideo):
-                        continue  # no publisher within the accept timeout: listen again (stop() is checked)
+                        if self._halt.wait(0.2):  # no publisher within the wait: ask again (stop() is seen)
+                            break
+                        continue
                     self.events.error("open" if self._opening else "decode", _describe(exc, self.source.url))
                     finished = kind == SourceKind.file and not self.source.loop
                 except Exception as exc:  # a bug must not take other streams down
@@ -196,11 +199,14 @@ class SourceReader(threading.Thread):
         src = self.source
         options = dict(src.options)
         timeout: float | tuple[float, float] | None = (10.0, 10.0)
+        url = src.url[len("file://") :] if src.url.startswith("file://") else src.url
         if src.kind == SourceKind.rtmp_listen:
-            from stream.rtmp import listen_options
+            from stream.rtmp import internal_url
 
-            options = {**listen_options(), **options}
-            timeout = (None, 10.0)  # accept gives up after ACCEPT_TIMEOUT_S and is retried, so stop() is seen
+            # the monitor's nginx-rtmp takes the publisher (stream.rtmp); the key is played from it on loopback,
+            # waiting for a publisher up to the open timeout, then again (stop() is seen in between)
+            url = internal_url(src.url)
+            timeout = (LISTEN_WAIT_S, 10.0)
         elif src.kind == SourceKind.file:
             timeout = None
         elif src.url.startswith("rtsp"):
@@ -208,7 +214,6 @@ class SourceReader(threading.Thread):
         if src.kind != SourceKind.file:
             # probe briefly: ffmpeg's default (5 s) would buffer seconds of a live stream before the first frame
             options = {**LIVE_PROBE_OPTIONS, **options}
-        url = src.url[len("file://") :] if src.url.startswith("file://") else src.url
         if needs_relay(url):
             self._relay = Relay(url)
             try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics_core import Metric
 
 from stream import __version__
 
@@ -42,9 +44,13 @@ class Metrics:
     shed_level: Gauge
     backlog: Gauge
     frames_shed: Counter
+    rtmp_rejected: Counter
+    hook_events: Counter
+    stream_info: StreamInfo = field(default_factory=lambda: StreamInfo())
 
     def forget_stream(self, stream: str) -> None:
         """Removes every series of a stream that is gone, so label sets stay bounded."""
+        self.stream_info.forget(stream)
         for metric in (
             self.stream_up, self.stream_fps, self.stream_bitrate, self.stream_width, self.stream_height,
             self.frames_received, self.frames_dropped, self.windows_analysed, self.windows_dropped,
@@ -55,6 +61,32 @@ class Metrics:
                 for labels in list(metric._metrics):
                     if labels and labels[0] == stream:
                         del metric._metrics[labels]
+
+
+class StreamInfo:
+    """`fvq_stream_info{stream=..., <the operator's labels>} 1`: each stream's own label set (an info metric,
+    joined in PromQL with `* on(stream) group_left(channel) fvq_stream_info`)."""
+
+    NAME = "fvq_stream_info"
+
+    def __init__(self) -> None:
+        self._labels: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, stream: str, labels: dict[str, str]) -> None:
+        with self._lock:
+            self._labels[stream] = dict(labels)
+
+    def forget(self, stream: str) -> None:
+        with self._lock:
+            self._labels.pop(stream, None)
+
+    def collect(self):
+        m = Metric(self.NAME, "1 for every stream, labelled with the operator's labels of its source.", "gauge")
+        with self._lock:
+            for stream, labels in sorted(self._labels.items()):
+                m.add_sample(self.NAME, {**labels, "stream": stream}, 1.0)
+        yield m
 
 
 def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none") -> Metrics:
@@ -138,7 +170,23 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
             "fvq_analysis_shed_total",
             "Per-frame work skipped by load shedding, by kind (embed, model, frame).", ["work"], registry=r,
         ),
+        rtmp_rejected=Counter(
+            "fvq_rtmp_rejected_total",
+            "RTMP connections refused at the listen port, by reason (handshake_timeout: no complete handshake in "
+            "rtmp.handshake_timeout_s, key: not allowed, token: missing or wrong, limit: the stream cap, exists: "
+            "the name is taken, start: the stream could not start).",
+            ["reason"], registry=r,
+        ),
+        hook_events=Counter(
+            "fvq_hook_events_total",
+            "Media-server publish notifications, by server (nginx, srs), event (publish, unpublish) and result "
+            "(added, removed, ignored, refused, unauthorized, error).",
+            ["server", "event", "result"], registry=r,
+        ),
     )
+    r.register(m.stream_info)
+    for reason in ("handshake_timeout", "key", "token", "limit", "exists", "start"):
+        m.rtmp_rejected.labels(reason)
     for work in ("embed", "model", "frame"):
         m.frames_shed.labels(work)
     m.build_info.info({"version": __version__, "bundle": bundle})

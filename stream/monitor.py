@@ -232,6 +232,7 @@ class Stream:
         else:
             self.reader = SourceReader(source, monitor.config.analysis, self.queue, self.state)
         self.finished = False
+        m.stream_info.set(self.name, source.labels)
         # make the series exist from the start, so a scrape sees the stream even before its first window
         m.stream_up.labels(self.name).set(0)
         m.frames_received.labels(self.name)
@@ -288,9 +289,19 @@ class Monitor:
         self._pending: collections.deque[tuple[bool, FrameRecord]] = collections.deque()  # (live, frame) not analysed yet
         a = config.analysis
         self.shedder = LoadShedder(a.shed_backlog_s, a.shed_recover_s)
+        from stream.rtmp import RtmpListeners
+
+        self.rtmp = RtmpListeners(self)  # the bundled nginx-rtmp of RTMP listen sources, started when one is added
 
     # streams
-    def add_stream(self, source: SourceConfig) -> Stream:
+    def add_stream(self, source: SourceConfig) -> Stream | None:
+        """Starts watching a source. An RTMP listen app for many publishers holds no stream of its own: each
+        publisher's key becomes a stream when it publishes (None is returned)."""
+        if source.kind == SourceKind.rtmp_server:
+            if source.name in self.streams or source.name in self.rtmp.by_name:
+                raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
+            self.rtmp.attach(source)
+            return None
         with self._lock:
             old = self.streams.get(source.name)
             if old is not None and old.active:
@@ -303,6 +314,8 @@ class Monitor:
                 )
             if old is not None:
                 self.metrics.forget_stream(source.name)
+            if source.kind == SourceKind.rtmp_listen:
+                self.rtmp.attach(source)  # takes the publisher of its key; the reader plays it from there
             stream = Stream(source, self)
             self.streams[source.name] = stream
             self.metrics.streams_active.set(active + 1)
@@ -311,6 +324,8 @@ class Monitor:
         return stream
 
     def remove_stream(self, name: str) -> None:
+        if self.rtmp.detach(name) and name not in self.streams:
+            return
         with self._lock:
             stream = self.streams.pop(name, None)
             self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
@@ -337,6 +352,7 @@ class Monitor:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self.rtmp.close()
         for stream in list(self.streams.values()):
             if stream.reader is not None:
                 stream.reader.stop()

@@ -54,6 +54,9 @@ def build_app(monitor: Monitor) -> web.Application:
     from stream.whip import add_whip_routes
 
     add_whip_routes(app, monitor)
+    from stream.api import add_api_routes
+
+    add_api_routes(app, monitor)  # /api/v1 (the stream API) and /hooks (media-server publish notifications)
     return app
 
 

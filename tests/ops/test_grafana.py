@@ -24,7 +24,15 @@ def test_dashboard_shape_and_variables():
     assert dash["uid"] == "fvq-live" and dash["schemaVersion"] >= 36
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-    assert variables["stream"]["query"]["query"] == "label_values(fvq_stream_up, stream)"
+    # the stream list follows the operator's labels (fvq_stream_info) chosen in the channel/region variables
+    assert variables["stream"]["query"]["query"] == (
+        'label_values(fvq_stream_info{channel=~"$channel", region=~"$site_region"}, stream)'
+    )
+    names = [v["name"] for v in dash["templating"]["list"]]
+    assert names.index("channel") < names.index("stream") and names.index("site_region") < names.index("stream")
+    for name, label in (("channel", "channel"), ("site_region", "region")):
+        assert variables[name]["query"]["query"] == f"label_values(fvq_stream_info, {label})"
+        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
     assert variables["stream"]["includeAll"] and variables["stream"]["allValue"] == ".*"
     rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
     assert rows == ["Fleet", "Stream detail: $stream", "Monitor health"]

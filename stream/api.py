@@ -1,0 +1,160 @@
+"""The stream API: /api/v1/streams to list, add, replace and delete streams at run time, /api/v1/reload."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from stream.catalog import CatalogError, catalog_for
+from stream.config import ConfigError, SourceConfig
+from stream.monitor import Monitor
+
+PREFIX = "/api/v1"
+
+
+def is_loopback(remote: str | None) -> bool:
+    try:
+        addr = ipaddress.ip_address((remote or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def authorized(request: web.Request, token: str | None, allow_query: bool = False) -> str | None:
+    """None when the request may go on, else why not. With a token: `Authorization: Bearer <token>` (or, for
+    media-server hooks that cannot send headers, `?token=`); without one: loopback clients only."""
+    if not token:
+        if is_loopback(request.remote):
+            return None
+        return "no server.api_token is set, so only loopback clients are served"
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    given = value.strip() if scheme.lower() == "bearer" else ""
+    if not given and allow_query:
+        given = request.query.get("token", "")
+    if given and hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    return "the bearer token is wrong" if given else "missing Authorization header: send `Bearer <server.api_token>`"
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+class StreamApi:
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    @property
+    def catalog(self):
+        return catalog_for(self.monitor)
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler):
+        if request.path.startswith(PREFIX + "/") or request.path == PREFIX:
+            why = authorized(request, self.monitor.config.server.api_token)
+            if why is not None:
+                status = 401 if self.monitor.config.server.api_token else 403
+                resp = _error(status, why)
+                if status == 401:
+                    resp.headers["WWW-Authenticate"] = "Bearer"
+                return resp
+        return await handler(request)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object (a source)"}),
+                                     content_type="application/json") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object (a source)"}),
+                                     content_type="application/json")
+        return body
+
+    def _source(self, body: dict[str, Any]) -> SourceConfig:
+        try:
+            return SourceConfig.model_validate(body)
+        except ValidationError as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": validation_message(exc)}),
+                                     content_type="application/json") from None
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def list(self, request: web.Request) -> web.Response:
+        return web.json_response({"streams": self.catalog.list()})
+
+    async def create(self, request: web.Request) -> web.Response:
+        source = self._source(await self._body(request))
+        try:
+            await self._run(self.catalog.add, source)
+        except CatalogError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response(self.catalog.describe(source.name), status=201,
+                                 headers={"Location": f"{PREFIX}/streams/{source.name}"})
+
+    async def get(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        info = self.catalog.describe(name)
+        if info is None:
+            return _error(404, f"no stream named {name!r}")
+        return web.json_response(info)
+
+    async def put(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await self._body(request)
+        if body.setdefault("name", name) != name:
+            return _error(400, f"name: the body names {body['name']!r} but the URL names {name!r}")
+        source = self._source(body)
+        try:
+            created = await self._run(self.catalog.replace, source)
+        except CatalogError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response(self.catalog.describe(name), status=201 if created else 200)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if not await self._run(self.catalog.remove, name):
+            return _error(404, f"no stream named {name!r}")
+        return web.Response(status=204)
+
+    async def reload(self, request: web.Request) -> web.Response:
+        try:
+            summary = await self._run(self.catalog.reload)
+        except CatalogError as exc:
+            return _error(exc.status, str(exc))
+        except ConfigError as exc:
+            return _error(400, f"the config file was not applied: {exc}")
+        return web.json_response(summary)
+
+
+def add_api_routes(app: web.Application, monitor: Monitor) -> None:
+    """The stream API and the media-server hooks (stream.hooks) on the monitor's HTTP server."""
+    from stream.hooks import add_hook_routes
+
+    api = StreamApi(monitor)
+    app.middlewares.append(api.guard)
+    app.router.add_get(f"{PREFIX}/streams", api.list)
+    app.router.add_post(f"{PREFIX}/streams", api.create)
+    app.router.add_get(f"{PREFIX}/streams/{{name}}", api.get)
+    app.router.add_put(f"{PREFIX}/streams/{{name}}", api.put)
+    app.router.add_delete(f"{PREFIX}/streams/{{name}}", api.delete)
+    app.router.add_post(f"{PREFIX}/reload", api.reload)
+    add_hook_routes(app, monitor)
