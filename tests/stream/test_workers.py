@@ -122,7 +122,7 @@ def assert_each_series_once(samples) -> None:
 
 def test_workers_option_and_config() -> None:
     assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(16) == 8
-    assert MonitorConfig().workers == "auto"
+    assert MonitorConfig().workers == 1 and load_config(None, {"workers": "auto"}).worker_count() == default_workers()
     assert load_config(None, {"workers": 3}).worker_count() == 3
     with pytest.raises(ConfigError, match="workers must be 1-256"):
         load_config(None, {"workers": 0})
