@@ -645,6 +645,15 @@ async def _whip_options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={**CORS_HEADERS, "Accept-Post": SDP})
 
 
+NOT_YET = ("the front (`workers` > 1 or `cluster`) does not serve {path} yet: the stream API, media-server hooks and "
+           "reload need `workers: 1` for now (docs/scaling.md); with several workers, declare streams in the config or "
+           "publish them with WHIP")
+
+
+async def _not_yet(request: web.Request) -> web.Response:
+    return web.json_response({"error": NOT_YET.format(path=request.path)}, status=501)
+
+
 def build_front_app(front: Front) -> web.Application:
     app = web.Application(client_max_size=front.config.server.whip_max_body_bytes)
     app[FRONT_KEY] = front
@@ -656,6 +665,8 @@ def build_front_app(front: Front) -> web.Application:
     app.router.add_post("/whip/{stream}", _whip_post(front))
     app.router.add_route("OPTIONS", "/whip/{stream}", _whip_options)
     add_owner_routes(app, front, "/whip/{stream}/{session}", ("OPTIONS", "DELETE", "PATCH"))
+    for prefix in ("/api/v1", "/hooks"):  # a clear refusal, not a 404 that reads like a wrong URL
+        app.router.add_route("*", prefix + "{tail:(/.*)?}", _not_yet)
     return app
 
 
