@@ -204,6 +204,7 @@ class Front:
         p = Placement(source, wid, cost, pushed, time.time())
         self.placements[source.name] = p
         self.metrics.placement.labels(source.name, wid).set(1)
+        self.metrics.lost.labels(source.name)  # 0 from the start
         log.info("front: stream %s placed on worker %s (cost %.3f CPU-s/s)", source.name, wid, cost)
         if not pushed:
             await self._add_on(wid, p)

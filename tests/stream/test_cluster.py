@@ -235,8 +235,12 @@ def test_a_lost_node_s_streams_publish_again_on_the_other(tmp_path: Path, cluste
             assert windows(samples, n) > before[n]
         value = {(n, tuple(sorted(lb.items()))): v for n, lb, v in samples}
         assert value[("fvq_worker_stream_moves_total", (("reason", "lost"),))] == 3
-        lost = {n: value.get(("fvq_worker_windows_lost_total", (("stream", n),))) for n in moved}
-        assert all(v is not None and v > 0 for v in lost.values()), lost
+        def lost_windows() -> dict[str, float | None]:
+            got = {(n, tuple(sorted(lb.items()))): v for n, lb, v in served.samples()}
+            return {n: got.get(("fvq_worker_windows_lost_total", (("stream", n),))) for n in moved}
+
+        served.wait(lambda: all((v or 0) > 0 for v in lost_windows().values()), "the lost windows counted", 10)
+        lost = lost_windows()
         for n in names:
             assert sum(1 for name, lb, _ in samples if name == "fvq_stream_up" and lb.get("stream") == n) == 1
         print(f"node lost: its streams published again after {back} s; windows lost {lost}")
