@@ -260,18 +260,6 @@ def test_a_lost_node_s_streams_publish_again_on_the_other(tmp_path: Path, cluste
         served.stop()
 
 
-def test_ray_option_without_ray_names_the_extra(tmp_path: Path) -> None:
-    """With ray hidden from the interpreter, `--ray` fails at once with the extra to install."""
-    shim = tmp_path / "noray"
-    (shim / "ray").mkdir(parents=True)
-    (shim / "ray" / "__init__.py").write_text("raise ImportError('hidden for this test')\n")
-    env = {**os.environ, "PYTHONPATH": f"{shim}:{ROOT}"}
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--ray", "auto"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2, out.stderr
-    assert "need Ray, which is not installed" in out.stderr and "pip install 'fvq-live[cluster]'" in out.stderr
-
-
 def test_serve_rater_batches_windows_and_falls_back_in_process(media_dir: Path) -> None:
     """The rater as a Ray Serve deployment rates real windows as the in-process rater does, batching concurrent
     windows; once the deployment is gone the worker's own rater takes over."""

@@ -324,3 +324,15 @@ def test_streams_are_placed_by_cost_not_count(tmp_path: Path, small_clip: Path, 
         assert value[("fvq_worker_streams", (("worker", placed["t0"]),))] == 3
     finally:
         served.stop()
+
+
+def test_ray_option_without_ray_names_the_extra(tmp_path: Path) -> None:
+    """With ray hidden from the interpreter, `--ray` fails at once with the extra to install."""
+    shim = tmp_path / "noray"
+    (shim / "ray").mkdir(parents=True)
+    (shim / "ray" / "__init__.py").write_text("raise ImportError('hidden for this test')\n")
+    env = {**os.environ, "PYTHONPATH": f"{shim}:{ROOT}"}
+    out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--ray", "auto"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "need Ray, which is not installed" in out.stderr and "pip install 'fvq-live[cluster]'" in out.stderr
