@@ -22,7 +22,14 @@ COARSE_SIGMA = 2.0  # px, its coarse scale
 MIN_EDGES = 20  # fewer edge pixels than this and the blur of a region is unknown (NaN)
 DARK_LEVEL = 10  # luma at or below this is crushed black
 BRIGHT_LEVEL = 245  # luma at or above this is blown white
-FREEZE_MAD = 0.35  # mean |difference| (luma levels) between thumbs below which two frames are the same picture
+REPEAT_MAD = 0.05  # mean |difference| (luma levels) between thumbs below which two frames are the same decoded
+# picture: exact repeats give 0, an encoder refreshing a repeated picture a few hundredths; a still presenter's
+# own motion, even blurred, is several tenths
+STILL_MOTION = 0.15  # the window's typical picture change (median over changing pairs) below this is a still scene:
+# there a repeat cannot be told from stillness, and only the timestamps judge the timing
+REPEAT_SHARE = 0.2  # ...or below this share of the window's typical change (an encoder's refresh of a held picture)
+CATCH_UP = 1.5  # a freeze ends with a jump (the motion that went on meanwhile) at least this many times the typical
+# change; a run of repeats that ends without one is the encoder holding a still picture, not a freeze
 FREEZE_MIN_INTERVALS = 3  # a run of repeated pictures this long (in frame intervals) is a freeze, shorter is cadence
 STALL_FACTOR = 2.5  # a timestamp gap this many median intervals long is a stall
 
@@ -45,7 +52,7 @@ def _rising(x: float, x50: float, p: float) -> float:
 
 # Part of the training feature cache's key (train/fit.py): bump it whenever a measurement changes or is added,
 # or cached features computed before would be read as current.
-SIGNALS_VERSION = 1
+SIGNALS_VERSION = 2
 
 # (curve, x50, steepness) per raw measurement used in a score; a dimension's score is 100 times the product
 # of its factors, so any one bad factor pulls the dimension down and clean content stays near 100.
@@ -287,7 +294,14 @@ def add_quantiser(signals: dict[str, dict[str, float]], qp_map: np.ndarray, imag
 # ---------------------------------------------------------------------------------------------
 
 
-def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None) -> dict[str, float]:
+# The first measurements (SIGNALS_VERSION 1), which the shipped bundle's forest was trained on: a pair under 0.35
+# levels was a repeat, in any scene, with no catch-up test. Bundles read the version they were trained with.
+LEGACY_REPEAT = {"repeat_mad": 0.35, "still_motion": 0.0, "catch_up": 0.0, "repeat_share": 0.0}
+
+
+def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None,
+                  repeat_mad: float = REPEAT_MAD, still_motion: float = STILL_MOTION,
+                  catch_up: float = CATCH_UP, repeat_share: float = REPEAT_SHARE) -> dict[str, float]:
     """Temporal raw measurements from every frame's luma thumbnail and its presentation time (seconds).
 
     frozen_share: share of the window's time spent in freezes (a picture repeated >= FREEZE_MIN_INTERVALS)
@@ -318,7 +332,15 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
     dt = np.nan_to_num(dt, nan=0.0)
     span = float(t[-1] - t[0]) + nominal
 
-    same = mad < FREEZE_MAD
+    changing = mad[mad >= repeat_mad]
+    typical = float(np.median(changing)) if changing.size >= 4 else 0.0
+    # an encoder refreshes a held picture a little (a few hundredths of a level, more in a busy scene): a pair
+    # that changes less than a fifth of the stream's typical change is a repeat too
+    same = mad < max(repeat_mad, repeat_share * typical)
+    # In a still scene (a static shot, or an encoder that skips every block) repeats are what stillness looks like:
+    # only timestamps can show a stall there. Blur and noise cannot fake a repeat: blur leaves a moving
+    # presenter's change well above REPEAT_MAD, noise raises it.
+    judge_pictures = typical >= still_motion
     # runs of repeated pictures
     frozen_time = 0.0
     dup_pairs = 0
@@ -332,13 +354,19 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
         j = i
         while j < n - 1 and same[j]:
             j += 1
+        if not judge_pictures:
+            i = j
+            continue
         # pictures i..j are one; it stayed on screen from t[i] until t[j + 1] (or one interval past t[j])
         shown = (t[j + 1] if j + 1 < n else t[j] + nominal) - t[i]
         if j - i >= FREEZE_MIN_INTERVALS:
-            frozen_time += shown - nominal
+            # a freeze of a moving scene ends with a jump; a run still open at the window's end counts
+            if j + 1 >= n or float(mad[j:j + 3].max()) >= catch_up * typical:
+                frozen_time += shown - nominal
+                longest = max(longest, shown - nominal)
         else:
             dup_pairs += j - i
-        longest = max(longest, shown - nominal)
+            longest = max(longest, shown - nominal)
         i = j
     res["frozen_share"] = min(1.0, frozen_time / span)
     res["duplicate_share"] = dup_pairs / (n - 1)
@@ -395,12 +423,18 @@ def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None = None) -> dict[str, dict[str, float]]:
+def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None = None,
+                      version: int = SIGNALS_VERSION) -> dict[str, dict[str, float]]:
     """Region ("frame", and "face" when a sampled frame had one) -> dimension -> 0..100, higher is better.
 
     Spatial dimensions use the median of the sampled frames' raw signals (computed here if the analysis loop
     has not), temporal uses every frame's thumbnail and timestamp and is the same for both regions. A
     dimension that cannot be measured (no sampled frame; no edges at all for blur) is left out.
+
+    `version` 1 gives the first measurements (what bundles trained before version 2 read as features): a
+    repeat was any pair under 0.35 levels, and the face's colour cast was read from the face crop, where a skin
+    tone (or an avatar's painted skin) looks like a cast. Version 2 (published) judges repeats against the
+    stream's own motion (see thumb_signals) and reads the cast of both regions from the whole scene.
     """
     rows: dict[str, list[dict[str, float]]] = {"frame": [], "face": []}
     for f in frames:
@@ -410,14 +444,21 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
                 rows[region].append(raw)
     temporal = float("nan")
     if frames:
+        repeat = LEGACY_REPEAT if version < 2 else {}
         temporal = dimension_score(
-            "temporal", thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps)
+            "temporal", thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps,
+                                      **repeat)
         )
+    raw = {region: _aggregate(rows[region]) for region in ("frame", "face") if rows[region]}
+    if version >= 2 and "face" in raw and "frame" in raw:
+        # A cast is a property of the light on the whole scene: a face crop's own hue is its skin (any human
+        # tone, or an avatar's blue), which the crop alone cannot tell from a white-balance error.
+        raw["face"]["cast_deg"] = raw["frame"].get("cast_deg", float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):
         if region == "face" and not rows["face"]:
             continue
-        scores = spatial_scores(_aggregate(rows[region])) if rows[region] else {}
+        scores = spatial_scores(raw[region]) if region in raw else {}
         scores["temporal"] = temporal
         out[region] = {d: round(v, 2) for d in DIMENSIONS if math.isfinite(v := scores.get(d, float("nan")))}
     return out
