@@ -28,7 +28,7 @@ REPEAT_MAD = 0.05  # mean |difference| (luma levels) between thumbs below which 
 STILL_MOTION = 0.15  # the window's typical picture change (median over changing pairs) below this is a still scene:
 # there a repeat cannot be told from stillness, and only the timestamps judge the timing
 REPEAT_SHARE = 0.2  # ...or below this share of the window's typical change (an encoder's refresh of a held picture)
-CATCH_UP = 1.5  # a freeze ends with a jump (the motion that went on meanwhile) at least this many times the typical
+CATCH_UP = 1.1  # a freeze ends with a jump (the motion that went on meanwhile) at least this many times the typical
 # change; a run of repeats that ends without one is the encoder holding a still picture, not a freeze
 FREEZE_MIN_INTERVALS = 3  # a run of repeated pictures this long (in frame intervals) is a freeze, shorter is cadence
 STALL_FACTOR = 2.5  # a timestamp gap this many median intervals long is a stall
@@ -61,7 +61,7 @@ CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
     "noise": {"noise_sigma": ("falling", 7.0, 2.0)},
     "color": {
         "colorfulness": ("rising", 10.0, 2.0),
-        "cast_deg": ("falling", 10.0, 3.0),
+        "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
     },
     "artifact": {
         "blockiness": ("falling", 0.3, 2.5),
@@ -85,6 +85,8 @@ CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
         "judder": ("falling", 0.8, 2.0),
     },
 }
+# Version 1 read the colour cast from the grey-edge estimate of each region (the face crop's for the face).
+LEGACY_CURVES = {**CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "cast_deg": ("falling", 10.0, 3.0)}}
 MID_GREY = 118.0  # luma of a well exposed scene's mean (sRGB middle grey is ~118)
 
 
@@ -210,9 +212,56 @@ def _color(rgb: np.ndarray) -> dict[str, float]:
     )
     norm = float(np.linalg.norm(e))
     if norm > 0:
-        cos = float(e.sum() / (norm * math.sqrt(3.0)))
-        res["cast_deg"] = math.degrees(math.acos(min(1.0, cos)))
+        res["cast_deg"] = _angle_to_white(e)
+        res["grey_cast_deg"] = _grey_pixel_cast(r, g, b, ok, e)
+        res["cast_excess_deg"] = max(0.0, res["grey_cast_deg"] - CAST_TOLERANCE_DEG)
     return res
+
+
+def _angle_to_white(e: np.ndarray) -> float:
+    norm = float(np.linalg.norm(e))
+    if norm <= 0:
+        return float("nan")
+    return math.degrees(math.acos(min(1.0, float(e.sum()) / (norm * math.sqrt(3.0)))))
+
+
+# Clean scenes' grey surfaces sit up to ~5 degrees from white (a beige wall, a blue-grey backdrop, stage gels
+# that mix to near white): only the excess over this is scored, so content alone raises no colour cause and a
+# cast that first cancels a scene's own tint cannot lift the score much.
+CAST_TOLERANCE_DEG = 5.0
+GREY_SATURATION = 0.12  # a pixel this close to grey once the illuminant estimate is divided out is a grey surface
+MIN_GREY_SHARE = 0.02  # fewer grey pixels than this share of the region: keep the grey-edge estimate
+
+
+def _grey_pixel_cast(r: np.ndarray, g: np.ndarray, b: np.ndarray, ok: np.ndarray, start: np.ndarray) -> float:
+    """Angle (degrees) between the light and white, estimated from the scene's grey surfaces (walls, whites,
+    shirts, windows): start from the grey-edge estimate, keep the pixels that are grey once it is divided out, and
+    take their mean colour as the next estimate (three rounds). Strongly coloured content (an avatar's blue or
+    green skin, a red wall, any skin tone) is never grey and so does not pull the estimate; with too few grey
+    pixels, the grey-edge estimate stands."""
+    n_ok = int(np.count_nonzero(ok))
+    if n_ok < 16:
+        return _angle_to_white(start)
+    rr, gg, bb = r[ok], g[ok], b[ok]
+    e = start / max(float(start.mean()), 1e-6)
+    for _ in range(3):
+        cr, cg, cb = rr / e[0], gg / e[1], bb / e[2]
+        mx = np.maximum(np.maximum(cr, cg), cb)
+        mn = np.minimum(np.minimum(cr, cg), cb)
+        grey = (mx - mn) < GREY_SATURATION * mx
+        if int(np.count_nonzero(grey)) < max(16, MIN_GREY_SHARE * n_ok):
+            break
+        # the brighter half of the grey surfaces: whites (walls, windows, eyes, shirts) are the least tinted by
+        # their own colour, a beige wall or a grey-brown shadow more
+        lum = (cr + cg + cb)[grey]
+        grey[grey] = lum >= np.median(lum)
+        new = np.array([float(rr[grey].mean()), float(gg[grey].mean()), float(bb[grey].mean())])
+        new /= max(float(new.mean()), 1e-6)
+        if float(np.abs(new - e).max()) < 1e-3:
+            e = new
+            break
+        e = new
+    return _angle_to_white(e)
 
 
 def _luminance(y: np.ndarray) -> dict[str, float]:
@@ -395,10 +444,10 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
 # ---------------------------------------------------------------------------------------------
 
 
-def dimension_score(dimension: str, raw: dict[str, float]) -> float:
+def dimension_score(dimension: str, raw: dict[str, float], version: int = SIGNALS_VERSION) -> float:
     """0..100 (higher is better) for one dimension from its raw measurements (NaN when none are known)."""
     factors = []
-    for name, (kind, x50, p) in CURVES[dimension].items():
+    for name, (kind, x50, p) in (CURVES if version >= 2 else LEGACY_CURVES)[dimension].items():
         x = raw.get(name, float("nan"))
         v = (_falling if kind == "falling" else _rising)(x, x50, p)
         if math.isfinite(v):
@@ -408,9 +457,9 @@ def dimension_score(dimension: str, raw: dict[str, float]) -> float:
     return 100.0 * float(np.prod(factors))
 
 
-def spatial_scores(raw: dict[str, float]) -> dict[str, float]:
+def spatial_scores(raw: dict[str, float], version: int = SIGNALS_VERSION) -> dict[str, float]:
     """The five spatial dimensions' 0..100 scores of one region's raw measurements (NaN where unknown)."""
-    return {d: dimension_score(d, raw) for d in DIMENSIONS if d != "temporal"}
+    return {d: dimension_score(d, raw, version) for d in DIMENSIONS if d != "temporal"}
 
 
 def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -453,12 +502,13 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
     if version >= 2 and "face" in raw and "frame" in raw:
         # A cast is a property of the light on the whole scene: a face crop's own hue is its skin (any human
         # tone, or an avatar's blue), which the crop alone cannot tell from a white-balance error.
-        raw["face"]["cast_deg"] = raw["frame"].get("cast_deg", float("nan"))
+        for key in ("grey_cast_deg", "cast_excess_deg"):
+            raw["face"][key] = raw["frame"].get(key, float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):
         if region == "face" and not rows["face"]:
             continue
-        scores = spatial_scores(raw[region]) if region in raw else {}
+        scores = spatial_scores(raw[region], version) if region in raw else {}
         scores["temporal"] = temporal
         out[region] = {d: round(v, 2) for d in DIMENSIONS if math.isfinite(v := scores.get(d, float("nan")))}
     return out

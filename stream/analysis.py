@@ -141,7 +141,7 @@ class Analyzer:
             return []
         results = []
         # the rater reads the dimensions in the version of the measurements its bundle was trained on
-        version = getattr(self.rater, "signals_version", 1) if self.rater is not None else SIGNALS_VERSION
+        version = self.rater.spec.signals_version if self.rater is not None else SIGNALS_VERSION
         with self.stage("window_signals"):
             for w in windows:
                 dims = window_dimensions(w.frames, w.nominal_fps)

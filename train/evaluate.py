@@ -251,6 +251,8 @@ def main(args=None) -> int:
 
 
 def _jsonable(value):
+    from pathlib import Path
+
     return str(value) if isinstance(value, Path) else float(value)
 
 
