@@ -58,7 +58,7 @@ SIGNALS_VERSION = 2
 # of its factors, so any one bad factor pulls the dimension down and clean content stays near 100.
 CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
     "blur": {"edge_blur_px": ("falling", 2.2, 3.0)},
-    "noise": {"noise_sigma": ("falling", 7.0, 2.0)},
+    "noise": {"noise_sigma": ("falling", 7.0, 2.0), "grain_sigma": ("falling", 11.0, 2.0)},
     "color": {
         "colorfulness": ("rising", 10.0, 2.0),
         "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
@@ -86,7 +86,9 @@ CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
     },
 }
 # Version 1 read the colour cast from the grey-edge estimate of each region (the face crop's for the face).
-LEGACY_CURVES = {**CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "cast_deg": ("falling", 10.0, 3.0)}}
+# Its noise read the full-resolution estimator alone.
+LEGACY_CURVES = {**CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "cast_deg": ("falling", 10.0, 3.0)},
+                 "noise": {"noise_sigma": ("falling", 7.0, 2.0)}}
 MID_GREY = 118.0  # luma of a well exposed scene's mean (sRGB middle grey is ~118)
 
 
@@ -275,9 +277,32 @@ def _luminance(y: np.ndarray) -> dict[str, float]:
     }
 
 
+GRAIN_MIN_PX = 96  # smaller regions (a small face crop) have too few flat pixels at half size: texture reads as grain
+
+
+def _grain_sigma(y: np.ndarray) -> float:
+    """Noise that is correlated over neighbouring pixels (sensor grain after demosaicing, denoised or re-encoded
+    noise), which the 3x3 estimator on the full image under-reads: the same flat-area estimator on the luma
+    area-downscaled 2x, times 2 (white noise reads the same at both scales; correlated grain reads higher here)."""
+    h, w = y.shape
+    if min(h, w) < GRAIN_MIN_PX:
+        return float("nan")
+    half = cv2.resize(y, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    coarse = cv2.GaussianBlur(half, (0, 0), COARSE_SIGMA)
+    gc = cv2.magnitude(cv2.Sobel(coarse, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(coarse, cv2.CV_32F, 0, 1, ksize=3))
+    unclipped = (coarse > DARK_LEVEL + 4) & (coarse < BRIGHT_LEVEL - 4)
+    gc_u = gc[unclipped]
+    if gc_u.size < 64:
+        return float("nan")
+    flat = unclipped & (gc <= np.percentile(gc_u, 25))
+    resid = np.abs(cv2.filter2D(half, cv2.CV_32F, _NOISE_KERNEL))
+    return 2.0 * _robust_sigma(resid[flat])
+
+
 def _region_signals(rgb: np.ndarray) -> dict[str, float]:
     y = _luma(rgb)
     out = _noise_and_blur(y)
+    out["grain_sigma"] = _grain_sigma(y)
     out["blockiness"] = _blockiness(y)
     out.update(_color(rgb))
     lum = _luminance(y)
