@@ -223,6 +223,77 @@ def ladder_rows(records: list[dict], cfg, analyzer, progress: bool = True) -> li
 
 
 # ---------------------------------------------------------------------------------------------
+# New people: clean clips against trained people's, and face-only against background-only blur
+# ---------------------------------------------------------------------------------------------
+
+PAIR_BLURS = (("gaussian", 3), ("gaussian", 4), ("defocus", 4))
+
+
+def _size(name: str) -> tuple[int, int]:
+    from train.media import source_by_name
+
+    return (320, 180) if "landscape" in source_by_name(name).orientations else (180, 320)
+
+
+def people_rows(trained: Sequence[str], new: Sequence[str], out: Path, cfg, analyzer, seed: int = 11,
+                progress: bool = True) -> dict:
+    """Scores of clean clips of trained and new people, and face-only / background-only blur pairs at equal
+    full-frame PSNR (the corpus's matching) on the new people."""
+    from tqdm import tqdm
+
+    from train import distortions as D
+    from train.corpus import WRITE_CRF, ClipPlan, match_background_strength, write_clip
+    from train.media import face_mask, render, write_mp4
+
+    out.mkdir(parents=True, exist_ok=True)
+    clean: dict[str, float] = {}
+    for name in tqdm([*trained, *new], desc="clean people", file=sys.stderr, disable=None if progress else True):
+        w, h = _size(name)
+        path = out / f"{name}_clean_s{seed}.mp4"
+        if not path.is_file():
+            write_mp4(path, render(name, w, h, 25, 4.0, seed=seed).frames, 25, crf=WRITE_CRF, preset="veryfast")
+        clean[name] = clip_view(path, cfg, analyzer)["score"]
+    pairs = []
+    for name in tqdm(new, desc="face/background pairs", file=sys.stderr, disable=None if progress else True):
+        w, h = _size(name)
+        ref = None
+        for kind, level in PAIR_BLURS:
+            scores = {}
+            for role in ("face", "background"):
+                path = out / f"{name}_{kind}{level}-{role}_s{seed}.mp4"
+                if not path.is_file():
+                    ref = ref if ref is not None else render(name, w, h, 25, 4.0, seed=seed)
+                    face = D.Distortion("blur", kind, level, "face")
+                    d = face
+                    if role == "background":
+                        strength, _ = match_background_strength(ref, face_mask(ref.boxes, w, h), face, seed)
+                        d = D.Distortion("blur", kind, level, "background", strength=strength)
+                    write_clip(path, ref, [d], ClipPlan(path.name, "test", name, w, h, 25, 4.0, seed))
+                scores[role] = clip_view(path, cfg, analyzer)["score"]
+            pairs.append({"source": name, "blur": f"{kind} {level}", **scores})
+    return {"clean": clean, "trained": list(trained), "new": list(new), "pairs": pairs}
+
+
+def format_people(p: dict) -> str:
+    trained = [p["clean"][n] for n in p["trained"] if p["clean"].get(n) is not None]
+    new = [p["clean"][n] for n in p["new"] if p["clean"].get(n) is not None]
+    pairs = [q for q in p["pairs"] if q.get("face") is not None and q.get("background") is not None]
+    lower = sum(q["face"] < q["background"] for q in pairs)
+    lines = ["### New people",
+             f"clean clips: trained people {np.mean(trained):.1f} (n={len(trained)}), new people {np.mean(new):.1f} "
+             f"(n={len(new)}): {np.mean(new) - np.mean(trained):+.1f} points",
+             f"face-only blur below background-only blur at equal PSNR: {lower}/{len(pairs)}"
+             + (f" ({100 * lower / len(pairs):.0f}%)" if pairs else ""), "",
+             "| source | clean | " + " | ".join(f"{k} {lv}: face / background" for k, lv in PAIR_BLURS) + " |",
+             "|---|---:|" + "---:|" * len(PAIR_BLURS)]
+    for name in p["new"]:
+        row = [q for q in pairs if q["source"] == name]
+        lines.append(f"| {name} | {p['clean'].get(name) or float('nan'):.1f} | "
+                     + " | ".join(f"{q['face']:.1f} / {q['background']:.1f}" for q in row) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 
@@ -258,8 +329,9 @@ def format_summary(title: str, rows: list[dict]) -> str:
 
 
 def run(root: str | Path | None, split: str = "test", bundle=None, ladder_sources: Sequence[str] | None = None,
-        ladder_dir: Path | None = None, progress: bool = True) -> dict:
-    """The whole benchmark: corpus pairs of ROOT/split (when root is given) and ladders on `ladder_sources`."""
+        ladder_dir: Path | None = None, progress: bool = True, people: bool = True) -> dict:
+    """The whole benchmark: corpus pairs of ROOT/split (when root is given), ladders on `ladder_sources` (default:
+    the unseen content), and new people against trained ones (clean scores, face/background blur pairs)."""
     from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
     from train.media import unseen_sources
@@ -271,9 +343,16 @@ def run(root: str | Path | None, split: str = "test", bundle=None, ladder_source
         result["corpus"] = corpus_rows(root, split, cfg, analyzer, progress)
     if ladder_sources is None:
         ladder_sources = [s.name for s in unseen_sources()]
+    where = ladder_dir or (Path(root) / "diagnosis" if root is not None else Path("corpus/diagnosis"))
     if ladder_sources:
-        where = ladder_dir or (Path(root) / "diagnosis" if root is not None else Path("corpus/diagnosis"))
         result["ladders"] = ladder_rows(ladder_clips(ladder_sources, where), cfg, analyzer, progress)
+    if people:
+        from train.corpus import sources_by_split
+
+        split_sources = sources_by_split()
+        new = split_sources["test"] + [s.name for s in unseen_sources() if not s.name.startswith("avatar")]
+        result["people"] = people_rows(split_sources["train"], new, where / "people", cfg, analyzer,
+                                       progress=progress)
     return result
 
 
@@ -284,4 +363,6 @@ def format_result(result: dict, split: str = "test") -> str:
     if "ladders" in result:
         names = sorted({r["source"] for r in result["ladders"]})
         parts.append(format_summary(f"ladders on unseen content ({', '.join(names)})", result["ladders"]))
+    if "people" in result:
+        parts.append(format_people(result["people"]))
     return "\n\n".join(parts)
