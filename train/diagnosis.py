@@ -275,13 +275,18 @@ def people_rows(trained: Sequence[str], new: Sequence[str], out: Path, cfg, anal
 
 
 def format_people(p: dict) -> str:
+    from train.media import unseen_sources
+
+    relit = {u.name for u in unseen_sources()}
     trained = [p["clean"][n] for n in p["trained"] if p["clean"].get(n) is not None]
-    new = [p["clean"][n] for n in p["new"] if p["clean"].get(n) is not None]
+    new = [p["clean"][n] for n in p["new"] if p["clean"].get(n) is not None and n not in relit]
+    scenes = [p["clean"][n] for n in p["new"] if p["clean"].get(n) is not None and n in relit]
     pairs = [q for q in p["pairs"] if q.get("face") is not None and q.get("background") is not None]
     lower = sum(q["face"] < q["background"] for q in pairs)
     lines = ["### New people",
-             f"clean clips: trained people {np.mean(trained):.1f} (n={len(trained)}), new people {np.mean(new):.1f} "
-             f"(n={len(new)}): {np.mean(new) - np.mean(trained):+.1f} points",
+             f"clean clips: trained people {np.mean(trained):.1f} (n={len(trained)}), new people (the test split's) "
+             f"{np.mean(new):.1f} (n={len(new)}): {np.mean(new) - np.mean(trained):+.1f} points; relit scenes of them "
+             f"{np.mean(scenes) if scenes else float('nan'):.1f} (n={len(scenes)})",
              f"face-only blur below background-only blur at equal PSNR: {lower}/{len(pairs)}"
              + (f" ({100 * lower / len(pairs):.0f}%)" if pairs else ""), "",
              "| source | clean | " + " | ".join(f"{k} {lv}: face / background" for k, lv in PAIR_BLURS) + " |",
