@@ -30,6 +30,8 @@ STILL_MOTION = 0.15  # the window's typical picture change (median over changing
 REPEAT_SHARE = 0.2  # ...or below this share of the window's typical change (an encoder's refresh of a held picture)
 CATCH_UP = 1.1  # a freeze ends with a jump (the motion that went on meanwhile) at least this many times the typical
 # change; a run of repeats that ends without one is the encoder holding a still picture, not a freeze
+STARVED_QP = 42.0  # median decoder quantiser of the window's sampled frames at or above which repeats are the
+# encoder's (held pictures between skipped blocks), not the source's: x264 at CRF 44 held 0.2-0.5 s at a time
 FREEZE_MIN_INTERVALS = 3  # a run of repeated pictures this long (in frame intervals) is a freeze, shorter is cadence
 STALL_FACTOR = 2.5  # a timestamp gap this many median intervals long is a stall
 
@@ -518,7 +520,12 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
                 rows[region].append(raw)
     temporal = float("nan")
     if frames:
-        repeat = LEGACY_REPEAT if version < 2 else {}
+        repeat: dict[str, float] = LEGACY_REPEAT if version < 2 else {}
+        qps = [r["qp"] for r in rows["frame"] if math.isfinite(r.get("qp", float("nan")))]
+        if version >= 2 and qps and float(np.median(qps)) >= STARVED_QP:
+            # a starved encoder skips blocks and holds pictures, then catches up: its repeats are compression
+            # (the artifact score reads the quantiser), so only the timestamps judge the timing here
+            repeat = {"still_motion": float("inf")}
         temporal = dimension_score(
             "temporal", thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps,
                                       **repeat)
