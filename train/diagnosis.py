@@ -299,6 +299,52 @@ def format_people(p: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Steadiness: a stream whose damage does not change, played in a loop
+# ---------------------------------------------------------------------------------------------
+
+
+def steadiness(paths: Sequence[Path], out: Path, cfg, analyzer, loops: int = 3, progress: bool = True) -> dict:
+    """Each file played `loops` times in a row (ffmpeg -stream_loop, stream copy: the same damage throughout);
+    the moves between consecutive windows of the published score and of the windows' own scores."""
+    import shutil
+    import subprocess
+
+    from tqdm import tqdm
+
+    from stream.offline import analyse_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    published: list[float] = []
+    raw: list[float] = []
+    per_file = {}
+    for path in tqdm(paths, desc="steadiness", file=sys.stderr, disable=None if progress else True):
+        looped = out / f"loop{loops}_{Path(path).name}"
+        if not looped.is_file():
+            subprocess.run([shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-y", "-loglevel", "error",
+                            "-stream_loop", str(loops - 1), "-i", str(path), "-c", "copy", str(looped)], check=True)
+        results = analyse_file(looped, cfg, analyzer).results
+        pub = np.array([r.score for r in results if r.score is not None])
+        win = np.array([r.details.get("window_score", r.score) for r in results if r.score is not None])
+        if len(pub) >= 2:
+            published += list(np.abs(np.diff(pub)))
+            raw += list(np.abs(np.diff(win)))
+            per_file[Path(path).name] = {"published_max": float(np.abs(np.diff(pub)).max()),
+                                         "window_max": float(np.abs(np.diff(win)).max()), "windows": len(pub)}
+    def p95(v: list[float]) -> float:
+        return float(np.percentile(v, 95)) if v else float("nan")
+
+    return {"files": len(per_file), "moves": len(published), "published_p95": p95(published),
+            "published_max": max(published, default=float("nan")), "window_p95": p95(raw),
+            "window_max": max(raw, default=float("nan")), "per_file": per_file}
+
+
+def format_steadiness(st: dict) -> str:
+    return (f"### Steadiness: {st['files']} files looped, {st['moves']} consecutive-window moves\n"
+            f"published score: p95 {st['published_p95']:.1f}, max {st['published_max']:.1f} points; the windows' "
+            f"own scores: p95 {st['window_p95']:.1f}, max {st['window_max']:.1f}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 
@@ -334,7 +380,7 @@ def format_summary(title: str, rows: list[dict]) -> str:
 
 
 def run(root: str | Path | None, split: str = "test", bundle=None, ladder_sources: Sequence[str] | None = None,
-        ladder_dir: Path | None = None, progress: bool = True, people: bool = True) -> dict:
+        ladder_dir: Path | None = None, progress: bool = True, people: bool = True, steady: bool = True) -> dict:
     """The whole benchmark: corpus pairs of ROOT/split (when root is given), ladders on `ladder_sources` (default:
     the unseen content), and new people against trained ones (clean scores, face/background blur pairs)."""
     from stream.analysis import build_analyzer
@@ -351,6 +397,12 @@ def run(root: str | Path | None, split: str = "test", bundle=None, ladder_source
     where = ladder_dir or (Path(root) / "diagnosis" if root is not None else Path("corpus/diagnosis"))
     if ladder_sources:
         result["ladders"] = ladder_rows(ladder_clips(ladder_sources, where), cfg, analyzer, progress)
+    if root is not None and steady:
+        metas = [json.loads(line) for line in (Path(root) / split / "meta.jsonl").read_text().splitlines() if line]
+        paths = [Path(root) / split / "videos" / m["file"] for m in metas if len(m["families"]) <= 1]
+        samples = Path(__file__).resolve().parents[1] / "samples"
+        paths += [samples / "clean.mp4", samples / "degraded.mp4"]
+        result["steadiness"] = steadiness(paths, where / "loops", cfg, analyzer, progress=progress)
     if people:
         from train.corpus import sources_by_split
 
@@ -370,4 +422,6 @@ def format_result(result: dict, split: str = "test") -> str:
         parts.append(format_summary(f"ladders on unseen content ({', '.join(names)})", result["ladders"]))
     if "people" in result:
         parts.append(format_people(result["people"]))
+    if "steadiness" in result:
+        parts.append(format_steadiness(result["steadiness"]))
     return "\n\n".join(parts)
