@@ -372,6 +372,15 @@ def format_summary(title: str, rows: list[dict]) -> str:
         f"L{k}: n={v['clips']} cause {v.get('cause_accuracy', float('nan')):.2f} alert "
         f"{v.get('alert_accuracy', float('nan')):.2f} false {100 * v.get('false_cause_rate', 0):.1f}%"
         for k, v in lv.items())]
+    regions = sorted({r.get("region", "full") for r in rows if len(r["families"]) == 1})
+    if len(regions) > 1:
+        parts = []
+        for region in regions:
+            sub = summarise([r for r in rows if r.get("region", "full") == region])
+            if sub.get("clips"):
+                parts.append(f"{region}: n={sub['clips']} cause {sub['cause_accuracy']:.2f} alert "
+                             f"{sub['alert_accuracy']:.2f} false {100 * sub['false_cause_rate']:.1f}%")
+        lines.append("By region distorted (levels 4-5): " + "; ".join(parts))
     comb = combined_summary(rows)
     if comb["clips"]:
         lines.append(f"Two families: n={comb['clips']}, both fell most {comb['both_found']:.2f}, "
