@@ -64,6 +64,7 @@ CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
     "color": {
         "colorfulness": ("rising", 10.0, 2.0),
         "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
+        "skin_excess": ("falling", 0.1, 2.0),  # skin saturation beyond natural skin's (oversaturation)
     },
     "artifact": {
         "blockiness": ("falling", 0.3, 2.5),
@@ -337,7 +338,32 @@ def frame_signals(
         crop = _crop(image, face_box)
         if crop is not None:
             out["face"] = _region_signals(np.ascontiguousarray(crop))
+            out["face"].update(_skin(crop))
     return out
+
+
+SKIN_HUES = (345.0, 50.0)  # degrees: human skin of every tone, under near-white light, has an orange hue
+SKIN_SATURATION_MAX = 0.55  # median HSV saturation of natural skin: 0.28-0.52 on every face of the corpus
+
+
+def _skin(face: np.ndarray) -> dict[str, float]:
+    """The skin in the middle of a face box: its median hue and saturation, and `skin_excess`, how far the
+    saturation is beyond natural skin's, only where the hue is a plausible skin hue (NaN otherwise: an avatar's
+    blue skin, or a face under a coloured light, is not judged as skin)."""
+    h, w = face.shape[:2]
+    core = face[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
+    hsv = cv2.cvtColor(np.ascontiguousarray(core), cv2.COLOR_RGB2HSV)
+    lit = hsv[..., 2] > 40
+    if int(np.count_nonzero(lit)) < 16:
+        return {"skin_hue_deg": float("nan"), "skin_saturation": float("nan"), "skin_excess": float("nan")}
+    hue = 2.0 * hsv[..., 0][lit].astype(np.float32)
+    # circular median of the hue around red: shift so that 180 (cyan) is the cut
+    shifted = np.where(hue > 180.0, hue - 360.0, hue)
+    med_hue = float(np.median(shifted)) % 360.0
+    sat = float(np.median(hsv[..., 1][lit])) / 255.0
+    plausible = med_hue >= SKIN_HUES[0] or med_hue <= SKIN_HUES[1]
+    return {"skin_hue_deg": med_hue, "skin_saturation": sat,
+            "skin_excess": max(0.0, sat - SKIN_SATURATION_MAX) if plausible else float("nan")}
 
 
 def analyse_frame_signals(record: FrameRecord) -> dict[str, dict[str, float]] | None:
@@ -536,6 +562,8 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
         # tone, or an avatar's blue), which the crop alone cannot tell from a white-balance error.
         for key in ("grey_cast_deg", "cast_excess_deg"):
             raw["face"][key] = raw["frame"].get(key, float("nan"))
+        # oversaturated skin is judged on the face and counts for the whole picture's colour
+        raw["frame"]["skin_excess"] = raw["face"].get("skin_excess", float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):
         if region == "face" and not rows["face"]:
