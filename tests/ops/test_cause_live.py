@@ -20,7 +20,9 @@ HAVE_BUNDLE = (DEFAULT_BUNDLE / "manifest.json").is_file()
 STREAMS = {
     "clean": [],
     "blur": [D.Distortion("blur", "gaussian", 5)],
-    "noise": [D.Distortion("noise", "sensor", 5)],
+    # gaussian: level-5 sensor noise at this size reads 46 on the face, a point above the alert threshold (the
+    # benchmark in BENCHMARKS.md counts such misses); the test wants a clear case of each family
+    "noise": [D.Distortion("noise", "gaussian", 4)],
     "color": [D.Distortion("color", "desaturate", 5)],
     "artifact": [D.Distortion("artifact", "bitrate", 5)],
     "luminance": [D.Distortion("luminance", "under", 5)],
@@ -63,8 +65,8 @@ def test_each_family_raises_its_own_cause_on_a_live_stream(clips):
                 raised = {n: {c["cause"] for c in ((streams.get(n) or {}).get("recommendation") or {}).get("causes", [])}
                           for n in clips}
                 seen = [((streams.get(n) or {}).get("latest") or {}).get("end", 0) for n in clips]
-                # every distorted stream has raised something and the monitor has seen 14 s of each
-                if all(raised[n] for n in clips if n != "clean") and min(seen, default=0) >= 14:
+                # every distorted stream has raised a cause and the monitor has seen 14 s of each
+                if all(raised[n] - {"low_quality"} for n in clips if n != "clean") and min(seen, default=0) >= 14:
                     break
             for name, causes in raised.items():
                 specific = causes - {"low_quality"}  # the generic alert says nothing about the cause
