@@ -156,9 +156,9 @@ class Analyzer:
                 res.level = rating.level
                 if rating.dimensions:
                     # The learned dimension outputs are details only: the published dimensions are the signal
-                    # measurements, each of which moves only for its own family. The heads did not: blurring
-                    # a clip lifted its learned colour score by 30 points and a freeze moved noise and colour
-                    # (the diagnosis benchmark's cross-talk, BENCHMARKS.md), so an operator would be sent
+                    # measurements, each of which moves only for its own family. The heads did not: a freeze
+                    # moved learned noise and colour by ~5 points, blur and compression lifted learned noise by
+                    # 7-9 (the diagnosis benchmark's cross-talk, BENCHMARKS.md), so an operator would be sent
                     # after the wrong cause.
                     res.details.update({f"model_{k}": float(v) for k, v in rating.dimensions.items()})
         for res in results:
