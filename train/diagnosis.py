@@ -81,8 +81,16 @@ def compare(ref: dict, dist: dict, families: Sequence[str]) -> dict:
     raised = set(dist["causes"]) - set(GENERIC_CAUSES)
     new = raised - set(ref["causes"])
     alert_ok = wanted <= raised and not (new - wanted)
+    # No visible cause: no dimension fell by the false-cause threshold, so the top dimension is a chance pick.
+    # Silence is then the right verdict, and counts as correct only if no wrong cause was newly raised.
+    visible = any(v < -FALSE_CAUSE_POINTS for v in move.values())
+    wrong_new = sorted(new - wanted)
+    cause_ok = set(top) == set(families)
     return {"move": {d: round(v, 2) for d, v in move.items()}, "fell_most": top[0] if top else None,
-            "top": top, "cause_ok": set(top) == set(families), "false": false, "others": len(others),
+            "top": top, "cause_ok": cause_ok, "false": false, "others": len(others),
+            "visible": visible, "wrong_new": wrong_new,
+            "cause_ok_v2": cause_ok if visible else not wrong_new,
+            "alert_ok_v2": alert_ok if visible else not wrong_new,
             "alert_ok": alert_ok, "alert_raised": sorted(raised), "alert_new": sorted(new), "alert_wanted": sorted(wanted),
             "score_ref": ref["score"], "score": dist["score"]}
 
@@ -97,13 +105,17 @@ def summarise(rows: list[dict], levels: Sequence[int] | None = STRONG_LEVELS) ->
     out["cause_accuracy"] = float(np.mean([r["cmp"]["cause_ok"] for r in single]))
     out["alert_accuracy"] = float(np.mean([r["cmp"]["alert_ok"] for r in single]))
     out["false_cause_rate"] = sum(len(r["cmp"]["false"]) for r in single) / max(1, sum(r["cmp"]["others"] for r in single))
+    out.update(_visibility(single))
     per, confusion, cross = {}, {}, {}
     for f in FAMILIES:
         fr = [r for r in single if r["families"][0] == f]
         if not fr:
             continue
+        v2 = _visibility(fr)
         per[f] = {"n": len(fr), "cause": float(np.mean([r["cmp"]["cause_ok"] for r in fr])),
                   "alert": float(np.mean([r["cmp"]["alert_ok"] for r in fr])),
+                  "cause_v2": v2["cause_accuracy_v2"], "alert_v2": v2["alert_accuracy_v2"],
+                  "silent": v2["silent_clips"],
                   "false": sum(len(r["cmp"]["false"]) for r in fr) / max(1, sum(r["cmp"]["others"] for r in fr))}
         confusion[f] = {d: sum(1 for r in fr if r["cmp"]["fell_most"] == d) for d in DIMENSIONS}
         cross[f] = {d: round(float(np.mean([r["cmp"]["move"].get(d, np.nan) for r in fr])), 1) for d in DIMENSIONS}
@@ -111,9 +123,27 @@ def summarise(rows: list[dict], levels: Sequence[int] | None = STRONG_LEVELS) ->
     return out
 
 
+def _visibility(single: list[dict]) -> dict:
+    """The second definition (BENCHMARKS.md): a clip where no dimension fell by FALSE_CAUSE_POINTS has no visible
+    cause; it is scored correct when no wrong cause was newly raised (silence, or its own cause), wrong otherwise.
+    Clips with a visible fall are scored as in the first definition."""
+    vis = [r for r in single if r["cmp"].get("visible", True)]
+    silent = [r for r in single if not r["cmp"].get("visible", True)]
+    out = {"visible_clips": len(vis), "silent_clips": len(silent),
+           "cause_accuracy_v2": float(np.mean([r["cmp"].get("cause_ok_v2", r["cmp"]["cause_ok"]) for r in single])),
+           "alert_accuracy_v2": float(np.mean([r["cmp"].get("alert_ok_v2", r["cmp"]["alert_ok"]) for r in single]))}
+    if vis:
+        out["cause_accuracy_visible"] = float(np.mean([r["cmp"]["cause_ok"] for r in vis]))
+        out["alert_accuracy_visible"] = float(np.mean([r["cmp"]["alert_ok"] for r in vis]))
+    if silent:
+        out["silent_correct"] = float(np.mean([not r["cmp"].get("wrong_new") for r in silent]))
+    return out
+
+
 def by_level(rows: list[dict]) -> dict[int, dict]:
     return {lv: {k: v for k, v in summarise(rows, (lv,)).items() if k in ("clips", "cause_accuracy", "alert_accuracy",
-                                                                          "false_cause_rate")}
+                                                                          "false_cause_rate", "cause_accuracy_v2",
+                                                                          "alert_accuracy_v2", "silent_clips")}
             for lv in sorted({r["level"] for r in rows if len(r["families"]) == 1})}
 
 
@@ -357,11 +387,19 @@ def format_summary(title: str, rows: list[dict]) -> str:
     lines += ["", f"cause accuracy (the dimension that fell most) **{s['cause_accuracy']:.3f}**, alert accuracy "
               f"(the raised cause, nothing else new) **{s['alert_accuracy']:.3f}**, false causes "
               f"(another dimension > {FALSE_CAUSE_POINTS:g} points down) **{100 * s['false_cause_rate']:.1f}%**", "",
-              "| family | n | cause acc. | alert acc. | false causes | " + " | ".join(f"fell most: {d}" for d in DIMENSIONS)
-              + " |", "|---|---:|---:|---:|---:|" + "---:|" * len(DIMENSIONS)]
+              f"with no visible cause scored as silence ({s['silent_clips']} clips where no dimension fell "
+              f"{FALSE_CAUSE_POINTS:g} points; correct when no wrong cause was newly raised: "
+              f"{s.get('silent_correct', float('nan')):.2f}): cause accuracy **{s['cause_accuracy_v2']:.3f}**, "
+              f"alert accuracy **{s['alert_accuracy_v2']:.3f}**; on the {s['visible_clips']} clips with a visible "
+              f"fall: cause {s.get('cause_accuracy_visible', float('nan')):.3f}, alert "
+              f"{s.get('alert_accuracy_visible', float('nan')):.3f}", "",
+              "| family | n | cause acc. | alert acc. | no visible cause | cause / alert acc. with silence | false causes | "
+              + " | ".join(f"fell most: {d}" for d in DIMENSIONS)
+              + " |", "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(DIMENSIONS)]
     for f, p in s["per_family"].items():
         conf = s["confusion"][f]
-        lines.append(f"| {f} | {p['n']} | {p['cause']:.2f} | {p['alert']:.2f} | {100 * p['false']:.0f}% | "
+        lines.append(f"| {f} | {p['n']} | {p['cause']:.2f} | {p['alert']:.2f} | {p['silent']} | "
+                     f"{p['cause_v2']:.2f} / {p['alert_v2']:.2f} | {100 * p['false']:.0f}% | "
                      + " | ".join(str(conf[d]) for d in DIMENSIONS) + " |")
     lines += ["", "Cross-talk: mean move (points) of each dimension (columns) under each family (rows):", "",
               "| family | " + " | ".join(DIMENSIONS) + " |", "|---|" + "---:|" * len(DIMENSIONS)]
@@ -370,7 +408,9 @@ def format_summary(title: str, rows: list[dict]) -> str:
     lv = by_level(rows)
     lines += ["", "Per level (single-family clips): " + "; ".join(
         f"L{k}: n={v['clips']} cause {v.get('cause_accuracy', float('nan')):.2f} alert "
-        f"{v.get('alert_accuracy', float('nan')):.2f} false {100 * v.get('false_cause_rate', 0):.1f}%"
+        f"{v.get('alert_accuracy', float('nan')):.2f} false {100 * v.get('false_cause_rate', 0):.1f}% (with silence: "
+        f"{v.get('silent_clips', 0)} silent, cause {v.get('cause_accuracy_v2', float('nan')):.2f} alert "
+        f"{v.get('alert_accuracy_v2', float('nan')):.2f})"
         for k, v in lv.items())]
     regions = sorted({r.get("region", "full") for r in rows if len(r["families"]) == 1})
     if len(regions) > 1:
@@ -379,7 +419,9 @@ def format_summary(title: str, rows: list[dict]) -> str:
             sub = summarise([r for r in rows if r.get("region", "full") == region])
             if sub.get("clips"):
                 parts.append(f"{region}: n={sub['clips']} cause {sub['cause_accuracy']:.2f} alert "
-                             f"{sub['alert_accuracy']:.2f} false {100 * sub['false_cause_rate']:.1f}%")
+                             f"{sub['alert_accuracy']:.2f} false {100 * sub['false_cause_rate']:.1f}%; with silence "
+                             f"({sub['silent_clips']} silent, {sub.get('silent_correct', 1.0):.2f} of them "
+                             f"correct): cause {sub['cause_accuracy_v2']:.2f} alert {sub['alert_accuracy_v2']:.2f}")
         lines.append("By region distorted (levels 4-5): " + "; ".join(parts))
     comb = combined_summary(rows)
     if comb["clips"]:

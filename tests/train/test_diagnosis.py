@@ -68,6 +68,29 @@ def test_compare_and_summary():
     assert G.compare(ref, {**starved, "causes": ["compression"]}, ["blur"])["alert_ok"]
 
 
+def test_no_visible_cause_is_scored_as_silence():
+    """A clip where no dimension fell by the false-cause threshold: the top dimension is a chance pick, so the
+    second definition scores silence as correct, and a wrong cause newly raised as wrong. The first definition's
+    figures are kept unchanged beside it."""
+    ref = {"dims": dict.fromkeys(DIMENSIONS, 90.0), "causes": [], "score": 90.0, "low_bitrate": False}
+    faint = {**ref, "dims": {**ref["dims"], "blur": 89.0, "temporal": 80.0}, "causes": []}  # 10 points: not visible
+    q = G.compare(ref, faint, ["blur"])
+    assert not q["visible"] and not q["cause_ok"] and q["cause_ok_v2"] and q["alert_ok_v2"] and not q["alert_ok"]
+    loud = G.compare(ref, {**faint, "causes": ["stalls"]}, ["blur"])  # silent dimensions, but a wrong cause fires
+    assert not loud["visible"] and not loud["cause_ok_v2"] and not loud["alert_ok_v2"] and loud["wrong_new"] == ["stalls"]
+    own = G.compare(ref, {**faint, "causes": ["source"]}, ["blur"])  # its own cause is not a wrong one
+    assert own["cause_ok_v2"] and own["alert_ok_v2"]
+    edge = G.compare(ref, {**faint, "dims": {**ref["dims"], "temporal": 74.0}}, ["blur"])  # 16 points: visible
+    assert edge["visible"] and not edge["cause_ok_v2"]
+    rows = [{"families": ["blur"], "level": 5, "cmp": c} for c in (q, loud, edge)]
+    s = G.summarise(rows)
+    assert s["cause_accuracy"] == 0.0 and s["cause_accuracy_v2"] == pytest.approx(1 / 3)
+    assert s["silent_clips"] == 2 and s["silent_correct"] == 0.5 and s["visible_clips"] == 1
+    assert s["per_family"]["blur"]["silent"] == 2
+    text = G.format_summary("t", rows)
+    assert "no visible cause" in text and "fell most) **0.000**" in text and "cause accuracy **0.333**" in text
+
+
 @pytest.mark.parametrize("source", ["sunak-v0", "avatar-blue"])
 def test_still_presenter_blurred_or_noisy_raises_no_temporal_cause(tmp_path, signal_analyzer, source):
     """A nearly still presenter: blur makes frame differences tiny and noise makes them large; neither is a
