@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from engines.features import DIMENSIONS, LEVELS, Face, FrameRecord, Window, identity_stability
+from engines.signals import SIGNALS_VERSION
 
 EMBEDDING_DIM = 128  # SFace
 INTERVAL_FEATURES = ("dt_ratio", "log_dt", "mad", "repeat")  # per consecutive frame pair, see interval_features()
@@ -61,6 +62,9 @@ class FeatureSpec:
     spatial_shape: tuple[int, ...] = (1584,)  # one frame's spatial features: (Ds,) or (H, W, 3) uint8 pixels
     portrait_shape: tuple[int, ...] = (1584,)
     window_keys: tuple[str, ...] = WINDOW_STAT_KEYS  # the window statistics at the head of the signals vector
+    # the version of engines.signals' measurements the window's dimension scores were computed with in training
+    # (bundles from before it was recorded read version 1); the live path gives the rater that version
+    signals_version: int = SIGNALS_VERSION
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.window_keys if k not in WINDOW_STAT_KEYS]
@@ -85,6 +89,7 @@ class FeatureSpec:
             "spatial_shape": list(self.spatial_shape),
             "portrait_shape": list(self.portrait_shape),
             "window_keys": list(self.window_keys),
+            "signals_version": self.signals_version,
         }
 
     @classmethod
@@ -98,6 +103,7 @@ class FeatureSpec:
             spatial_shape=tuple(int(v) for v in d["spatial_shape"]),
             portrait_shape=tuple(int(v) for v in d["portrait_shape"]),
             window_keys=tuple(d.get("window_keys", LEGACY_WINDOW_STAT_KEYS)),  # bundles from before the list
+            signals_version=int(d.get("signals_version", 1)),  # bundles from before the record
         )
 
     def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -286,7 +292,7 @@ def interval_features(pts: np.ndarray, thumbs: list[np.ndarray], nominal_fps: fl
 
 
 def _window_stats(window: Window, sampled: list[FrameRecord], thumbs: list[np.ndarray],
-                  intervals: np.ndarray) -> dict[str, float]:
+                  intervals: np.ndarray, signals_version: int = SIGNALS_VERSION) -> dict[str, float]:
     frames = window.frames
     pts = np.array([f.pts for f in frames], dtype=np.float64)
     stats = dict.fromkeys(WINDOW_STAT_KEYS, 0.0)
@@ -294,7 +300,7 @@ def _window_stats(window: Window, sampled: list[FrameRecord], thumbs: list[np.nd
     if dims is None:  # windows the analysis loop did not measure (tests, offline tools)
         from engines.signals import window_dimensions
 
-        dims = window_dimensions(frames, window.nominal_fps)
+        dims = window_dimensions(frames, window.nominal_fps, signals_version)
     for region in ("frame", "face"):
         for dim in DIMENSIONS:
             stats[f"window.{region}_{dim}"] = float(dims.get(region, {}).get(dim, -1.0))
@@ -396,7 +402,7 @@ def assemble_window_features(window: Window, spec: FeatureSpec) -> WindowFeature
         thumbs = np.zeros((spec.temporal_len, th, tw), dtype=np.uint8)
     pts = np.array([f.pts for f in window.frames], dtype=np.float64)
     pairs = interval_features(pts, all_thumbs, window.nominal_fps)
-    stats = _window_stats(window, sampled, all_thumbs, pairs)
+    stats = _window_stats(window, sampled, all_thumbs, pairs, spec.signals_version)
     signals = [stats[k] for k in spec.window_keys] + _signal_stats(sampled, spec.signal_keys)
     return WindowFeatures(
         stream=window.stream,

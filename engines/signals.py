@@ -22,7 +22,16 @@ COARSE_SIGMA = 2.0  # px, its coarse scale
 MIN_EDGES = 20  # fewer edge pixels than this and the blur of a region is unknown (NaN)
 DARK_LEVEL = 10  # luma at or below this is crushed black
 BRIGHT_LEVEL = 245  # luma at or above this is blown white
-FREEZE_MAD = 0.35  # mean |difference| (luma levels) between thumbs below which two frames are the same picture
+REPEAT_MAD = 0.05  # mean |difference| (luma levels) between thumbs below which two frames are the same decoded
+# picture: exact repeats give 0, an encoder refreshing a repeated picture a few hundredths; a still presenter's
+# own motion, even blurred, is several tenths
+STILL_MOTION = 0.15  # the window's typical picture change (median over changing pairs) below this is a still scene:
+# there a repeat cannot be told from stillness, and only the timestamps judge the timing
+REPEAT_SHARE = 0.2  # ...or below this share of the window's typical change (an encoder's refresh of a held picture)
+CATCH_UP = 1.1  # a freeze ends with a jump (the motion that went on meanwhile) at least this many times the typical
+# change; a run of repeats that ends without one is the encoder holding a still picture, not a freeze
+STARVED_QP = 42.0  # median decoder quantiser of the window's sampled frames at or above which repeats are the
+# encoder's (held pictures between skipped blocks), not the source's: x264 at CRF 44 held 0.2-0.5 s at a time
 FREEZE_MIN_INTERVALS = 3  # a run of repeated pictures this long (in frame intervals) is a freeze, shorter is cadence
 STALL_FACTOR = 2.5  # a timestamp gap this many median intervals long is a stall
 
@@ -45,16 +54,17 @@ def _rising(x: float, x50: float, p: float) -> float:
 
 # Part of the training feature cache's key (train/fit.py): bump it whenever a measurement changes or is added,
 # or cached features computed before would be read as current.
-SIGNALS_VERSION = 1
+SIGNALS_VERSION = 2
 
 # (curve, x50, steepness) per raw measurement used in a score; a dimension's score is 100 times the product
 # of its factors, so any one bad factor pulls the dimension down and clean content stays near 100.
 CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
     "blur": {"edge_blur_px": ("falling", 2.2, 3.0)},
-    "noise": {"noise_sigma": ("falling", 7.0, 2.0)},
+    "noise": {"noise_sigma": ("falling", 7.0, 2.0), "grain_sigma": ("falling", 11.0, 2.0)},
     "color": {
         "colorfulness": ("rising", 10.0, 2.0),
-        "cast_deg": ("falling", 10.0, 3.0),
+        "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
+        "skin_excess": ("falling", 0.1, 2.0),  # skin saturation beyond natural skin's (oversaturation)
     },
     "artifact": {
         "blockiness": ("falling", 0.3, 2.5),
@@ -78,6 +88,10 @@ CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
         "judder": ("falling", 0.8, 2.0),
     },
 }
+# Version 1 read the colour cast from the grey-edge estimate of each region (the face crop's for the face).
+# Its noise read the full-resolution estimator alone.
+LEGACY_CURVES = {**CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "cast_deg": ("falling", 10.0, 3.0)},
+                 "noise": {"noise_sigma": ("falling", 7.0, 2.0)}}
 MID_GREY = 118.0  # luma of a well exposed scene's mean (sRGB middle grey is ~118)
 
 
@@ -203,9 +217,56 @@ def _color(rgb: np.ndarray) -> dict[str, float]:
     )
     norm = float(np.linalg.norm(e))
     if norm > 0:
-        cos = float(e.sum() / (norm * math.sqrt(3.0)))
-        res["cast_deg"] = math.degrees(math.acos(min(1.0, cos)))
+        res["cast_deg"] = _angle_to_white(e)
+        res["grey_cast_deg"] = _grey_pixel_cast(r, g, b, ok, e)
+        res["cast_excess_deg"] = max(0.0, res["grey_cast_deg"] - CAST_TOLERANCE_DEG)
     return res
+
+
+def _angle_to_white(e: np.ndarray) -> float:
+    norm = float(np.linalg.norm(e))
+    if norm <= 0:
+        return float("nan")
+    return math.degrees(math.acos(min(1.0, float(e.sum()) / (norm * math.sqrt(3.0)))))
+
+
+# Clean scenes' grey surfaces sit up to ~5 degrees from white (a beige wall, a blue-grey backdrop, stage gels
+# that mix to near white): only the excess over this is scored, so content alone raises no colour cause and a
+# cast that first cancels a scene's own tint cannot lift the score much.
+CAST_TOLERANCE_DEG = 5.0
+GREY_SATURATION = 0.12  # a pixel this close to grey once the illuminant estimate is divided out is a grey surface
+MIN_GREY_SHARE = 0.02  # fewer grey pixels than this share of the region: keep the grey-edge estimate
+
+
+def _grey_pixel_cast(r: np.ndarray, g: np.ndarray, b: np.ndarray, ok: np.ndarray, start: np.ndarray) -> float:
+    """Angle (degrees) between the light and white, estimated from the scene's grey surfaces (walls, whites,
+    shirts, windows): start from the grey-edge estimate, keep the pixels that are grey once it is divided out, and
+    take their mean colour as the next estimate (three rounds). Strongly coloured content (an avatar's blue or
+    green skin, a red wall, any skin tone) is never grey and so does not pull the estimate; with too few grey
+    pixels, the grey-edge estimate stands."""
+    n_ok = int(np.count_nonzero(ok))
+    if n_ok < 16:
+        return _angle_to_white(start)
+    rr, gg, bb = r[ok], g[ok], b[ok]
+    e = start / max(float(start.mean()), 1e-6)
+    for _ in range(3):
+        cr, cg, cb = rr / e[0], gg / e[1], bb / e[2]
+        mx = np.maximum(np.maximum(cr, cg), cb)
+        mn = np.minimum(np.minimum(cr, cg), cb)
+        grey = (mx - mn) < GREY_SATURATION * mx
+        if int(np.count_nonzero(grey)) < max(16, MIN_GREY_SHARE * n_ok):
+            break
+        # the brighter half of the grey surfaces: whites (walls, windows, eyes, shirts) are the least tinted by
+        # their own colour, a beige wall or a grey-brown shadow more
+        lum = (cr + cg + cb)[grey]
+        grey[grey] = lum >= np.median(lum)
+        new = np.array([float(rr[grey].mean()), float(gg[grey].mean()), float(bb[grey].mean())])
+        new /= max(float(new.mean()), 1e-6)
+        if float(np.abs(new - e).max()) < 1e-3:
+            e = new
+            break
+        e = new
+    return _angle_to_white(e)
 
 
 def _luminance(y: np.ndarray) -> dict[str, float]:
@@ -219,9 +280,32 @@ def _luminance(y: np.ndarray) -> dict[str, float]:
     }
 
 
+GRAIN_MIN_PX = 96  # smaller regions (a small face crop) have too few flat pixels at half size: texture reads as grain
+
+
+def _grain_sigma(y: np.ndarray) -> float:
+    """Noise that is correlated over neighbouring pixels (sensor grain after demosaicing, denoised or re-encoded
+    noise), which the 3x3 estimator on the full image under-reads: the same flat-area estimator on the luma
+    area-downscaled 2x, times 2 (white noise reads the same at both scales; correlated grain reads higher here)."""
+    h, w = y.shape
+    if min(h, w) < GRAIN_MIN_PX:
+        return float("nan")
+    half = cv2.resize(y, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    coarse = cv2.GaussianBlur(half, (0, 0), COARSE_SIGMA)
+    gc = cv2.magnitude(cv2.Sobel(coarse, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(coarse, cv2.CV_32F, 0, 1, ksize=3))
+    unclipped = (coarse > DARK_LEVEL + 4) & (coarse < BRIGHT_LEVEL - 4)
+    gc_u = gc[unclipped]
+    if gc_u.size < 64:
+        return float("nan")
+    flat = unclipped & (gc <= np.percentile(gc_u, 25))
+    resid = np.abs(cv2.filter2D(half, cv2.CV_32F, _NOISE_KERNEL))
+    return 2.0 * _robust_sigma(resid[flat])
+
+
 def _region_signals(rgb: np.ndarray) -> dict[str, float]:
     y = _luma(rgb)
     out = _noise_and_blur(y)
+    out["grain_sigma"] = _grain_sigma(y)
     out["blockiness"] = _blockiness(y)
     out.update(_color(rgb))
     lum = _luminance(y)
@@ -254,7 +338,32 @@ def frame_signals(
         crop = _crop(image, face_box)
         if crop is not None:
             out["face"] = _region_signals(np.ascontiguousarray(crop))
+            out["face"].update(_skin(crop))
     return out
+
+
+SKIN_HUES = (345.0, 50.0)  # degrees: human skin of every tone, under near-white light, has an orange hue
+SKIN_SATURATION_MAX = 0.55  # median HSV saturation of natural skin: 0.28-0.52 on every face of the corpus
+
+
+def _skin(face: np.ndarray) -> dict[str, float]:
+    """The skin in the middle of a face box: its median hue and saturation, and `skin_excess`, how far the
+    saturation is beyond natural skin's, only where the hue is a plausible skin hue (NaN otherwise: an avatar's
+    blue skin, or a face under a coloured light, is not judged as skin)."""
+    h, w = face.shape[:2]
+    core = face[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
+    hsv = cv2.cvtColor(np.ascontiguousarray(core), cv2.COLOR_RGB2HSV)
+    lit = hsv[..., 2] > 40
+    if int(np.count_nonzero(lit)) < 16:
+        return {"skin_hue_deg": float("nan"), "skin_saturation": float("nan"), "skin_excess": float("nan")}
+    hue = 2.0 * hsv[..., 0][lit].astype(np.float32)
+    # circular median of the hue around red: shift so that 180 (cyan) is the cut
+    shifted = np.where(hue > 180.0, hue - 360.0, hue)
+    med_hue = float(np.median(shifted)) % 360.0
+    sat = float(np.median(hsv[..., 1][lit])) / 255.0
+    plausible = med_hue >= SKIN_HUES[0] or med_hue <= SKIN_HUES[1]
+    return {"skin_hue_deg": med_hue, "skin_saturation": sat,
+            "skin_excess": max(0.0, sat - SKIN_SATURATION_MAX) if plausible else float("nan")}
 
 
 def analyse_frame_signals(record: FrameRecord) -> dict[str, dict[str, float]] | None:
@@ -287,7 +396,14 @@ def add_quantiser(signals: dict[str, dict[str, float]], qp_map: np.ndarray, imag
 # ---------------------------------------------------------------------------------------------
 
 
-def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None) -> dict[str, float]:
+# The first measurements (SIGNALS_VERSION 1), which the shipped bundle's forest was trained on: a pair under 0.35
+# levels was a repeat, in any scene, with no catch-up test. Bundles read the version they were trained with.
+LEGACY_REPEAT = {"repeat_mad": 0.35, "still_motion": 0.0, "catch_up": 0.0, "repeat_share": 0.0}
+
+
+def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None,
+                  repeat_mad: float = REPEAT_MAD, still_motion: float = STILL_MOTION,
+                  catch_up: float = CATCH_UP, repeat_share: float = REPEAT_SHARE) -> dict[str, float]:
     """Temporal raw measurements from every frame's luma thumbnail and its presentation time (seconds).
 
     frozen_share: share of the window's time spent in freezes (a picture repeated >= FREEZE_MIN_INTERVALS)
@@ -318,7 +434,15 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
     dt = np.nan_to_num(dt, nan=0.0)
     span = float(t[-1] - t[0]) + nominal
 
-    same = mad < FREEZE_MAD
+    changing = mad[mad >= repeat_mad]
+    typical = float(np.median(changing)) if changing.size >= 4 else 0.0
+    # an encoder refreshes a held picture a little (a few hundredths of a level, more in a busy scene): a pair
+    # that changes less than a fifth of the stream's typical change is a repeat too
+    same = mad < max(repeat_mad, repeat_share * typical)
+    # In a still scene (a static shot, or an encoder that skips every block) repeats are what stillness looks like:
+    # only timestamps can show a stall there. Blur and noise cannot fake a repeat: blur leaves a moving
+    # presenter's change well above REPEAT_MAD, noise raises it.
+    judge_pictures = typical >= still_motion
     # runs of repeated pictures
     frozen_time = 0.0
     dup_pairs = 0
@@ -332,13 +456,19 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
         j = i
         while j < n - 1 and same[j]:
             j += 1
+        if not judge_pictures:
+            i = j
+            continue
         # pictures i..j are one; it stayed on screen from t[i] until t[j + 1] (or one interval past t[j])
         shown = (t[j + 1] if j + 1 < n else t[j] + nominal) - t[i]
         if j - i >= FREEZE_MIN_INTERVALS:
-            frozen_time += shown - nominal
+            # a freeze of a moving scene ends with a jump; a run still open at the window's end counts
+            if j + 1 >= n or float(mad[j:j + 3].max()) >= catch_up * typical:
+                frozen_time += shown - nominal
+                longest = max(longest, shown - nominal)
         else:
             dup_pairs += j - i
-        longest = max(longest, shown - nominal)
+            longest = max(longest, shown - nominal)
         i = j
     res["frozen_share"] = min(1.0, frozen_time / span)
     res["duplicate_share"] = dup_pairs / (n - 1)
@@ -367,10 +497,10 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
 # ---------------------------------------------------------------------------------------------
 
 
-def dimension_score(dimension: str, raw: dict[str, float]) -> float:
+def dimension_score(dimension: str, raw: dict[str, float], version: int = SIGNALS_VERSION) -> float:
     """0..100 (higher is better) for one dimension from its raw measurements (NaN when none are known)."""
     factors = []
-    for name, (kind, x50, p) in CURVES[dimension].items():
+    for name, (kind, x50, p) in (CURVES if version >= 2 else LEGACY_CURVES)[dimension].items():
         x = raw.get(name, float("nan"))
         v = (_falling if kind == "falling" else _rising)(x, x50, p)
         if math.isfinite(v):
@@ -380,9 +510,9 @@ def dimension_score(dimension: str, raw: dict[str, float]) -> float:
     return 100.0 * float(np.prod(factors))
 
 
-def spatial_scores(raw: dict[str, float]) -> dict[str, float]:
+def spatial_scores(raw: dict[str, float], version: int = SIGNALS_VERSION) -> dict[str, float]:
     """The five spatial dimensions' 0..100 scores of one region's raw measurements (NaN where unknown)."""
-    return {d: dimension_score(d, raw) for d in DIMENSIONS if d != "temporal"}
+    return {d: dimension_score(d, raw, version) for d in DIMENSIONS if d != "temporal"}
 
 
 def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -395,12 +525,18 @@ def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None = None) -> dict[str, dict[str, float]]:
+def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None = None,
+                      version: int = SIGNALS_VERSION) -> dict[str, dict[str, float]]:
     """Region ("frame", and "face" when a sampled frame had one) -> dimension -> 0..100, higher is better.
 
     Spatial dimensions use the median of the sampled frames' raw signals (computed here if the analysis loop
     has not), temporal uses every frame's thumbnail and timestamp and is the same for both regions. A
     dimension that cannot be measured (no sampled frame; no edges at all for blur) is left out.
+
+    `version` 1 gives the first measurements (what bundles trained before version 2 read as features): a
+    repeat was any pair under 0.35 levels, and the face's colour cast was read from the face crop, where a skin
+    tone (or an avatar's painted skin) looks like a cast. Version 2 (published) judges repeats against the
+    stream's own motion (see thumb_signals) and reads the cast of both regions from the whole scene.
     """
     rows: dict[str, list[dict[str, float]]] = {"frame": [], "face": []}
     for f in frames:
@@ -410,14 +546,29 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
                 rows[region].append(raw)
     temporal = float("nan")
     if frames:
+        repeat: dict[str, float] = LEGACY_REPEAT if version < 2 else {}
+        qps = [r["qp"] for r in rows["frame"] if math.isfinite(r.get("qp", float("nan")))]
+        if version >= 2 and qps and float(np.median(qps)) >= STARVED_QP:
+            # a starved encoder skips blocks and holds pictures, then catches up: its repeats are compression
+            # (the artifact score reads the quantiser), so only the timestamps judge the timing here
+            repeat = {"still_motion": float("inf")}
         temporal = dimension_score(
-            "temporal", thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps)
+            "temporal", thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps,
+                                      **repeat)
         )
+    raw = {region: _aggregate(rows[region]) for region in ("frame", "face") if rows[region]}
+    if version >= 2 and "face" in raw and "frame" in raw:
+        # A cast is a property of the light on the whole scene: a face crop's own hue is its skin (any human
+        # tone, or an avatar's blue), which the crop alone cannot tell from a white-balance error.
+        for key in ("grey_cast_deg", "cast_excess_deg"):
+            raw["face"][key] = raw["frame"].get(key, float("nan"))
+        # oversaturated skin is judged on the face and counts for the whole picture's colour
+        raw["frame"]["skin_excess"] = raw["face"].get("skin_excess", float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):
         if region == "face" and not rows["face"]:
             continue
-        scores = spatial_scores(_aggregate(rows[region])) if rows[region] else {}
+        scores = spatial_scores(raw[region], version) if region in raw else {}
         scores["temporal"] = temporal
         out[region] = {d: round(v, 2) for d in DIMENSIONS if math.isfinite(v := scores.get(d, float("nan")))}
     return out

@@ -47,6 +47,7 @@ class Analyzer:
         # sampled frame (the rest keep their thumbnail, as unsampled frames do). Each level thins the same
         # presentation-time grid, so every window still sees evenly spread frames.
         self.shed_level = 0
+        self._recent: dict[str, tuple[float, list[tuple[float, WindowResult]]]] = {}  # stream -> (seen, windows)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -58,6 +59,12 @@ class Analyzer:
                 self.metrics.stage_duration.labels(name).observe(time.perf_counter() - t0)
 
     FRAME_BATCH = 16  # frames per call into the extractors: bounds the memory of one batch
+    # Published scores and dimensions are the median of the stream's windows that started in the last SMOOTH_S
+    # seconds of presentation time (5 windows at the default 1 s hop): a window that happens to miss a
+    # recurring problem (a freeze every few seconds) or one odd encoder frame does not swing what the
+    # operator sees; a lasting change shows after half of them. The raw window values stay in details.
+    SMOOTH_S = 4.0
+    SMOOTH_FORGET_S = 60.0  # a stream that published nothing for this long (wall clock) starts afresh
 
     def analyse_frames(self, records: Sequence[FrameRecord]) -> None:
         todo = [r for r in records if r.image is not None and not r.analysed]
@@ -128,15 +135,18 @@ class Analyzer:
         return True
 
     def rate_windows(self, windows: Sequence[Window]) -> list[WindowResult]:
-        from engines.signals import window_dimensions
+        from engines.signals import SIGNALS_VERSION, window_dimensions
 
         if not windows:
             return []
         results = []
+        # the rater reads the dimensions in the version of the measurements its bundle was trained on
+        version = self.rater.spec.signals_version if self.rater is not None else SIGNALS_VERSION
         with self.stage("window_signals"):
             for w in windows:
                 dims = window_dimensions(w.frames, w.nominal_fps)
-                w.dimensions = {region: dict(v) for region, v in dims.items()}  # the rater's copy
+                features = dims if version == SIGNALS_VERSION else window_dimensions(w.frames, w.nominal_fps, version)
+                w.dimensions = {region: dict(v) for region, v in features.items()}  # the rater's copy
                 results.append(summarise_window(w, dims))
         if self.rater is not None:
             with self.stage("rater"):
@@ -145,17 +155,41 @@ class Analyzer:
                 res.score = float(rating.score)
                 res.level = rating.level
                 if rating.dimensions:
+                    # The learned dimension outputs are details only: the published dimensions are the signal
+                    # measurements, each of which moves only for its own family. The heads did not: a freeze
+                    # moved learned noise and colour by ~5 points, blur and compression lifted learned noise by
+                    # 7-9 (the diagnosis benchmark's cross-talk, BENCHMARKS.md), so an operator would be sent
+                    # after the wrong cause.
                     res.details.update({f"model_{k}": float(v) for k, v in rating.dimensions.items()})
-                    # where the bundle's learned head ranks a dimension better than the signal measurement,
-                    # it is the published score of that dimension (both regions: it judges the whole window)
-                    for k in getattr(self.rater, "dimension_heads", ()):
-                        if k in rating.dimensions:
-                            for region in res.dimensions.values():
-                                head = float(rating.dimensions[k])
-                                # artifact: the signal also reads the bitstream's quantiser, which the synthetic
-                                # corpus (re-encoded at high quality) cannot teach the head; either one flags it
-                                region[k] = min(head, region[k]) if k == "artifact" and k in region else head
+        for res in results:
+            self._smooth(res)
         return results
+
+    def _smooth(self, res: WindowResult) -> None:
+        """Publishes the median of this stream's recent windows (SMOOTH_S) in place of the window's own values."""
+        from engines.features import LEVELS
+
+        now = time.monotonic()
+        for name in [k for k, (seen, _) in self._recent.items() if now - seen > self.SMOOTH_FORGET_S]:
+            del self._recent[name]
+        _, recent = self._recent.get(res.stream, (now, []))
+        if recent and res.start <= recent[-1][0]:
+            recent = []  # the stream started over (a new file, a restarted source)
+        raw = WindowResult(res.stream, res.start, res.end, {r: dict(d) for r, d in res.dimensions.items()},
+                           res.face_presence, res.face_size, res.identity_stability, res.score, res.level)
+        recent = [(t, r) for t, r in recent if t > res.start - self.SMOOTH_S] + [(res.start, raw)]
+        self._recent[res.stream] = (now, recent)
+        if len(recent) < 2:
+            return
+        if res.score is not None:
+            scores = [r.score for _, r in recent if r.score is not None]
+            res.details["window_score"] = float(res.score)
+            res.score = float(np.median(scores))
+            res.level = LEVELS[min(len(LEVELS) - 1, max(0, int(res.score // 20)))]
+        for region, dims in res.dimensions.items():
+            for dim in list(dims):
+                values = [r.dimensions[region][dim] for _, r in recent if dim in r.dimensions.get(region, {})]
+                dims[dim] = round(float(np.median(values)), 2)
 
 
 def summarise_window(window: Window, dimensions: dict[str, dict[str, float]]) -> WindowResult:

@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--bundle", type=Path)
     ev.add_argument("--baselines", action="store_true", help="also BRISQUE, NIQE and the signal mean")
+    ev.add_argument("--diagnosis", action="store_true",
+                    help="also the diagnosis benchmark: does the dimension that falls, and the alert, name the "
+                         "distortion (each clip against its clean reference; ladders on unseen content)")
     ev.set_defaults(func=cmd_eval)
 
     ex = sub.add_parser("export", help="export a checkpoint to a deployable bundle")

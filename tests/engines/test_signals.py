@@ -160,9 +160,11 @@ def test_severity_ladder_is_monotone(ladder, content, contents):
 
 # off-diagonal tolerance (points): what a moderate distortion of one family may move another family's score.
 # Two physical couplings get wider bounds and are documented: gain amplifies existing noise/texture
-# (bright -> noise), and blurring a small face crop lowers its colourfulness (blur -> color).
+# (bright -> noise; since signals version 2 the noise score also reads grain at half size, and a 2.4x gain
+# amplifies the astronaut's fine texture there too), and blurring a small face crop lowers its colourfulness
+# (blur -> color).
 TOL = 12.0
-WIDER = {("bright", "noise"): 35.0, ("blur", "color"): 15.0}
+WIDER = {("bright", "noise"): 55.0, ("blur", "color"): 15.0}
 
 
 @pytest.mark.parametrize("ladder", list(MODERATE))

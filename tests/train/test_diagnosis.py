@@ -1,0 +1,215 @@
+"""The diagnosis benchmark, and the verdicts it checks: each dimension moves for its own cause, on people and
+content the corpus never shows (test-split people, relit scenes, animated avatars), through real H.264 files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engines.features import DIMENSIONS
+from stream.analysis import DEFAULT_BUNDLE
+from train import diagnosis as G
+from train import distortions as D
+
+HAVE_BUNDLE = (DEFAULT_BUNDLE / "manifest.json").is_file()
+
+
+def _clip(tmp_path, source: str, ds: list[D.Distortion], name: str, seconds: float = 4.0, frames=None):
+    """A clip of `source` written as the corpus writes it (x264 CRF 16, or the distortion's own encode)."""
+    from train.corpus import ClipPlan, write_clip
+    from train.media import render, source_by_name
+
+    src = source_by_name(source)
+    w, h = (320, 180) if "landscape" in src.orientations else (180, 320)
+    ref = render(src, w, h, 25, seconds, seed=3)
+    if frames is not None:
+        ref.frames = frames(ref.frames)
+    path = tmp_path / name
+    write_clip(path, ref, ds, ClipPlan(name, "test", source, w, h, 25, seconds, 3))
+    return path
+
+
+@pytest.fixture(scope="module")
+def signal_analyzer():
+    """Faces and signal measurements, no model: what the published dimensions are made of."""
+    from stream.analysis import build_analyzer
+    from stream.config import MonitorConfig
+
+    cfg = MonitorConfig(no_model=True)
+    return cfg, build_analyzer(cfg)
+
+
+def _dims(path, cfg, analyzer) -> dict[str, float]:
+    from stream.offline import analyse_file, combine_dimensions
+
+    return combine_dimensions(analyse_file(path, cfg, analyzer).results)
+
+
+def test_compare_and_summary():
+    ref = {"dims": dict.fromkeys(DIMENSIONS, 90.0), "causes": [], "score": 90.0, "low_bitrate": False}
+    blur = {"dims": {**ref["dims"], "blur": 30.0, "temporal": 70.0}, "causes": ["source"], "score": 50.0,
+            "low_bitrate": False}
+    c = G.compare(ref, blur, ["blur"])
+    assert c["fell_most"] == "blur" and c["cause_ok"] and c["alert_ok"]
+    assert c["false"] == ["temporal"] and c["others"] == 5  # 20 points down on another dimension
+    wrong = {**blur, "dims": {**ref["dims"], "blur": 80.0, "temporal": 20.0}, "causes": ["source", "stalls"]}
+    w = G.compare(ref, wrong, ["blur"])
+    assert w["fell_most"] == "temporal" and not w["cause_ok"] and not w["alert_ok"]
+    rows = [{"families": ["blur"], "level": 5, "cmp": c}, {"families": ["blur"], "level": 4, "cmp": w},
+            {"families": ["blur"], "level": 1, "cmp": w}]
+    s = G.summarise(rows)
+    assert s["clips"] == 2 and s["cause_accuracy"] == 0.5 and s["false_cause_rate"] == pytest.approx(2 / 10)
+    assert s["confusion"]["blur"]["blur"] == 1 and s["confusion"]["blur"]["temporal"] == 1
+    assert s["cross_talk"]["blur"]["temporal"] == pytest.approx(-45.0)
+    assert G.by_level(rows)[1]["cause_accuracy"] == 0.0
+    # a picture cause is "compression" when the bitrate is low: the alert must name that one
+    starved = {**blur, "low_bitrate": True}
+    assert not G.compare(ref, starved, ["blur"])["alert_ok"]
+    assert G.compare(ref, {**starved, "causes": ["compression"]}, ["blur"])["alert_ok"]
+
+
+def test_no_visible_cause_is_scored_as_silence():
+    """A clip where no dimension fell by the false-cause threshold: the top dimension is a chance pick, so the
+    second definition scores silence as correct, and a wrong cause newly raised as wrong. The first definition's
+    figures are kept unchanged beside it."""
+    ref = {"dims": dict.fromkeys(DIMENSIONS, 90.0), "causes": [], "score": 90.0, "low_bitrate": False}
+    faint = {**ref, "dims": {**ref["dims"], "blur": 89.0, "temporal": 80.0}, "causes": []}  # 10 points: not visible
+    q = G.compare(ref, faint, ["blur"])
+    assert not q["visible"] and not q["cause_ok"] and q["cause_ok_v2"] and q["alert_ok_v2"] and not q["alert_ok"]
+    loud = G.compare(ref, {**faint, "causes": ["stalls"]}, ["blur"])  # silent dimensions, but a wrong cause fires
+    assert not loud["visible"] and not loud["cause_ok_v2"] and not loud["alert_ok_v2"] and loud["wrong_new"] == ["stalls"]
+    own = G.compare(ref, {**faint, "causes": ["source"]}, ["blur"])  # its own cause is not a wrong one
+    assert own["cause_ok_v2"] and own["alert_ok_v2"]
+    edge = G.compare(ref, {**faint, "dims": {**ref["dims"], "temporal": 74.0}}, ["blur"])  # 16 points: visible
+    assert edge["visible"] and not edge["cause_ok_v2"]
+    rows = [{"families": ["blur"], "level": 5, "cmp": c} for c in (q, loud, edge)]
+    s = G.summarise(rows)
+    assert s["cause_accuracy"] == 0.0 and s["cause_accuracy_v2"] == pytest.approx(1 / 3)
+    assert s["silent_clips"] == 2 and s["silent_correct"] == 0.5 and s["visible_clips"] == 1
+    assert s["per_family"]["blur"]["silent"] == 2
+    text = G.format_summary("t", rows)
+    assert "no visible cause" in text and "fell most) **0.000**" in text and "cause accuracy **0.333**" in text
+
+
+@pytest.mark.parametrize("source", ["sunak-v0", "avatar-blue"])
+def test_still_presenter_blurred_or_noisy_raises_no_temporal_cause(tmp_path, signal_analyzer, source):
+    """A nearly still presenter: blur makes frame differences tiny and noise makes them large; neither is a
+    change of timing. A real freeze of the same content still reads as one."""
+    cfg, analyzer = signal_analyzer
+    t = cfg.alerts.dimension_threshold
+    temporal = {}
+    for name, ds in [("clean", []), ("blur", [D.Distortion("blur", "gaussian", 5)]),
+                     ("defocus", [D.Distortion("blur", "defocus", 5)]),
+                     ("noise", [D.Distortion("noise", "sensor", 5)]),
+                     ("freeze", [D.Distortion("temporal", "freeze", 4)])]:
+        temporal[name] = _dims(_clip(tmp_path, source, ds, f"{name}.mp4"), cfg, analyzer)["temporal"]
+    assert min(temporal[k] for k in ("clean", "blur", "defocus", "noise")) > t + 30, temporal
+    assert max(abs(temporal[k] - temporal["clean"]) for k in ("blur", "defocus", "noise")) < 10, temporal
+    assert temporal["freeze"] < t, temporal
+
+
+def _cast(strength: float, warm: bool):
+    def apply(frames):
+        sign = 1.0 if warm else -1.0
+        gains = np.array([1 + sign * strength, 1 + 0.15 * sign * strength, 1 - sign * strength], np.float32)
+        return np.clip(frames.astype(np.float32) * gains + 0.5, 0, 255).astype(np.uint8)
+    return apply
+
+
+@pytest.mark.parametrize(("source", "warm"), [("avatar-blue", True), ("avatar-green", False), ("sunak-v0", True),
+                                              ("ardern-2018-v0", False), ("ardern-stage", True)])
+def test_colour_cast_ladder_lowers_colour_and_only_colour(tmp_path, signal_analyzer, source, warm):
+    """A white-balance error that grows step by step: the colour dimension never rises (by more than 3 points: a
+    mild cast can first cancel a scene's own tint, which the scene cast tolerates) and ends far below the
+    alert threshold's clean side; no other dimension moves by more than 10 points. The content on its own (blue
+    or green painted skin, two coloured stage gels) raises no colour cause."""
+    cfg, analyzer = signal_analyzer
+    t = cfg.alerts.dimension_threshold
+    ladder = [_dims(_clip(tmp_path, source, [], f"cast{k}.mp4", seconds=2.0, frames=_cast(v, warm)), cfg, analyzer)
+              for k, v in enumerate((0.0, 0.12, 0.2, 0.3, 0.42))]
+    colour = [d["color"] for d in ladder]
+    assert colour[0] > t + 10, colour
+    assert all(b < a + 3 for a, b in zip(colour, colour[1:], strict=False)), colour
+    assert colour[-1] < t and colour[-1] < colour[0] - 30, colour
+    for dim in DIMENSIONS:
+        if dim != "color":
+            moves = [abs(d[dim] - ladder[0][dim]) for d in ladder[1:]]
+            assert max(moves) < 10, (dim, [round(d[dim]) for d in ladder])
+
+
+@pytest.mark.skipif(not HAVE_BUNDLE, reason="needs the shipped bundle (bundles/default)")
+def test_face_only_blur_scores_below_background_only_blur_on_people_outside_training(tmp_path):
+    """Pairs at equal full-frame PSNR (the corpus's own matching) on the test split's people: blurring the face
+    costs more than blurring the background."""
+    from stream.analysis import build_analyzer
+    from stream.config import MonitorConfig
+    from stream.offline import analyse_file, file_report
+    from train.corpus import ClipPlan, match_background_strength, write_clip
+    from train.media import face_mask, render, source_by_name
+
+    cfg = MonitorConfig()
+    analyzer = build_analyzer(cfg)
+    lower = []
+    for source in ("sunak-v1", "ardern-2022-v0", "ardern-2018-v1"):
+        src = source_by_name(source)
+        ref = render(src, 180, 320, 25, 4.0, seed=5)
+        face = D.Distortion("blur", "gaussian", 4, "face")
+        strength, _ = match_background_strength(ref, face_mask(ref.boxes, 180, 320), face, 5)
+        bg = D.Distortion("blur", "gaussian", 4, "background", strength=strength)
+        scores = {}
+        for role, d in (("face", face), ("background", bg)):
+            path = tmp_path / f"{source}-{role}.mp4"
+            write_clip(path, ref, [d], ClipPlan(path.name, "test", source, 180, 320, 25, 4.0, 5))
+            scores[role] = file_report(analyse_file(path, cfg, analyzer))["score"]
+        lower.append(scores["face"] < scores["background"])
+    assert all(lower), lower
+
+
+@pytest.mark.skipif(not HAVE_BUNDLE, reason="needs the shipped bundle (bundles/default)")
+def test_published_score_is_steady_on_a_steady_stream():
+    """The demo's degraded sample repeats the same damage every 5 s (blur, noise, a starved encoder, a 1 s freeze);
+    one window in five misses the freeze. Its raw window scores jump; the published ones stay within 5 points."""
+    from pathlib import Path
+
+    from stream.analysis import build_analyzer
+    from stream.config import MonitorConfig
+    from stream.offline import analyse_file
+
+    cfg = MonitorConfig()
+    results = analyse_file(Path(__file__).parents[2] / "samples" / "degraded.mp4", cfg, build_analyzer(cfg)).results
+    published = np.array([r.score for r in results])
+    raw = np.array([r.details.get("window_score", r.score) for r in results])
+    assert np.abs(np.diff(raw)).max() > 15, raw  # the windows themselves differ: the smoothing is what holds
+    assert np.percentile(np.abs(np.diff(published)), 95) <= 5, published
+
+
+def test_diagnosis_ladder_on_unseen_content(tmp_path):
+    """End to end on one unseen source at the strongest level: every family's own dimension falls most."""
+    from stream.analysis import build_analyzer
+    from stream.config import MonitorConfig
+
+    cfg = MonitorConfig(no_model=True)
+    records = G.ladder_clips(["avatar-green"], tmp_path, levels=(5,), duration=2.0)
+    assert len(records) == len(G.FAMILIES) and (tmp_path / "avatar-green_clean.mp4").is_file()
+    rows = G.ladder_rows(records, cfg, build_analyzer(cfg), progress=False)
+    s = G.summarise(rows)
+    assert s["clips"] == 6 and s["cause_accuracy"] == 1.0, {r["file"]: r["cmp"]["fell_most"] for r in rows}
+    assert s["false_cause_rate"] <= 0.1
+    assert "cause accuracy" in G.format_summary("t", rows)
+
+
+@pytest.mark.parametrize("source", ["ardern-2018-v0", "ardern-2022-v1"])
+def test_oversaturated_skin_lowers_colour_and_only_colour(tmp_path, signal_analyzer, source):
+    """Saturation pushed up (the corpus's "saturate" kind) shows on skin, judged where the face's hue is a skin
+    hue: colour falls below the alert threshold at the strongest level, the other dimensions stay. (On the
+    darker, less saturated skin of the test split's other person the absolute limit is reached only at level 5
+    and colour stays above the threshold: docs/signals.md, known weaknesses.)"""
+    cfg, analyzer = signal_analyzer
+    t = cfg.alerts.dimension_threshold
+    ladder = [_dims(_clip(tmp_path, source, [D.Distortion("color", "saturate", lv)] if lv else [], f"sat{lv}.mp4",
+                          seconds=2.0), cfg, analyzer) for lv in (0, 3, 5)]
+    colour = [d["color"] for d in ladder]
+    assert colour[0] > t and colour[1] < colour[0] - 10 and colour[2] < t, colour
+    for dim in DIMENSIONS:
+        if dim != "color":
+            assert max(abs(d[dim] - ladder[0][dim]) for d in ladder[1:]) < 10, (dim, [round(d[dim]) for d in ladder])

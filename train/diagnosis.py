@@ -1,0 +1,478 @@
+"""The diagnosis benchmark: does the dimension that falls, and the alert that fires, name the distortion that was applied?
+
+Every distorted clip is compared with its own clean reference (same source, framing, camera motion and encode):
+- corpus clips: the reference is rendered again from the clip's metadata (source, size, rate, seed, cut) and
+  written the way the corpus writes clips (x264 CRF 16), so the two differ only by the distortion;
+- ladders: each family at each level on sources the corpus never shows (train.media.unseen_sources) or on the
+  test split's people, written next to their clean clip.
+
+Per clip: the published dimensions (what `fvq score` and the monitor show: the face weighted where one is
+seen), the causes the monitor's recommendation raises (stream.recommend.window_causes), and the score.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engines.features import DIMENSIONS
+
+FAMILIES = DIMENSIONS  # the six distortion families are the six dimensions
+FALSE_CAUSE_POINTS = 15.0  # another dimension falling more than this below its clean value is a false cause
+STRONG_LEVELS = (4, 5)
+# The monitor's cause for each family; blur and artifact are "compression" when the bitrate is low, else "source".
+FAMILY_CAUSE = {"temporal": "stalls", "noise": "camera", "color": "camera", "luminance": "camera"}
+PICTURE_CAUSES = ("compression", "source")
+GENERIC_CAUSES = ("low_quality",)  # says nothing about the cause: neither right nor wrong
+
+
+def clip_view(path: str | Path, cfg, analyzer) -> dict:
+    """What an operator sees for one file: published dimensions, score, window scores and the raised causes."""
+    from stream.offline import analyse_file, combine_dimensions
+    from stream.recommend import is_low_bitrate, window_causes
+
+    analysis = analyse_file(path, cfg, analyzer)
+    results = analysis.results
+    dims = combine_dimensions(results)
+    scores = [r.score for r in results if r.score is not None]
+    size = Path(path).stat().st_size
+    duration = max((r.end for r in results), default=0.0) - min((r.start for r in results), default=0.0)
+    width = height = 0
+    fps = analysis.nominal_fps or 25.0
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            width, height = s.width, s.height
+            duration = float(c.duration / 1e6) if c.duration else duration
+    except Exception:  # noqa: BLE001 - the bitrate is a hint only
+        pass
+    bitrate = 8.0 * size / duration if duration > 0 else 0.0
+    low = is_low_bitrate(bitrate, width, height, fps, cfg.alerts)
+    votes: dict[str, int] = {}
+    for r in results:
+        for c in window_causes(r, low, cfg.alerts):
+            votes[c] = votes.get(c, 0) + 1
+    causes = sorted(c for c, n in votes.items() if n * 2 >= len(results))  # raised in half the windows or more
+    return {"dims": {k: round(v, 2) for k, v in dims.items()}, "score": float(np.mean(scores)) if scores else None,
+            "window_scores": [round(float(s), 2) for s in scores], "causes": causes, "low_bitrate": low,
+            "window_dims": [r.dimensions.get("face") or r.dimensions.get("frame", {}) for r in results]}
+
+
+def expected_cause(family: str, low_bitrate: bool) -> str:
+    if family in FAMILY_CAUSE:
+        return FAMILY_CAUSE[family]
+    return PICTURE_CAUSES[0] if low_bitrate else PICTURE_CAUSES[1]
+
+
+def compare(ref: dict, dist: dict, families: Sequence[str]) -> dict:
+    """One distorted clip against its reference: each dimension's move, the one that fell most, the false causes,
+    and whether the raised alert names the family."""
+    move = {d: dist["dims"][d] - ref["dims"][d] for d in DIMENSIONS if d in ref["dims"] and d in dist["dims"]}
+    top = sorted(move, key=lambda d: move[d])[:len(families)]  # the len(families) dimensions that fell most
+    others = [d for d in move if d not in families]
+    false = [d for d in others if move[d] < -FALSE_CAUSE_POINTS]
+    wanted = {expected_cause(f, dist["low_bitrate"]) for f in families}
+    raised = set(dist["causes"]) - set(GENERIC_CAUSES)
+    new = raised - set(ref["causes"])
+    alert_ok = wanted <= raised and not (new - wanted)
+    # No visible cause: no dimension fell by the false-cause threshold, so the top dimension is a chance pick.
+    # Silence is then the right verdict, and counts as correct only if no wrong cause was newly raised.
+    visible = any(v < -FALSE_CAUSE_POINTS for v in move.values())
+    wrong_new = sorted(new - wanted)
+    cause_ok = set(top) == set(families)
+    return {"move": {d: round(v, 2) for d, v in move.items()}, "fell_most": top[0] if top else None,
+            "top": top, "cause_ok": cause_ok, "false": false, "others": len(others),
+            "visible": visible, "wrong_new": wrong_new,
+            "cause_ok_v2": cause_ok if visible else not wrong_new,
+            "alert_ok_v2": alert_ok if visible else not wrong_new,
+            "alert_ok": alert_ok, "alert_raised": sorted(raised), "alert_new": sorted(new), "alert_wanted": sorted(wanted),
+            "score_ref": ref["score"], "score": dist["score"]}
+
+
+def summarise(rows: list[dict], levels: Sequence[int] | None = STRONG_LEVELS) -> dict:
+    """Cause accuracy (overall and per family), the confusion matrix, the false-cause rate, the alert accuracy and
+    the cross-talk matrix (mean move of each dimension under each family) over single-family rows at `levels`."""
+    single = [r for r in rows if len(r["families"]) == 1 and (levels is None or r["level"] in levels)]
+    out: dict = {"clips": len(single)}
+    if not single:
+        return out
+    out["cause_accuracy"] = float(np.mean([r["cmp"]["cause_ok"] for r in single]))
+    out["alert_accuracy"] = float(np.mean([r["cmp"]["alert_ok"] for r in single]))
+    out["false_cause_rate"] = sum(len(r["cmp"]["false"]) for r in single) / max(1, sum(r["cmp"]["others"] for r in single))
+    out.update(_visibility(single))
+    per, confusion, cross = {}, {}, {}
+    for f in FAMILIES:
+        fr = [r for r in single if r["families"][0] == f]
+        if not fr:
+            continue
+        v2 = _visibility(fr)
+        per[f] = {"n": len(fr), "cause": float(np.mean([r["cmp"]["cause_ok"] for r in fr])),
+                  "alert": float(np.mean([r["cmp"]["alert_ok"] for r in fr])),
+                  "cause_v2": v2["cause_accuracy_v2"], "alert_v2": v2["alert_accuracy_v2"],
+                  "silent": v2["silent_clips"],
+                  "false": sum(len(r["cmp"]["false"]) for r in fr) / max(1, sum(r["cmp"]["others"] for r in fr))}
+        confusion[f] = {d: sum(1 for r in fr if r["cmp"]["fell_most"] == d) for d in DIMENSIONS}
+        cross[f] = {d: round(float(np.mean([r["cmp"]["move"].get(d, np.nan) for r in fr])), 1) for d in DIMENSIONS}
+    out.update(per_family=per, confusion=confusion, cross_talk=cross)
+    return out
+
+
+def _visibility(single: list[dict]) -> dict:
+    """The second definition (BENCHMARKS.md): a clip where no dimension fell by FALSE_CAUSE_POINTS has no visible
+    cause; it is scored correct when no wrong cause was newly raised (silence, or its own cause), wrong otherwise.
+    Clips with a visible fall are scored as in the first definition."""
+    vis = [r for r in single if r["cmp"].get("visible", True)]
+    silent = [r for r in single if not r["cmp"].get("visible", True)]
+    out = {"visible_clips": len(vis), "silent_clips": len(silent),
+           "cause_accuracy_v2": float(np.mean([r["cmp"].get("cause_ok_v2", r["cmp"]["cause_ok"]) for r in single])),
+           "alert_accuracy_v2": float(np.mean([r["cmp"].get("alert_ok_v2", r["cmp"]["alert_ok"]) for r in single]))}
+    if vis:
+        out["cause_accuracy_visible"] = float(np.mean([r["cmp"]["cause_ok"] for r in vis]))
+        out["alert_accuracy_visible"] = float(np.mean([r["cmp"]["alert_ok"] for r in vis]))
+    if silent:
+        out["silent_correct"] = float(np.mean([not r["cmp"].get("wrong_new") for r in silent]))
+    return out
+
+
+def by_level(rows: list[dict]) -> dict[int, dict]:
+    return {lv: {k: v for k, v in summarise(rows, (lv,)).items() if k in ("clips", "cause_accuracy", "alert_accuracy",
+                                                                          "false_cause_rate", "cause_accuracy_v2",
+                                                                          "alert_accuracy_v2", "silent_clips")}
+            for lv in sorted({r["level"] for r in rows if len(r["families"]) == 1})}
+
+
+def combined_summary(rows: list[dict]) -> dict:
+    """Clips with two families: share where the two dimensions that fell most are those two; false-cause rate."""
+    two = [r for r in rows if len(r["families"]) == 2]
+    if not two:
+        return {"clips": 0}
+    return {"clips": len(two), "both_found": float(np.mean([r["cmp"]["cause_ok"] for r in two])),
+            "false_cause_rate": sum(len(r["cmp"]["false"]) for r in two) / max(1, sum(r["cmp"]["others"] for r in two))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairs from the corpus's metadata
+# ---------------------------------------------------------------------------------------------
+
+
+def reference_path(root: Path, split: str, meta: dict) -> Path:
+    """The clean reference of a corpus clip, rendered again from its metadata into ROOT/split/references/."""
+    from train.corpus import WRITE_CRF
+    from train.media import render, render_cut, write_mp4
+
+    path = root / split / "references" / f"ref_{meta['file']}"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h, fps, dur, seed = meta["width"], meta["height"], meta["fps"], meta["duration"], meta["seed"]
+    if meta.get("cut_to"):
+        ref = render_cut(meta["source"], meta["cut_to"], meta["cut_at"], w, h, fps, dur, seed=seed)
+    else:
+        ref = render(meta["source"], w, h, fps, dur, seed=seed)
+    tmp = path.with_suffix(".part.mp4")
+    write_mp4(tmp, ref.frames, fps, crf=WRITE_CRF, preset="veryfast")
+    tmp.replace(path)
+    return path
+
+
+def corpus_rows(root: str | Path, split: str, cfg, analyzer, progress: bool = True) -> list[dict]:
+    """Every single- and two-family clip of ROOT/split against its re-rendered reference."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    metas = [json.loads(line) for line in (root / split / "meta.jsonl").read_text().splitlines() if line.strip()]
+    metas = [m for m in metas if m["families"] and len(m["families"]) <= 2]
+    rows = []
+    for m in tqdm(metas, desc=f"diagnosis {split}", file=sys.stderr, disable=None if progress else True):
+        ref = clip_view(reference_path(root, split, m), cfg, analyzer)
+        dist = clip_view(root / split / "videos" / m["file"], cfg, analyzer)
+        fams = sorted(m["families"], key=FAMILIES.index)
+        rows.append({"file": m["file"], "source": m["source"], "families": fams, "region": m["region"],
+                     "level": max(m["severities"].values()), "pair_role": m.get("pair_role"),
+                     "cmp": compare(ref, dist, fams)})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Ladders on content the corpus never shows
+# ---------------------------------------------------------------------------------------------
+
+LADDER_KINDS = {"blur": ("gaussian", "defocus"), "noise": ("gaussian", "sensor"), "color": ("cast", "desaturate"),
+                "artifact": ("crf", "bitrate"), "luminance": ("under", "over"), "temporal": ("freeze", "stall")}
+
+
+def ladder_clips(sources: Sequence[str], out: Path, levels: Sequence[int] = (1, 2, 3, 4, 5), seed: int = 0,
+                 fps: int = 25, duration: float = 4.0) -> list[dict]:
+    """Writes each source's clean clip and each family x level (the kind alternating by level) under `out`;
+    returns one record per distorted clip with its reference's path. Existing files are reused."""
+    from train import distortions as D
+    from train.corpus import WRITE_CRF, ClipPlan, write_clip
+    from train.media import render, source_by_name, write_mp4
+
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name in sources:
+        src = source_by_name(name)
+        w, h = (320, 180) if "landscape" in src.orientations else (180, 320)
+        ref = None
+        ref_path = out / f"{name}_clean.mp4"
+        if not ref_path.is_file():
+            ref = render(src, w, h, fps, duration, seed=seed)
+            write_mp4(ref_path, ref.frames, fps, crf=WRITE_CRF, preset="veryfast")
+        for family in FAMILIES:
+            for level in levels:
+                kind = LADDER_KINDS[family][level % 2]
+                path = out / f"{name}_{family}-{kind}-{level}.mp4"
+                if not path.is_file():
+                    ref = ref if ref is not None else render(src, w, h, fps, duration, seed=seed)
+                    plan = ClipPlan(path.name, "test", name, w, h, fps, duration, seed)
+                    write_clip(path, ref, [D.Distortion(family, kind, level)], plan)
+                records.append({"file": path.name, "path": path, "ref": ref_path, "source": name,
+                                "families": [family], "level": level, "region": "full"})
+    return records
+
+
+def ladder_rows(records: list[dict], cfg, analyzer, progress: bool = True) -> list[dict]:
+    from tqdm import tqdm
+
+    refs: dict[Path, dict] = {}
+    rows = []
+    for r in tqdm(records, desc="diagnosis ladders", file=sys.stderr, disable=None if progress else True):
+        if r["ref"] not in refs:
+            refs[r["ref"]] = clip_view(r["ref"], cfg, analyzer)
+        dist = clip_view(r["path"], cfg, analyzer)
+        rows.append({k: v for k, v in r.items() if k not in ("path", "ref")} | {"cmp": compare(refs[r["ref"]], dist,
+                                                                                                r["families"])})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# New people: clean clips against trained people's, and face-only against background-only blur
+# ---------------------------------------------------------------------------------------------
+
+PAIR_BLURS = (("gaussian", 3), ("gaussian", 4), ("defocus", 4))
+
+
+def _size(name: str) -> tuple[int, int]:
+    from train.media import source_by_name
+
+    return (320, 180) if "landscape" in source_by_name(name).orientations else (180, 320)
+
+
+def people_rows(trained: Sequence[str], new: Sequence[str], out: Path, cfg, analyzer, seed: int = 11,
+                progress: bool = True) -> dict:
+    """Scores of clean clips of trained and new people, and face-only / background-only blur pairs at equal
+    full-frame PSNR (the corpus's matching) on the new people."""
+    from tqdm import tqdm
+
+    from train import distortions as D
+    from train.corpus import WRITE_CRF, ClipPlan, match_background_strength, write_clip
+    from train.media import face_mask, render, write_mp4
+
+    out.mkdir(parents=True, exist_ok=True)
+    clean: dict[str, float] = {}
+    for name in tqdm([*trained, *new], desc="clean people", file=sys.stderr, disable=None if progress else True):
+        w, h = _size(name)
+        path = out / f"{name}_clean_s{seed}.mp4"
+        if not path.is_file():
+            write_mp4(path, render(name, w, h, 25, 4.0, seed=seed).frames, 25, crf=WRITE_CRF, preset="veryfast")
+        clean[name] = clip_view(path, cfg, analyzer)["score"]
+    pairs = []
+    for name in tqdm(new, desc="face/background pairs", file=sys.stderr, disable=None if progress else True):
+        w, h = _size(name)
+        ref = None
+        for kind, level in PAIR_BLURS:
+            scores = {}
+            for role in ("face", "background"):
+                path = out / f"{name}_{kind}{level}-{role}_s{seed}.mp4"
+                if not path.is_file():
+                    ref = ref if ref is not None else render(name, w, h, 25, 4.0, seed=seed)
+                    face = D.Distortion("blur", kind, level, "face")
+                    d = face
+                    if role == "background":
+                        strength, _ = match_background_strength(ref, face_mask(ref.boxes, w, h), face, seed)
+                        d = D.Distortion("blur", kind, level, "background", strength=strength)
+                    write_clip(path, ref, [d], ClipPlan(path.name, "test", name, w, h, 25, 4.0, seed))
+                scores[role] = clip_view(path, cfg, analyzer)["score"]
+            pairs.append({"source": name, "blur": f"{kind} {level}", **scores})
+    return {"clean": clean, "trained": list(trained), "new": list(new), "pairs": pairs}
+
+
+def format_people(p: dict) -> str:
+    from train.media import unseen_sources
+
+    relit = {u.name for u in unseen_sources()}
+    trained = [p["clean"][n] for n in p["trained"] if p["clean"].get(n) is not None]
+    new = [p["clean"][n] for n in p["new"] if p["clean"].get(n) is not None and n not in relit]
+    scenes = [p["clean"][n] for n in p["new"] if p["clean"].get(n) is not None and n in relit]
+    pairs = [q for q in p["pairs"] if q.get("face") is not None and q.get("background") is not None]
+    lower = sum(q["face"] < q["background"] for q in pairs)
+    lines = ["### New people",
+             f"clean clips: trained people {np.mean(trained):.1f} (n={len(trained)}), new people (the test split's) "
+             f"{np.mean(new):.1f} (n={len(new)}): {np.mean(new) - np.mean(trained):+.1f} points; relit scenes of them "
+             f"{np.mean(scenes) if scenes else float('nan'):.1f} (n={len(scenes)})",
+             f"face-only blur below background-only blur at equal PSNR: {lower}/{len(pairs)}"
+             + (f" ({100 * lower / len(pairs):.0f}%)" if pairs else ""), "",
+             "| source | clean | " + " | ".join(f"{k} {lv}: face / background" for k, lv in PAIR_BLURS) + " |",
+             "|---|---:|" + "---:|" * len(PAIR_BLURS)]
+    for name in p["new"]:
+        row = [q for q in pairs if q["source"] == name]
+        lines.append(f"| {name} | {p['clean'].get(name) or float('nan'):.1f} | "
+                     + " | ".join(f"{q['face']:.1f} / {q['background']:.1f}" for q in row) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steadiness: a stream whose damage does not change, played in a loop
+# ---------------------------------------------------------------------------------------------
+
+
+def steadiness(paths: Sequence[Path], out: Path, cfg, analyzer, loops: int = 3, progress: bool = True) -> dict:
+    """Each file played `loops` times in a row (ffmpeg -stream_loop, stream copy: the same damage throughout);
+    the moves between consecutive windows of the published score and of the windows' own scores."""
+    import shutil
+    import subprocess
+
+    from tqdm import tqdm
+
+    from stream.offline import analyse_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    published: list[float] = []
+    raw: list[float] = []
+    per_file = {}
+    for path in tqdm(paths, desc="steadiness", file=sys.stderr, disable=None if progress else True):
+        looped = out / f"loop{loops}_{Path(path).name}"
+        if not looped.is_file():
+            subprocess.run([shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-y", "-loglevel", "error",
+                            "-stream_loop", str(loops - 1), "-i", str(path), "-c", "copy", str(looped)], check=True)
+        results = analyse_file(looped, cfg, analyzer).results
+        pub = np.array([r.score for r in results if r.score is not None])
+        win = np.array([r.details.get("window_score", r.score) for r in results if r.score is not None])
+        if len(pub) >= 2:
+            published += list(np.abs(np.diff(pub)))
+            raw += list(np.abs(np.diff(win)))
+            per_file[Path(path).name] = {"published_max": float(np.abs(np.diff(pub)).max()),
+                                         "window_max": float(np.abs(np.diff(win)).max()), "windows": len(pub)}
+    def p95(v: list[float]) -> float:
+        return float(np.percentile(v, 95)) if v else float("nan")
+
+    return {"files": len(per_file), "moves": len(published), "published_p95": p95(published),
+            "published_max": max(published, default=float("nan")), "window_p95": p95(raw),
+            "window_max": max(raw, default=float("nan")), "per_file": per_file}
+
+
+def format_steadiness(st: dict) -> str:
+    return (f"### Steadiness: {st['files']} files looped, {st['moves']} consecutive-window moves\n"
+            f"published score: p95 {st['published_p95']:.1f}, max {st['published_max']:.1f} points; the windows' "
+            f"own scores: p95 {st['window_p95']:.1f}, max {st['window_max']:.1f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def format_summary(title: str, rows: list[dict]) -> str:
+    s = summarise(rows)
+    lines = [f"### {title}: {s.get('clips', 0)} single-family clips at levels {STRONG_LEVELS[0]}-{STRONG_LEVELS[1]}"]
+    if not s.get("clips"):
+        return "\n".join(lines)
+    lines += ["", f"cause accuracy (the dimension that fell most) **{s['cause_accuracy']:.3f}**, alert accuracy "
+              f"(the raised cause, nothing else new) **{s['alert_accuracy']:.3f}**, false causes "
+              f"(another dimension > {FALSE_CAUSE_POINTS:g} points down) **{100 * s['false_cause_rate']:.1f}%**", "",
+              f"with no visible cause scored as silence ({s['silent_clips']} clips where no dimension fell "
+              f"{FALSE_CAUSE_POINTS:g} points; correct when no wrong cause was newly raised: "
+              f"{s.get('silent_correct', float('nan')):.2f}): cause accuracy **{s['cause_accuracy_v2']:.3f}**, "
+              f"alert accuracy **{s['alert_accuracy_v2']:.3f}**; on the {s['visible_clips']} clips with a visible "
+              f"fall: cause {s.get('cause_accuracy_visible', float('nan')):.3f}, alert "
+              f"{s.get('alert_accuracy_visible', float('nan')):.3f}", "",
+              "| family | n | cause acc. | alert acc. | no visible cause | cause / alert acc. with silence | false causes | "
+              + " | ".join(f"fell most: {d}" for d in DIMENSIONS)
+              + " |", "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(DIMENSIONS)]
+    for f, p in s["per_family"].items():
+        conf = s["confusion"][f]
+        lines.append(f"| {f} | {p['n']} | {p['cause']:.2f} | {p['alert']:.2f} | {p['silent']} | "
+                     f"{p['cause_v2']:.2f} / {p['alert_v2']:.2f} | {100 * p['false']:.0f}% | "
+                     + " | ".join(str(conf[d]) for d in DIMENSIONS) + " |")
+    lines += ["", "Cross-talk: mean move (points) of each dimension (columns) under each family (rows):", "",
+              "| family | " + " | ".join(DIMENSIONS) + " |", "|---|" + "---:|" * len(DIMENSIONS)]
+    for f, c in s["cross_talk"].items():
+        lines.append(f"| {f} | " + " | ".join(f"{c[d]:+.0f}" for d in DIMENSIONS) + " |")
+    lv = by_level(rows)
+    lines += ["", "Per level (single-family clips): " + "; ".join(
+        f"L{k}: n={v['clips']} cause {v.get('cause_accuracy', float('nan')):.2f} alert "
+        f"{v.get('alert_accuracy', float('nan')):.2f} false {100 * v.get('false_cause_rate', 0):.1f}% (with silence: "
+        f"{v.get('silent_clips', 0)} silent, cause {v.get('cause_accuracy_v2', float('nan')):.2f} alert "
+        f"{v.get('alert_accuracy_v2', float('nan')):.2f})"
+        for k, v in lv.items())]
+    regions = sorted({r.get("region", "full") for r in rows if len(r["families"]) == 1})
+    if len(regions) > 1:
+        parts = []
+        for region in regions:
+            sub = summarise([r for r in rows if r.get("region", "full") == region])
+            if sub.get("clips"):
+                parts.append(f"{region}: n={sub['clips']} cause {sub['cause_accuracy']:.2f} alert "
+                             f"{sub['alert_accuracy']:.2f} false {100 * sub['false_cause_rate']:.1f}%; with silence "
+                             f"({sub['silent_clips']} silent, {sub.get('silent_correct', 1.0):.2f} of them "
+                             f"correct): cause {sub['cause_accuracy_v2']:.2f} alert {sub['alert_accuracy_v2']:.2f}")
+        lines.append("By region distorted (levels 4-5): " + "; ".join(parts))
+    comb = combined_summary(rows)
+    if comb["clips"]:
+        lines.append(f"Two families: n={comb['clips']}, both fell most {comb['both_found']:.2f}, "
+                     f"false causes {100 * comb['false_cause_rate']:.1f}%")
+    return "\n".join(lines)
+
+
+def run(root: str | Path | None, split: str = "test", bundle=None, ladder_sources: Sequence[str] | None = None,
+        ladder_dir: Path | None = None, progress: bool = True, people: bool = True, steady: bool = True) -> dict:
+    """The whole benchmark: corpus pairs of ROOT/split (when root is given), ladders on `ladder_sources` (default:
+    the unseen content), and new people against trained ones (clean scores, face/background blur pairs)."""
+    from stream.analysis import build_analyzer
+    from stream.config import MonitorConfig
+    from train.media import unseen_sources
+
+    cfg = MonitorConfig(bundle=Path(bundle)) if bundle else MonitorConfig()
+    analyzer = build_analyzer(cfg)
+    result: dict = {}
+    if root is not None:
+        result["corpus"] = corpus_rows(root, split, cfg, analyzer, progress)
+    if ladder_sources is None:
+        ladder_sources = [s.name for s in unseen_sources()]
+    where = ladder_dir or (Path(root) / "diagnosis" if root is not None else Path("corpus/diagnosis"))
+    if ladder_sources:
+        result["ladders"] = ladder_rows(ladder_clips(ladder_sources, where), cfg, analyzer, progress)
+    if root is not None and steady:
+        metas = [json.loads(line) for line in (Path(root) / split / "meta.jsonl").read_text().splitlines() if line]
+        paths = [Path(root) / split / "videos" / m["file"] for m in metas if len(m["families"]) <= 1]
+        samples = Path(__file__).resolve().parents[1] / "samples"
+        paths += [samples / "clean.mp4", samples / "degraded.mp4"]
+        result["steadiness"] = steadiness(paths, where / "loops", cfg, analyzer, progress=progress)
+    if people:
+        from train.corpus import sources_by_split
+
+        split_sources = sources_by_split()
+        new = split_sources["test"] + [s.name for s in unseen_sources() if not s.name.startswith("avatar")]
+        result["people"] = people_rows(split_sources["train"], new, where / "people", cfg, analyzer,
+                                       progress=progress)
+    return result
+
+
+def format_result(result: dict, split: str = "test") -> str:
+    parts = []
+    if "corpus" in result:
+        parts.append(format_summary(f"corpus {split} split against re-rendered references", result["corpus"]))
+    if "ladders" in result:
+        names = sorted({r["source"] for r in result["ladders"]})
+        parts.append(format_summary(f"ladders on unseen content ({', '.join(names)})", result["ladders"]))
+    if "people" in result:
+        parts.append(format_people(result["people"]))
+    if "steadiness" in result:
+        parts.append(format_steadiness(result["steadiness"]))
+    return "\n\n".join(parts)
