@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = _serve_overrides(args)
     cfg = load_config(args.config, overrides)
     if cfg.cluster is not None or cfg.worker_count() > 1:
-        return _serve_front(cfg, args)
+        return _serve_front(cfg, args, overrides)
     metrics = build_metrics(bundle=str(cfg.bundle or "default"))
     monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)
     catalog = attach_catalog(monitor, args.config, overrides)
@@ -113,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_front(cfg, args: argparse.Namespace) -> int:
+def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
     """Several workers behind one front: local worker processes, or Ray actors across a cluster."""
     from stream.config import SourceKind
     from stream.front import serve_front
@@ -138,7 +138,8 @@ def _serve_front(cfg, args: argparse.Namespace) -> int:
             pool.start()
             return pool
 
-    asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table))
+    asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table, config_path=args.config,
+                            overrides=overrides))
     return 0
 
 

@@ -257,8 +257,8 @@ def test_whip_is_routed_to_the_owner(tmp_path: Path, media_dir: Path) -> None:
     try:
         asyncio.run(body())
         assert served.get("/streams/nope")[0] == 404
-        status, raw = served.get("/api/v1/streams")  # not served by the front yet: said so, not a bare 404
-        assert status == 501 and "workers: 1" in json.loads(raw)["error"]
+        status, raw = served.get("/api/v1/streams")  # the front serves the stream API too
+        assert status == 200 and isinstance(json.loads(raw)["streams"], list)
     finally:
         served.stop()
 
@@ -336,3 +336,92 @@ def test_ray_option_without_ray_names_the_extra(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert "need Ray, which is not installed" in out.stderr and "pip install 'fvq-live[cluster]'" in out.stderr
+
+
+def _call(served: Served, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(served.url + path, data, {"Content-Type": "application/json"}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            raw, status = r.read(), r.status
+    except urllib.error.HTTPError as e:
+        raw, status = e.read(), e.code
+    return status, (json.loads(raw) if raw.strip() else None)
+
+
+def test_stream_api_hooks_and_reload_through_two_workers(tmp_path: Path, small_clip: Path) -> None:
+    """The stream API, reload (POST and SIGHUP) and a hook, served by the front of 2 worker processes: streams
+    are placed by cost, listed once, owned by one worker each, and `persist: true` is written by the front only."""
+    base = {
+        "window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+        "hooks": {"pull_url": str(small_clip.parent) + "/{name}.mp4", "labels": {"app": "{app}"}},
+    }
+    config = {**base, "sources": [{"name": "a", "url": str(small_clip), "loop": True}]}
+    served = Served(tmp_path, config)
+    conf = tmp_path / "fvq.yaml"
+
+    def names() -> dict[str, tuple[str, str]]:
+        status, body = _call(served, "GET", "/api/v1/streams")
+        assert status == 200, body
+        listed = [s["name"] for s in body["streams"]]
+        assert len(listed) == len(set(listed)), listed  # merged: each stream once
+        return {s["name"]: (s["origin"], s["worker"]) for s in body["streams"]}
+
+    try:
+        served.wait(lambda: (windows(served.samples(), "a") or 0) > 0, "stream a's windows", 120)
+        status, body = _call(served, "POST", "/api/v1/streams",
+                             {"name": "b", "url": str(small_clip), "loop": True, "persist": True,
+                              "labels": {"team": "x"}})
+        assert status == 201, body
+        assert body["origin"] == "api" and body["source"]["labels"] == {"team": "x"}
+        listed = names()
+        assert listed["a"][0] == "config" and listed["b"][0] == "api"
+        assert {listed["a"][1], listed["b"][1]} == {"w0", "w1"}, listed  # placed by load: one per worker
+        served.wait(lambda: (windows(served.samples(), "b") or 0) > 0, "stream b's windows (on its worker)", 60)
+        assert_each_series_once(served.samples())
+        # errors as the single process gives them
+        assert _call(served, "POST", "/api/v1/streams", {"name": "b", "url": str(small_clip)})[0] == 409
+        status, body = _call(served, "POST", "/api/v1/streams", {"name": "c", "url": str(small_clip), "lop": True})
+        assert status == 400 and "lop" in body["error"]
+        assert _call(served, "GET", "/api/v1/streams/nope")[0] == 404
+        # PUT goes through the front: the new source, still placed once
+        status, body = _call(served, "PUT", "/api/v1/streams/b",
+                             {"url": str(small_clip), "loop": True, "persist": True, "labels": {"team": "y"}})
+        assert status == 200 and body["source"]["labels"] == {"team": "y"}, body
+        status, body = _call(served, "GET", "/api/v1/streams/b")
+        assert status == 200 and body["worker"] in ("w0", "w1") and body["status"]["name"] == "b"
+        # persist: one state file, the front's, holding b once
+        state_files = list(tmp_path.glob("*.streams.json"))
+        assert [p.name for p in state_files] == ["fvq.streams.json"]
+        saved = json.loads(state_files[0].read_text())["streams"]
+        assert [(s["name"], s["labels"]) for s in saved] == [("b", {"team": "y"})]
+        # reload: a goes, c comes; b (the API's) untouched
+        b_worker = names()["b"][1]
+        conf.write_text(yaml.safe_dump({**base, "sources": [{"name": "c", "url": str(small_clip), "loop": True}]}))
+        served.proc.send_signal(signal.SIGHUP)
+        served.wait(lambda: set(names()) == {"b", "c"}, "SIGHUP to apply the config's difference", 30)
+        assert names()["b"][1] == b_worker
+        status, body = _call(served, "POST", "/api/v1/reload")
+        assert status == 200 and body["unchanged"] == ["c"] and not body["added"] and not body["removed"], body
+        # a hook (SRS's payload): the published stream is placed on a worker, answered with code 0
+        status, body = _call(served, "POST", "/hooks/srs/on_publish",
+                             {"action": "on_publish", "app": "live", "stream": small_clip.stem, "ip": "127.0.0.1",
+                              "vhost": "__defaultVhost__"})
+        assert status == 200 and body == {"code": 0}
+        listed = names()
+        assert listed[small_clip.stem][0] == "hook", listed
+        served.wait(lambda: (windows(served.samples(), small_clip.stem) or 0) > 0, "the hook stream's windows", 60)
+        hook_counts = {(labels["event"], labels["result"]): v for n, labels, v in served.samples()
+                       if n == "fvq_hook_events_total"}
+        assert hook_counts == {("publish", "added"): 1.0}, hook_counts
+        status, body = _call(served, "POST", "/hooks/srs/on_unpublish",
+                             {"action": "on_unpublish", "app": "live", "stream": small_clip.stem})
+        assert status == 200 and body == {"code": 0}
+        assert set(names()) == {"b", "c"}
+        # DELETE: gone from its worker and from the state file
+        assert _call(served, "DELETE", "/api/v1/streams/b")[0] == 204
+        assert set(names()) == {"c"}
+        assert json.loads(state_files[0].read_text())["streams"] == []
+        served.wait(lambda: windows(served.samples(), "b") is None, "b's series to go", 20)
+    finally:
+        served.stop()
