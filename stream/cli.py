@@ -115,13 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
     """Several workers behind one front: local worker processes, or Ray actors across a cluster."""
-    from stream.config import SourceKind
     from stream.front import serve_front
-
-    listen = [s.name for s in cfg.sources if s.kind == SourceKind.rtmp_listen]
-    if listen:  # one nginx-rtmp per port: each worker would start its own on the same port
-        raise ConfigError(f"RTMP listen sources ({', '.join(listen)}) need `workers: 1` for now: the workers would "
-                          "each start an RTMP server on the same port (docs/scaling.md)")
 
     if cfg.cluster is not None:
         from stream.cluster import RayPool, require_ray

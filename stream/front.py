@@ -100,6 +100,9 @@ class FrontMetrics:
             "fvq_hook_events_total", "Media-server publish notifications, by server (nginx, srs, nms), event "
             "(publish, unpublish) and result (added, removed, ignored, refused, unauthorized, error).",
             ["server", "event", "result"], registry=r)
+        self.rtmp_rejected = Counter(
+            "fvq_rtmp_rejected_total", "RTMP connections refused at the front's listen ports, by reason "
+            "(handshake_timeout, key, token, limit, exists, start).", ["reason"], registry=r)
         for reason in ("lost", "rebalance"):
             self.moves.labels(reason)
 
@@ -468,7 +471,8 @@ class Front:
 
     async def metrics_text(self) -> bytes:
         texts = await self.fetch_all("/metrics")
-        families = merge_expositions(texts, self.owned_by)
+        own = {m.name for m in self.metrics.registry.collect()}  # hooks and RTMP listen are counted by the front
+        families = [f for f in merge_expositions(texts, self.owned_by) if f.name not in own]
         registry = CollectorRegistry()
         registry.register(_Families(families))
         return generate_latest(self.metrics.registry) + generate_latest(registry)
@@ -725,12 +729,13 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
     pool = await loop.run_in_executor(None, pool_factory, token, poke)
     front = Front(config, pool, token)
     front_box.append(front)
-    runner = None
+    runner = catalog = None
     try:
         from stream.front_api import FrontCatalog
 
-        await front.start(config.sources)
+        await front.start()
         catalog = FrontCatalog(front, loop, config_path, overrides)
+        await loop.run_in_executor(None, catalog.streams.start, config.sources)  # RTMP listen: the front's nginx
         await loop.run_in_executor(None, catalog.load_state)  # persisted API streams, placed once, by the front
         runner = web.AppRunner(build_front_app(front, catalog), access_log=None)
         await runner.setup()
@@ -760,6 +765,8 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
             if duration and time.monotonic() - started > duration:
                 break
     finally:
+        if catalog is not None:
+            await loop.run_in_executor(None, catalog.streams.close)
         await front.stop()
         if runner is not None:
             await runner.cleanup()

@@ -8,6 +8,7 @@ re-reads the config file in the front and applies the difference across the work
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,8 @@ from stream.api import PREFIX, StreamApi, _error
 from stream.catalog import Catalog, CatalogError, _scrub
 from stream.config import SourceConfig, SourceKind
 
+log = logging.getLogger(__name__)
+
 CALL_TIMEOUT_S = 60.0
 
 
@@ -29,12 +32,41 @@ class FrontStreams:
     def __init__(self, front: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.front, self.loop = front, loop
         self.config = front.config
-        self.metrics = SimpleNamespace(hook_events=front.metrics.hook_events)
+        self.metrics = SimpleNamespace(hook_events=front.metrics.hook_events, rtmp_rejected=front.metrics.rtmp_rejected)
+        from stream.rtmp import RtmpListeners
+
+        self.rtmp = RtmpListeners(self)  # type: ignore[arg-type] - the front's one nginx-rtmp per listen port
+        self.listen: dict[str, SourceConfig] = {}  # named listen sources as configured; each placed as a pull
 
     def _call(self, coro) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT_S)
 
     def add_stream(self, source: SourceConfig) -> None:
+        """As Monitor.add_stream: an RTMP listen source is served by the front's nginx-rtmp, and what the workers
+        get is a pull of the key from it (a named key now, an app's keys as they are published)."""
+        from stream.monitor import StreamExistsError
+        from stream.rtmp import internal_url
+
+        if source.name in self.front.placements or source.name in self.rtmp.by_name:
+            raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
+        if source.kind == SourceKind.rtmp_server:
+            self.rtmp.attach(source)
+            return
+        if source.kind != SourceKind.rtmp_listen:
+            self._place(source)
+            return
+        self.rtmp.attach(source)
+        pull = SourceConfig(name=source.name, url=internal_url(source.url), kind=SourceKind.rtmp_pull,
+                            queue_frames=source.queue_frames, options=source.options, labels=source.labels,
+                            drop_policy=source.drop_policy)
+        try:
+            self._place(pull)
+        except Exception:
+            self.rtmp.detach(source.name)
+            raise
+        self.listen[source.name] = source
+
+    def _place(self, source: SourceConfig) -> None:
         from stream.front import NoWorkerError, StreamCapError, StreamPlacedError, WorkerRefusedError
         from stream.monitor import StreamExistsError, StreamLimitError
 
@@ -50,7 +82,26 @@ class FrontStreams:
             raise CatalogError(str(exc), exc.status) from None
 
     def remove_stream(self, name: str) -> None:
+        self.listen.pop(name, None)
+        if self.rtmp.detach(name) and name not in self.front.placements:
+            return
         self._call(self.front.remove_source(name))
+
+    def start(self, sources: list[SourceConfig]) -> None:
+        """The config's streams at start; an RTMP listen address that cannot be served stops the start, as with
+        one process (RtmpListenError)."""
+        from stream.rtmp import RtmpListenError
+
+        for source in sources:
+            try:
+                self.add_stream(source)
+            except RtmpListenError:
+                raise
+            except Exception as exc:  # one bad stream never stops the others
+                log.error("stream %r not started: %s", source.name, exc)
+
+    def close(self) -> None:
+        self.rtmp.close()
 
 
 class FrontCatalog(Catalog):
@@ -61,27 +112,29 @@ class FrontCatalog(Catalog):
         super().__init__(FrontStreams(front, loop), config_path, overrides)  # type: ignore[arg-type]
         self.front = front
 
-    def add(self, source: SourceConfig, origin: str = "api", save: bool = True) -> None:
-        if source.kind == SourceKind.rtmp_listen and not getattr(self.front, "rtmp_listen_ok", False):
-            raise CatalogError("RTMP listen sources are not taken by the stream API with several workers: declare "
-                               "them in the config file (docs/scaling.md)")
-        super().add(source, origin, save)
+    @property
+    def streams(self) -> FrontStreams:
+        return self.monitor  # type: ignore[return-value]
 
     def exists(self, name: str) -> bool:
-        return name in self.front.placements
+        return name in self.front.placements or name in self.streams.rtmp.by_name
 
     def source(self, name: str) -> SourceConfig | None:
+        if name in self.streams.listen:
+            return self.streams.listen[name]
         p = self.front.placements.get(name)
-        return p.source if p is not None else None
+        if p is not None:
+            return p.source
+        return next((s for s in self.streams.rtmp.sources() if s.name == name), None)
 
     async def describe_async(self, name: str) -> dict[str, Any] | None:
         """The single-process API's answer for one stream, its status from the worker that owns it."""
         from stream.monitor import _redact
 
         p = self.front.placements.get(name)
-        if p is None:
+        source = self.source(name)
+        if source is None:
             return None
-        source = p.source
         status = None
         w = self.front.owner(name)
         if w is not None and w.url and self.front.session is not None:
@@ -95,13 +148,17 @@ class FrontCatalog(Catalog):
         shown["url"] = _redact(source.url)
         shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
         origin = self.origin.get(name) or ("whip" if source.kind == SourceKind.whip else "rtmp")
-        return {
-            "name": name, "origin": origin, "worker": p.worker, "source": shown,
-            "status": _scrub(status, source.url, shown["url"]) if status is not None else {"state": "placing"},
-        }
+        if p is None:  # an RTMP listen app for many publishers: its keys are streams of their own
+            status = {"state": "listening"}
+        elif status is None:
+            status = {"state": "placing"}
+        else:
+            status = _scrub(status, p.source.url, shown["url"])
+        return {"name": name, "origin": origin, "worker": p.worker if p else None, "source": shown, "status": status}
 
     async def list_async(self) -> list[dict[str, Any]]:
-        infos = await asyncio.gather(*(self.describe_async(n) for n in sorted(self.front.placements)))
+        names = set(self.front.placements) | {s.name for s in self.streams.rtmp.sources()}
+        infos = await asyncio.gather(*(self.describe_async(n) for n in sorted(names)))
         return [i for i in infos if i is not None]
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import ConfigError, MonitorConfig, default_workers, load_config
 from stream.front import merge_expositions
-from tests.conftest import free_port, make_face_clip
+from tests.conftest import free_port, make_face_clip, need
 from tests.stream.test_whip import FaceTrack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,10 +131,14 @@ def test_workers_option_and_config() -> None:
     out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--workers", "two"], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--workers takes a number of workers or `auto`, not 'two'" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--workers", "2", "--listen",
-                          f"cam=rtmp://127.0.0.1:{free_port()}/live/cam"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 2 and "RTMP listen sources (cam) need `workers: 1`" in out.stderr, out.stderr
+    # RTMP listen with workers: the front's nginx-rtmp; a port another process holds stops the start, said so
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--workers", "2", "--port",
+                              str(free_port()), "--listen", f"cam=rtmp://127.0.0.1:{held.getsockname()[1]}/live/cam"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "is in use by another process" in out.stderr, out.stderr
 
 
 def test_merge_keeps_a_stream_only_from_its_owner() -> None:
@@ -424,4 +429,55 @@ def test_stream_api_hooks_and_reload_through_two_workers(tmp_path: Path, small_c
         assert json.loads(state_files[0].read_text())["streams"] == []
         served.wait(lambda: windows(served.samples(), "b") is None, "b's series to go", 20)
     finally:
+        served.stop()
+
+
+def test_rtmp_listen_through_two_workers(tmp_path: Path, small_clip: Path) -> None:
+    """One nginx-rtmp, the front's, for a listen port; each published key becomes a pull placed on a worker."""
+    from tests.stream.test_rtmp_listen import kill_all, publish
+
+    flv = tmp_path / "small.flv"
+    subprocess.run([need("ffmpeg"), "-nostdin", "-loglevel", "error", "-i", str(small_clip), "-c", "copy", "-f",
+                    "flv", str(flv)], check=True)
+    port = free_port()
+    config = {
+        "window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+        "sources": [{"name": "live", "url": f"rtmp://127.0.0.1:{port}/live", "listen": True},
+                    {"name": "cam", "url": f"rtmp://127.0.0.1:{port}/named/cam", "listen": True}],
+    }
+    served = Served(tmp_path, config)
+    keys = ["k0", "k1", "k2"]
+    pubs: list[subprocess.Popen] = []
+    try:
+        served.wait(lambda: served.get("/healthz")[0] == 200, "the front", 120)
+        pubs = [publish(flv, f"rtmp://127.0.0.1:{port}/live/{k}") for k in keys]
+        pubs.append(publish(flv, f"rtmp://127.0.0.1:{port}/named/cam"))
+        served.wait(lambda: all((windows(served.samples(), k) or 0) > 0 for k in [*keys, "cam"]),
+                    "a window of every publisher", 90)
+        status, body = _call(served, "GET", "/api/v1/streams")
+        listed = {s["name"]: s for s in body["streams"]}
+        assert listed["live"]["status"] == {"state": "listening"} and listed["live"]["worker"] is None
+        assert listed["cam"]["origin"] == "config" and listed["cam"]["source"]["kind"] == "rtmp_listen"
+        assert all(listed[k]["origin"] == "rtmp" for k in keys), listed
+        assert {listed[k]["worker"] for k in [*keys, "cam"]} == {"w0", "w1"}  # spread over both workers
+        # one nginx-rtmp, the front's: none under a worker
+        nginx_under = Counter()
+        for child in psutil.Process(served.proc.pid).children(recursive=True):
+            try:
+                if "nginx" in child.name():
+                    parent_cmd = child.parent().cmdline() if child.parent() else []
+                    nginx_under["worker" if "stream.workers" in parent_cmd else "front"] += 1
+            except psutil.Error:
+                continue
+        assert nginx_under["front"] >= 1 and nginx_under["worker"] == 0, nginx_under
+        assert_each_series_once(served.samples())
+        # a publisher leaves: its stream leaves its worker; the others go on
+        pubs[0].kill()
+        pubs[0].wait()
+        served.wait(lambda: "k0" not in {s["name"] for s in _call(served, "GET", "/api/v1/streams")[1]["streams"]},
+                    "k0's stream removed", 30)
+        before = windows(served.samples(), "k1") or 0
+        served.wait(lambda: (windows(served.samples(), "k1") or 0) > before, "k1 scored on", 30)
+    finally:
+        kill_all(pubs)
         served.stop()
