@@ -737,6 +737,7 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
         catalog = FrontCatalog(front, loop, config_path, overrides)
         await loop.run_in_executor(None, catalog.streams.start, config.sources)  # RTMP listen: the front's nginx
         await loop.run_in_executor(None, catalog.load_state)  # persisted API streams, placed once, by the front
+        await front.reconcile()  # the placement's series are right from the first request
         runner = web.AppRunner(build_front_app(front, catalog), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.server.host, config.server.port)

@@ -123,7 +123,8 @@ def assert_each_series_once(samples) -> None:
 
 def test_workers_option_and_config() -> None:
     assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(16) == 8
-    assert MonitorConfig().workers == 1 and load_config(None, {"workers": "auto"}).worker_count() == default_workers()
+    assert MonitorConfig().workers == "auto" and MonitorConfig().worker_count() == default_workers()
+    assert default_workers() == max(1, len(os.sched_getaffinity(0)) // 2)
     assert load_config(None, {"workers": 3}).worker_count() == 3
     with pytest.raises(ConfigError, match="workers must be 1-256"):
         load_config(None, {"workers": 0})
