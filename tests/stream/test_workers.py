@@ -482,3 +482,47 @@ def test_rtmp_listen_through_two_workers(tmp_path: Path, small_clip: Path) -> No
     finally:
         kill_all(pubs)
         served.stop()
+
+
+def test_nginx_on_publish_hooks_through_two_workers(tmp_path: Path, small_clip: Path) -> None:
+    """A real nginx-rtmp's on_publish/on_publish_done to the front of 2 workers: each publisher's key is pulled
+    by one worker, spread by load; an unpublish removes it; the publisher is never refused."""
+    from tests.stream.test_hooks import notify_hooks, start_nginx, stop
+    from tests.stream.test_rtmp_listen import kill_all, publish
+
+    flv = tmp_path / "small.flv"
+    subprocess.run([need("ffmpeg"), "-nostdin", "-loglevel", "error", "-i", str(small_clip), "-c", "copy", "-f",
+                    "flv", str(flv)], check=True)
+    nginx_port = free_port()
+    config = {
+        "window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+        "hooks": {"pull_url": f"rtmp://127.0.0.1:{nginx_port}/{{app}}/{{name}}", "stream_name": "{app}-{name}"},
+    }
+    served = Served(tmp_path, config)
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    nginx = None
+    pubs: list[subprocess.Popen] = []
+    try:
+        served.wait(lambda: served.get("/healthz")[0] == 200, "the front", 120)
+        nginx = start_nginx(nginx_dir, nginx_port, notify_hooks(served.port))
+        keys = ["cam1", "cam2"]
+        pubs = [publish(flv, f"rtmp://127.0.0.1:{nginx_port}/live/{k}") for k in keys]
+        served.wait(lambda: all((windows(served.samples(), f"live-{k}") or 0) > 0 for k in keys),
+                    "a window of each published key", 60)
+        listed = {s["name"]: s for s in _call(served, "GET", "/api/v1/streams")[1]["streams"]}
+        assert {listed[f"live-{k}"]["origin"] for k in keys} == {"hook"}
+        assert {listed[f"live-{k}"]["worker"] for k in keys} == {"w0", "w1"}, listed
+        added = [v for n, lb, v in served.samples() if n == "fvq_hook_events_total"
+                 and lb == {"server": "nginx", "event": "publish", "result": "added"}]
+        assert added == [2.0]
+        pubs[0].terminate()
+        pubs[0].wait()
+        served.wait(lambda: "live-cam1" not in {s["name"] for s in _call(served, "GET", "/api/v1/streams")[1]
+                                                ["streams"]}, "cam1 removed on its unpublish", 15)
+        assert pubs[1].poll() is None  # the other publisher goes on
+    finally:
+        kill_all(pubs)
+        if nginx is not None:
+            stop(nginx)
+        served.stop()
