@@ -49,6 +49,12 @@ class FrontStreams:
 
         if source.name in self.front.placements or source.name in self.rtmp.by_name:
             raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
+        if source.kind in (SourceKind.rtmp_server, SourceKind.rtmp_listen) and self.config.cluster is not None:
+            from stream.rtmp import RtmpListenError
+
+            raise RtmpListenError(f"{source.name}: RTMP listen is not served with --ray yet: the workers on other "
+                                  "nodes cannot pull from the front's loopback (use workers on one machine, or a "
+                                  "media server with hooks)")
         if source.kind == SourceKind.rtmp_server:
             self.rtmp.attach(source)
             return
