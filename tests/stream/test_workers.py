@@ -424,6 +424,13 @@ def test_stream_api_hooks_and_reload_through_two_workers(tmp_path: Path, small_c
                              {"action": "on_unpublish", "app": "live", "stream": small_clip.stem})
         assert status == 200 and body == {"code": 0}
         assert set(names()) == {"b", "c"}
+        # a restart: the front places the persisted stream again, once
+        served.stop()
+        served = Served(tmp_path, {**base, "sources": [{"name": "c", "url": str(small_clip), "loop": True}]})
+        served.wait(lambda: set(names()) == {"b", "c"}, "the persisted stream placed again after a restart", 120)
+        assert names()["b"][0] == "api"
+        served.wait(lambda: (windows(served.samples(), "b") or 0) > 0, "b's windows after the restart", 60)
+        assert [s["name"] for s in json.loads(state_files[0].read_text())["streams"]] == ["b"]
         # DELETE: gone from its worker and from the state file
         assert _call(served, "DELETE", "/api/v1/streams/b")[0] == 204
         assert set(names()) == {"c"}
