@@ -5,7 +5,9 @@ with the placement: a worker that came back empty (restarted) gets its streams a
 removed from its old worker. `/metrics` merges the workers' expositions (a stream's series only from the worker
 that owns it, so none appears twice; a worker's own series get a `worker` label) with the front's `fvq_worker_*`
 series; `/streams` merges their snapshots; per-stream paths (`/streams/{stream}`, WHIP, and any route added with
-`add_owner_routes`) are forwarded to the stream's owner; `/sd` lists the workers for Prometheus `http_sd`.
+`add_owner_routes`) are forwarded to the stream's owner; `/sd` lists the workers for Prometheus `http_sd`. The
+stream API, reload, media-server hooks and RTMP listen are the front's own (stream/front_api.py): what they create
+is placed here like a config stream.
 """
 
 from __future__ import annotations
