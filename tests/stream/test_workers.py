@@ -533,3 +533,43 @@ def test_nginx_on_publish_hooks_through_two_workers(tmp_path: Path, small_clip: 
         if nginx is not None:
             stop(nginx)
         served.stop()
+
+
+def test_front_api_and_hooks_need_the_token(tmp_path: Path, small_clip: Path) -> None:
+    """server.api_token on the front as on one process: the API refuses a missing or wrong bearer token; a hook
+    with a wrong token is counted unauthorized, adds nothing, and is still answered success."""
+    config = {"window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+              "server": {"api_token": "s3cret"}, "hooks": {"pull_url": str(small_clip.parent) + "/{name}.mp4"}}
+    served = Served(tmp_path, config)
+
+    def call(method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        req = urllib.request.Request(served.url + path, None if body is None else json.dumps(body).encode(),
+                                     headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    try:
+        served.wait(lambda: served.get("/healthz")[0] == 200, "the front", 120)
+        status, body = call("GET", "/api/v1/streams")
+        assert status == 401 and "Authorization" in body["error"]
+        assert call("GET", "/api/v1/streams", token="wrong")[0] == 401
+        assert call("POST", "/api/v1/reload", token="wrong")[0] == 401
+        source = {"name": "a", "url": str(small_clip), "loop": True}
+        assert call("POST", "/api/v1/streams", source, token="wrong")[0] == 401
+        assert call("GET", "/api/v1/streams", token="s3cret") == (200, {"streams": []})  # nothing was added
+        hook = {"action": "on_publish", "app": "live", "stream": small_clip.stem}
+        assert call("POST", "/hooks/srs/on_publish?token=wrong", hook) == (200, {"code": 0})
+        assert call("GET", "/api/v1/streams", token="s3cret") == (200, {"streams": []})
+        counted = {lb["result"]: v for n, lb, v in served.samples() if n == "fvq_hook_events_total"}
+        assert counted == {"unauthorized": 1.0}, counted
+        assert call("POST", "/hooks/srs/on_publish?token=s3cret", hook) == (200, {"code": 0})
+        status, body = call("POST", "/api/v1/streams", source, token="s3cret")
+        assert status == 201 and body["worker"] in ("w0", "w1")
+        names = {s["name"] for s in call("GET", "/api/v1/streams", token="s3cret")[1]["streams"]}
+        assert names == {"a", small_clip.stem}
+    finally:
+        served.stop()
