@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = _serve_overrides(args)
     cfg = load_config(args.config, overrides)
     if cfg.cluster is not None or cfg.worker_count() > 1:
-        return _serve_front(cfg, args)
+        return _serve_front(cfg, args, overrides)
     metrics = build_metrics(bundle=str(cfg.bundle or "default"))
     monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)
     catalog = attach_catalog(monitor, args.config, overrides)
@@ -113,15 +113,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_front(cfg, args: argparse.Namespace) -> int:
+def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
     """Several workers behind one front: local worker processes, or Ray actors across a cluster."""
-    from stream.config import SourceKind
     from stream.front import serve_front
-
-    listen = [s.name for s in cfg.sources if s.kind == SourceKind.rtmp_listen]
-    if listen:  # one nginx-rtmp per port: each worker would start its own on the same port
-        raise ConfigError(f"RTMP listen sources ({', '.join(listen)}) need `workers: 1` for now: the workers would "
-                          "each start an RTMP server on the same port (docs/scaling.md)")
 
     if cfg.cluster is not None:
         from stream.cluster import RayPool, require_ray
@@ -138,7 +132,8 @@ def _serve_front(cfg, args: argparse.Namespace) -> int:
             pool.start()
             return pool
 
-    asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table))
+    asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table, config_path=args.config,
+                            overrides=overrides))
     return 0
 
 
@@ -221,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until stopped)")
     s.add_argument("--workers", metavar="N|auto",
                    help="worker processes, each owning a share of the streams, behind one front (default: the "
-                   "config's `workers`, 1: a single process; auto: one per two cores)")
+                   "config's `workers`, itself `auto`: one per two cores, at least one; 1: a single process)")
     s.add_argument("--ray", metavar="auto|ADDRESS",
                    help="run the workers as Ray actors on this Ray cluster (needs `pip install fvq-live[cluster]`)")
     s.set_defaults(func=cmd_serve)

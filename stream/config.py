@@ -340,10 +340,11 @@ class MonitorConfig(_Strict):
     )
     rtmp: RtmpConfig = Field(default_factory=RtmpConfig, description="RTMP listen (the bundled nginx-rtmp).")
     workers: int | Literal["auto"] = Field(
-        1, description="Worker processes on this machine, each owning a share of the streams with its own decode "
-        "and analysis, behind one front serving HTTP; `auto`: one per two cores (a worker's analysis takes about a "
-        "core and its decoding about another); 1 (the default): the single-process monitor. With several workers, "
-        "the stream API, media-server hooks, SIGHUP reload and RTMP listen are not served yet (docs/scaling.md).",
+        "auto", description="Worker processes on this machine, each owning a share of the streams with its own "
+        "decode and analysis, behind one front serving HTTP (the stream API, hooks, reload and RTMP listen "
+        "included). `auto` (the default): as many as the cores allow for decode plus analysis, one per two "
+        "usable cores (a worker's analysis takes about a core and its streams' decoding about another), at "
+        "least one; so 1 on a 1-3 core machine. 1: the single-process monitor (no front).",
     )
     worker_spares: int = Field(
         1, ge=0, le=8, description="With several workers: started idle workers (models loaded) that take over a dead "

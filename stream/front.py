@@ -5,7 +5,9 @@ with the placement: a worker that came back empty (restarted) gets its streams a
 removed from its old worker. `/metrics` merges the workers' expositions (a stream's series only from the worker
 that owns it, so none appears twice; a worker's own series get a `worker` label) with the front's `fvq_worker_*`
 series; `/streams` merges their snapshots; per-stream paths (`/streams/{stream}`, WHIP, and any route added with
-`add_owner_routes`) are forwarded to the stream's owner; `/sd` lists the workers for Prometheus `http_sd`.
+`add_owner_routes`) are forwarded to the stream's owner; `/sd` lists the workers for Prometheus `http_sd`. The
+stream API, reload, media-server hooks and RTMP listen are the front's own (stream/front_api.py): what they create
+is placed here like a config stream.
 """
 
 from __future__ import annotations
@@ -96,6 +98,13 @@ class FrontMetrics:
                             "restarted or it moved (the gap over the hop, less one).", ["stream"], registry=r)
         self.scrape_errors = Counter("fvq_worker_scrape_errors_total", "Worker requests that failed.", w,
                                      registry=r)
+        self.hook_events = Counter(
+            "fvq_hook_events_total", "Media-server publish notifications, by server (nginx, srs, nms), event "
+            "(publish, unpublish) and result (added, removed, ignored, refused, unauthorized, error).",
+            ["server", "event", "result"], registry=r)
+        self.rtmp_rejected = Counter(
+            "fvq_rtmp_rejected_total", "RTMP connections refused at the front's listen ports, by reason "
+            "(handshake_timeout, key, token, limit, exists, start).", ["reason"], registry=r)
         for reason in ("lost", "rebalance"):
             self.moves.labels(reason)
 
@@ -189,7 +198,7 @@ class Front:
     def _answering(self, wid: str) -> bool:
         return wid in self.last_ok
 
-    async def add_source(self, source: SourceConfig, pushed: bool = False) -> Placement:
+    async def add_source(self, source: SourceConfig, pushed: bool = False, start: bool = True) -> Placement:
         """Places a stream (a config/CLI source, or a WHIP publisher's) on the least loaded worker."""
         loop = asyncio.get_running_loop()
         cost = await loop.run_in_executor(None, self.estimate, source) if not pushed else \
@@ -206,9 +215,29 @@ class Front:
         self.metrics.placement.labels(source.name, wid).set(1)
         self.metrics.lost.labels(source.name)  # 0 from the start
         log.info("front: stream %s placed on worker %s (cost %.3f CPU-s/s)", source.name, wid, cost)
-        if not pushed:
+        if not pushed and start:
             await self._add_on(wid, p)
         return p
+
+    async def place(self, source: SourceConfig) -> Placement:
+        """A stream from the stream API or a hook: placed by cost and started on its worker now, so that a source
+        the worker refuses (400) is an error to the caller, not a placement retried forever."""
+        p = await self.add_source(source, start=False)  # placed; started below, where the answer is kept
+        w = self.pool.workers().get(p.worker)
+        if w is None or not w.url or self.session is None:
+            return p  # the worker is restarting: reconciliation starts it there
+        try:
+            async with self.session.post(w.url + "/worker/streams", json=source.model_dump(mode="json"),
+                                         headers={TOKEN_HEADER: self.token},
+                                         timeout=aiohttp.ClientTimeout(total=10.0)) as r:
+                if r.status in (201, 409):
+                    log.info("front: stream %s started on worker %s", source.name, p.worker)
+                    return p
+                text = (await r.text()).strip()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return p  # reconciliation retries
+        self._drop(p, f"worker {p.worker} refused it ({r.status}): {text}")
+        raise WorkerRefusedError(text, 429 if r.status == 503 else 400)
 
     async def remove_source(self, name: str) -> None:
         p = self.placements.pop(name, None)
@@ -444,7 +473,8 @@ class Front:
 
     async def metrics_text(self) -> bytes:
         texts = await self.fetch_all("/metrics")
-        families = merge_expositions(texts, self.owned_by)
+        own = {m.name for m in self.metrics.registry.collect()}  # hooks and RTMP listen are counted by the front
+        families = [f for f in merge_expositions(texts, self.owned_by) if f.name not in own]
         registry = CollectorRegistry()
         registry.register(_Families(families))
         return generate_latest(self.metrics.registry) + generate_latest(registry)
@@ -472,6 +502,14 @@ class NoWorkerError(RuntimeError):
 
 class StreamPlacedError(RuntimeError):
     """A stream of that name is already placed."""
+
+
+class WorkerRefusedError(RuntimeError):
+    """The worker refused the stream's source; the message is its reason."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class StreamCapError(RuntimeError):
@@ -527,6 +565,14 @@ def probe_pixel_rate(source: SourceConfig) -> float | None:
             return float(v.codec_context.width * v.codec_context.height * fps)
     except Exception:  # the worker reports the real error when it opens it
         return None
+
+
+def _reload(catalog) -> None:
+    """SIGHUP: re-read the config file; a bad file changes nothing and says why."""
+    try:
+        catalog.reload()
+    except Exception as exc:
+        log.error("SIGHUP: the config file was not applied: %s", exc)
 
 
 # HTTP
@@ -646,16 +692,9 @@ async def _whip_options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={**CORS_HEADERS, "Accept-Post": SDP})
 
 
-NOT_YET = ("the front (`workers` > 1 or `cluster`) does not serve {path} yet: the stream API, media-server hooks and "
-           "reload need `workers: 1` for now (docs/scaling.md); with several workers, declare streams in the config or "
-           "publish them with WHIP")
-
-
-async def _not_yet(request: web.Request) -> web.Response:
-    return web.json_response({"error": NOT_YET.format(path=request.path)}, status=501)
-
-
-def build_front_app(front: Front) -> web.Application:
+def build_front_app(front: Front, catalog=None) -> web.Application:
+    """The front's HTTP: merged views, per-stream routes to the owner, and (given the front's catalog, a
+    stream.front_api.FrontCatalog) the stream API and media-server hooks."""
     app = web.Application(client_max_size=front.config.server.whip_max_body_bytes)
     app[FRONT_KEY] = front
     app.router.add_get("/metrics", _metrics)
@@ -666,15 +705,18 @@ def build_front_app(front: Front) -> web.Application:
     app.router.add_post("/whip/{stream}", _whip_post(front))
     app.router.add_route("OPTIONS", "/whip/{stream}", _whip_options)
     add_owner_routes(app, front, "/whip/{stream}/{session}", ("OPTIONS", "DELETE", "PATCH"))
-    for prefix in ("/api/v1", "/hooks"):  # a clear refusal, not a 404 that reads like a wrong URL
-        app.router.add_route("*", prefix + "{tail:(/.*)?}", _not_yet)
+    if catalog is not None:
+        from stream.front_api import add_front_api_routes
+
+        add_front_api_routes(app, catalog)
     return app
 
 
 async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0, table: bool = False,
-                      ready=None) -> None:
+                      ready=None, config_path=None, overrides: dict | None = None) -> None:
     """Starts the pool (via `pool_factory(token, poke)`), the front and its HTTP server; runs until SIGINT/SIGTERM
-    (or `duration` seconds). `ready(front, url)` is called once serving."""
+    (or `duration` seconds); SIGHUP re-reads `config_path` and applies the difference in its streams.
+    `ready(front, url)` is called once serving."""
     import signal
     import sys
 
@@ -689,10 +731,16 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
     pool = await loop.run_in_executor(None, pool_factory, token, poke)
     front = Front(config, pool, token)
     front_box.append(front)
-    runner = None
+    runner = catalog = None
     try:
-        await front.start(config.sources)
-        runner = web.AppRunner(build_front_app(front), access_log=None)
+        from stream.front_api import FrontCatalog
+
+        await front.start()
+        catalog = FrontCatalog(front, loop, config_path, overrides)
+        await loop.run_in_executor(None, catalog.streams.start, config.sources)  # RTMP listen: the front's nginx
+        await loop.run_in_executor(None, catalog.load_state)  # persisted API streams, placed once, by the front
+        await front.reconcile()  # the placement's series are right from the first request
+        runner = web.AppRunner(build_front_app(front, catalog), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.server.host, config.server.port)
         await site.start()
@@ -705,6 +753,7 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, catalog))
         started = time.monotonic()
         while not stop.is_set():
             try:
@@ -719,6 +768,8 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
             if duration and time.monotonic() - started > duration:
                 break
     finally:
+        if catalog is not None:
+            await loop.run_in_executor(None, catalog.streams.close)
         await front.stop()
         if runner is not None:
             await runner.cleanup()

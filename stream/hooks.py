@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from stream.api import authorized
-from stream.catalog import CatalogError, catalog_for
+from stream.catalog import Catalog, CatalogError, catalog_for
 from stream.config import HooksConfig, SourceConfig
 from stream.monitor import Monitor
 
@@ -54,12 +54,13 @@ class Hooks:
     """Each handler answers so that publishing goes on whatever the monitor makes of the notification: a stream
     it cannot follow (stream cap, name taken, bad template, wrong token) is logged and counted, never refused."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, catalog: Catalog | None = None) -> None:
         self.monitor = monitor
+        self.catalog = catalog  # the front's (several workers); else the monitor's own
 
     def follow(self, server: str, event: str, fields: dict[str, str]) -> str:
         """Adds or removes the stream of a notification; returns the result counted."""
-        catalog = catalog_for(self.monitor)
+        catalog = self.catalog or catalog_for(self.monitor)
         try:
             source = map_publish(self.monitor.config.hooks, fields)
         except (ValueError, KeyError) as exc:

@@ -122,7 +122,7 @@ def test_base_folder_to_trained_exported_scored_and_served(family, dtype, chain_
     # fvq serve --bundle on a live stream: the file read in real time, looped; /metrics publishes its score
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    served = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--bundle", str(exported), "--port",
+    served = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--workers", "1", "--bundle", str(exported), "--port",
                                str(port), "--loop", "--duration", "40", f"cam={clip}"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

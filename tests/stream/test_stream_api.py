@@ -163,7 +163,8 @@ def test_token_and_loopback_only(face_extractor):
 
 
 def write_config(path: Path, sources: list[dict]) -> None:
-    path.write_text(yaml.safe_dump({**BASE, "sources": sources}))
+    # workers: 1 pinned: these tests are about the single process, whatever `auto` gives on the machine
+    path.write_text(yaml.safe_dump({**BASE, "workers": 1, "sources": sources}))
 
 
 def test_reload_applies_the_difference_and_persisted_streams_survive(face_extractor, face_clip, tmp_path, caplog):

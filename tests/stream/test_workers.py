@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import ConfigError, MonitorConfig, default_workers, load_config
 from stream.front import merge_expositions
-from tests.conftest import free_port, make_face_clip
+from tests.conftest import free_port, make_face_clip, need
 from tests.stream.test_whip import FaceTrack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +123,8 @@ def assert_each_series_once(samples) -> None:
 
 def test_workers_option_and_config() -> None:
     assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(16) == 8
-    assert MonitorConfig().workers == 1 and load_config(None, {"workers": "auto"}).worker_count() == default_workers()
+    assert MonitorConfig().workers == "auto" and MonitorConfig().worker_count() == default_workers()
+    assert default_workers() == max(1, len(os.sched_getaffinity(0)) // 2)
     assert load_config(None, {"workers": 3}).worker_count() == 3
     with pytest.raises(ConfigError, match="workers must be 1-256"):
         load_config(None, {"workers": 0})
@@ -130,10 +132,14 @@ def test_workers_option_and_config() -> None:
     out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--workers", "two"], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--workers takes a number of workers or `auto`, not 'two'" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--workers", "2", "--listen",
-                          f"cam=rtmp://127.0.0.1:{free_port()}/live/cam"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 2 and "RTMP listen sources (cam) need `workers: 1`" in out.stderr, out.stderr
+    # RTMP listen with workers: the front's nginx-rtmp; a port another process holds stops the start, said so
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--workers", "2", "--port",
+                              str(free_port()), "--listen", f"cam=rtmp://127.0.0.1:{held.getsockname()[1]}/live/cam"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "is in use by another process" in out.stderr, out.stderr
 
 
 def test_merge_keeps_a_stream_only_from_its_owner() -> None:
@@ -257,8 +263,8 @@ def test_whip_is_routed_to_the_owner(tmp_path: Path, media_dir: Path) -> None:
     try:
         asyncio.run(body())
         assert served.get("/streams/nope")[0] == 404
-        status, raw = served.get("/api/v1/streams")  # not served by the front yet: said so, not a bare 404
-        assert status == 501 and "workers: 1" in json.loads(raw)["error"]
+        status, raw = served.get("/api/v1/streams")  # the front serves the stream API too
+        assert status == 200 and isinstance(json.loads(raw)["streams"], list)
     finally:
         served.stop()
 
@@ -336,3 +342,234 @@ def test_ray_option_without_ray_names_the_extra(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert "need Ray, which is not installed" in out.stderr and "pip install 'fvq-live[cluster]'" in out.stderr
+
+
+def _call(served: Served, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(served.url + path, data, {"Content-Type": "application/json"}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            raw, status = r.read(), r.status
+    except urllib.error.HTTPError as e:
+        raw, status = e.read(), e.code
+    return status, (json.loads(raw) if raw.strip() else None)
+
+
+def test_stream_api_hooks_and_reload_through_two_workers(tmp_path: Path, small_clip: Path) -> None:
+    """The stream API, reload (POST and SIGHUP) and a hook, served by the front of 2 worker processes: streams
+    are placed by cost, listed once, owned by one worker each, and `persist: true` is written by the front only."""
+    base = {
+        "window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+        "hooks": {"pull_url": str(small_clip.parent) + "/{name}.mp4", "labels": {"app": "{app}"}},
+    }
+    config = {**base, "sources": [{"name": "a", "url": str(small_clip), "loop": True}]}
+    served = Served(tmp_path, config)
+    conf = tmp_path / "fvq.yaml"
+
+    def names() -> dict[str, tuple[str, str]]:
+        status, body = _call(served, "GET", "/api/v1/streams")
+        assert status == 200, body
+        listed = [s["name"] for s in body["streams"]]
+        assert len(listed) == len(set(listed)), listed  # merged: each stream once
+        return {s["name"]: (s["origin"], s["worker"]) for s in body["streams"]}
+
+    try:
+        served.wait(lambda: (windows(served.samples(), "a") or 0) > 0, "stream a's windows", 120)
+        status, body = _call(served, "POST", "/api/v1/streams",
+                             {"name": "b", "url": str(small_clip), "loop": True, "persist": True,
+                              "labels": {"team": "x"}})
+        assert status == 201, body
+        assert body["origin"] == "api" and body["source"]["labels"] == {"team": "x"}
+        listed = names()
+        assert listed["a"][0] == "config" and listed["b"][0] == "api"
+        assert {listed["a"][1], listed["b"][1]} == {"w0", "w1"}, listed  # placed by load: one per worker
+        served.wait(lambda: (windows(served.samples(), "b") or 0) > 0, "stream b's windows (on its worker)", 60)
+        assert_each_series_once(served.samples())
+        # errors as the single process gives them
+        assert _call(served, "POST", "/api/v1/streams", {"name": "b", "url": str(small_clip)})[0] == 409
+        status, body = _call(served, "POST", "/api/v1/streams", {"name": "c", "url": str(small_clip), "lop": True})
+        assert status == 400 and "lop" in body["error"]
+        assert _call(served, "GET", "/api/v1/streams/nope")[0] == 404
+        # PUT goes through the front: the new source, still placed once
+        status, body = _call(served, "PUT", "/api/v1/streams/b",
+                             {"url": str(small_clip), "loop": True, "persist": True, "labels": {"team": "y"}})
+        assert status == 200 and body["source"]["labels"] == {"team": "y"}, body
+        status, body = _call(served, "GET", "/api/v1/streams/b")
+        assert status == 200 and body["worker"] in ("w0", "w1") and body["status"]["name"] == "b"
+        # persist: one state file, the front's, holding b once
+        state_files = list(tmp_path.glob("*.streams.json"))
+        assert [p.name for p in state_files] == ["fvq.streams.json"]
+        saved = json.loads(state_files[0].read_text())["streams"]
+        assert [(s["name"], s["labels"]) for s in saved] == [("b", {"team": "y"})]
+        # reload: a goes, c comes; b (the API's) untouched
+        b_worker = names()["b"][1]
+        conf.write_text(yaml.safe_dump({**base, "sources": [{"name": "c", "url": str(small_clip), "loop": True}]}))
+        served.proc.send_signal(signal.SIGHUP)
+        served.wait(lambda: set(names()) == {"b", "c"}, "SIGHUP to apply the config's difference", 30)
+        assert names()["b"][1] == b_worker
+        status, body = _call(served, "POST", "/api/v1/reload")
+        assert status == 200 and body["unchanged"] == ["c"] and not body["added"] and not body["removed"], body
+        # a hook (SRS's payload): the published stream is placed on a worker, answered with code 0
+        status, body = _call(served, "POST", "/hooks/srs/on_publish",
+                             {"action": "on_publish", "app": "live", "stream": small_clip.stem, "ip": "127.0.0.1",
+                              "vhost": "__defaultVhost__"})
+        assert status == 200 and body == {"code": 0}
+        listed = names()
+        assert listed[small_clip.stem][0] == "hook", listed
+        served.wait(lambda: (windows(served.samples(), small_clip.stem) or 0) > 0, "the hook stream's windows", 60)
+        hook_counts = {(labels["event"], labels["result"]): v for n, labels, v in served.samples()
+                       if n == "fvq_hook_events_total"}
+        assert hook_counts == {("publish", "added"): 1.0}, hook_counts
+        status, body = _call(served, "POST", "/hooks/srs/on_unpublish",
+                             {"action": "on_unpublish", "app": "live", "stream": small_clip.stem})
+        assert status == 200 and body == {"code": 0}
+        assert set(names()) == {"b", "c"}
+        # a restart: the front places the persisted stream again, once
+        served.stop()
+        served = Served(tmp_path, {**base, "sources": [{"name": "c", "url": str(small_clip), "loop": True}]})
+        served.wait(lambda: set(names()) == {"b", "c"}, "the persisted stream placed again after a restart", 120)
+        assert names()["b"][0] == "api"
+        served.wait(lambda: (windows(served.samples(), "b") or 0) > 0, "b's windows after the restart", 60)
+        assert [s["name"] for s in json.loads(state_files[0].read_text())["streams"]] == ["b"]
+        # DELETE: gone from its worker and from the state file
+        assert _call(served, "DELETE", "/api/v1/streams/b")[0] == 204
+        assert set(names()) == {"c"}
+        assert json.loads(state_files[0].read_text())["streams"] == []
+        served.wait(lambda: windows(served.samples(), "b") is None, "b's series to go", 20)
+    finally:
+        served.stop()
+
+
+def test_rtmp_listen_through_two_workers(tmp_path: Path, small_clip: Path) -> None:
+    """One nginx-rtmp, the front's, for a listen port; each published key becomes a pull placed on a worker."""
+    from tests.stream.test_rtmp_listen import kill_all, publish
+
+    flv = tmp_path / "small.flv"
+    subprocess.run([need("ffmpeg"), "-nostdin", "-loglevel", "error", "-i", str(small_clip), "-c", "copy", "-f",
+                    "flv", str(flv)], check=True)
+    port = free_port()
+    config = {
+        "window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+        "sources": [{"name": "live", "url": f"rtmp://127.0.0.1:{port}/live", "listen": True},
+                    {"name": "cam", "url": f"rtmp://127.0.0.1:{port}/named/cam", "listen": True}],
+    }
+    served = Served(tmp_path, config)
+    keys = ["k0", "k1", "k2"]
+    pubs: list[subprocess.Popen] = []
+    try:
+        served.wait(lambda: served.get("/healthz")[0] == 200, "the front", 120)
+        pubs = [publish(flv, f"rtmp://127.0.0.1:{port}/live/{k}") for k in keys]
+        pubs.append(publish(flv, f"rtmp://127.0.0.1:{port}/named/cam"))
+        served.wait(lambda: all((windows(served.samples(), k) or 0) > 0 for k in [*keys, "cam"]),
+                    "a window of every publisher", 90)
+        status, body = _call(served, "GET", "/api/v1/streams")
+        listed = {s["name"]: s for s in body["streams"]}
+        assert listed["live"]["status"] == {"state": "listening"} and listed["live"]["worker"] is None
+        assert listed["cam"]["origin"] == "config" and listed["cam"]["source"]["kind"] == "rtmp_listen"
+        assert all(listed[k]["origin"] == "rtmp" for k in keys), listed
+        assert {listed[k]["worker"] for k in [*keys, "cam"]} == {"w0", "w1"}  # spread over both workers
+        # one nginx-rtmp, the front's: none under a worker
+        nginx_under = Counter()
+        for child in psutil.Process(served.proc.pid).children(recursive=True):
+            try:
+                if "nginx" in child.name():
+                    parent_cmd = child.parent().cmdline() if child.parent() else []
+                    nginx_under["worker" if "stream.workers" in parent_cmd else "front"] += 1
+            except psutil.Error:
+                continue
+        assert nginx_under["front"] >= 1 and nginx_under["worker"] == 0, nginx_under
+        assert_each_series_once(served.samples())
+        # a publisher leaves: its stream leaves its worker; the others go on
+        pubs[0].kill()
+        pubs[0].wait()
+        served.wait(lambda: "k0" not in {s["name"] for s in _call(served, "GET", "/api/v1/streams")[1]["streams"]},
+                    "k0's stream removed", 30)
+        before = windows(served.samples(), "k1") or 0
+        served.wait(lambda: (windows(served.samples(), "k1") or 0) > before, "k1 scored on", 30)
+    finally:
+        kill_all(pubs)
+        served.stop()
+
+
+def test_nginx_on_publish_hooks_through_two_workers(tmp_path: Path, small_clip: Path) -> None:
+    """A real nginx-rtmp's on_publish/on_publish_done to the front of 2 workers: each publisher's key is pulled
+    by one worker, spread by load; an unpublish removes it; the publisher is never refused."""
+    from tests.stream.test_hooks import notify_hooks, start_nginx, stop
+    from tests.stream.test_rtmp_listen import kill_all, publish
+
+    flv = tmp_path / "small.flv"
+    subprocess.run([need("ffmpeg"), "-nostdin", "-loglevel", "error", "-i", str(small_clip), "-c", "copy", "-f",
+                    "flv", str(flv)], check=True)
+    nginx_port = free_port()
+    config = {
+        "window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+        "hooks": {"pull_url": f"rtmp://127.0.0.1:{nginx_port}/{{app}}/{{name}}", "stream_name": "{app}-{name}"},
+    }
+    served = Served(tmp_path, config)
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    nginx = None
+    pubs: list[subprocess.Popen] = []
+    try:
+        served.wait(lambda: served.get("/healthz")[0] == 200, "the front", 120)
+        nginx = start_nginx(nginx_dir, nginx_port, notify_hooks(served.port))
+        keys = ["cam1", "cam2"]
+        pubs = [publish(flv, f"rtmp://127.0.0.1:{nginx_port}/live/{k}") for k in keys]
+        served.wait(lambda: all((windows(served.samples(), f"live-{k}") or 0) > 0 for k in keys),
+                    "a window of each published key", 60)
+        listed = {s["name"]: s for s in _call(served, "GET", "/api/v1/streams")[1]["streams"]}
+        assert {listed[f"live-{k}"]["origin"] for k in keys} == {"hook"}
+        assert {listed[f"live-{k}"]["worker"] for k in keys} == {"w0", "w1"}, listed
+        added = [v for n, lb, v in served.samples() if n == "fvq_hook_events_total"
+                 and lb == {"server": "nginx", "event": "publish", "result": "added"}]
+        assert added == [2.0]
+        pubs[0].terminate()
+        pubs[0].wait()
+        served.wait(lambda: "live-cam1" not in {s["name"] for s in _call(served, "GET", "/api/v1/streams")[1]
+                                                ["streams"]}, "cam1 removed on its unpublish", 15)
+        assert pubs[1].poll() is None  # the other publisher goes on
+    finally:
+        kill_all(pubs)
+        if nginx is not None:
+            stop(nginx)
+        served.stop()
+
+
+def test_front_api_and_hooks_need_the_token(tmp_path: Path, small_clip: Path) -> None:
+    """server.api_token on the front as on one process: the API refuses a missing or wrong bearer token; a hook
+    with a wrong token is counted unauthorized, adds nothing, and is still answered success."""
+    config = {"window": {"length_s": 2.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+              "server": {"api_token": "s3cret"}, "hooks": {"pull_url": str(small_clip.parent) + "/{name}.mp4"}}
+    served = Served(tmp_path, config)
+
+    def call(method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        req = urllib.request.Request(served.url + path, None if body is None else json.dumps(body).encode(),
+                                     headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    try:
+        served.wait(lambda: served.get("/healthz")[0] == 200, "the front", 120)
+        status, body = call("GET", "/api/v1/streams")
+        assert status == 401 and "Authorization" in body["error"]
+        assert call("GET", "/api/v1/streams", token="wrong")[0] == 401
+        assert call("POST", "/api/v1/reload", token="wrong")[0] == 401
+        source = {"name": "a", "url": str(small_clip), "loop": True}
+        assert call("POST", "/api/v1/streams", source, token="wrong")[0] == 401
+        assert call("GET", "/api/v1/streams", token="s3cret") == (200, {"streams": []})  # nothing was added
+        hook = {"action": "on_publish", "app": "live", "stream": small_clip.stem}
+        assert call("POST", "/hooks/srs/on_publish?token=wrong", hook) == (200, {"code": 0})
+        assert call("GET", "/api/v1/streams", token="s3cret") == (200, {"streams": []})
+        counted = {lb["result"]: v for n, lb, v in served.samples() if n == "fvq_hook_events_total"}
+        assert counted == {"unauthorized": 1.0}, counted
+        assert call("POST", "/hooks/srs/on_publish?token=s3cret", hook) == (200, {"code": 0})
+        status, body = call("POST", "/api/v1/streams", source, token="s3cret")
+        assert status == 201 and body["worker"] in ("w0", "w1")
+        names = {s["name"] for s in call("GET", "/api/v1/streams", token="s3cret")[1]["streams"]}
+        assert names == {"a", small_clip.stem}
+    finally:
+        served.stop()

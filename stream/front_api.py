@@ -1,0 +1,232 @@
+"""The stream API, reload and media-server hooks on the front: the single-process catalog over the front's placements.
+
+A stream added by the API or a hook is placed on a worker by cost (Front.place) and started there; `persist: true`
+is written to the state file by the front only (workers never see a config file or a state file), and reload
+re-reads the config file in the front and applies the difference across the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from stream.api import PREFIX, StreamApi, _error
+from stream.catalog import Catalog, CatalogError, _scrub
+from stream.config import SourceConfig, SourceKind
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 60.0
+
+
+class FrontStreams:
+    """What the catalog and the hooks need of a monitor, answered by the front: adds and removes run on the front's
+    event loop (the catalog calls them from an executor thread, as it does a monitor's)."""
+
+    def __init__(self, front: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.front, self.loop = front, loop
+        self.config = front.config
+        self.metrics = SimpleNamespace(hook_events=front.metrics.hook_events, rtmp_rejected=front.metrics.rtmp_rejected)
+        from stream.rtmp import RtmpListeners
+
+        self.rtmp = RtmpListeners(self)  # type: ignore[arg-type] - the front's one nginx-rtmp per listen port
+        self.listen: dict[str, SourceConfig] = {}  # named listen sources as configured; each placed as a pull
+
+    def _call(self, coro) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT_S)
+
+    def add_stream(self, source: SourceConfig) -> None:
+        """As Monitor.add_stream: an RTMP listen source is served by the front's nginx-rtmp, and what the workers
+        get is a pull of the key from it (a named key now, an app's keys as they are published)."""
+        from stream.monitor import StreamExistsError
+        from stream.rtmp import internal_url
+
+        if source.name in self.front.placements or source.name in self.rtmp.by_name:
+            raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
+        if source.kind in (SourceKind.rtmp_server, SourceKind.rtmp_listen) and self.config.cluster is not None:
+            from stream.rtmp import RtmpListenError
+
+            raise RtmpListenError(f"{source.name}: RTMP listen is not served with --ray yet: the workers on other "
+                                  "nodes cannot pull from the front's loopback (use workers on one machine, or a "
+                                  "media server with hooks)")
+        if source.kind == SourceKind.rtmp_server:
+            self.rtmp.attach(source)
+            return
+        if source.kind != SourceKind.rtmp_listen:
+            self._place(source)
+            return
+        self.rtmp.attach(source)
+        pull = SourceConfig(name=source.name, url=internal_url(source.url), kind=SourceKind.rtmp_pull,
+                            queue_frames=source.queue_frames, options=source.options, labels=source.labels,
+                            drop_policy=source.drop_policy)
+        try:
+            self._place(pull)
+        except Exception:
+            self.rtmp.detach(source.name)
+            raise
+        self.listen[source.name] = source
+
+    def _place(self, source: SourceConfig) -> None:
+        from stream.front import NoWorkerError, StreamCapError, StreamPlacedError, WorkerRefusedError
+        from stream.monitor import StreamExistsError, StreamLimitError
+
+        try:
+            self._call(self.front.place(source))
+        except StreamPlacedError as exc:
+            raise StreamExistsError(str(exc)) from None
+        except StreamCapError as exc:
+            raise StreamLimitError(str(exc)) from None
+        except NoWorkerError as exc:
+            raise CatalogError(str(exc), 503) from None
+        except WorkerRefusedError as exc:
+            raise CatalogError(str(exc), exc.status) from None
+
+    def remove_stream(self, name: str) -> None:
+        self.listen.pop(name, None)
+        if self.rtmp.detach(name) and name not in self.front.placements:
+            return
+        self._call(self.front.remove_source(name))
+
+    def start(self, sources: list[SourceConfig]) -> None:
+        """The config's streams at start; an RTMP listen address that cannot be served stops the start, as with
+        one process (RtmpListenError)."""
+        from stream.rtmp import RtmpListenError
+
+        for source in sources:
+            try:
+                self.add_stream(source)
+            except RtmpListenError:
+                raise
+            except Exception as exc:  # one bad stream never stops the others
+                log.error("stream %r not started: %s", source.name, exc)
+
+    def close(self) -> None:
+        self.rtmp.close()
+
+
+class FrontCatalog(Catalog):
+    """Config, API and hook streams of the front, by origin; where each runs is the front's placement."""
+
+    def __init__(self, front: Any, loop: asyncio.AbstractEventLoop, config_path: Path | None = None,
+                 overrides: dict | None = None) -> None:
+        super().__init__(FrontStreams(front, loop), config_path, overrides)  # type: ignore[arg-type]
+        self.front = front
+
+    @property
+    def streams(self) -> FrontStreams:
+        return self.monitor  # type: ignore[return-value]
+
+    def exists(self, name: str) -> bool:
+        return name in self.front.placements or name in self.streams.rtmp.by_name
+
+    def source(self, name: str) -> SourceConfig | None:
+        if name in self.streams.listen:
+            return self.streams.listen[name]
+        p = self.front.placements.get(name)
+        if p is not None:
+            return p.source
+        return next((s for s in self.streams.rtmp.sources() if s.name == name), None)
+
+    async def describe_async(self, name: str) -> dict[str, Any] | None:
+        """The single-process API's answer for one stream, its status from the worker that owns it."""
+        from stream.monitor import _redact
+
+        p = self.front.placements.get(name)
+        source = self.source(name)
+        if source is None:
+            return None
+        status = None
+        w = self.front.owner(name)
+        if w is not None and w.url and self.front.session is not None:
+            try:
+                async with self.front.session.get(f"{w.url}/streams/{name}") as r:
+                    if r.status == 200:
+                        status = await r.json()
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):  # a silent worker: "placing"
+                status = None
+        shown = source.model_dump(mode="json")
+        shown["url"] = _redact(source.url)
+        shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
+        origin = self.origin.get(name) or ("whip" if source.kind == SourceKind.whip else "rtmp")
+        if p is None:  # an RTMP listen app for many publishers: its keys are streams of their own
+            status = {"state": "listening"}
+        elif status is None:
+            status = {"state": "placing"}
+        else:
+            status = _scrub(status, p.source.url, shown["url"])
+        return {"name": name, "origin": origin, "worker": p.worker if p else None, "source": shown, "status": status}
+
+    async def list_async(self) -> list[dict[str, Any]]:
+        names = set(self.front.placements) | {s.name for s in self.streams.rtmp.sources()}
+        infos = await asyncio.gather(*(self.describe_async(n) for n in sorted(names)))
+        return [i for i in infos if i is not None]
+
+
+class FrontApi(StreamApi):
+    """StreamApi's routes and guard; answers built from the front's placements and the owners' status."""
+
+    def __init__(self, catalog: FrontCatalog) -> None:
+        super().__init__(catalog.monitor)  # type: ignore[arg-type]
+        self._catalog = catalog
+
+    @property
+    def catalog(self) -> FrontCatalog:
+        return self._catalog
+
+    async def list(self, request: web.Request) -> web.Response:
+        return web.json_response({"streams": await self.catalog.list_async()})
+
+    async def create(self, request: web.Request) -> web.Response:
+        source = self._source(await self._body(request))
+        try:
+            await self._run(self.catalog.add, source)
+        except CatalogError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response(await self.catalog.describe_async(source.name), status=201,
+                                 headers={"Location": f"{PREFIX}/streams/{source.name}"})
+
+    async def get(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        info = await self.catalog.describe_async(name)
+        if info is None:
+            return _error(404, f"no stream named {name!r}")
+        return web.json_response(info)
+
+    async def put(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await self._body(request)
+        if body.setdefault("name", name) != name:
+            return _error(400, f"name: the body names {body['name']!r} but the URL names {name!r}")
+        source = self._source(body)
+        try:
+            created = await self._run(self.catalog.replace, source)
+        except CatalogError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response(await self.catalog.describe_async(name), status=201 if created else 200)
+
+
+def add_front_api_routes(app: web.Application, catalog: FrontCatalog) -> None:
+    """/api/v1 and /hooks on the front, as the single-process server has them."""
+    from stream.hooks import Hooks
+
+    api = FrontApi(catalog)
+    app.middlewares.append(api.guard)
+    app.router.add_get(f"{PREFIX}/streams", api.list)
+    app.router.add_post(f"{PREFIX}/streams", api.create)
+    app.router.add_get(f"{PREFIX}/streams/{{name}}", api.get)
+    app.router.add_put(f"{PREFIX}/streams/{{name}}", api.put)
+    app.router.add_delete(f"{PREFIX}/streams/{{name}}", api.delete)
+    app.router.add_post(f"{PREFIX}/reload", api.reload)
+    hooks = Hooks(catalog.monitor, catalog)  # type: ignore[arg-type]
+    app.router.add_post("/hooks/nginx/{event}", hooks.nginx)
+    app.router.add_post("/hooks/srs/{event}", hooks.srs)
+    app.router.add_post("/hooks/nms", hooks.nms)
+
+
+
