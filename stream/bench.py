@@ -317,7 +317,8 @@ def run_handoff(clip: Path, bundle: str | None, batches: tuple[int, ...] = (1, 4
     tmp = tempfile.mkdtemp(prefix="fvqrb")
     # a private cluster on this machine for the run: without token auth, so no ~/.ray/auth_token is left behind
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR",
+    # on loopback: Ray would turn 127.0.0.1 into the host's routable address, so another loopback address is given
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR", _node_ip_address="127.0.0.2",
              runtime_env={"env_vars": {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}})
     try:
         serve.start(proxy_location="Disabled")

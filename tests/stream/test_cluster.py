@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed (`pip install .[cluster]`)")
 RAY = str(Path(sys.executable).parent / "ray")
 START_TIMEOUT_S = 150
+# Ray rewrites 127.0.0.1 and localhost to the host's routable address (ray._private.services.resolve_ip_for_localhost),
+# so a cluster told to use 127.0.0.1 would talk over the host's network address. Another address of the loopback
+# range is taken as given: every node, client and worker of the test cluster stays on loopback.
+LOOPBACK = "127.0.0.2"
 
 
 @pytest.fixture(autouse=True)
@@ -50,11 +54,11 @@ class LocalRayCluster:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{LOOPBACK}:{self.port}"
 
     def start_node(self, name: str, num_cpus: int, resources: dict, head: bool = False) -> None:
         nm = free_port()
-        cmd = [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
+        cmd = [RAY, "start", "--block", "--node-ip-address", LOOPBACK, "--num-cpus", str(num_cpus),
                "--resources", json.dumps(resources), "--node-manager-port", str(nm),
                "--object-store-memory", str(80 * 1024 * 1024), "--dashboard-agent-listen-port", str(free_port()),
                "--metrics-export-port", str(free_port()), "--disable-usage-stats"]
@@ -80,7 +84,10 @@ class LocalRayCluster:
             except AssertionError:
                 if attempt == tries - 1:
                     raise
-                os.killpg(self.nodes[name].pid, signal.SIGKILL)
+                try:
+                    os.killpg(self.nodes[name].pid, signal.SIGKILL)
+                except ProcessLookupError:  # its `ray start` gave up and exited already
+                    pass
                 self.nodes[name].wait(10)
 
     def wait_nodes(self, count: int, timeout: float = START_TIMEOUT_S) -> None:
@@ -273,7 +280,7 @@ def test_serve_rater_batches_windows_and_falls_back_in_process(media_dir: Path) 
     assert len(features) >= 3
     expected = [r.score for r in local.rate(features)]
     tmp = tempfile.mkdtemp(prefix="fvqsr")
-    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR",
+    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=tmp, logging_level="ERROR", _node_ip_address=LOOPBACK,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         serve.start(proxy_location="Disabled")
