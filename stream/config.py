@@ -144,10 +144,74 @@ class ServerConfig(_Strict):
     port: int = Field(9108, ge=0, le=65535, description="HTTP port for /metrics, /healthz, /streams and WHIP.")
     whip_token: str | None = Field(None, description="If set, WHIP requests need `Authorization: Bearer <token>`.")
     whip_max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest SDP offer accepted.")
+    allow_anonymous_ingest: bool = Field(
+        False,
+        description="Let clients off loopback publish over WHIP without a token. By default a WHIP request from "
+        "another address needs `server.whip_token`; loopback clients never do.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. https://studio.example.com, or '*') allowed to call WHIP across origins; "
+        "none by default.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A request's line and headers must arrive within this time, or the "
+        "connection is closed (slowloris).",
+    )
+    body_timeout_s: float = Field(10.0, gt=0, le=300, description="A request's body must arrive within this time.")
+    keepalive_timeout_s: float = Field(15.0, gt=0, le=3600, description="An idle keep-alive connection is closed "
+                                       "after this long.")
+    keepalive_max_requests: int = Field(1000, ge=1, description="Requests served on one connection before it "
+                                        "is closed.")
+    max_header_bytes: int = Field(8190, ge=1024, le=65536, description="Longest request line or header field.")
+    max_connections: int = Field(
+        1024, ge=1, le=100_000,
+        description="Open HTTP connections at most; more are answered 503 and closed at once (keep it well "
+        "under the process's open-file limit).",
+    )
+    max_connections_per_client: int = Field(
+        64, ge=1, le=100_000, description="Open HTTP connections at most from one client address (503 beyond)."
+    )
+    limit_exempt_clients: list[str] = Field(
+        default_factory=list,
+        description="Client networks (CIDR, e.g. your Prometheus at 10.0.0.5/32) that the per-client connection "
+        "cap does not apply to.",
+    )
+    whip_max_sessions_per_client: int = Field(
+        4, ge=1, le=10_000, description="WHIP sessions at most at a time from one client address (429 beyond)."
+    )
+    whip_idle_timeout_s: float = Field(
+        15.0, gt=0, le=3600,
+        description="A connected WHIP session that delivers no decodable frame for this long is ended "
+        "(reason silent, or undecodable when media still arrives) and frees its slot.",
+    )
+    ice_allow_private: bool = Field(
+        False,
+        description="Accept loopback, private, link-local and unresolved (mDNS) ICE candidates in WHIP offers. "
+        "Off by default, so an offer cannot make the server send STUN to internal addresses.",
+    )
+    ice_max_candidates: int = Field(16, ge=1, le=256, description="ICE candidates used from one offer at most.")
+
+    @field_validator("limit_exempt_clients")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a network (CIDR like 10.0.0.5/32): {exc}") from None
+        return v
 
 
 class LimitsConfig(_Strict):
     max_streams: int = Field(64, ge=1, le=10000, description="Cap on concurrent streams (and `stream` label values).")
+    ended_retention_s: float = Field(
+        180.0, ge=0, le=86400,
+        description="An ended stream (WHIP session closed, publisher gone, file finished) stays in /streams and "
+        "/metrics this long, then its entry and series are removed.",
+    )
 
 
 class AlertConfig(_Strict):
@@ -198,6 +262,11 @@ class MonitorConfig(_Strict):
             if s.name in seen:
                 raise ValueError(f"stream name {s.name!r} is used twice in `sources`")
             seen.add(s.name)
+        if len(self.sources) > self.limits.max_streams:
+            raise ValueError(
+                f"`sources` lists {len(self.sources)} streams but limits.max_streams is {self.limits.max_streams}: "
+                "raise the limit or watch fewer sources"
+            )
         return self
 
 

@@ -42,6 +42,8 @@ class Metrics:
     shed_level: Gauge
     backlog: Gauge
     frames_shed: Counter
+    http_rejected: Counter
+    whip_sessions_ended: Counter
 
     def forget_stream(self, stream: str) -> None:
         """Removes every series of a stream that is gone, so label sets stay bounded."""
@@ -137,6 +139,16 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
         frames_shed=Counter(
             "fvq_analysis_shed_total",
             "Per-frame work skipped by load shedding, by kind (embed, model, frame).", ["work"], registry=r,
+        ),
+        http_rejected=Counter(
+            "fvq_http_rejected_total",
+            "HTTP connections or requests refused, by reason (connections, client_connections, header_timeout, "
+            "body_timeout, body_too_large, header_too_large, bad_request).", ["reason"], registry=r,
+        ),
+        whip_sessions_ended=Counter(
+            "fvq_whip_sessions_ended_total",
+            "WHIP sessions ended, by reason (deleted, disconnected, never_connected, silent, undecodable, "
+            "track_ended, negotiation_failed, shutdown).", ["reason"], registry=r,
         ),
     )
     for work in ("embed", "model", "frame"):
