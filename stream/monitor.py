@@ -78,6 +78,8 @@ class StreamState(SourceEvents):
     recommendation: dict[str, Any] | None = None
     ended_at: float | None = None  # monotonic time the stream ended; it leaves after limits.ended_retention_s
     end_reason: str | None = None
+    _error_logged_at: float = -float("inf")
+    _errors_held: int = 0
     _bytes: collections.deque = field(default_factory=collections.deque)
     _frames: collections.deque = field(default_factory=collections.deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -100,6 +102,11 @@ class StreamState(SourceEvents):
         with self._lock:
             self._bytes.append((now, size))
 
+    def bytes_since(self, t: float) -> int:
+        """Media bytes received after monotonic time `t` (within the last few seconds kept for the rates)."""
+        with self._lock:
+            return sum(size for at, size in self._bytes if at > t)
+
     def frame(self) -> None:
         now = time.monotonic()
         self.frames_received += 1
@@ -113,9 +120,18 @@ class StreamState(SourceEvents):
             self.state = "up"
             self._m.stream_up.labels(self.name).set(1)
 
+    ERROR_LOG_INTERVAL_S = 30.0  # a stream's errors are logged at most once per this long, with a count
+
     def error(self, kind: str, message: str) -> None:
         message = redact_text(message)
-        log.warning("stream %s: %s", self.name, message)
+        now = time.monotonic()
+        if now - self._error_logged_at >= self.ERROR_LOG_INTERVAL_S:
+            held = f" [and {self._errors_held} more errors in the last {self.ERROR_LOG_INTERVAL_S:g} s]" \
+                if self._errors_held else ""
+            log.warning("stream %s: %s%s", self.name, message, held)
+            self._error_logged_at, self._errors_held = now, 0
+        else:
+            self._errors_held += 1
         self.last_error = message
         self._m.stream_errors.labels(self.name, kind).inc()
         if kind != "decode":

@@ -35,6 +35,7 @@ CORS_HEADERS = {  # sent only to origins listed in server.cors_origins
 }
 CONNECT_TIMEOUT_S = 30.0  # a session whose ICE/DTLS never connects is closed after this long
 WATCH_INTERVAL_S = 0.5  # how often a session's watchdog looks at it
+MEDIA_BYTES, MEDIA_BYTES_PER_S = 4000, 1000  # over this since the last frame, a peer is sending media, not RTCP
 STATS_INTERVAL_S = 1.0  # how often the received bitrate is sampled from the transport
 REPLACE_WAIT_S = 1.0  # how long a POST waits for an ended stream of the same name to be drained
 
@@ -289,7 +290,10 @@ class WhipEndpoint:
                 continue
             last = max(session.connected_at, state.last_frame_at or 0.0)
             if now - last >= idle_timeout:
-                media = state.bitrate_bps > 0
+                # media still arriving (not just RTCP, a few hundred bytes a second) since the last frame?
+                since = last + STATS_INTERVAL_S + 0.1  # the first byte sample after it may hold its frames
+                span = min(now - since, state.RATE_SPAN_S)  # the byte samples kept
+                media = state.bytes_since(since) > max(MEDIA_BYTES, MEDIA_BYTES_PER_S * span)
                 code = "undecodable" if media else "silent"
                 why = (f"media arrives but no frame decoded for {idle_timeout:g} s" if media
                        else f"no media for {idle_timeout:g} s")

@@ -18,7 +18,8 @@ from stream.monitor import Monitor
 
 
 class MonitorHarness:
-    def __init__(self, config: MonitorConfig, analyzer: Analyzer) -> None:
+    def __init__(self, config: MonitorConfig, analyzer: Analyzer, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.metrics = build_metrics()
         self.monitor = Monitor(config, analyzer, self.metrics)
         self._ready = threading.Event()
@@ -30,7 +31,7 @@ class MonitorHarness:
         from stream.server import start_server
 
         async def main() -> None:
-            runner = await start_server(self.monitor, "127.0.0.1", 0)
+            runner = await start_server(self.monitor, self.host, 0)
             self.port = runner.addresses[0][1]
             self._stop = asyncio.Event()
             self._ready.set()
@@ -54,7 +55,7 @@ class MonitorHarness:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:

@@ -63,7 +63,9 @@ def monitor_config(**server) -> MonitorConfig:
             "window": {"length_s": 1.0, "hop_s": 0.5},
             "no_model": True,
             "server": server,
-            "limits": {"max_streams": server.pop("max_streams", 8)},
+            "limits": {"max_streams": server.pop("max_streams", 8),
+                       **({"ended_retention_s": server.pop("ended_retention_s")} if "ended_retention_s" in server
+                          else {})},
         }
     )
 
