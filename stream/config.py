@@ -80,12 +80,18 @@ def infer_kind(url: str, listen: bool = False) -> SourceKind:
     if scheme in ("rtmp", "rtmps"):
         return SourceKind.rtmp_listen if listen else SourceKind.rtmp_pull
     if listen:
-        raise ValueError(f"`listen` is for rtmp:// URLs only, not {url!r}")
+        from stream.redact import redact_url
+
+        raise ValueError(f"`listen` is for rtmp:// URLs only, not {redact_url(url)!r}")
     if scheme in ("rtsp", "rtsps", "srt", "http", "https", "udp", "tcp"):
         return SourceKind.pull
     if scheme in ("", "file"):
         return SourceKind.file
-    raise ValueError(f"unsupported URL scheme {scheme!r} in {url!r}: use a file path, rtmp, rtsp, srt or http(s)")
+    from stream.redact import redact_url
+
+    raise ValueError(
+        f"unsupported URL scheme {scheme!r} in {redact_url(url)!r}: use a file path, rtmp, rtsp, srt or http(s)"
+    )
 
 
 class WindowConfig(_Strict):
@@ -240,7 +246,9 @@ class AlertConfig(_Strict):
     @classmethod
     def _webhook_url(cls, v: str | None) -> str | None:
         if v is not None and urlparse(v).scheme not in ("http", "https"):
-            raise ValueError(f"webhook_url must be an http:// or https:// URL, not {v!r}")
+            from stream.redact import redact_url
+
+            raise ValueError(f"webhook_url must be an http:// or https:// URL, not {redact_url(v)!r}")
         return v
 
 
