@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     from stream.logs import install
 
     install()  # every log line redacted of secrets; repeats logged once a minute with a count
+    if not args.verbose:
+        logging.getLogger("aioice").setLevel(logging.WARNING)  # a dozen ICE state lines per WHIP session
     try:
         return args.func(args)
     except ConfigError as exc:
