@@ -127,3 +127,28 @@ def test_serve_shows_no_secret_in_streams_metrics_or_log(tmp_path) -> None:
     for secret in SECRETS + ["whip-token-8"]:
         for name, text in (("/streams", streams), ("/metrics", metrics), ("stdout", out), ("log", err)):
             assert secret not in text, f"{secret} appears in {name}"
+
+
+def test_log_hygiene_redacts_and_rate_limits_repeats() -> None:
+    import io
+
+    from stream.logs import LogHygiene
+
+    now = [0.0]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(LogHygiene(window_s=60, clock=lambda: now[0]))
+    logger = logging.getLogger("test.hygiene")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for _ in range(1000):  # a source failing to reopen in a loop
+            logger.warning("open %s failed", "rtsp://u:pw-secret@cam/x")
+        logger.warning("another message")
+        now[0] = 61.0
+        logger.warning("open %s failed", "rtsp://u:pw-secret@cam/x")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines == ["open rtsp://***@cam/x failed", "another message",
+                     "open rtsp://***@cam/x failed [repeated 999 more times in the last 60 s]"]
