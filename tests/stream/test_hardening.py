@@ -127,3 +127,14 @@ def test_a_looped_file_that_fails_to_reopen_backs_off(tmp_path: Path) -> None:
     # 0.2 + 0.4 + 0.8 + 1.0 s: a handful of attempts in 2 s, not thousands
     assert 2 <= len(events.errors) <= 6, len(events.errors)
     assert events.delays[:3] == [0.2, 0.4, 0.8]
+
+
+def test_serve_says_at_start_up_who_may_publish() -> None:
+    from stream.cli import ingest_notice
+    from stream.config import MonitorConfig
+
+    default = ingest_notice(MonitorConfig())
+    assert "loopback clients only" in default and "CORS origins: none" in default
+    assert "public addresses only" in default
+    open_ = ingest_notice(MonitorConfig.model_validate({"server": {"allow_anonymous_ingest": True}}))
+    assert "OPEN to anyone" in open_

@@ -124,6 +124,7 @@ def test_serve_shows_no_secret_in_streams_metrics_or_log(tmp_path) -> None:
     assert sum(1 for s in shown if s["last_error"]) >= 3, shown  # the sources failed and said why
     assert "rtsp://***@127.0.0.1" in streams and "app/***" in streams and "token=***" in streams
     assert "stream cam" in err  # the log names the failures
+    assert "WHIP ingest needs `Authorization: Bearer <server.whip_token>`" in out  # said at start-up
     for secret in SECRETS + ["whip-token-8"]:
         for name, text in (("/streams", streams), ("/metrics", metrics), ("stdout", out), ("log", err)):
             assert secret not in text, f"{secret} appears in {name}"
