@@ -133,7 +133,8 @@ class LimitedRequestHandler(RequestHandler):
     """aiohttp's connection handler under ConnectionLimits: refuses over-cap connections with a 503 before
     reading anything, closes a connection whose request headers take longer than header_timeout_s (slowloris,
     or a client that connects and sends nothing), and answers unparseable requests with one log line, not a
-    traceback."""
+    traceback. It reads aiohttp 3.x's handler state (`_current_request`, `_messages`); tests/stream/test_hostile.py
+    fails if that changes."""
 
     def __init__(self, manager: web.Server, *, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
