@@ -117,8 +117,9 @@ class ConnectionLimits:
         entry[1] += 1
         entry[2] = client
         if now - entry[0] >= REJECT_LOG_INTERVAL_S:
-            log.warning("HTTP: refused %d connection(s) or request(s) in the last %g s: %s (latest from %s)",
-                        entry[1], REJECT_LOG_INTERVAL_S, REASONS[reason], client)
+            since = "" if entry[0] == -float("inf") else f" in the last {now - entry[0]:.0f} s"
+            log.warning("HTTP: refused %d connection(s) or request(s)%s: %s (latest from %s)",
+                        entry[1], since, REASONS[reason], client)
             entry[0], entry[1] = now, 0
 
 

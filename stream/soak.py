@@ -134,11 +134,16 @@ class Hostile(threading.Thread):
             self._round()
             self.stop.wait(max(0.0, self.every_s - (time.monotonic() - started)))
 
+    HOLD_S = 30.0  # after a round's attempts, its open connections keep trickling headers this long
+
     def _round(self) -> None:
         held: list[socket.socket] = []
         started_lines: set[socket.socket] = set()
         made = 0
-        while made < self.total and not self.stop.is_set():
+        hold_until = float("inf")
+        while (made < self.total or (held and time.monotonic() < hold_until)) and not self.stop.is_set():
+            if made >= self.total and hold_until == float("inf"):
+                hold_until = time.monotonic() + self.HOLD_S
             while len(held) < self.open_max and made < self.total:
                 s = socket.socket()
                 s.setblocking(False)
@@ -331,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
             publisher = publish()
         rows, first, metric_latency = [], None, []
         warm_metrics: dict[str, float] | None = None
+        burst_only = args.whip_sessions and not args.whip_every
         while time.monotonic() < end:
+            if burst_only and whip_thread.ident is not None and not whip_thread.is_alive():
+                break  # the WHIP burst is over: measure the series after the retention
             time.sleep(args.sample_every)
             now = time.monotonic()
             if publisher is not None and now >= next_kill:
