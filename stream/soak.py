@@ -31,7 +31,6 @@ import av
 
 SECRETS = {"whip_token": "soak-whip-token-7f3a", "rtmp_key": "soak-rtmp-key-91bd",
            "webhook": "soak-hook-pass-c2e4"}
-HOSTILE_SOURCE = "127.0.0.2"  # the attacker's loopback address; the scraper is 127.0.0.1
 
 
 def free_port() -> int:
@@ -123,8 +122,10 @@ class Hostile(threading.Thread):
     """Slowloris from another loopback address: keeps up to `open_max` connections open (sending a header line
     now and then, never finishing), `total` connection attempts a round, a round every `every_s`."""
 
-    def __init__(self, port: int, total: int, open_max: int, every_s: float, stop: threading.Event) -> None:
+    def __init__(self, port: int, total: int, open_max: int, every_s: float, stop: threading.Event,
+                 addresses: int = 1) -> None:
         super().__init__(daemon=True, name="hostile")
+        self.sources = [f"127.0.{2 + i // 250}.{2 + i % 250}" for i in range(addresses)]  # 127.0.0.2, ...
         self.port, self.total, self.open_max, self.every_s, self.stop = port, total, open_max, every_s, stop
         self.attempts = self.refused = self.closed_by_server = self.failed = 0
 
@@ -148,7 +149,7 @@ class Hostile(threading.Thread):
                 s = socket.socket()
                 s.setblocking(False)
                 try:
-                    s.bind((HOSTILE_SOURCE, 0))
+                    s.bind((self.sources[made % len(self.sources)], 0))
                     s.connect_ex(("127.0.0.1", self.port))
                 except OSError:
                     self.failed += 1
@@ -269,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hostile-total", type=int, default=20000, help="hostile connection attempts a round (0: none)")
     p.add_argument("--hostile-open", type=int, default=2000, help="hostile connections held open at most")
     p.add_argument("--hostile-every", type=float, default=300.0, help="seconds between hostile rounds")
+    p.add_argument("--hostile-addresses", type=int, default=1,
+                   help="loopback source addresses the hostile client spreads over (past max_connections_per_client "
+                        "each, the overall cap bites; the scraper at 127.0.0.1 is exempt)")
     p.add_argument("--retention", type=float, default=30.0, help="limits.ended_retention_s of the server")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds before the first RSS sample counts")
     p.add_argument("--sample-every", type=float, default=5.0)
@@ -290,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         f"sources:\n{sources}"
         f"no_model: {'false' if args.model else 'true'}\n"
         f"server: {{port: {port}, whip_token: {SECRETS['whip_token']}, ice_allow_private: true, "
+        f"limit_exempt_clients: [127.0.0.1/32], "
         f"whip_max_sessions_per_client: {max(4, args.whip_parallel)}}}\n"
         f"limits: {{max_streams: {args.files + 2 + max(4, args.whip_parallel)}, ended_retention_s: {args.retention}}}\n"
         f"alerts: {{webhook_url: 'http://fvq:{SECRETS['webhook']}@127.0.0.1:{hook_port}/hook'}}\n"
@@ -319,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         log_start = log_path.stat().st_size
         print(f"warming up for {args.warmup:g} s (file streams and RTMP only)", flush=True)
 
-        hostile = Hostile(port, args.hostile_total, args.hostile_open, args.hostile_every, stop)
+        hostile = Hostile(port, args.hostile_total, args.hostile_open, args.hostile_every, stop,
+                          args.hostile_addresses)
         whip_stats: dict = {}
         whip_thread = threading.Thread(target=lambda: asyncio.run(whip_churn(
             base, clip, stop, args.whip_every, args.whip_hold, args.whip_sessions, args.whip_parallel, whip_stats)),
