@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import resource
 import signal
@@ -118,16 +119,25 @@ def p99_upper_bound(first: dict[str, float], last: dict[str, float]) -> float | 
     return next(le for le, count in buckets if count >= 0.99 * total)
 
 
-class Hostile(threading.Thread):
-    """Slowloris from another loopback address: keeps up to `open_max` connections open (sending a header line
-    now and then, never finishing), `total` connection attempts a round, a round every `every_s`."""
+_FORK = multiprocessing.get_context("fork")
 
-    def __init__(self, port: int, total: int, open_max: int, every_s: float, stop: threading.Event,
-                 addresses: int = 1) -> None:
+
+class Hostile(_FORK.Process):
+    """Slowloris from other loopback addresses, in its own process (so its work does not slow the soak's own
+    /metrics timing): keeps up to `open_max` connections open (sending a header line now and then, never
+    finishing), `total` connection attempts a round, a round every `every_s`."""
+
+    def __init__(self, port: int, total: int, open_max: int, every_s: float, addresses: int = 1) -> None:
         super().__init__(daemon=True, name="hostile")
         self.sources = [f"127.0.{2 + i // 250}.{2 + i % 250}" for i in range(addresses)]  # 127.0.0.2, ...
-        self.port, self.total, self.open_max, self.every_s, self.stop = port, total, open_max, every_s, stop
-        self.attempts = self.refused = self.closed_by_server = self.failed = 0
+        self.port, self.total, self.open_max, self.every_s = port, total, open_max, every_s
+        self.stop = _FORK.Event()
+        self.counts = _FORK.Array("q", 4, lock=False)  # attempts, refused with 503, closed by the server, failed
+
+    attempts = property(lambda self: self.counts[0])
+    refused = property(lambda self: self.counts[1])
+    closed_by_server = property(lambda self: self.counts[2])
+    failed = property(lambda self: self.counts[3])
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -152,12 +162,12 @@ class Hostile(threading.Thread):
                     s.bind((self.sources[made % len(self.sources)], 0))
                     s.connect_ex(("127.0.0.1", self.port))
                 except OSError:
-                    self.failed += 1
+                    self.counts[3] += 1
                     s.close()
                     time.sleep(0.01)
                     continue
                 made += 1
-                self.attempts += 1
+                self.counts[0] += 1
                 held.append(s)
             time.sleep(0.2)
             alive = []
@@ -165,16 +175,16 @@ class Hostile(threading.Thread):
                 try:
                     data = s.recv(4096)
                     if data.startswith(b"HTTP/1.1 503"):
-                        self.refused += 1
+                        self.counts[1] += 1
                     else:
-                        self.closed_by_server += 1
+                        self.counts[2] += 1
                     s.close()
                     started_lines.discard(s)
                     continue
                 except BlockingIOError:
                     pass
                 except OSError:
-                    self.closed_by_server += 1
+                    self.counts[2] += 1
                     s.close()
                     continue
                 try:
@@ -182,7 +192,7 @@ class Hostile(threading.Thread):
                     started_lines.add(s)
                     alive.append(s)
                 except OSError:
-                    self.closed_by_server += 1
+                    self.counts[2] += 1
                     s.close()
             held = alive
         for s in held:
@@ -307,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     stop = threading.Event()
     publisher: subprocess.Popen | None = None
+    hostile: Hostile | None = None
     figures: dict = {"minutes": args.minutes, "files": args.files, "model": args.model}
     try:
         deadline = time.monotonic() + 60
@@ -324,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         log_start = log_path.stat().st_size
         print(f"warming up for {args.warmup:g} s (file streams and RTMP only)", flush=True)
 
-        hostile = Hostile(port, args.hostile_total, args.hostile_open, args.hostile_every, stop,
-                          args.hostile_addresses)
+        hostile = Hostile(port, args.hostile_total, args.hostile_open, args.hostile_every, args.hostile_addresses)
         whip_stats: dict = {}
         whip_thread = threading.Thread(target=lambda: asyncio.run(whip_churn(
             base, clip, stop, args.whip_every, args.whip_hold, args.whip_sessions, args.whip_parallel, whip_stats)),
@@ -379,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"hostile={hostile.attempts} whip={whip_stats.get('sessions', '-')}", flush=True)
             last_metrics, last_at, last_cpu = m, now, proc.cpu_s()
         stop.set()
+        hostile.stop.set()
         if publisher is not None:
             publisher.kill()
             publisher.wait()
@@ -436,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         })
     finally:
         stop.set()
+        if hostile is not None:
+            hostile.stop.set()
         if publisher is not None and publisher.poll() is None:
             publisher.kill()
         if server.poll() is None:
