@@ -136,8 +136,14 @@ def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
             pool.start()
             return pool
 
-    asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table, config_path=args.config,
-                            overrides=overrides))
+    from stream.server import PortInUseError
+
+    print(ingest_notice(cfg), flush=True)
+    try:
+        asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table, config_path=args.config,
+                                overrides=overrides))
+    except PortInUseError as exc:
+        raise ConfigError(f"{exc.strerror} (server.port / --port)") from None
     return 0
 
 

@@ -10,6 +10,7 @@ import errno
 import ipaddress
 import logging
 import resource
+import socket
 import time
 from typing import Any
 
@@ -308,11 +309,7 @@ async def start_server(monitor: Monitor, host: str | None = None, port: int | No
                     "need: lower server.max_connections or raise `ulimit -n`", soft, wanted, cfg.max_connections)
     limits = ConnectionLimits(cfg, monitor.metrics)
     app = build_app(monitor, limits)
-    runner = LimitedAppRunner(
-        app, limits, access_log=None, keepalive_timeout=cfg.keepalive_timeout_s,
-        max_line_size=cfg.max_header_bytes, max_field_size=cfg.max_header_bytes,
-        lingering_time=min(2.0, cfg.body_timeout_s),  # reading what is left of a refused body: bounded
-    )
+    runner = limited_runner(app, limits)
     await runner.setup()
     host = host or cfg.host
     port = cfg.port if port is None else port
@@ -321,6 +318,32 @@ async def start_server(monitor: Monitor, host: str | None = None, port: int | No
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        why = "the address is in use (another fvq serve?)" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise PortInUseError(exc.errno, f"cannot listen on http://{host}:{port}: {why}") from None
+        raise port_error(exc, host, port) from None
     return runner
+
+
+def limited_runner(app: web.Application, limits: ConnectionLimits) -> LimitedAppRunner:
+    """The runner of a public HTTP server (one process's, or the front's): ConnectionLimits and the config's
+    keep-alive, header-size and lingering bounds. The app must carry limits_middleware(limits)."""
+    cfg = limits.cfg
+    return LimitedAppRunner(
+        app, limits, access_log=None, keepalive_timeout=cfg.keepalive_timeout_s,
+        max_line_size=cfg.max_header_bytes, max_field_size=cfg.max_header_bytes,
+        lingering_time=min(2.0, cfg.body_timeout_s),  # reading what is left of a refused body: bounded
+    )
+
+
+def port_error(exc: OSError, host: str, port: int) -> PortInUseError:
+    """The PortInUseError, naming the address, for a failed bind."""
+    why = "the address is in use (another fvq serve?)" if exc.errno == errno.EADDRINUSE else exc.strerror
+    return PortInUseError(exc.errno, f"cannot listen on http://{host}:{port}: {why}")
+
+
+def bind_http_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, bound before anything else starts (the front binds it before its
+    workers); raises PortInUseError naming the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise port_error(exc, host, port) from None

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.config import SourceConfig, SourceKind, check_stream_name
+from stream.config import ServerConfig, SourceConfig, SourceKind, check_stream_name
 from stream.metrics import Metrics
 from stream.monitor import Monitor, Stream, StreamExistsError, StreamLimitError
 
@@ -69,6 +69,9 @@ class WhipEndpoint:
         )
         self.sessions: dict[str, WhipSession] = {}
         self.connect_timeout_s = CONNECT_TIMEOUT_S
+        # (token header, client header, token): a request carrying the front's worker token names its real
+        # client in the client header (set by stream.workers); from anyone else that header is ignored
+        self.forwarder: tuple[str, str, str] | None = None
         self._background: set[asyncio.Task] = set()
 
     # HTTP handlers
@@ -77,20 +80,13 @@ class WhipEndpoint:
 
     async def add_cors(self, request: web.Request, response: web.StreamResponse) -> None:
         """CORS headers on WHIP responses, for the origins the config allows (none by default)."""
-        origin = request.headers.get("Origin")
-        allowed = self.monitor.config.server.cors_origins
-        if not origin or not request.path.startswith("/whip/") or not allowed:
-            return
-        if "*" in allowed or origin in allowed:
-            response.headers.update(CORS_HEADERS)
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
+        response.headers.update(cors_headers(self.monitor.config.server, request))
 
     async def post(self, request: web.Request) -> web.Response:
         server = self.monitor.config.server
         if (refused := self._unauthorized(request)) is not None:
             return refused
-        client = request.remote or "unknown"
+        client = self.client(request)
         held = sum(1 for s in self.sessions.values() if s.client == client)
         if held >= server.whip_max_sessions_per_client:
             return _error(429, f"your address holds {held} WHIP sessions already "
@@ -205,22 +201,20 @@ class WhipEndpoint:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
     # internals
+    def client(self, request: web.Request) -> str:
+        """The publisher's address: the socket's peer, or, behind the front, the address the front saw."""
+        if self.forwarder is not None:
+            token_header, client_header, token = self.forwarder
+            given = request.headers.get(token_header, "")
+            named = request.headers.get(client_header)
+            if named and given and hmac.compare_digest(given.encode(), token.encode()):
+                return named
+        return request.remote or "unknown"
+
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         server = self.monitor.config.server
-        token = server.whip_token
-        if not token:
-            if server.allow_anonymous_ingest or _is_loopback(request.remote):
-                return None
-            return _error(403, "WHIP from another host needs a token: set server.whip_token (publishers send "
-                               "`Authorization: Bearer <token>`), or server.allow_anonymous_ingest: true")
-        given = request.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
-            return None
-        why = "missing Authorization header" if not given else "the bearer token is wrong"
-        return _error(
-            401, f"{why}: send `Authorization: Bearer <server.whip_token>`", {"WWW-Authenticate": "Bearer"}
-        )
+        return ingest_refusal(server, self.client(request), request.headers.get("Authorization", ""))
+
 
     async def _add_stream(self, name: str) -> Stream:
         source = SourceConfig(name=name, url=f"whip:{name}", kind=SourceKind.whip)
@@ -474,6 +468,35 @@ def _public(address: str) -> bool:
     except ValueError:
         return False  # a host name (mDNS .local): resolving it is contacting an internal resolver
     return ip.is_global and not ip.is_multicast
+
+
+def cors_headers(server: ServerConfig, request: web.Request) -> dict[str, str]:
+    """The CORS headers a WHIP response gets: none unless its Origin is in server.cors_origins."""
+    origin = request.headers.get("Origin")
+    allowed = server.cors_origins
+    if not origin or not request.path.startswith("/whip/") or not allowed:
+        return {}
+    if "*" in allowed or origin in allowed:
+        return {**CORS_HEADERS, "Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {}
+
+
+def ingest_refusal(server: ServerConfig, client: str | None, given: str) -> web.Response | None:
+    """None when a WHIP request from `client` with Authorization header `given` may go on, else its 401/403:
+    off loopback a token is needed unless server.allow_anonymous_ingest (used by one process and the front)."""
+    token = server.whip_token
+    if not token:
+        if server.allow_anonymous_ingest or _is_loopback(client):
+            return None
+        return _error(403, "WHIP from another host needs a token: set server.whip_token (publishers send "
+                           "`Authorization: Bearer <token>`), or server.allow_anonymous_ingest: true")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
+        return None
+    why = "missing Authorization header" if not given else "the bearer token is wrong"
+    return _error(
+        401, f"{why}: send `Authorization: Bearer <server.whip_token>`", {"WWW-Authenticate": "Bearer"}
+    )
 
 
 def _is_loopback(remote: str | None) -> bool:
