@@ -216,7 +216,7 @@ def test_whip_per_client_cap_token_and_retention_through_the_front(tmp_path: Pat
         frames: list[np.ndarray] = [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
     config = {"window": {"length_s": 1.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
               "limits": {"ended_retention_s": 1.0},
-              "server": {"whip_token": "sekret", "whip_max_sessions_per_client": 2}}
+              "server": {"whip_token": "sekret", "whip_max_sessions_per_client": 2, "ice_allow_private": True}}
     served = Served(tmp_path, config)
     auth = {**SDP, "Authorization": "Bearer sekret"}
 
