@@ -20,6 +20,8 @@ from typing import Any
 from engines.base import file_sha256
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few KB; a larger one is refused before it is parsed
+MAX_MANIFEST_DEPTH = 16  # nesting of objects and lists
 FORMAT_VERSION = 2
 KNOWN_VERSIONS = (1, 2)
 
@@ -37,13 +39,41 @@ def read_manifest(bundle_dir: Path) -> dict[str, Any]:
     path = Path(bundle_dir) / MANIFEST
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is not a bundle: it has no {MANIFEST}")
+    _inside(Path(bundle_dir), path, MANIFEST)
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path} has {size} bytes, more than a manifest may ({MAX_MANIFEST_BYTES}): refused")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}): the bundle is damaged, export or copy it again") from exc
+    except RecursionError:
+        raise BundleError(f"{path} is nested deeper than {MAX_MANIFEST_DEPTH} levels: refused") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} is not a JSON object")
+    if _depth(manifest) > MAX_MANIFEST_DEPTH:
+        raise BundleError(f"{path} is nested deeper than {MAX_MANIFEST_DEPTH} levels: refused")
     return manifest
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_MANIFEST_DEPTH:
+                todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _inside(bundle_dir: Path, path: Path, name: str) -> None:
+    """Refuses a bundle file that is (or goes through) a symlink leading out of the bundle folder."""
+    root = bundle_dir.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise BundleError(f"bundle file {name!r} in {bundle_dir} resolves to {path.resolve()}, outside the bundle "
+                          "folder (a symlink?): refused")
 
 
 def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
@@ -66,6 +96,12 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
         path = bundle_dir / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise BundleError(f"{bundle_dir / MANIFEST}: file name {name!r} points outside the bundle")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(
+                entry.get("bytes", 0), int):
+            raise BundleError(f"{bundle_dir / MANIFEST}: files[{name!r}] must be an object with a \"sha256\" "
+                              f"string and a \"bytes\" integer, not {type(entry).__name__} {str(entry)[:40]!r}")
+        if path.exists():
+            _inside(bundle_dir, path, name)
         if not path.is_file():
             raise BundleError(f"bundle file {path} is missing (the manifest lists it)")
         size = path.stat().st_size
@@ -77,7 +113,11 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
             raise BundleError(f"bundle file {path} does not match the manifest (sha256 {digest[:16]}..., "
                               f"expected {str(entry.get('sha256'))[:16]}...): it was changed after export")
     if version == 2:
-        for precision, graphs in manifest.get("precisions", {}).items():
+        precisions = manifest.get("precisions", {})
+        if not isinstance(precisions, dict) or not all(isinstance(g, dict) for g in precisions.values()):
+            raise BundleError(f"{bundle_dir / MANIFEST}: \"precisions\" must map each precision to an object "
+                              "of graph file names")
+        for precision, graphs in precisions.items():
             for graph, name in graphs.items():
                 if name not in files:
                     raise BundleError(f"{bundle_dir / MANIFEST}: precision {precision} names {name} for the "

@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from stream.metrics import build_metrics
     from stream.monitor import Monitor
     from stream.recommend import start_recommendations
-    from stream.server import start_server
+    from stream.server import PortInUseError, start_server
 
     overrides = _serve_overrides(args)
     cfg = load_config(args.config, overrides)
@@ -71,7 +71,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        runner = await start_server(monitor)
+        try:
+            runner = await start_server(monitor)
+        except PortInUseError as exc:
+            raise ConfigError(f"{exc.strerror} (server.port / --port)") from None
+        print(ingest_notice(cfg), flush=True)
         try:
             monitor.start()
         except Exception:
@@ -132,8 +136,14 @@ def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
             pool.start()
             return pool
 
-    asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table, config_path=args.config,
-                            overrides=overrides))
+    from stream.server import PortInUseError
+
+    print(ingest_notice(cfg), flush=True)
+    try:
+        asyncio.run(serve_front(cfg, factory, duration=args.duration, table=args.table, config_path=args.config,
+                                overrides=overrides))
+    except PortInUseError as exc:
+        raise ConfigError(f"{exc.strerror} (server.port / --port)") from None
     return 0
 
 
@@ -143,6 +153,21 @@ def _reload(catalog) -> None:
         catalog.reload()
     except Exception as exc:
         log.error("SIGHUP: the config file was not applied: %s", exc)
+
+
+def ingest_notice(cfg) -> str:
+    """What `fvq serve` says at start-up about who may publish over WHIP."""
+    s = cfg.server
+    if s.whip_token:
+        who = "WHIP ingest needs `Authorization: Bearer <server.whip_token>`"
+    elif s.allow_anonymous_ingest:
+        who = "WHIP ingest is OPEN to anyone who can reach this port (server.allow_anonymous_ingest: true)"
+    else:
+        who = ("WHIP ingest: loopback clients only (no server.whip_token set; clients on other hosts are "
+               "refused until you set one, or server.allow_anonymous_ingest: true)")
+    cors = ", ".join(s.cors_origins) if s.cors_origins else "none"
+    ice = "any address" if s.ice_allow_private else "public addresses only (server.ice_allow_private: false)"
+    return f"fvq: {who}; CORS origins: {cors}; ICE candidates: {ice}"
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -253,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from stream.logs import install
+
+    install()  # every log line redacted of secrets; repeats logged once a minute with a count
+    if not args.verbose:
+        logging.getLogger("aioice").setLevel(logging.WARNING)  # a dozen ICE state lines per WHIP session
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -132,12 +132,18 @@ def infer_kind(url: str, listen: bool = False) -> SourceKind:
             return SourceKind.rtmp_server  # an app without a key: every key published to it is a stream
         return SourceKind.rtmp_listen if listen else SourceKind.rtmp_pull
     if listen:
-        raise ValueError(f"`listen` is for rtmp:// URLs only, not {url!r}")
+        from stream.redact import redact_url
+
+        raise ValueError(f"`listen` is for rtmp:// URLs only, not {redact_url(url)!r}")
     if scheme in ("rtsp", "rtsps", "srt", "http", "https", "udp", "tcp"):
         return SourceKind.pull
     if scheme in ("", "file"):
         return SourceKind.file
-    raise ValueError(f"unsupported URL scheme {scheme!r} in {url!r}: use a file path, rtmp, rtsp, srt or http(s)")
+    from stream.redact import redact_url
+
+    raise ValueError(
+        f"unsupported URL scheme {scheme!r} in {redact_url(url)!r}: use a file path, rtmp, rtsp, srt or http(s)"
+    )
 
 
 class WindowConfig(_Strict):
@@ -204,10 +210,74 @@ class ServerConfig(_Strict):
         None, description="Where streams added through the API with `persist: true` are kept; default: "
         "<config file>.streams.json next to the config file."
     )
+    allow_anonymous_ingest: bool = Field(
+        False,
+        description="Let clients off loopback publish over WHIP without a token. By default a WHIP request from "
+        "another address needs `server.whip_token`; loopback clients never do.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. https://studio.example.com, or '*') allowed to call WHIP across origins; "
+        "none by default.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A request's line and headers must arrive within this time, or the "
+        "connection is closed (slowloris).",
+    )
+    body_timeout_s: float = Field(10.0, gt=0, le=300, description="A request's body must arrive within this time.")
+    keepalive_timeout_s: float = Field(15.0, gt=0, le=3600, description="An idle keep-alive connection is closed "
+                                       "after this long.")
+    keepalive_max_requests: int = Field(1000, ge=1, description="Requests served on one connection before it "
+                                        "is closed.")
+    max_header_bytes: int = Field(8190, ge=1024, le=65536, description="Longest request line or header field.")
+    max_connections: int = Field(
+        1024, ge=1, le=100_000,
+        description="Open HTTP connections at most; more are answered 503 and closed at once (keep it well "
+        "under the process's open-file limit).",
+    )
+    max_connections_per_client: int = Field(
+        64, ge=1, le=100_000, description="Open HTTP connections at most from one client address (503 beyond)."
+    )
+    limit_exempt_clients: list[str] = Field(
+        default_factory=list,
+        description="Client networks (CIDR, e.g. your Prometheus at 10.0.0.5/32) that the per-client connection "
+        "cap does not apply to.",
+    )
+    whip_max_sessions_per_client: int = Field(
+        4, ge=1, le=10_000, description="WHIP sessions at most at a time from one client address (429 beyond)."
+    )
+    whip_idle_timeout_s: float = Field(
+        15.0, gt=0, le=3600,
+        description="A connected WHIP session that delivers no decodable frame for this long is ended "
+        "(reason silent, or undecodable when media still arrives) and frees its slot.",
+    )
+    ice_allow_private: bool = Field(
+        False,
+        description="Accept loopback, private, link-local and unresolved (mDNS) ICE candidates in WHIP offers. "
+        "Off by default, so an offer cannot make the server send STUN to internal addresses.",
+    )
+    ice_max_candidates: int = Field(16, ge=1, le=256, description="ICE candidates used from one offer at most.")
+
+    @field_validator("limit_exempt_clients")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a network (CIDR like 10.0.0.5/32): {exc}") from None
+        return v
 
 
 class LimitsConfig(_Strict):
     max_streams: int = Field(64, ge=1, le=10000, description="Cap on concurrent streams (and `stream` label values).")
+    ended_retention_s: float = Field(
+        180.0, ge=0, le=86400,
+        description="An ended stream (WHIP session closed, publisher gone, file finished) stays in /streams and "
+        "/metrics this long, then its entry and series are removed.",
+    )
 
 
 class AlertConfig(_Strict):
@@ -236,7 +306,9 @@ class AlertConfig(_Strict):
     @classmethod
     def _webhook_url(cls, v: str | None) -> str | None:
         if v is not None and urlparse(v).scheme not in ("http", "https"):
-            raise ValueError(f"webhook_url must be an http:// or https:// URL, not {v!r}")
+            from stream.redact import redact_url
+
+            raise ValueError(f"webhook_url must be an http:// or https:// URL, not {redact_url(v)!r}")
         return v
 
 
@@ -372,6 +444,11 @@ class MonitorConfig(_Strict):
             if s.name in seen:
                 raise ValueError(f"stream name {s.name!r} is used twice in `sources`")
             seen.add(s.name)
+        if len(self.sources) > self.limits.max_streams:
+            raise ValueError(
+                f"`sources` lists {len(self.sources)} streams but limits.max_streams is {self.limits.max_streams}: "
+                "raise the limit or watch fewer sources"
+            )
         return self
 
 

@@ -162,8 +162,10 @@ class SourceReader(threading.Thread):
         try:
             while not self._halt.is_set():
                 started = self._clock()
+                failed = True
                 try:
                     finished = self._read_once()
+                    failed = False
                 except av.error.ExitError:
                     finished = False  # interrupted by stop()
                 except (av.error.FFmpegError, OSError, _NoVideo) as exc:
@@ -179,8 +181,10 @@ class SourceReader(threading.Thread):
                     finished = kind == SourceKind.file
                 if self._halt.is_set() or finished:
                     break
-                if kind == SourceKind.file and self.source.loop:
-                    continue
+                if kind == SourceKind.file and self.source.loop and not failed:
+                    delay = self.backoff[0]
+                    continue  # the end of a looped file: start again at once
+                # a looped file that failed to reopen (EMFILE, removed) backs off like a live source
                 if self._clock() - started > 5 * self.backoff[0] and not self._opening:
                     delay = self.backoff[0]  # it ran for a while: start the backoff afresh
                 if kind == SourceKind.rtmp_listen and not self._opening:

@@ -28,7 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream import __version__
 from stream.config import MonitorConfig, SourceConfig, SourceKind, check_stream_name
-from stream.workers import TOKEN_HEADER
+from stream.redact import redact_url
+from stream.workers import CLIENT_HEADER, TOKEN_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ REFERENCE_PIXEL_RATE = 1280 * 720 * 30  # a 720p30 stream: the estimate for a so
 REFERENCE_COST = 0.12  # CPU-s per second of a 720p30 stream in this monitor (BENCHMARKS.md), until measured
 HANG_S = 10.0  # a local worker process alive but silent this long is killed (and restarted)
 WHIP_GRACE_S = 10.0  # a WHIP stream placed but not yet held by its worker (POST in flight) is kept this long
+FORWARD_OWN = {CLIENT_HEADER.lower(), TOKEN_HEADER.lower()}  # set by the front only, never passed on from a client
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
               "proxy-authorization", "te", "trailer", "content-encoding"}
 
@@ -75,6 +77,8 @@ class Placement:
     gap_since: float | None = None  # a move or restart interrupted it: the last window before that
     interruptions: int = 0
     last_resume_s: float | None = None  # from the last window before an interruption to the first after
+    client: str | None = None  # WHIP: the publisher's address, as the front saw it (the per-client cap)
+    state: str | None = None  # as its worker last reported it
 
 
 class FrontMetrics:
@@ -105,6 +109,10 @@ class FrontMetrics:
         self.rtmp_rejected = Counter(
             "fvq_rtmp_rejected_total", "RTMP connections refused at the front's listen ports, by reason "
             "(handshake_timeout, key, token, limit, exists, start).", ["reason"], registry=r)
+        self.http_rejected = Counter(  # the front's public HTTP (stream.server.ConnectionLimits counts here)
+            "fvq_http_rejected_total", "HTTP connections or requests refused, by reason (connections, "
+            "client_connections, header_timeout, body_timeout, body_too_large, header_too_large, bad_request).",
+            ["reason"], registry=r)
         for reason in ("lost", "rebalance"):
             self.moves.labels(reason)
 
@@ -397,7 +405,7 @@ class Front:
     def _seen(self, p: Placement, s: dict[str, Any], incarnation: str) -> None:
         if p.incarnation is not None and p.incarnation != incarnation and p.held:
             p.gap_since = p.gap_since or p.last_window  # the worker restarted between two ticks
-        p.held, p.incarnation = True, incarnation
+        p.held, p.incarnation, p.state = True, incarnation, s.get("state")
         last = s.get("last_window")
         if last is None:
             return
@@ -474,7 +482,8 @@ class Front:
     async def metrics_text(self) -> bytes:
         texts = await self.fetch_all("/metrics")
         own = {m.name for m in self.metrics.registry.collect()}  # hooks and RTMP listen are counted by the front
-        families = [f for f in merge_expositions(texts, self.owned_by) if f.name not in own]
+        families = [_summed(f) if f.name in SUMMED else f
+                    for f in merge_expositions(texts, self.owned_by) if f.name not in own]
         registry = CollectorRegistry()
         registry.register(_Families(families))
         return generate_latest(self.metrics.registry) + generate_latest(registry)
@@ -491,7 +500,8 @@ class Front:
                     out.append({**s, "worker": wid})
         for name, p in self.placements.items():
             if name not in seen:
-                out.append({"name": name, "kind": p.source.kind.value, "url": p.source.url, "state": "placing",
+                out.append({"name": name, "kind": p.source.kind.value, "url": redact_url(p.source.url),
+                            "state": "placing",
                             "worker": p.worker, "last_error": None, "latest": None})
         return sorted(out, key=lambda s: s["name"])
 
@@ -514,6 +524,15 @@ class WorkerRefusedError(RuntimeError):
 
 class StreamCapError(RuntimeError):
     """`limits.max_streams` streams are placed already."""
+
+
+SUMMED = {"fvq_streams_active"}  # one series over all workers: what is live now, wherever it runs
+
+
+def _summed(fam: Metric) -> Metric:
+    out = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+    out.add_sample(fam.name, {}, sum(s.value for s in fam.samples if s.name == fam.name))
+    return out
 
 
 class _Families:
@@ -619,7 +638,10 @@ async def _sd(request: web.Request) -> web.Response:
 async def forward(front: Front, w: Worker, request: web.Request) -> web.StreamResponse:
     """The request as it came, to the worker; its answer as it came back."""
     assert front.session is not None
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers = {k: v for k, v in request.headers.items()
+               if k.lower() not in HOP_BY_HOP and k.lower() not in FORWARD_OWN}
+    # the worker sees the front's address: it is told the client's, which it believes only with the token
+    headers[CLIENT_HEADER], headers[TOKEN_HEADER] = request.remote or "unknown", front.token
     body = await request.read()
     try:
         async with front.session.request(request.method, w.url + request.rel_url.path_qs, data=body or None,
@@ -657,7 +679,21 @@ def add_owner_routes(app: web.Application, front: Front, pattern: str, methods: 
 
 def _whip_post(front: Front):
     async def handler(request: web.Request) -> web.StreamResponse:
+        from stream.whip import ingest_refusal
+
         name = request.match_info["stream"]
+        server = front.config.server
+        client = request.remote or "unknown"
+        # default-deny and the per-client cap from the real address, before anything is placed (the worker
+        # checks both again, from the address the front forwards)
+        if (refused := ingest_refusal(server, client, request.headers.get("Authorization", ""))) is not None:
+            return refused
+        held = sum(1 for q in front.placements.values()
+                   if q.pushed and q.client == client and q.state not in ("ended", "error"))
+        if held >= server.whip_max_sessions_per_client:
+            return web.Response(status=429, headers={"Retry-After": "5"}, text=(
+                f"your address holds {held} WHIP sessions already (server.whip_max_sessions_per_client="
+                f"{server.whip_max_sessions_per_client}): DELETE one first\n"))
         try:
             check_stream_name(name)
         except ValueError as exc:
@@ -670,6 +706,7 @@ def _whip_post(front: Front):
             source = SourceConfig(name=name, url=f"whip:{name}", kind=SourceKind.whip)
             try:
                 placed = p = await front.add_source(source, pushed=True)
+                p.client = client
             except NoWorkerError as exc:
                 return web.Response(status=503, text=f"{exc}\n", headers={"Retry-After": "1"})
             except StreamCapError as exc:
@@ -687,16 +724,27 @@ def _whip_post(front: Front):
 
 
 async def _whip_options(request: web.Request) -> web.Response:
-    from stream.whip import CORS_HEADERS, SDP
+    from stream.whip import SDP
 
-    return web.Response(status=204, headers={**CORS_HEADERS, "Accept-Post": SDP})
+    return web.Response(status=204, headers={"Accept-Post": SDP})  # CORS: _cors, for allowed origins only
 
 
-def build_front_app(front: Front, catalog=None) -> web.Application:
+async def _cors(request: web.Request, response: web.StreamResponse) -> None:
+    from stream.whip import cors_headers
+
+    response.headers.update(cors_headers(request.app[FRONT_KEY].config.server, request))
+
+
+def build_front_app(front: Front, catalog=None, limits=None) -> web.Application:
     """The front's HTTP: merged views, per-stream routes to the owner, and (given the front's catalog, a
-    stream.front_api.FrontCatalog) the stream API and media-server hooks."""
-    app = web.Application(client_max_size=front.config.server.whip_max_body_bytes)
+    stream.front_api.FrontCatalog) the stream API and media-server hooks; under `limits` (a
+    stream.server.ConnectionLimits) the single process's body timeout and keep-alive limit."""
+    from stream.server import limits_middleware
+
+    middlewares = [limits_middleware(limits)] if limits is not None else []
+    app = web.Application(client_max_size=front.config.server.whip_max_body_bytes, middlewares=middlewares)
     app[FRONT_KEY] = front
+    app.on_response_prepare.append(_cors)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/streams", _streams)
@@ -720,15 +768,24 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
     import signal
     import sys
 
+    from stream.server import ConnectionLimits, bind_http_socket, limited_runner, raise_open_file_limit
+
     token = secrets.token_urlsafe(24)
     loop = asyncio.get_running_loop()
     front_box: list[Front] = []
+    # the public port first: one in use is a clear error (PortInUseError) before any worker starts
+    raise_open_file_limit(config.server.max_connections + 256 + 8 * config.limits.max_streams)
+    listening = bind_http_socket(config.server.host, config.server.port)
 
     def poke() -> None:
         if front_box:
             loop.call_soon_threadsafe(front_box[0].poke)
 
-    pool = await loop.run_in_executor(None, pool_factory, token, poke)
+    try:
+        pool = await loop.run_in_executor(None, pool_factory, token, poke)
+    except BaseException:
+        listening.close()
+        raise
     front = Front(config, pool, token)
     front_box.append(front)
     runner = catalog = None
@@ -740,9 +797,11 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
         await loop.run_in_executor(None, catalog.streams.start, config.sources)  # RTMP listen: the front's nginx
         await loop.run_in_executor(None, catalog.load_state)  # persisted API streams, placed once, by the front
         await front.reconcile()  # the placement's series are right from the first request
-        runner = web.AppRunner(build_front_app(front, catalog), access_log=None)
+        # the single process's limits: timeouts, connection caps (503 + reason), keep-alive and header bounds
+        limits = ConnectionLimits(config.server, front.metrics)
+        runner = limited_runner(build_front_app(front, catalog, limits), limits)
         await runner.setup()
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        site = web.SockSite(runner, listening)
         await site.start()
         addr = runner.addresses[0] if runner.addresses else (config.server.host, config.server.port)
         url = f"http://{addr[0]}:{addr[1]}"
@@ -768,6 +827,8 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
             if duration and time.monotonic() - started > duration:
                 break
     finally:
+        if runner is None:
+            listening.close()
         if catalog is not None:
             await loop.run_in_executor(None, catalog.streams.close)
         await front.stop()

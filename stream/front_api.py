@@ -19,6 +19,7 @@ from aiohttp import web
 from stream.api import PREFIX, StreamApi, _error
 from stream.catalog import Catalog, CatalogError, _scrub
 from stream.config import SourceConfig, SourceKind
+from stream.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,6 @@ class FrontCatalog(Catalog):
 
     async def describe_async(self, name: str) -> dict[str, Any] | None:
         """The single-process API's answer for one stream, its status from the worker that owns it."""
-        from stream.monitor import _redact
-
         p = self.front.placements.get(name)
         source = self.source(name)
         if source is None:
@@ -151,7 +150,7 @@ class FrontCatalog(Catalog):
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError):  # a silent worker: "placing"
                 status = None
         shown = source.model_dump(mode="json")
-        shown["url"] = _redact(source.url)
+        shown["url"] = redact_url(source.url)  # stream/redact.py, as /streams shows it
         shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
         origin = self.origin.get(name) or ("whip" if source.kind == SourceKind.whip else "rtmp")
         if p is None:  # an RTMP listen app for many publishers: its keys are streams of their own

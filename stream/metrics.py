@@ -44,6 +44,8 @@ class Metrics:
     shed_level: Gauge
     backlog: Gauge
     frames_shed: Counter
+    http_rejected: Counter
+    whip_sessions_ended: Counter
     rtmp_rejected: Counter
     hook_events: Counter
     stream_info: StreamInfo = field(default_factory=lambda: StreamInfo())
@@ -182,6 +184,16 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
             "Media-server publish notifications, by server (nginx, srs), event (publish, unpublish) and result "
             "(added, removed, ignored, refused, unauthorized, error).",
             ["server", "event", "result"], registry=r,
+        ),
+        http_rejected=Counter(
+            "fvq_http_rejected_total",
+            "HTTP connections or requests refused, by reason (connections, client_connections, header_timeout, "
+            "body_timeout, body_too_large, header_too_large, bad_request).", ["reason"], registry=r,
+        ),
+        whip_sessions_ended=Counter(
+            "fvq_whip_sessions_ended_total",
+            "WHIP sessions ended, by reason (deleted, disconnected, never_connected, silent, undecodable, "
+            "track_ended, negotiation_failed, shutdown).", ["reason"], registry=r,
         ),
     )
     r.register(m.stream_info)

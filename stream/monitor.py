@@ -19,6 +19,7 @@ from stream.config import DropPolicy, MonitorConfig, SourceConfig, SourceKind
 from stream.decode import FrameConverter, SourceEvents, SourceReader
 from stream.metrics import Metrics, build_metrics
 from stream.queues import END, FrameQueue
+from stream.redact import redact_text, redact_url
 from stream.windows import WindowAssembler
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class StreamState(SourceEvents):
     latest: WindowResult | None = None
     detached: bool = False  # removed from the monitor: reports from a stopping reader touch no metric
     recommendation: dict[str, Any] | None = None
+    ended_at: float | None = None  # monotonic time the stream ended; it leaves after limits.ended_retention_s
+    end_reason: str | None = None
+    _error_logged_at: float = -float("inf")
+    _errors_held: int = 0
     _bytes: collections.deque = field(default_factory=collections.deque)
     _frames: collections.deque = field(default_factory=collections.deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -97,6 +102,11 @@ class StreamState(SourceEvents):
         with self._lock:
             self._bytes.append((now, size))
 
+    def bytes_since(self, t: float) -> int:
+        """Media bytes received after monotonic time `t` (within the last few seconds kept for the rates)."""
+        with self._lock:
+            return sum(size for at, size in self._bytes if at > t)
+
     def frame(self) -> None:
         now = time.monotonic()
         self.frames_received += 1
@@ -110,8 +120,18 @@ class StreamState(SourceEvents):
             self.state = "up"
             self._m.stream_up.labels(self.name).set(1)
 
+    ERROR_LOG_INTERVAL_S = 30.0  # a stream's errors are logged at most once per this long, with a count
+
     def error(self, kind: str, message: str) -> None:
-        log.warning("stream %s: %s", self.name, message)
+        message = redact_text(message)
+        now = time.monotonic()
+        if now - self._error_logged_at >= self.ERROR_LOG_INTERVAL_S:
+            held = f" [and {self._errors_held} more errors in the last {self.ERROR_LOG_INTERVAL_S:g} s]" \
+                if self._errors_held else ""
+            log.warning("stream %s: %s%s", self.name, message, held)
+            self._error_logged_at, self._errors_held = now, 0
+        else:
+            self._errors_held += 1
         self.last_error = message
         self._m.stream_errors.labels(self.name, kind).inc()
         if kind != "decode":
@@ -120,9 +140,12 @@ class StreamState(SourceEvents):
     def reconnecting(self, delay: float) -> None:
         self._m.reconnects.labels(self.name).inc()
 
-    def ended(self) -> None:
+    def ended(self, reason: str | None = None) -> None:
         if self.state != "error":
             self.state = "ended"
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+            self.end_reason = reason or self.end_reason or ("error" if self.state == "error" else "finished")
         self._m.stream_up.labels(self.name).set(0)
 
     def mark_down(self, state: str = "down") -> None:
@@ -157,6 +180,7 @@ class StreamState(SourceEvents):
             "bitrate_bps": round(self.bitrate_bps),
             "frames_received": self.frames_received,
             "recommendation": self.recommendation,
+            "end_reason": self.end_reason,
             "latest": None,
         }
         if latest is not None:
@@ -219,7 +243,7 @@ class Stream:
         self.source = source
         self.name = source.name
         m = monitor.metrics
-        self.state = StreamState(source.name, source.kind.value, _redact(source.url), m)
+        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m)
         policy = source.drop_policy or DropPolicy.drop_oldest
         self.queue = FrameQueue(
             source.queue_frames, policy, on_drop=lambda reason: m.frames_dropped.labels(self.name, reason).inc()
@@ -259,9 +283,9 @@ class Stream:
         self.state.frame()
         self.queue.put(record)
 
-    def end(self) -> None:
+    def end(self, reason: str | None = None) -> None:
         """A pushed source ended (publisher left)."""
-        self.state.ended()
+        self.state.ended(reason)
         self.queue.put(END)
 
 
@@ -319,14 +343,19 @@ class Monitor:
             stream = Stream(source, self)
             self.streams[source.name] = stream
             self.metrics.streams_active.set(active + 1)
+            self._evict_ended()
         if stream.reader is not None:
             stream.reader.start()
         return stream
 
-    def remove_stream(self, name: str) -> None:
+    def remove_stream(self, name: str, only: Stream | None = None) -> None:
+        """Stops and forgets a stream, its /streams entry and its series (when `only` is given: if it is
+        still that stream, not a newer one of the same name)."""
         if self.rtmp.detach(name) and name not in self.streams:
             return
         with self._lock:
+            if only is not None and self.streams.get(name) is not only:
+                return
             stream = self.streams.pop(name, None)
             self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
         if stream is None:
@@ -370,6 +399,38 @@ class Monitor:
     def snapshot(self) -> list[dict[str, Any]]:
         return [s.state.to_json() for s in list(self.streams.values())]
 
+    def _evict_ended(self) -> None:
+        """Bounds what ended streams hold: past max_streams ended ones, the oldest leave before their
+        retention is over (call with the lock held)."""
+        ended = sorted((s for s in self.streams.values() if not s.active and s.state.ended_at is not None),
+                       key=lambda s: s.state.ended_at or 0.0)
+        for stream in ended[: max(0, len(ended) - self.config.limits.max_streams)]:
+            self._forget(stream)
+
+    def _forget(self, stream: Stream) -> None:
+        self.streams.pop(stream.name, None)
+        stream.state.detached = True
+        stream.queue.close()
+        self.metrics.forget_stream(stream.name)
+
+    def retire_ended(self, now: float | None = None) -> list[str]:
+        """Removes the streams that ended more than limits.ended_retention_s ago (and whose last frames were
+        analysed); updates fvq_streams_active to what is live now. Returns the names removed."""
+        now = time.monotonic() if now is None else now
+        retention = self.config.limits.ended_retention_s
+        gone = []
+        with self._lock:
+            for stream in list(self.streams.values()):
+                ended_at = stream.state.ended_at
+                done = stream.finished or stream.reader is None or not stream.reader.is_alive()
+                if ended_at is not None and done and now - ended_at >= retention and not stream.active:
+                    self._forget(stream)
+                    gone.append(stream.name)
+            self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
+        for name in gone:
+            log.info("stream %s: removed from /streams and /metrics (ended %g s ago)", name, retention)
+        return gone
+
     # the analysis loop
     def _loop(self) -> None:
         interval = self.config.analysis.batch_interval_s
@@ -408,6 +469,7 @@ class Monitor:
                 and now - st.last_frame_at > self.config.analysis.stale_after_s
             ):
                 st.mark_down("down")
+        self.retire_ended(now)
         windows = self._drop_late(windows, now)
         for w in windows:
             s = self.streams.get(w.stream)
@@ -513,15 +575,3 @@ class Monitor:
                 log.exception("listener failed for stream %s", name)
         m.publish_latency.observe(r.details["publish_latency_s"])
 
-
-def _redact(url: str) -> str:
-    """Stream keys and passwords stay out of /streams."""
-    from urllib.parse import urlparse
-
-    p = urlparse(url)
-    if p.scheme in ("rtmp", "rtmps", "srt", "rtsp") and p.path.count("/") >= 2:
-        head = url.rsplit("/", 1)[0]
-        return head + "/***"
-    if p.password:
-        return url.replace(p.password, "***")
-    return url

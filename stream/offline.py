@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class FileAnalysis:
     results: list[WindowResult]
     errors: list[str] = field(default_factory=list)
     nominal_fps: float | None = None
+    window_s: float | None = None  # the configured window length: shorter windows are flagged partial
 
 
 class _Events(SourceEvents):
@@ -93,6 +95,8 @@ def analyse_file(path: str | Path, cfg: MonitorConfig, analyzer: Analyzer, keep_
         raise InputError(f"{path}: no such file")
     if p.is_dir():
         raise InputError(f"{path}: is a directory, not a video file")
+    if not stat.S_ISREG(p.stat().st_mode):  # a FIFO with no writer would block forever, a device never end
+        raise InputError(f"{path}: not a regular file (a FIFO, socket or device): refused")
     source = SourceConfig(name="file", url=str(p), kind=SourceKind.file, realtime=False)
     events = _Events()
     sink = _SyncSink("file", cfg, analyzer, keep_windows, events)
@@ -108,7 +112,7 @@ def analyse_file(path: str | Path, cfg: MonitorConfig, analyzer: Analyzer, keep_
     if events.frames == 0:
         raise InputError(f"{path}: no decodable video frame" + (f" ({events.errors[0]})" if events.errors else ""))
     sink.finish()
-    return FileAnalysis(str(path), sink.windows, sink.results, events.errors, events.fps)
+    return FileAnalysis(str(path), sink.windows, sink.results, events.errors, events.fps, cfg.window.length_s)
 
 
 def level_for(score: float) -> str:
@@ -143,12 +147,23 @@ def file_report(analysis: FileAnalysis) -> dict[str, Any]:
         report["level"] = level_for(score)
     report["dimensions"] = {k: round(v, 1) for k, v in combine_dimensions(results).items()}
     report["face_presence"] = round(sum(r.face_presence for r in results) / len(results), 3) if results else 0.0
+    length = analysis.window_s
+    short = [r for r in results if length is not None and r.end - r.start < length - 1e-6]
+    short_ids = {id(r) for r in short}
     report["windows"] = [
-        {"start": round(r.start, 3), "end": round(r.end, 3), **({"score": round(r.score, 2)} if r.score is not None else {})}
+        {"start": round(r.start, 3), "end": round(r.end, 3), **({"score": round(r.score, 2)} if r.score is not None else {}),
+         **({"partial": True} if id(r) in short_ids else {})}
         for r in results
     ]
     if analysis.errors:
         report["warnings"] = analysis.errors[:5]
+    if short:
+        report["partial"] = True
+        span = min(r.end - r.start for r in short)
+        report.setdefault("warnings", []).append(
+            f"{len(short)} of {len(results)} windows are shorter than the {length:g} s window length (the "
+            f"shortest covers {span:.3g} s): their scores rest on less video than a full window"
+        )
     if not results or any(math.isnan(v) for v in report["dimensions"].values()):
         report.setdefault("warnings", []).append("no complete window")
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import queue
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from stream import __version__
 from stream.config import AlertConfig
 from stream.recommend import Cause
+from stream.redact import redact_text, redact_url, url_credentials
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,11 @@ class WebhookNotifier:
     def __init__(self, config: AlertConfig, registry: CollectorRegistry | None, external_url: str = "") -> None:
         if not config.webhook_url:
             raise ValueError("alerts.webhook_url is not set")
-        self.url = config.webhook_url
+        # credentials in the URL travel as Basic auth (urllib would put them in the host name) and are never logged
+        self._post_url, credentials = url_credentials(config.webhook_url)
+        self._auth = None if credentials is None else "Basic " + base64.b64encode(
+            f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        self.url = redact_url(config.webhook_url)  # what logs and errors show
         self.config = config
         self.external_url = external_url.rstrip("/")
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=config.webhook_queue_size)
@@ -153,9 +159,10 @@ class WebhookNotifier:
 
     def _post(self, body: bytes) -> tuple[bool, str | None]:
         """(worth retrying, what went wrong or None)."""
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": f"fvq-live/{__version__}",
-        })
+        headers = {"Content-Type": "application/json", "User-Agent": f"fvq-live/{__version__}"}
+        if self._auth is not None:
+            headers["Authorization"] = self._auth
+        request = urllib.request.Request(self._post_url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.config.webhook_timeout_s) as response:
                 response.read()
@@ -163,4 +170,4 @@ class WebhookNotifier:
         except urllib.error.HTTPError as exc:
             return exc.code >= 500 or exc.code == 429, f"HTTP {exc.code}"
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            return True, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            return True, redact_text(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,20 +21,21 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.config import SourceConfig, SourceKind, check_stream_name
+from stream.config import ServerConfig, SourceConfig, SourceKind, check_stream_name
 from stream.metrics import Metrics
 from stream.monitor import Monitor, Stream, StreamExistsError, StreamLimitError
 
 log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
+CORS_HEADERS = {  # sent only to origins listed in server.cors_origins
     "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Expose-Headers": "Location, Accept-Post",
 }
 CONNECT_TIMEOUT_S = 30.0  # a session whose ICE/DTLS never connects is closed after this long
+WATCH_INTERVAL_S = 0.5  # how often a session's watchdog looks at it
+MEDIA_BYTES, MEDIA_BYTES_PER_S = 4000, 1000  # over this since the last frame, a peer is sending media, not RTCP
 STATS_INTERVAL_S = 1.0  # how often the received bitrate is sampled from the transport
 REPLACE_WAIT_S = 1.0  # how long a POST waits for an ended stream of the same name to be drained
 
@@ -44,7 +47,13 @@ class WhipEndpoint:
       `Location` naming the session. Only non-trickle ICE: PATCH on a session answers 405.
     - DELETE the session: the peer connection is closed and the stream ends (its state stays visible as
       "ended"; a new POST for the same name replaces it).
-    - OPTIONS: 204 with `Accept-Post` and CORS headers, so a page on another origin can publish.
+    - OPTIONS: 204 with `Accept-Post` (and CORS headers for an origin in `server.cors_origins`).
+
+    Off loopback a request needs `server.whip_token` unless `server.allow_anonymous_ingest` is set; one client
+    address holds at most `server.whip_max_sessions_per_client` sessions. The offer's ICE candidates are
+    filtered: loopback, private, link-local and mDNS targets are dropped unless `server.ice_allow_private`.
+    A session that does not connect within 30 s, or delivers no decodable frame for `whip_idle_timeout_s`, is
+    ended; each end is counted in `fvq_whip_sessions_ended_total{reason}`.
 
     The server never contacts a STUN/TURN server (no ICE servers): it offers host candidates only.
     Frames are converted in a small shared thread pool, at most one frame per stream at a time; a frame
@@ -60,16 +69,29 @@ class WhipEndpoint:
         )
         self.sessions: dict[str, WhipSession] = {}
         self.connect_timeout_s = CONNECT_TIMEOUT_S
+        # (token header, client header, token): a request carrying the front's worker token names its real
+        # client in the client header (set by stream.workers); from anyone else that header is ignored
+        self.forwarder: tuple[str, str, str] | None = None
         self._background: set[asyncio.Task] = set()
 
     # HTTP handlers
     async def options(self, request: web.Request) -> web.Response:
-        return web.Response(status=204, headers={**CORS_HEADERS, "Accept-Post": SDP})
+        return web.Response(status=204, headers={"Accept-Post": SDP})
+
+    async def add_cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        """CORS headers on WHIP responses, for the origins the config allows (none by default)."""
+        response.headers.update(cors_headers(self.monitor.config.server, request))
 
     async def post(self, request: web.Request) -> web.Response:
         server = self.monitor.config.server
         if (refused := self._unauthorized(request)) is not None:
             return refused
+        client = self.client(request)
+        held = sum(1 for s in self.sessions.values() if s.client == client)
+        if held >= server.whip_max_sessions_per_client:
+            return _error(429, f"your address holds {held} WHIP sessions already "
+                               f"(server.whip_max_sessions_per_client={server.whip_max_sessions_per_client}): "
+                               "DELETE one first", {"Retry-After": "5"})
         name = request.match_info["stream"]
         try:
             check_stream_name(name)
@@ -83,17 +105,19 @@ class WhipEndpoint:
         too_big = f"the SDP offer is larger than {limit} bytes (server.whip_max_body_bytes)"
         if request.content_length is not None and request.content_length > limit:
             return _error(413, too_big)
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(16384):
-            body += chunk
-            if len(body) > limit:
-                return _error(413, too_big)
+        body = await request.read()  # within server.body_timeout_s and client_max_size (the server's middleware)
+        if len(body) > limit:
+            return _error(413, too_big)
         try:
             offer = body.decode("utf-8")
         except UnicodeDecodeError:
             return _error(400, "the SDP offer is not UTF-8 text")
         if (problem := check_offer(offer)) is not None:
             return _error(400, problem)
+        offer, kept, dropped = filter_candidates(offer, server.ice_allow_private, server.ice_max_candidates)
+        if dropped and not kept:
+            return _error(400, f"none of the offer's {dropped} ICE candidates may be contacted: loopback, private, "
+                               "link-local and mDNS addresses are refused unless server.ice_allow_private is set")
 
         try:
             stream = await self._add_stream(name)
@@ -104,7 +128,7 @@ class WhipEndpoint:
         self.monitor.metrics.frames_dropped.labels(name, "ingest_busy")  # the series exists from the start
 
         session = WhipSession(
-            secrets.token_urlsafe(16), name, stream, RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            secrets.token_urlsafe(16), name, stream, RTCPeerConnection(RTCConfiguration(iceServers=[])), client
         )
         self._watch(session)
         try:
@@ -115,7 +139,7 @@ class WhipEndpoint:
         except Exception as exc:  # aiortc raises ValueError, InvalidStateError, OperationError for bad offers
             await self._abandon(session)
             hint = "video must be VP8 or H.264; the offer needs ICE credentials and a DTLS fingerprint"
-            return _error(400, f"the SDP offer could not be negotiated: {exc} ({hint})")
+            return _error(400, f"the SDP offer could not be negotiated: {type(exc).__name__}: {exc} ({hint})")
         local = session.pc.localDescription.sdp
         codec = accepted_video_codec(local)
         if codec is None:
@@ -123,9 +147,9 @@ class WhipEndpoint:
             return _error(400, "no video codec in common: publish VP8 or H.264 video")
         session.codec = codec
         self.sessions[session.id] = session
-        session.tasks.append(asyncio.create_task(self._connect_watchdog(session)))
+        session.tasks.append(asyncio.create_task(self._watchdog(session)))
         log.info("whip: stream %s published (session %s, %s)", name, session.id, codec)
-        headers = {**CORS_HEADERS, "Location": f"/whip/{name}/{session.id}", "Content-Type": SDP}
+        headers = {"Location": f"/whip/{name}/{session.id}", "Content-Type": SDP}
         return web.Response(status=201, body=local.encode(), headers=headers)
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -134,8 +158,8 @@ class WhipEndpoint:
         session = self.sessions.get(request.match_info["session"])
         if session is None or session.stream_name != request.match_info["stream"]:
             return _error(404, "no such WHIP session (it ended, or the URL is not one this server returned)")
-        await self.close_session(session, "deleted by the publisher")
-        return web.Response(status=200, headers=CORS_HEADERS)
+        await self.close_session(session, "deleted by the publisher", "deleted")
+        return web.Response(status=200)
 
     async def patch(self, request: web.Request) -> web.Response:
         return _error(
@@ -145,11 +169,13 @@ class WhipEndpoint:
         )
 
     # sessions
-    async def close_session(self, session: WhipSession, reason: str) -> None:
-        """Closes the peer connection and ends the stream; safe to call more than once."""
+    async def close_session(self, session: WhipSession, reason: str, code: str = "closed") -> None:
+        """Closes the peer connection and ends the stream (`code`: the fvq_whip_sessions_ended_total reason);
+        safe to call more than once."""
         if session.closing:
             return
         session.closing = True
+        self.monitor.metrics.whip_sessions_ended.labels(code).inc()
         self.sessions.pop(session.id, None)
         current = asyncio.current_task()
         for task in session.tasks:
@@ -162,12 +188,12 @@ class WhipEndpoint:
         for ingest in session.ingests:
             await ingest.settle()  # a frame still being converted must not arrive after END
         await session.pc.close()
-        session.stream.end()
+        session.stream.end(code)
         log.info("whip: stream %s ended (session %s): %s", session.stream_name, session.id, reason)
 
     async def close_all(self, app: web.Application | None = None) -> None:
         await asyncio.gather(
-            *(self.close_session(s, "server shutting down") for s in list(self.sessions.values()))
+            *(self.close_session(s, "server shutting down", "shutdown") for s in list(self.sessions.values()))
         )
 
     async def shutdown_executor(self, app: web.Application | None = None) -> None:
@@ -175,18 +201,20 @@ class WhipEndpoint:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
     # internals
+    def client(self, request: web.Request) -> str:
+        """The publisher's address: the socket's peer, or, behind the front, the address the front saw."""
+        if self.forwarder is not None:
+            token_header, client_header, token = self.forwarder
+            given = request.headers.get(token_header, "")
+            named = request.headers.get(client_header)
+            if named and given and hmac.compare_digest(given.encode(), token.encode()):
+                return named
+        return request.remote or "unknown"
+
     def _unauthorized(self, request: web.Request) -> web.Response | None:
-        token = self.monitor.config.server.whip_token
-        if not token:
-            return None
-        given = request.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
-            return None
-        why = "missing Authorization header" if not given else "the bearer token is wrong"
-        return _error(
-            401, f"{why}: send `Authorization: Bearer <server.whip_token>`", {"WWW-Authenticate": "Bearer"}
-        )
+        server = self.monitor.config.server
+        return ingest_refusal(server, self.client(request), request.headers.get("Authorization", ""))
+
 
     async def _add_stream(self, name: str) -> Stream:
         source = SourceConfig(name=name, url=f"whip:{name}", kind=SourceKind.whip)
@@ -205,9 +233,8 @@ class WhipEndpoint:
 
     async def _abandon(self, session: WhipSession) -> None:
         """A session whose negotiation failed: nothing was received, so its stream is removed altogether."""
-        await self.close_session(session, "negotiation failed")
-        if self.monitor.streams.get(session.stream_name) is session.stream:
-            self.monitor.remove_stream(session.stream_name)
+        await self.close_session(session, "negotiation failed", "negotiation_failed")
+        self.monitor.remove_stream(session.stream_name, only=session.stream)
 
     def _watch(self, session: WhipSession) -> None:
         pc = session.pc
@@ -231,22 +258,42 @@ class WhipEndpoint:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
+            if pc.connectionState == "connected" and session.connected_at is None:
+                session.connected_at = time.monotonic()
             if pc.connectionState in ("failed", "closed") and not session.closing:
-                self._spawn(self.close_session(session, f"connection {pc.connectionState}"))
+                self._spawn(self.close_session(session, f"connection {pc.connectionState}", "disconnected"))
 
     async def _run_ingest(self, session: WhipSession, ingest: VideoIngest) -> None:
         await ingest.run()
         if not session.closing:  # the track ended: the publisher stopped sending
-            self._spawn(self.close_session(session, "the video track ended"))
+            self._spawn(self.close_session(session, "the video track ended", "track_ended"))
 
-    async def _connect_watchdog(self, session: WhipSession) -> None:
-        await asyncio.sleep(self.connect_timeout_s)
-        if session.pc.connectionState != "connected":
-            self._spawn(
-                self.close_session(
-                    session, f"not connected after {self.connect_timeout_s:g} s (ICE/DTLS failed?)"
-                )
-            )
+    async def _watchdog(self, session: WhipSession) -> None:
+        """Ends a session that never connects, or that stops delivering decodable frames."""
+        started = time.monotonic()
+        idle_timeout = self.monitor.config.server.whip_idle_timeout_s
+        state = session.stream.state
+        while not session.closing:
+            await asyncio.sleep(min(WATCH_INTERVAL_S, self.connect_timeout_s))
+            now = time.monotonic()
+            if session.connected_at is None:
+                if now - started >= self.connect_timeout_s:
+                    why = f"not connected after {self.connect_timeout_s:g} s (ICE/DTLS failed?)"
+                    self._spawn(self.close_session(session, why, "never_connected"))
+                    return
+                continue
+            last = max(session.connected_at, state.last_frame_at or 0.0)
+            if now - last >= idle_timeout:
+                # media still arriving (not just RTCP, a few hundred bytes a second) since the last frame?
+                since = last + STATS_INTERVAL_S + 0.1  # the first byte sample after it may hold its frames
+                span = min(now - since, state.RATE_SPAN_S)  # the byte samples kept
+                media = state.bytes_since(since) > max(MEDIA_BYTES, MEDIA_BYTES_PER_S * span)
+                code = "undecodable" if media else "silent"
+                why = (f"media arrives but no frame decoded for {idle_timeout:g} s" if media
+                       else f"no media for {idle_timeout:g} s")
+                state.error("decode" if media else "silent", f"whip:{session.stream_name}: {why}")
+                self._spawn(self.close_session(session, why, code))
+                return
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -262,8 +309,10 @@ class WhipSession:
     stream_name: str
     stream: Stream
     pc: RTCPeerConnection
+    client: str = "unknown"
     codec: str | None = None
     closing: bool = False
+    connected_at: float | None = None
     tasks: list[asyncio.Future] = field(default_factory=list)
     ingests: list[VideoIngest] = field(default_factory=list)
 
@@ -365,6 +414,11 @@ def check_offer(sdp: str) -> str | None:
                 video = True
     if not video:
         return "the offer has no video m-line: add a video track (sendonly) to the peer connection"
+    for attribute, what in (("a=ice-ufrag:", "ICE username"), ("a=ice-pwd:", "ICE password"),
+                            ("a=fingerprint:", "DTLS fingerprint"), ("a=setup:", "DTLS role")):
+        if not any(line.startswith(attribute) for line in lines):
+            return (f"the offer has no {attribute[:-1]} line ({what}): it is incomplete or truncated; "
+                    "send the whole offer from createOffer()")
     return None
 
 
@@ -390,8 +444,70 @@ def accepted_video_codec(answer: str) -> str | None:
     return None
 
 
+def filter_candidates(sdp: str, allow_private: bool, max_candidates: int) -> tuple[str, int, int]:
+    """The offer without the ICE candidates the server must not contact: (offer, kept, dropped). Loopback,
+    private, link-local, multicast, unspecified and reserved addresses and unresolved host names (mDNS) are
+    dropped unless `allow_private`; past `max_candidates` the rest are dropped too."""
+    out, kept, dropped = [], 0, 0
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            ok = len(parts) >= 8 and kept < max_candidates and (allow_private or _public(parts[4]))
+            if not ok:
+                dropped += 1
+                continue
+            kept += 1
+        out.append(line)
+    return newline.join(out), kept, dropped
+
+
+def _public(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False  # a host name (mDNS .local): resolving it is contacting an internal resolver
+    return ip.is_global and not ip.is_multicast
+
+
+def cors_headers(server: ServerConfig, request: web.Request) -> dict[str, str]:
+    """The CORS headers a WHIP response gets: none unless its Origin is in server.cors_origins."""
+    origin = request.headers.get("Origin")
+    allowed = server.cors_origins
+    if not origin or not request.path.startswith("/whip/") or not allowed:
+        return {}
+    if "*" in allowed or origin in allowed:
+        return {**CORS_HEADERS, "Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {}
+
+
+def ingest_refusal(server: ServerConfig, client: str | None, given: str) -> web.Response | None:
+    """None when a WHIP request from `client` with Authorization header `given` may go on, else its 401/403:
+    off loopback a token is needed unless server.allow_anonymous_ingest (used by one process and the front)."""
+    token = server.whip_token
+    if not token:
+        if server.allow_anonymous_ingest or _is_loopback(client):
+            return None
+        return _error(403, "WHIP from another host needs a token: set server.whip_token (publishers send "
+                           "`Authorization: Bearer <token>`), or server.allow_anonymous_ingest: true")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
+        return None
+    why = "missing Authorization header" if not given else "the bearer token is wrong"
+    return _error(
+        401, f"{why}: send `Authorization: Bearer <server.whip_token>`", {"WWW-Authenticate": "Bearer"}
+    )
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
 def _error(status: int, reason: str, extra: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=reason + "\n", headers={**CORS_HEADERS, **(extra or {})})
+    return web.Response(status=status, text=reason + "\n", headers=extra or {})
 
 
 WHIP_KEY: web.AppKey[WhipEndpoint] = web.AppKey("whip", WhipEndpoint)
@@ -406,5 +522,6 @@ def add_whip_routes(app: web.Application, monitor: Monitor) -> None:
     app.router.add_route("OPTIONS", "/whip/{stream}/{session}", endpoint.options)
     app.router.add_delete("/whip/{stream}/{session}", endpoint.delete)
     app.router.add_route("PATCH", "/whip/{stream}/{session}", endpoint.patch)
+    app.on_response_prepare.append(endpoint.add_cors)
     app.on_shutdown.append(endpoint.close_all)
     app.on_cleanup.append(endpoint.shutdown_executor)

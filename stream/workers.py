@@ -9,7 +9,8 @@ local process (`python -m stream.workers`, supervised by `LocalPool` here) or a 
 - `POST /worker/identity` renames a warm spare when it takes over a dead worker's slot.
 
 Control requests carry the front's token (`X-Fvq-Worker-Token`); the rest of the app (/metrics, /streams, WHIP)
-is the single-process server's, unchanged.
+is the single-process server's; a WHIP request the front forwards names its real client in `X-Fvq-Client`,
+believed only next to the token (default-deny and the per-client cap apply to the publisher, not to the front).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from stream.config import MonitorConfig, SourceConfig, default_workers  # noqa: 
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Fvq-Worker-Token"
+# the client address the front saw, on requests it forwards; a worker believes it only with TOKEN_HEADER
+CLIENT_HEADER = "X-Fvq-Client"
 READY_PREFIX = "FVQ-WORKER-READY "
 
 
@@ -191,6 +194,9 @@ class WorkerRuntime:
         monitor = Monitor(cfg, analyzer, metrics)
         self.state = WorkerState(monitor, self.worker_id, self.token)
         app = build_app(monitor)
+        from stream.whip import WHIP_KEY
+
+        app[WHIP_KEY].forwarder = (TOKEN_HEADER, CLIENT_HEADER, self.token)  # the real client, from the front
         add_worker_routes(app, self.state)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -420,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--front-url", default="")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s worker[{args.id}] %(name)s: %(message)s")
+    from stream.logs import install
+
+    install()  # the front's log hygiene: secrets redacted, repeats rate-limited
     token = os.environ.get("FVQ_WORKER_TOKEN", "")
     if not token:
         print("fvq worker: FVQ_WORKER_TOKEN is not set (workers are started by `fvq serve --workers N`)",

@@ -55,7 +55,7 @@ class MonitorHarness:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:

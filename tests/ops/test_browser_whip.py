@@ -97,7 +97,9 @@ def camera_y4m(media_dir) -> Path:
 def test_chromium_publishes_over_whip_and_the_monitor_scores_it(camera_y4m, tmp_path):
     from engines.face import FaceExtractor
 
-    cfg = MonitorConfig.model_validate({"window": {"length_s": 2.0, "hop_s": 1.0}, "no_model": True})
+    # the page is on another origin (its own port), and Chromium's host candidates are loopback/private addresses
+    cfg = MonitorConfig.model_validate({"window": {"length_s": 2.0, "hop_s": 1.0}, "no_model": True,
+                                        "server": {"cors_origins": ["*"], "ice_allow_private": True}})
     with MonitorHarness(cfg, Analyzer(FaceExtractor(), None, embed_every=0, sample_fps=2.0)) as h:
         page = PageServer(PAGE.replace("WHIP_URL", json.dumps(f"{h.url}/whip/browser")))
         browser = subprocess.Popen([

@@ -57,12 +57,15 @@ class FaceTrack(VideoStreamTrack):
 
 
 def monitor_config(**server) -> MonitorConfig:
+    server.setdefault("ice_allow_private", True)  # the publishers' host candidates are private addresses here
     return MonitorConfig.model_validate(
         {
             "window": {"length_s": 1.0, "hop_s": 0.5},
             "no_model": True,
             "server": server,
-            "limits": {"max_streams": server.pop("max_streams", 8)},
+            "limits": {"max_streams": server.pop("max_streams", 8),
+                       **({"ended_retention_s": server.pop("ended_retention_s")} if "ended_retention_s" in server
+                          else {})},
         }
     )
 
@@ -109,7 +112,7 @@ class Client:
             answer = await r.text()
             assert r.status == 201, answer
             assert r.headers["Content-Type"].startswith("application/sdp")
-            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert "Access-Control-Allow-Origin" not in r.headers  # no CORS unless server.cors_origins
             location = r.headers["Location"]
         assert location.startswith(f"/whip/{name}/")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
@@ -212,7 +215,7 @@ async def _eq(coro, key: str, value) -> bool:
 
 
 def test_bad_requests_are_refused_and_a_good_stream_still_flows(face_frames: list[np.ndarray]) -> None:
-    with harness(whip_token="s3cret", whip_max_body_bytes=4096) as h:
+    with harness(whip_token="s3cret", whip_max_body_bytes=4096, cors_origins=["https://studio.example"]) as h:
         auth = {"Authorization": "Bearer s3cret"}
 
         async def body(c: Client) -> None:
@@ -253,9 +256,11 @@ def test_bad_requests_are_refused_and_a_good_stream_still_flows(face_frames: lis
             status, text, _ = await c.request("POST", "/whip/cam", data=no_codec, headers={**auth, **SDP})
             assert status == 400 and "VP8 or H.264" in text
 
-            status, _, headers = await c.request("OPTIONS", "/whip/cam")
+            status, _, headers = await c.request("OPTIONS", "/whip/cam", headers={"Origin": "https://evil.example"})
             assert status == 204 and headers["Accept-Post"] == "application/sdp"
-            assert headers["Access-Control-Allow-Origin"] == "*"
+            assert "Access-Control-Allow-Origin" not in headers  # not on the allow-list
+            status, _, headers = await c.request("OPTIONS", "/whip/cam", headers={"Origin": "https://studio.example"})
+            assert headers["Access-Control-Allow-Origin"] == "https://studio.example"
             assert "Authorization" in headers["Access-Control-Allow-Headers"]
             assert "Location" in headers["Access-Control-Expose-Headers"]
             status, text, _ = await c.request("PATCH", "/whip/cam/xyz", headers=auth)
@@ -398,7 +403,10 @@ def test_offer_checks_name_what_is_wrong() -> None:
     assert "bad media line" in problem("v=0\r\nm=video\r\n")
     assert "no video m-line" in problem("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
     assert "no video m-line" in problem("v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n")  # port 0: refused
-    assert check_offer("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n") is None
+    assert "truncated" in problem("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n")  # no ICE/DTLS lines
+    dtls = "a=ice-ufrag:u\r\na=ice-pwd:p\r\na=fingerprint:sha-256 AB\r\n"
+    assert "a=setup" in problem(f"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{dtls}")
+    assert check_offer(f"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{dtls}a=setup:actpass\r\n") is None
     audio = "m=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n"
     answer = f"v=0\r\n{audio}m=video 9 X 97 96\r\na=rtpmap:97 H264/90000\r\n"
     assert accepted_video_codec(answer) == "h264"

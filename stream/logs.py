@@ -1,0 +1,60 @@
+"""Log hygiene: every line redacted of secrets, and a message repeated within a minute logged once with a count."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+from stream.redact import redact_text
+
+REPEAT_WINDOW_S = 60.0
+MAX_KEYS = 2048  # distinct messages remembered at most (the oldest is forgotten first)
+
+
+class LogHygiene(logging.Filter):
+    """A handler filter: redacts URLs in the message (and in a traceback's text), and lets the same message
+    (same logger, level and text) through at most once per `window_s`; the next one that passes says how many
+    were held back ("... [repeated 812 times in the last 60 s]")."""
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S, clock=time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._clock = clock
+        self._seen: collections.OrderedDict[tuple, list] = collections.OrderedDict()  # key -> [passed_at, held]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = redact_text(record.getMessage())
+        except Exception:  # a bad format string: let logging report it as it would
+            return True
+        key = (record.name, record.levelno, text)
+        now = self._clock()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self.window_s:
+                entry[1] += 1
+                return False
+            held = entry[1] if entry is not None else 0
+            self._seen[key] = [now, 0]
+            self._seen.move_to_end(key)
+            while len(self._seen) > MAX_KEYS:
+                self._seen.popitem(last=False)
+        if held:
+            text += f" [repeated {held} more times in the last {self.window_s:g} s]"
+        record.msg, record.args = text, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+def install(logger: logging.Logger | None = None) -> LogHygiene:
+    """Adds one LogHygiene filter to every handler of `logger` (the root logger by default)."""
+    hygiene = LogHygiene()
+    for handler in (logger or logging.getLogger()).handlers:
+        handler.addFilter(hygiene)
+    return hygiene
