@@ -117,7 +117,7 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
         stream_errors=Counter(
             "fvq_stream_errors_total", "Source errors, by kind (open, decode, eof).", s + ["kind"], registry=r
         ),
-        streams_active=Gauge("fvq_streams_active", "Streams the monitor currently holds.", registry=r),
+        streams_active=Gauge("fvq_streams_active", "Streams live now (ended ones waiting out their retention not counted).", registry=r),
         streams_refused=Counter(
             "fvq_streams_refused_total", "Streams refused, by reason (limit: the stream cap).", ["reason"], registry=r
         ),

@@ -138,23 +138,15 @@ class LimitedRequestHandler(RequestHandler):
     traceback. It reads aiohttp 3.x's handler state (`_current_request`, `_messages`); tests/stream/test_hostile.py
     fails if that changes."""
 
-    def __init__(self, manager: web.Server, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, limits: ConnectionLimits, client: str, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limits = limits
-        self._client = ""
+        self._client = client  # admitted by the _Gate, which counted it
         self._admitted = False
         self._header_handle: asyncio.TimerHandle | None = None
         self.served = 0  # requests on this connection (keep-alive limit)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        self._client = str(peer[0]) if peer else "unknown"
-        reason = self._limits.admit(self._client)
-        if reason is not None:
-            self._limits.reject(reason, self._client)
-            transport.write(_refusal(503, reason))  # type: ignore[attr-defined]
-            transport.close()
-            return
         self._admitted = True
         super().connection_made(transport)
         self._arm_header_timer()
@@ -204,15 +196,41 @@ class LimitedRequestHandler(RequestHandler):
         return super().handle_error(request, status, exc, message)
 
 
+class _Gate(asyncio.Protocol):
+    """The protocol of every new connection: refuses it with a 503 when over a cap (before anything is read, and
+    without building aiohttp's handler: cheap under a flood), else hands the transport to a LimitedRequestHandler."""
+
+    def __init__(self, server: LimitedServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limits = self.server.limits
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if peer else "unknown"
+        reason = limits.admit(client)
+        if reason is not None:
+            limits.reject(reason, client)
+            transport.write(_refusal(503, reason))  # type: ignore[attr-defined]
+            transport.close()
+            return
+        handler = LimitedRequestHandler(self.server, loop=self.server._loop, limits=limits, client=client,
+                                        **self.server._kwargs)
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:  # a refused connection's bytes: ignored
+        pass
+
+
 class LimitedServer(web.Server):
-    """aiohttp's Server making LimitedRequestHandlers."""
+    """aiohttp's Server whose connections pass a _Gate first."""
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
 
-    def __call__(self) -> RequestHandler:
-        return LimitedRequestHandler(self, loop=self._loop, limits=self.limits, **self._kwargs)
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        return _Gate(self)
 
 
 class LimitedAppRunner(web.AppRunner):
