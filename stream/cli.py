@@ -276,11 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from stream.logs import install
+    from stream.logs import configure
 
-    install()  # every log line redacted of secrets; repeats logged once a minute with a count
+    # every log line redacted of secrets; repeats logged once a minute with a count
+    configure(logging.DEBUG if args.verbose else logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("aioice").setLevel(logging.WARNING)  # a dozen ICE state lines per WHIP session
     try:

@@ -52,9 +52,15 @@ class LogHygiene(logging.Filter):
         return True
 
 
-def install(logger: logging.Logger | None = None) -> LogHygiene:
-    """Adds one LogHygiene filter to every handler of `logger` (the root logger by default)."""
+def configure(level: int, fmt: str) -> LogHygiene:
+    """The command's own logging: `logging.basicConfig`, with one LogHygiene filter on the handler it adds. Handlers
+    that were there before (an embedding program's, a test runner's) are left as they are: their owner decides what
+    they keep, and a filter there would hold back their repeats across unrelated runs."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    logging.basicConfig(level=level, format=fmt)
     hygiene = LogHygiene()
-    for handler in (logger or logging.getLogger()).handlers:
-        handler.addFilter(hygiene)
+    for handler in root.handlers:
+        if handler not in before:
+            handler.addFilter(hygiene)
     return hygiene

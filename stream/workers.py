@@ -425,10 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--front-url", default="")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s worker[{args.id}] %(name)s: %(message)s")
-    from stream.logs import install
+    from stream.logs import configure
 
-    install()  # the front's log hygiene: secrets redacted, repeats rate-limited
+    # the front's log hygiene: secrets redacted, repeats rate-limited
+    configure(logging.INFO, f"%(asctime)s %(levelname)s worker[{args.id}] %(name)s: %(message)s")
     token = os.environ.get("FVQ_WORKER_TOKEN", "")
     if not token:
         print("fvq worker: FVQ_WORKER_TOKEN is not set (workers are started by `fvq serve --workers N`)",
