@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from stream.api import PREFIX, StreamApi, _error
+from stream.api import PREFIX, StreamApi
 from stream.catalog import Catalog, CatalogError, _scrub
 from stream.config import SourceConfig, SourceKind
 from stream.redact import redact_url
@@ -178,36 +178,11 @@ class FrontApi(StreamApi):
     def catalog(self) -> FrontCatalog:
         return self._catalog
 
-    async def list(self, request: web.Request) -> web.Response:
-        return web.json_response({"streams": await self.catalog.list_async()})
+    async def _describe(self, name: str) -> dict[str, Any] | None:
+        return await self.catalog.describe_async(name)
 
-    async def create(self, request: web.Request) -> web.Response:
-        source = self._source(await self._body(request))
-        try:
-            await self._run(self.catalog.add, source)
-        except CatalogError as exc:
-            return _error(exc.status, str(exc))
-        return web.json_response(await self.catalog.describe_async(source.name), status=201,
-                                 headers={"Location": f"{PREFIX}/streams/{source.name}"})
-
-    async def get(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        info = await self.catalog.describe_async(name)
-        if info is None:
-            return _error(404, f"no stream named {name!r}")
-        return web.json_response(info)
-
-    async def put(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        body = await self._body(request)
-        if body.setdefault("name", name) != name:
-            return _error(400, f"name: the body names {body['name']!r} but the URL names {name!r}")
-        source = self._source(body)
-        try:
-            created = await self._run(self.catalog.replace, source)
-        except CatalogError as exc:
-            return _error(exc.status, str(exc))
-        return web.json_response(await self.catalog.describe_async(name), status=201 if created else 200)
+    async def _list(self) -> list[dict[str, Any]]:
+        return await self.catalog.list_async()
 
 
 def add_front_api_routes(app: web.Application, catalog: FrontCatalog) -> None:
