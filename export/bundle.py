@@ -14,6 +14,7 @@ not match, or whose format version it does not know, naming the file or the vers
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,15 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any], file_names: list[
 
 __all__ = ["FORMAT_VERSION", "KNOWN_VERSIONS", "BundleError", "file_sha256", "read_manifest", "verify_bundle",
            "write_manifest"]
+
+
+def publish_staged(staging: Path, out: Path, manifest: dict[str, Any], file_names) -> None:
+    """Writes the staged bundle's manifest, verifies it, and only then puts it in place of `out` (the old folder is
+    kept aside until the new one is there), so a failed export never leaves a half-written bundle at `out`."""
+    write_manifest(staging, manifest, file_names)
+    verify_bundle(staging)
+    if staging != out:
+        backup = out.parent / (out.name + ".export-old")
+        out.rename(backup)
+        staging.rename(out)
+        shutil.rmtree(backup)

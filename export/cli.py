@@ -237,13 +237,7 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
     for stray in staging.iterdir():
         if stray.name not in names:
             stray.unlink()
-    bundle_mod.write_manifest(staging, manifest, names)
-    bundle_mod.verify_bundle(staging)
-    if staging != out:
-        backup = out.parent / (out.name + ".export-old")
-        out.rename(backup)
-        staging.rename(out)
-        shutil.rmtree(backup)
+    bundle_mod.publish_staged(staging, out, manifest, names)
     bar.update()
     bar.close()
     log(json.dumps({"out": str(out), "rater": manifest["rater"], "parity": parity,

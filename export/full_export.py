@@ -152,13 +152,7 @@ def run_full_export(checkpoint: Path, out: Path, eval_root: Path | None = None, 
                                 "on this CPU (one thread)"} if table else None
     manifest["model_bytes"] = sizes
     manifest["export_seconds"] = round(time.time() - t0, 1)
-    bundle_mod.write_manifest(staging, manifest, names)
-    bundle_mod.verify_bundle(staging)
-    if staging != out:
-        backup = out.parent / (out.name + ".export-old")
-        out.rename(backup)
-        staging.rename(out)
-        shutil.rmtree(backup)
+    bundle_mod.publish_staged(staging, out, manifest, names)
     log(json.dumps({"out": str(out), "rater": manifest["rater"], "parity": parity, "eval": table or None,
                     "model_bytes": sizes}, indent=2))
     return manifest
