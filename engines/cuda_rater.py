@@ -59,7 +59,7 @@ class AcceleratedRater(Rater):
         self.buckets = tuple(sorted(buckets))
         model = rater.model.eval()
         if getattr(model, "lora_injected", False):
-            from export.merge import merge_and_unload
+            from engines.lora import merge_and_unload
 
             merge_and_unload(model)
         model.hf.to(self.dtype)
@@ -107,7 +107,7 @@ class AcceleratedRater(Rater):
 
     def warmup(self) -> None:
         """Compiles and records every bucket shape once (first calls of torch.compile are slow)."""
-        from export.onnx_export import example_rater_inputs
+        from engines.fvq_rater import example_rater_inputs
 
         for b in self.buckets:
             arrays = {k: t.numpy() for k, t in zip(WindowFeatures.ARRAYS, example_rater_inputs(self.spec, b),

@@ -10,9 +10,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engines.base import Engine, Session
+from engines.face_models import FaceModelPaths, prepare_face_models
 from engines.features import Face
 from engines.registry import create_engine, engine_keys
-from export.face_models import FaceModelPaths, prepare_face_models
 
 EMBEDDING_DIM = 128
 ALIGNED_SIZE = 112

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.bundle import prior_entry
 from engines.features import DIMENSIONS
 
 FOREST_FILE = "forest.npz"
@@ -157,7 +158,7 @@ class ScorePrior:
     @classmethod
     def from_manifest(cls, bundle_dir: Path, manifest: dict | None) -> ScorePrior | None:
         """The bundle's prior when its manifest has one (bundles trained before it existed have none)."""
-        entry = (manifest or {}).get("prior")
+        entry = prior_entry(manifest)
         if not entry:
             return None
         path = Path(bundle_dir) / entry.get("file", FOREST_FILE)

@@ -19,8 +19,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from engines.bundle import MANIFEST, default_rater, learned_heads, model_family, precision_entry
 from engines.features import DIMENSIONS, LEVELS, FrameRecord
 from engines.forest import FOREST_FILE, ScorePrior
+from engines.lora import lora_targets, merge_lora
 from engines.rater import (
     INTERVAL_FEATURES,
     FeatureSpec,
@@ -177,30 +179,6 @@ def family_of(model: nn.Module) -> str:
 
 def _decoder(hf: nn.Module, family: str) -> nn.Module:
     return hf.model if family == "qwen2" else hf.model.language_model  # type: ignore[return-value]
-
-
-def lora_targets(family: str, vision: bool) -> str:
-    """Regex over module names: the LLM's q/k/v/o projections, plus the vision tower's attention."""
-    llm = r".*layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
-    if not vision or family == "qwen2":
-        return llm + "$"
-    if family in ("qwen2_vl", "qwen2_5_vl"):
-        vis = r".*visual\.blocks\.\d+\.attn\.(qkv|proj)"
-    else:
-        vis = r".*vision_tower\.encoder\.layer\.\d+\.attention\.(q_proj|k_proj|v_proj|projection_layer)"
-    return f"({llm}|{vis})$"
-
-
-def merge_lora(module: nn.Module) -> None:
-    """Folds every LoRA branch into its base layer and puts the plain layer back, in place."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, m in list(module.named_modules()):
-        if isinstance(m, LoraLayer):
-            m.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = module.get_submodule(parent_name) if parent_name else module
-            setattr(parent, child, m.get_base_layer())
 
 
 class VisionPool(nn.Module):
@@ -439,6 +417,21 @@ class FVQRaterModel(nn.Module):
         return sum(sizes[s] if isinstance(s, str) else len(s) for s in self.segments)
 
 
+def example_rater_inputs(spec: FeatureSpec, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the rater's forward in WindowFeatures.ARRAYS order (graph tracing, warm-up, parity)."""
+    g = torch.Generator().manual_seed(0)
+    k = spec.frames
+    return (
+        torch.randn(batch, k, *spec.spatial_shape, generator=g),
+        torch.randn(batch, k, *spec.portrait_shape, generator=g),
+        torch.randn(batch, k, 128, generator=g),
+        torch.ones(batch, k),
+        torch.randint(0, 256, (batch, spec.temporal_len, *spec.thumb_size), generator=g).to(torch.uint8),
+        torch.rand(batch, spec.interval_len, 4, generator=g),
+        torch.randn(batch, spec.signals_dim, generator=g),
+    )
+
+
 def stage1_loss(out: dict[str, torch.Tensor], levels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the answer position's level-word logits against the MOS's level band."""
     return nn.functional.cross_entropy(out["level_logits"], levels)
@@ -599,7 +592,7 @@ class FVQRater(Rater):
         load_model(model, str(bundle_dir / "model.safetensors"), strict=True, device="cpu")
         rater = cls(model, device=device)
         if config.rates_dimensions and manifest:
-            rater.dimension_heads = tuple((manifest.get("dimensions") or {}).get("learned_heads", ()))
+            rater.dimension_heads = learned_heads(manifest)
         rater.prior = ScorePrior.from_manifest(bundle_dir, manifest)
         return rater
 
@@ -631,8 +624,8 @@ def check_bundle_family(bundle_dir: Path, config: RaterConfig, manifest: dict | 
     with safe_open(str(Path(bundle_dir) / "model.safetensors"), "pt") as f:
         stored = weights_family(f.keys())
     said = {"rater_config.json": config.family, "lm_config.model_type": config.lm_config.get("model_type")}
-    if manifest and (manifest.get("model") or {}).get("family"):
-        said["manifest.json"] = manifest["model"]["family"]
+    if model_family(manifest):
+        said[MANIFEST] = model_family(manifest)
     wrong = {k: v for k, v in said.items() if v != stored}
     if wrong:
         raise BaseModelError(f"bundle {bundle_dir}: model.safetensors holds the weights of a rater on {stored}, but "
@@ -651,10 +644,8 @@ def load_torch_bundle(bundle_dir: Path, manifest: dict, device: str = "cpu", pre
     `precision`), engines.quantized applying int8 / int4 / bf16 at load time."""
     from engines.quantized import apply_precision
 
-    chosen = precision or manifest["rater"]["precision"]
-    known = manifest.get("precisions", {})
-    if chosen not in known:
-        raise ValueError(f"bundle {bundle_dir} has no precision {chosen!r}; it has {', '.join(sorted(known))}")
+    chosen = precision or default_rater(manifest)["precision"]
+    precision_entry(bundle_dir, manifest, chosen)
     rater = FVQRater.load(bundle_dir, manifest=manifest, device="cpu")
     notes = (manifest.get("precision_notes") or {}).get(chosen) or {}
     apply_precision(rater.model, chosen, group_size=int(notes.get("group_size", 128)), device=device)

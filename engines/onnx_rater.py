@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.bundle import default_rater, learned_heads, precision_entry, rates_dimensions, verify_bundle
 from engines.features import FrameRecord
 from engines.forest import ScorePrior
 from engines.rater import (
@@ -52,13 +53,10 @@ class OnnxRater(Rater):
                  precision: str | None = None, engine_config: dict[str, Any] | None = None) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest = manifest
-        default = manifest.get("rater", {})
+        default = default_rater(manifest)
         self.runtime = runtime or default.get("runtime", "onnxruntime")
         self.precision = precision or default.get("precision", "fp32")
-        precisions = manifest.get("precisions", {})
-        if self.precision not in precisions:
-            raise ValueError(f"bundle {bundle_dir} has no precision {self.precision!r}; it has "
-                             f"{', '.join(sorted(precisions))}")
+        files = precision_entry(bundle_dir, manifest, self.precision)
         allowed = manifest.get("runtimes", {}).get(self.runtime)
         if allowed is not None and self.precision not in allowed:
             raise ValueError(f"bundle {bundle_dir}: precision {self.precision!r} does not run on {self.runtime} "
@@ -66,14 +64,14 @@ class OnnxRater(Rater):
                              "TensorRT builds int8 engines from int8_qdq")
         if self.runtime == "tensorrt":  # the engine's precision follows the graph's unless the config says
             engine_config = {"precision": "int8" if self.precision == "int8_qdq" else "fp16", **(engine_config or {})}
-        self.files = precisions[self.precision]
+        self.files = files
         self.spec = FeatureSpec.from_dict(manifest["inputs"])
         sizes = manifest["graphs"][ENCODER]["sizes"]
         self.spatial_size = tuple(sizes["spatial"])
         self.portrait_size = tuple(sizes["portrait"])
         self.calibration = manifest["calibration"]
-        self.rates_dimensions = bool(manifest.get("model", {}).get("rates_dimensions", False))
-        self.dimension_heads = tuple((manifest.get("dimensions") or {}).get("learned_heads", ()))
+        self.rates_dimensions = rates_dimensions(manifest)
+        self.dimension_heads = learned_heads(manifest)
         self.prior = ScorePrior.from_manifest(self.bundle_dir, manifest)
         self.engine = create_engine(self.runtime, engine_config)
         profiles = trt_profiles(manifest) if self.runtime == "tensorrt" else {}
@@ -129,11 +127,9 @@ def load_exported_rater(bundle_dir: Path, manifest: dict[str, Any] | None = None
     """The rater of an exported (format 2) bundle, after verifying its files against the manifest.
 
     `device="cuda"` prefers onnxruntime's CUDA execution provider where onnxruntime-gpu has it."""
-    from export.bundle import verify_bundle
-
     manifest = verify_bundle(bundle_dir) if manifest is None else manifest
     config = None
-    chosen = runtime or manifest.get("rater", {}).get("runtime", "onnxruntime")
+    chosen = runtime or default_rater(manifest).get("runtime", "onnxruntime")
     if chosen == "onnxruntime" and device == "cuda":
         config = {"providers": ["tensorrt", "cuda", "cpu"]}
     return OnnxRater(bundle_dir, manifest, runtime=chosen, precision=precision, engine_config=config)

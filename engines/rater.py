@@ -7,10 +7,8 @@ remote call (a rater service with dynamic batching) without changing the ingest 
 from __future__ import annotations
 
 import abc
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -194,31 +192,6 @@ def ratings_from_outputs(rater: Rater, out: dict[str, np.ndarray], signals: np.n
     return [Rating(score=float(s), level=level_of(float(s)), level_probs=probs[i].astype(np.float32),
                    dimensions=dict(zip(DIMENSIONS, map(float, dims[i]), strict=True)) if rates_dimensions else None)
             for i, s in enumerate(scores)]
-
-
-def load_rater(bundle_dir: Path, device: str = "cpu") -> Rater:
-    """Loads the rater a bundle folder describes (manifest.json names the model size and files)."""
-    bundle_dir = Path(bundle_dir)
-    manifest_path = bundle_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{bundle_dir} is not a rater bundle: it has no manifest.json (train one with `python -m train.fit`)"
-        )
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format_version") == 2 and (manifest.get("rater") or {}).get("runtime") == "torch":
-        # an exported `full` bundle: merged weights, applied at a precision
-        from engines.fvq_rater import load_torch_bundle
-
-        return load_torch_bundle(bundle_dir, manifest, device=device)
-    if manifest.get("format_version") == 2:  # an exported bundle (fvq export): ONNX graphs, export/bundle.py
-        from engines.onnx_rater import load_exported_rater
-
-        return load_exported_rater(bundle_dir, device=device)
-    if manifest.get("format_version") != 1:
-        raise ValueError(f"{manifest_path}: unsupported format_version {manifest.get('format_version')!r} (expected 1)")
-    from engines.fvq_rater import FVQRater
-
-    return FVQRater.load(bundle_dir, manifest=manifest, device=device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,7 +405,6 @@ __all__ = [
     "WindowFeatures",
     "assemble_window_features",
     "level_of",
-    "load_rater",
     "portrait_box",
     "stack_features",
 ]

@@ -54,8 +54,8 @@ def worker(bundle: Path, variant: str, repeats: int) -> dict:
         sizes = rater.config.spatial_size, rater.config.portrait_size
         spec = rater.spec
     else:
+        from engines.bundle import verify_bundle
         from engines.onnx_rater import OnnxRater
-        from export.bundle import verify_bundle
 
         rater = OnnxRater(bundle, verify_bundle(bundle), runtime="onnxruntime", precision=variant.split("_", 1)[1])
         encode, predict = rater.encode, rater.predict
@@ -85,13 +85,12 @@ def _frames_per_hop() -> float:
 def ensure_exported(bundle: Path | None, workdir: Path) -> Path:
     """An exported bundle: the one given or bundles/default when exported, else an export of it (or of an
     untrained tiny rater when no bundle exists) into `workdir`."""
-    from export.bundle import read_manifest
+    from engines.bundle import DEFAULT_BUNDLE, has_manifest, is_exported, read_manifest
     from export.cli import run_export
 
     if bundle is None:
-        default = Path(__file__).resolve().parent.parent / "bundles" / "default"
-        bundle = default if (default / "manifest.json").is_file() else None
-    if bundle is not None and read_manifest(bundle).get("format_version") == 2:
+        bundle = DEFAULT_BUNDLE if has_manifest(DEFAULT_BUNDLE) else None
+    if bundle is not None and is_exported(read_manifest(bundle)):
         return bundle
     if bundle is None:
         from engines import fvq_rater
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         bundle = ensure_exported(args.bundle, Path(tmp))
-        from export.bundle import read_manifest
+        from engines.bundle import read_manifest
 
         precisions = read_manifest(bundle)["precisions"]
         rows = []

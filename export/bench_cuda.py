@@ -48,10 +48,9 @@ def build_rater(shape: str, device: str):
     from engines import fvq_rater
 
     if shape == "default":
-        from export.bundle import read_manifest
+        from engines.bundle import DEFAULT_BUNDLE, read_manifest
 
-        bundle = Path(__file__).resolve().parent.parent / "bundles" / "default"
-        return fvq_rater.FVQRater.load(bundle, read_manifest(bundle), device=device)
+        return fvq_rater.FVQRater.load(DEFAULT_BUNDLE, read_manifest(DEFAULT_BUNDLE), device=device)
     from transformers import Qwen2VLForConditionalGeneration
 
     tokenizer = fvq_rater.build_tokenizer()

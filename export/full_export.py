@@ -63,9 +63,9 @@ def run_full_export(checkpoint: Path, out: Path, eval_root: Path | None = None, 
                     eval_clips: int = 0, precision: str = "auto", log=print) -> dict[str, Any]:
     import torch
 
+    from engines import bundle as bundle_mod
     from engines.forest import FOREST_FILE
     from engines.quantized import model_bytes as module_bytes
-    from export import bundle as bundle_mod
     from export.merge import checkpoint_manifest, load_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -98,8 +98,8 @@ def run_full_export(checkpoint: Path, out: Path, eval_root: Path | None = None, 
                      "tensorrt": [], "note": "TensorRT runs the tiny size's ONNX graphs; the full size's GPU path is "
                                              "torch (engines/cuda_rater.py: bf16, CUDA graphs, weight-only int8/4-bit)"},
         "source": {"checkpoint": str(checkpoint),
-                   "manifest_sha256": bundle_mod.file_sha256(checkpoint / "manifest.json")
-                   if (checkpoint / "manifest.json").is_file() else None},
+                   "manifest_sha256": bundle_mod.file_sha256(checkpoint / bundle_mod.MANIFEST)
+                   if bundle_mod.has_manifest(checkpoint) else None},
         "training": source.get("training"), "metrics": source.get("metrics"),
         "dimensions": source.get("dimensions"), "prior": source.get("prior"),
         "extractors": source.get("extractors"),

@@ -1,4 +1,4 @@
-"""LoRA merge: folds every LoRA branch into its base weight (PEFT's merge-and-unload), and loads checkpoints.
+"""Training checkpoints for export: loaded with their LoRA merged (engines/lora.py), and the merge's parity.
 
 A checkpoint is a folder as `python -m train.fit` writes it (rater_config.json, model.safetensors,
 tokenizer.json, manifest.json). Bundles from train.fit are saved merged already; a checkpoint whose
@@ -7,38 +7,13 @@ rater_config.json says `lora_merged: false` still carries its adapters and is me
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-
-def lora_layer_count(module: nn.Module) -> int:
-    from peft.tuners.lora import LoraLayer
-
-    return sum(isinstance(m, LoraLayer) for m in module.modules())
-
-
-def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Merges the LoRA branches of an FVQRaterModel (or any module with injected PEFT LoRA layers) into their
-    base layers and removes the adapter modules, in place. Refuses weights that turn non-finite (PEFT's
-    safe merge). Returns the model."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, layer in list(model.named_modules()):
-        if not isinstance(layer, LoraLayer):
-            continue
-        layer.merge(safe_merge=True)
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer.get_base_layer())
-    if hasattr(model, "lora_injected"):
-        model.lora_injected = False
-        model.config.lora_merged = True
-    if lora_layer_count(model):
-        raise RuntimeError("LoRA layers are left after the merge")
-    return model
+from engines.bundle import has_manifest, read_manifest
+from engines.lora import merge_and_unload
 
 
 def load_checkpoint(checkpoint: Path, device: str = "cpu"):
@@ -70,8 +45,8 @@ def load_checkpoint(checkpoint: Path, device: str = "cpu"):
 
 
 def checkpoint_manifest(checkpoint: Path) -> dict:
-    path = Path(checkpoint) / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The checkpoint's manifest, or {} when it has none (a folder of model files only)."""
+    return read_manifest(checkpoint) if has_manifest(checkpoint) else {}
 
 
 @torch.inference_mode()
@@ -84,4 +59,4 @@ def merge_parity(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, 
     return {k: float((before[k] - after[k].float()).abs().max()) for k in before}
 
 
-__all__ = ["checkpoint_manifest", "load_checkpoint", "lora_layer_count", "merge_and_unload", "merge_parity"]
+__all__ = ["checkpoint_manifest", "load_checkpoint", "merge_parity"]

@@ -8,7 +8,7 @@ Two graphs, both with a dynamic batch axis:
 - `rater.onnx`: the stacked `WindowFeatures` arrays (engines.rater.stack_features) -> raw `score` (B,),
   `level_logits` (B, 5) and `dimensions` (B, 6). The score calibration stays in the manifest.
 
-YuNet and SFace are already ONNX files (export/face_models.py); the bundle lists them by source and hash.
+YuNet and SFace are already ONNX files (engines/face_models.py); the bundle lists them by source and hash.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import onnx
 import torch
 from torch import nn
 
+from engines.fvq_rater import example_rater_inputs
 from engines.rater import WindowFeatures
 
 OPSET = 18
@@ -93,20 +94,6 @@ def encoder_graph(rater) -> EncoderGraph:
     return graph
 
 
-def example_rater_inputs(spec, batch: int = 2) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(0)
-    k = spec.frames
-    return (
-        torch.randn(batch, k, *spec.spatial_shape, generator=g),
-        torch.randn(batch, k, *spec.portrait_shape, generator=g),
-        torch.randn(batch, k, 128, generator=g),
-        torch.ones(batch, k),
-        torch.randint(0, 256, (batch, spec.temporal_len, *spec.thumb_size), generator=g).to(torch.uint8),
-        torch.rand(batch, spec.interval_len, 4, generator=g),
-        torch.randn(batch, spec.signals_dim, generator=g),
-    )
-
-
 @contextlib.contextmanager
 def _quiet():
     """torch.onnx's dynamo exporter prints progress lines and warnings; keep them out of the CLI's output."""
@@ -139,11 +126,11 @@ def export_encoder(rater, path: Path, example_size: tuple[int, int] = (128, 224)
 
 
 def export_rater(model: nn.Module, path: Path, optimize: bool = True) -> Path:
-    """Writes the rater graph (LoRA must be merged: export/merge.py) with a dynamic batch axis.
+    """Writes the rater graph (LoRA must be merged: engines/lora.py) with a dynamic batch axis.
 
     The transformers decoder needs the dynamo (torch.export) exporter, which needs `onnxscript`."""
     if getattr(model, "lora_injected", False):
-        raise ValueError("merge the LoRA branches before export (export.merge.merge_and_unload)")
+        raise ValueError("merge the LoRA branches before export (engines.lora.merge_and_unload)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().float().eval()

@@ -215,7 +215,7 @@ def summarise_window(window: Window, dimensions: dict[str, dict[str, float]]) ->
     )
 
 
-DEFAULT_BUNDLE = __import__("pathlib").Path(__file__).resolve().parent.parent / "bundles" / "default"
+from engines.bundle import DEFAULT_BUNDLE  # noqa: E402  (re-exported: tools and tests read it here)
 
 
 def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: stream.config.MonitorConfig
@@ -229,13 +229,13 @@ def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: str
     )
     rater = None
     if not cfg.no_model:
-        from engines.rater import load_rater
-        from export.bundle import verify_bundle
+        from engines.bundle import MANIFEST, has_manifest, verify_bundle
+        from engines.load import load_rater
 
         bundle = cfg.bundle or DEFAULT_BUNDLE
-        if not (bundle / "manifest.json").is_file():
+        if not has_manifest(bundle):
             if cfg.bundle is not None:
-                raise FileNotFoundError(f"model bundle {bundle} has no manifest.json")
+                raise FileNotFoundError(f"model bundle {bundle} has no {MANIFEST}")
             log.warning("no default bundle at %s: scoring with signal measurements only", bundle)
         else:
             import torch

@@ -29,8 +29,8 @@ def rater_app(bundle: str | None, max_batch: int = 64, num_gpus: float = 0.0, nu
         def __init__(self, bundle: str | None) -> None:
             import torch
 
-            from engines.rater import load_rater
-            from stream.analysis import DEFAULT_BUNDLE
+            from engines.bundle import DEFAULT_BUNDLE
+            from engines.load import load_rater
 
             torch.set_num_threads(1)
             self.rater = load_rater(bundle or DEFAULT_BUNDLE, device="cuda" if num_gpus > 0 else "cpu")

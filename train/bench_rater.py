@@ -29,7 +29,7 @@ def _best_ms(fn, reps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engines.rater import load_rater
+    from engines.load import load_rater
     from stream.analysis import DEFAULT_BUNDLE, build_analyzer
     from stream.config import MonitorConfig
     from stream.offline import analyse_file

@@ -26,11 +26,20 @@ import torch
 from tqdm import tqdm
 
 from engines.base import file_sha256
+from engines.bundle import (
+    MANIFEST,
+    TRAINING_FORMAT,
+    file_entries,
+    file_entry,
+    read_manifest,
+    save_manifest,
+    update_manifest,
+)
 from engines.features import LEVELS
 from engines.rater import WindowFeatures, assemble_window_features, level_index, signal_keys_of
 from train.evaluate import evaluate_predictions
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = TRAINING_FORMAT  # the bundles this writes (engines/bundle.py)
 SPLITS = ("train", "val", "test")
 
 
@@ -501,7 +510,7 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
     out_dir; returns the manifest."""
     out_dir = Path(out_dir)
     if out_dir.exists():
-        for name in ("manifest.json", "rater_config.json", "model.safetensors", "tokenizer.json", "forest.npz"):
+        for name in (MANIFEST, "rater_config.json", "model.safetensors", "tokenizer.json", "forest.npz"):
             (out_dir / name).unlink(missing_ok=True)
     files = rater.save(out_dir)
     model = rater.model
@@ -515,7 +524,7 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
                   **({"dtype": rater.config.dtype, "base": rater.config.base} if rater.config.size == "full" else {})},
         "extractors": extractor_list(rater),
         "inputs": rater.spec.to_dict(),
-        "files": {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files},
+        "files": file_entries(files),
         "calibration": {"kind": "linear_clip", **rater.config.calibration,
                         "note": "score = clip(a * raw + b, 0, 100); level = the 20-point band of the score"},
         "training": training,
@@ -523,8 +532,7 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
     }
     if prior is not None:
         manifest["prior"] = prior
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return save_manifest(out_dir, manifest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,29 +698,24 @@ def choose_dimension_heads(bundle: Path, root: Path, split: str = "val", forest=
 
     from train.evaluate import evaluate_folder
 
-    path = Path(bundle) / "manifest.json"
     with tempfile.TemporaryDirectory() as tmp:
         judged = Path(bundle)
         if forest is not None and (judged / "forest.npz").is_file():
             judged = Path(tmp) / "bundle"
             shutil.copytree(bundle, judged)
             forest.save(judged / "forest.npz")
-            copy = json.loads((judged / "manifest.json").read_text())  # the copy's manifest hashes its forest
-            copy["files"]["forest.npz"] = {"sha256": file_sha256(judged / "forest.npz"),
-                                           "bytes": (judged / "forest.npz").stat().st_size}
-            (judged / "manifest.json").write_text(json.dumps(copy, indent=2) + "\n")
+            files = read_manifest(judged)["files"]  # the copy's manifest hashes its forest
+            update_manifest(judged, files={**files, "forest.npz": file_entry(judged / "forest.npz")})
         ladders = evaluate_folder(root, split, judged, baselines=False)["dimensions"] or {}
-    manifest = json.loads(path.read_text())
     signals, heads = ladders.get("signals", {}), ladders.get("model", {})
     learned = [d for d in signals if d in heads and heads[d]["srcc"] > signals[d]["srcc"] + DIMENSION_HEAD_MARGIN]
-    manifest["dimensions"] = {
+    update_manifest(bundle, dimensions={
         "learned_heads": learned,
         "rule": f"a dimension uses the learned head when its severity-ladder SRCC beats the signal measurement's by "
                 f"more than {DIMENSION_HEAD_MARGIN} on the {split} split of {root}; the others stay signal "
                 "measurements (engines.signals)",
         "ladder_srcc": ladders,
-    }
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    })
     return learned
 
 
@@ -722,9 +725,7 @@ def add_eval_table(bundle: Path, root: Path) -> dict[str, Any]:
 
     result = evaluate_folder(root, "test", bundle, baselines=True)
     print(format_result(result), file=sys.stderr)
-    path = Path(bundle) / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["eval"] = {
+    return update_manifest(bundle, eval={
         "command": f"fvq eval {root} --split test --bundle {bundle} --baselines",
         "clips": result["clips"], "table": result["table"], "pairs": result["pairs"],
         "pairs_unmatched": result["pairs_unmatched"],
@@ -732,9 +733,7 @@ def add_eval_table(bundle: Path, root: Path) -> dict[str, Any]:
         "note": "clip score = mean of its windows' scores through the live path (fvq score); PLCC after the "
                 "4-parameter logistic; BRISQUE and NIQE negated (lower is better); pairs: face-only vs "
                 "background-only distortion at equal full-frame PSNR, share where the face-only clip scores lower",
-    }
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    })
 
 
 if __name__ == "__main__":

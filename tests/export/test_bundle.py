@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from export.bundle import BundleError, verify_bundle, write_manifest
+from engines.bundle import BundleError, verify_bundle, write_manifest
 
 
 def small_bundle(tmp_path: Path) -> Path:

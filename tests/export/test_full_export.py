@@ -11,8 +11,8 @@ import torch
 
 from engines import fvq_rater
 from engines.base_model import load_base_model
+from engines.load import load_rater
 from engines.quantized import WeightOnlyLinear, model_bytes
-from engines.rater import load_rater
 from export.full_export import pixel_arrays, run_full_export
 from tests.export.base_folders import save_base_folder
 

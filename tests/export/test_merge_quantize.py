@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export.merge import load_checkpoint, lora_layer_count, merge_parity
+from engines.lora import lora_layer_count
+from export.merge import load_checkpoint, merge_parity
 from export.quantize import WeightOnlyLinear, module_bytes, quantize_weights
 from tests.engines.test_fvq_rater import random_batch
 from tests.export.conftest import tiny_model
@@ -56,7 +57,7 @@ def test_weight_only_linear_int8_and_int4_error_bounds():
 
 def test_quantize_weights_replaces_llm_layers_and_keeps_scores_close():
     model = tiny_model()
-    from export.merge import merge_and_unload
+    from engines.lora import merge_and_unload
 
     merge_and_unload(model)
     batch = random_batch(model.config.feature_spec, 4)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from engines.load import load_rater
 from engines.onnx_rater import OnnxRater, load_exported_rater, resize_frame
-from engines.rater import WindowFeatures, load_rater
+from engines.rater import WindowFeatures
 from export.merge import load_checkpoint
 from export.parity import real_face_frames, window_arrays
 
@@ -103,7 +104,7 @@ def test_frame_features_of_real_records_match_pytorch(exported, torch_rater, fra
 
 
 def test_dynamic_int8_graphs_are_refused_on_tensorrt(exported):
-    from export.bundle import verify_bundle
+    from engines.bundle import verify_bundle
 
     with pytest.raises(ValueError, match="does not run on tensorrt"):
         OnnxRater(exported, verify_bundle(exported), runtime="tensorrt", precision="int8")
@@ -116,8 +117,8 @@ def test_export_carries_the_signal_forest_prior_and_both_runtimes_publish_the_sa
 
     from sklearn.ensemble import ExtraTreesRegressor
 
+    from engines.bundle import verify_bundle
     from engines.forest import signal_transform
-    from export.bundle import verify_bundle
     from export.cli import run_export
     from train.forest import from_sklearn
 

@@ -87,8 +87,8 @@ def test_plans_are_reused_on_the_next_start_and_rebuilt_when_anything_changes(tm
 @pytest.mark.parametrize("precision", ["fp16", "int8_qdq"])
 def test_tensorrt_runs_the_exported_graphs_near_onnxruntime_and_reuses_its_plans(exported, tmp_path, precision):
     pytest.importorskip("tensorrt", reason="TensorRT's Python package is not installed on this GPU machine")
+    from engines.bundle import verify_bundle
     from engines.onnx_rater import OnnxRater
-    from export.bundle import verify_bundle
     from export.parity import real_face_frames, window_arrays
 
     manifest = verify_bundle(exported)  # exported without a corpus: Q/DQ calibrated on the real parity frames

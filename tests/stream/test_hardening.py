@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from export.bundle import BundleError, file_entry, verify_bundle
+from engines.bundle import BundleError, file_entry, verify_bundle
 from stream.config import AnalysisConfig, SourceConfig
 from stream.decode import SourceEvents, SourceReader
 from stream.queues import FrameQueue

@@ -10,7 +10,8 @@ import torch
 
 from engines import fvq_rater
 from engines.features import LEVELS
-from engines.rater import FeatureSpec, WindowFeatures, load_rater
+from engines.load import load_rater
+from engines.rater import FeatureSpec, WindowFeatures
 from train import evaluate
 from train.fit import ClipFeatures, Dataset, StageSettings, fit, read_split, write_bundle
 
