@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from engines.features import FrameRecord
-from engines.rater import Rater, Rating, WindowFeatures, ratings_from_outputs, stack_features
+from engines.rater import Rater, WindowFeatures
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -44,7 +44,7 @@ def pad_batch(arrays: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
 
 
 class AcceleratedRater(Rater):
-    """Wraps an FVQRater: same frame features and calibration, a faster forward."""
+    """Wraps an FVQRater: same frame features, calibration, prior and dimension heads, a faster forward."""
 
     def __init__(self, rater, device: str = "cuda", dtype: str = "bfloat16",
                  compile: Literal["none", "reduce-overhead", "max-autotune"] = "reduce-overhead",
@@ -76,6 +76,14 @@ class AcceleratedRater(Rater):
 
     # -- Rater -------------------------------------------------------------------------------------
 
+    @property
+    def rates_dimensions(self) -> bool:  # type: ignore[override]
+        return self.base.rates_dimensions
+
+    @property
+    def dimension_heads(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.base.dimension_heads
+
     def frame_features(self, records: list[FrameRecord]) -> None:
         self.base.frame_features(records)
 
@@ -97,13 +105,6 @@ class AcceleratedRater(Rater):
                 out = self._forward(batch)
             outs.append({k: v[:m].float().cpu().numpy() for k, v in out.items()})
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-
-    def rate(self, features: list[WindowFeatures]) -> list[Rating]:
-        if not features:
-            return []
-        arrays = stack_features(features)
-        out = self.predict(arrays)
-        return ratings_from_outputs(self, out, arrays["signals"], self.base.config.rates_dimensions)
 
     def warmup(self) -> None:
         """Compiles and records every bucket shape once (first calls of torch.compile are slow)."""

@@ -27,12 +27,8 @@ from engines.rater import (
     INTERVAL_FEATURES,
     FeatureSpec,
     Rater,
-    Rating,
-    WindowFeatures,
     portrait_crop,
-    ratings_from_outputs,
     resize_frame,
-    stack_features,
 )
 
 PROMPT = "Please evaluate the quality of this video."
@@ -520,9 +516,12 @@ class FVQRater(Rater):
             encoder = (PixelFrameEncoder(cfg.spatial_size, cfg.portrait_size) if model.pixels
                        else MobileNetFrameEncoder(cfg.spatial_size, cfg.portrait_size, device))
         self.encoder = encoder
-        # Dimensions whose published score is the learned head's (the bundle measured it ranks better there)
-        self.dimension_heads: tuple[str, ...] = ()
+        self.dimension_heads: tuple[str, ...] = ()  # set from the manifest by load
         self.precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[model.config.dtype]
+
+    @property
+    def rates_dimensions(self) -> bool:  # type: ignore[override]
+        return self.config.rates_dimensions  # training sets it once the dimension labels are known
 
     @property
     def extractor_version(self) -> str:
@@ -550,13 +549,6 @@ class FVQRater(Rater):
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         c = self.config.calibration
         return np.clip(c["a"] * raw + c["b"], 0.0, 100.0)
-
-    def rate(self, features: list[WindowFeatures]) -> list[Rating]:
-        if not features:
-            return []
-        arrays = stack_features(features)
-        out = self.predict(arrays)
-        return ratings_from_outputs(self, out, arrays["signals"], self.config.rates_dimensions)
 
     # -- bundle files ---------------------------------------------------------------------------
 

@@ -18,12 +18,9 @@ from engines.forest import ScorePrior
 from engines.rater import (
     FeatureSpec,
     Rater,
-    Rating,
     WindowFeatures,
     portrait_crop,
-    ratings_from_outputs,
     resize_frame,
-    stack_features,
 )
 from engines.registry import create_engine
 
@@ -113,13 +110,6 @@ class OnnxRater(Rater):
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         return np.clip(self.calibration["a"] * raw + self.calibration["b"], 0.0, 100.0)
-
-    def rate(self, features: list[WindowFeatures]) -> list[Rating]:
-        if not features:
-            return []
-        arrays = stack_features(features)
-        out = self.predict(arrays)
-        return ratings_from_outputs(self, out, arrays["signals"], self.rates_dimensions)
 
 
 def load_exported_rater(bundle_dir: Path, manifest: dict[str, Any] | None = None, device: str = "cpu",

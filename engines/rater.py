@@ -149,10 +149,23 @@ def level_index(mos: float) -> int:
 
 
 class Rater(abc.ABC):
-    """Turns windows into ratings. Implementations: engines.fvq_rater.FVQRater (tiny and full)."""
+    """Turns windows into ratings: one rating implementation, each runtime supplies only its forward (`predict`).
+
+    Implementations: engines.fvq_rater.FVQRater (torch, tiny and full), engines.onnx_rater.OnnxRater (ONNX
+    Runtime or TensorRT over an exported bundle), engines.cuda_rater.AcceleratedRater (torch on CUDA); a bundle
+    names which (engines.load.load_rater).
+
+    `rate` returns one Rating per window: the published score (calibrated, blended with the bundle's signal-forest
+    prior when it has one), its level band, the Stage I level distribution, and, when the bundle trained the
+    dimension head (`rates_dimensions`), the six learned dimension scores. `dimension_heads` names the dimensions
+    whose learned head the bundle found to rank better than the signal measurement (manifest "dimensions");
+    the live path publishes signal measurements and carries the learned scores as details (stream/analysis.py).
+    """
 
     spec: FeatureSpec
     prior = None  # engines.forest.ScorePrior when the bundle has one: the published score blends it in
+    rates_dimensions: bool = False  # the bundle trained the dimension head: ratings carry `dimensions`
+    dimension_heads: tuple[str, ...] = ()  # dimensions whose learned head ranks better (the bundle's manifest)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Raw model scores -> 0..100 (the bundle's calibration)."""
@@ -177,8 +190,16 @@ class Rater(abc.ABC):
         return assemble_window_features(window, self.spec)
 
     @abc.abstractmethod
+    def predict(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The forward pass on stacked feature arrays (stack_features): raw "score" (B,) before calibration,
+        "level_logits" (B, 5) over LEVELS and "dimensions" (B, 6) over DIMENSIONS."""
+
     def rate(self, features: list[WindowFeatures]) -> list[Rating]:
         """Rates a batch of windows in one forward pass (no text generation)."""
+        if not features:
+            return []
+        arrays = stack_features(features)
+        return ratings_from_outputs(self, self.predict(arrays), arrays["signals"], self.rates_dimensions)
 
 
 def ratings_from_outputs(rater: Rater, out: dict[str, np.ndarray], signals: np.ndarray,
