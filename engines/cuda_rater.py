@@ -108,7 +108,7 @@ class AcceleratedRater(Rater):
 
     def warmup(self) -> None:
         """Compiles and records every bucket shape once (first calls of torch.compile are slow)."""
-        from engines.fvq_rater import example_rater_inputs
+        from engines.fvq_model import example_rater_inputs
 
         for b in self.buckets:
             arrays = {k: t.numpy() for k, t in zip(WindowFeatures.ARRAYS, example_rater_inputs(self.spec, b),

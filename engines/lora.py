@@ -1,6 +1,6 @@
 """LoRA on the rater's transformers model: which layers get adapters, and folding them back into plain weights.
 
-Training injects the adapters (engines.fvq_rater.FVQRaterModel.inject_lora); bundles are saved merged, and a
+Training injects the adapters (engines.fvq_model.FVQRaterModel.inject_lora); bundles are saved merged, and a
 checkpoint that still carries adapters is merged before it is served (engines.cuda_rater) or exported.
 """
 

@@ -94,11 +94,12 @@ def ensure_exported(bundle: Path | None, workdir: Path) -> Path:
         return bundle
     if bundle is None:
         from engines import fvq_rater
+        from train.model import build_tiny, save_rater
 
         print("no bundle: exporting an untrained tiny rater (speed only)", file=sys.stderr)
-        rater = fvq_rater.FVQRater(fvq_rater.build_tiny(()).eval())
+        rater = fvq_rater.FVQRater(build_tiny(()).eval())
         bundle = workdir / "checkpoint"
-        rater.save(bundle)
+        save_rater(rater, bundle)
     out = workdir / "exported"
     run_export(bundle, out, log=lambda s: None)
     return out

@@ -46,6 +46,8 @@ def qwen2_vl_config(shape: str, vocab: int):
 
 def build_rater(shape: str, device: str):
     from engines import fvq_rater
+    from engines.prompt import build_tokenizer
+    from train.model import build_full
 
     if shape == "default":
         from engines.bundle import DEFAULT_BUNDLE, read_manifest
@@ -53,12 +55,12 @@ def build_rater(shape: str, device: str):
         return fvq_rater.FVQRater.load(DEFAULT_BUNDLE, read_manifest(DEFAULT_BUNDLE), device=device)
     from transformers import Qwen2VLForConditionalGeneration
 
-    tokenizer = fvq_rater.build_tokenizer()
+    tokenizer = build_tokenizer()
     torch.manual_seed(0)
     with torch.device(device):  # random init straight on the device (2B parameters on a CPU take minutes)
         hf = Qwen2VLForConditionalGeneration(qwen2_vl_config(shape, tokenizer.get_vocab_size()))
         size = (224, 392) if shape == "2b" else (28, 56)
-        model = fvq_rater.build_full(hf, tokenizer, ("frame.noise_sigma", "face.edge_blur_px"), image_size=size)
+        model = build_full(hf, tokenizer, ("frame.noise_sigma", "face.edge_blur_px"), image_size=size)
     return fvq_rater.FVQRater(model.eval(), device=device)
 
 

@@ -68,10 +68,12 @@ def random_fill(module: torch.nn.Module, seed: int = 0) -> None:
 
 def build(shape: str, frames: int, spatial, portrait):
     from engines import fvq_rater
+    from engines.prompt import build_tokenizer
     from engines.rater import FeatureSpec
+    from train.model import build_full
 
     spec = FeatureSpec(frames=frames)
-    tokenizer = fvq_rater.build_tokenizer()
+    tokenizer = build_tokenizer()
     if shape == "2b":
         from transformers import Qwen2VLForConditionalGeneration
 
@@ -86,7 +88,7 @@ def build(shape: str, frames: int, spatial, portrait):
         torch.manual_seed(0)
         hf = Qwen2VLForConditionalGeneration(qwen2_vl_config("tiny-vl", tokenizer.get_vocab_size()))
     hf.config._attn_implementation = "sdpa"
-    model = fvq_rater.build_full(hf, tokenizer, ("frame.noise_sigma",), spec=spec, spatial_size=tuple(spatial),
+    model = build_full(hf, tokenizer, ("frame.noise_sigma",), spec=spec, spatial_size=tuple(spatial),
                                  portrait_size=tuple(portrait), lora_merged=True, dtype="float32")
     return fvq_rater.FVQRater(model.eval())
 

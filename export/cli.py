@@ -84,6 +84,7 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
     from export.onnx_export import export_encoder, export_rater
     from export.parity import max_abs, real_face_frames, window_arrays
     from export.quantize import quantize_onnx_dynamic, quantize_onnx_static
+    from train.model import save_rater
 
     checkpoint, out = Path(checkpoint), Path(out)
     t0 = time.time()
@@ -107,7 +108,7 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    rater.save(staging)  # rater_config.json, model.safetensors (merged), tokenizer.json: the torch fallback
+    save_rater(rater, staging)  # rater_config.json, model.safetensors (merged), tokenizer.json: the torch fallback
     bar.update()
 
     bar.set_postfix_str("ONNX export")
@@ -246,7 +247,7 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
 
 
 def _shapes(spec) -> dict[str, np.ndarray]:
-    from engines.fvq_rater import example_rater_inputs
+    from engines.fvq_model import example_rater_inputs
 
     return {n: t.numpy() for n, t in zip(("spatial", "portrait", "face", "face_mask", "thumbs", "intervals", "signals"),
                                           example_rater_inputs(spec, 1), strict=True)}

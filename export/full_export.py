@@ -67,6 +67,7 @@ def run_full_export(checkpoint: Path, out: Path, eval_root: Path | None = None, 
     from engines.forest import FOREST_FILE
     from engines.quantized import model_bytes as module_bytes
     from export.merge import checkpoint_manifest, load_checkpoint
+    from train.model import save_rater
 
     checkpoint, out = Path(checkpoint), Path(out)
     t0 = time.time()
@@ -77,7 +78,7 @@ def run_full_export(checkpoint: Path, out: Path, eval_root: Path | None = None, 
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    rater.save(staging)
+    save_rater(rater, staging)
     stored = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[cfg.dtype]
     variants = [stored] + [v for v in VARIANTS if v != stored]
     group = 128 if cfg.lm_config.get("text_config", cfg.lm_config).get("hidden_size", 128) % 128 == 0 else 32

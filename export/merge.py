@@ -22,7 +22,9 @@ def load_checkpoint(checkpoint: Path, device: str = "cpu"):
     from tokenizers import Tokenizer
 
     from engines.forest import ScorePrior
-    from engines.fvq_rater import FVQRater, FVQRaterModel, RaterConfig, hf_from_config
+    from engines.fvq_model import FVQRaterModel, hf_from_config
+    from engines.fvq_rater import FVQRater
+    from engines.rater_config import RaterConfig
 
     checkpoint = Path(checkpoint)
     config_path = checkpoint / "rater_config.json"

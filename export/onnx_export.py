@@ -3,7 +3,7 @@
 Two graphs, both with a dynamic batch axis:
 
 - `encoder.onnx`: RGB uint8 images (B, H, W, 3) -> (B, 1584) float32, exactly what
-  `engines.fvq_rater.MobileNetFrameEncoder.encode` computes (ImageNet normalisation inside the graph;
+  `engines.frame_encoders.MobileNetFrameEncoder.encode` computes (ImageNet normalisation inside the graph;
   H and W are dynamic too, so one file serves the spatial frames and the portrait crops).
 - `rater.onnx`: the stacked `WindowFeatures` arrays (engines.rater.stack_features) -> raw `score` (B,),
   `level_logits` (B, 5) and `dimensions` (B, 6). The score calibration stays in the manifest.
@@ -23,7 +23,7 @@ import onnx
 import torch
 from torch import nn
 
-from engines.fvq_rater import example_rater_inputs
+from engines.fvq_model import example_rater_inputs
 from engines.rater import WindowFeatures
 
 OPSET = 18
@@ -72,7 +72,7 @@ class RaterGraph(nn.Module):
 
 def encoder_graph(rater) -> EncoderGraph:
     """The encoder graph of an FVQRater whose frame encoder is MobileNetV2 (the tiny size)."""
-    from engines.fvq_rater import MOBILENET_TAPS, MobileNetFrameEncoder
+    from engines.frame_encoders import MOBILENET_TAPS, MobileNetFrameEncoder
     from engines.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 
     if not isinstance(rater.encoder, MobileNetFrameEncoder):

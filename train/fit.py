@@ -36,8 +36,10 @@ from engines.bundle import (
     update_manifest,
 )
 from engines.features import LEVELS
+from engines.prompt import PROMPT
 from engines.rater import WindowFeatures, assemble_window_features, level_index, signal_keys_of
 from train.evaluate import evaluate_predictions
+from train.model import save_rater
 
 FORMAT_VERSION = TRAINING_FORMAT  # the bundles this writes (engines/bundle.py)
 SPLITS = ("train", "val", "test")
@@ -260,7 +262,7 @@ def predict_clips(rater, data: Dataset, batch_size: int = 64) -> tuple[np.ndarra
 def train_stage(rater, stage: int, train: Dataset, val: Dataset | None, settings: StageSettings, seed: int,
                 log=print) -> dict[str, Any]:
     """Trains one stage; keeps the weights of the epoch with the best val SRCC (early stopping)."""
-    from engines.fvq_rater import stage1_loss, stage2_loss
+    from train.model import stage1_loss, stage2_loss
 
     model = rater.model
     model.set_stage(stage)
@@ -512,14 +514,14 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
     if out_dir.exists():
         for name in (MANIFEST, "rater_config.json", "model.safetensors", "tokenizer.json", "forest.npz"):
             (out_dir / name).unlink(missing_ok=True)
-    files = rater.save(out_dir)
+    files = save_rater(rater, out_dir)
     model = rater.model
     manifest = {
         "format_version": FORMAT_VERSION,
         "model": {"size": rater.config.size, "family": rater.config.family,
                   "parameters": int(sum(p.numel() for p in model.parameters())),
                   "sequence_length": model.sequence_length, "levels": list(LEVELS),
-                  "prompt": "Please evaluate the quality of this video.", "lora_merged": True,
+                  "prompt": PROMPT, "lora_merged": True,
                   "rates_dimensions": rater.config.rates_dimensions,
                   **({"dtype": rater.config.dtype, "base": rater.config.base} if rater.config.size == "full" else {})},
         "extractors": extractor_list(rater),
@@ -543,19 +545,20 @@ def write_bundle(rater, out_dir: Path, training: dict[str, Any], metrics: dict[s
 def build_rater(size: str, signal_keys: Sequence[str], seed: int, base_model: Path | None, device: str,
                 dtype: str = "auto"):
     from engines import fvq_rater
+    from train.model import build_from_base, build_tiny, load_base_model
 
     if size == "tiny":
-        model = fvq_rater.build_tiny(signal_keys, seed=seed)
+        model = build_tiny(signal_keys, seed=seed)
     else:
         if base_model is None:
             raise SystemExit("--size full needs --base-model DIR (a local Qwen2-VL / Qwen2.5-VL / InternVL folder)")
         from engines.base_model import BaseModelError
 
         try:  # the folder, family, weights, tokenizer and memory are checked before anything heavy
-            base = fvq_rater.load_base_model(base_model, dtype=dtype, device=device, training=True)
+            base = load_base_model(base_model, dtype=dtype, device=device, training=True)
         except BaseModelError as exc:
             raise SystemExit(f"train.fit: {exc}") from exc
-        model = fvq_rater.build_from_base(base, signal_keys, seed=seed)
+        model = build_from_base(base, signal_keys, seed=seed)
     return fvq_rater.FVQRater(model, device=device)
 
 

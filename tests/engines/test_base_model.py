@@ -18,8 +18,10 @@ from engines.base_model import (
     smart_resize,
     vision_sizes,
 )
+from engines.prompt import ANSWER_PREFIX
 from tests.engines.test_fvq_rater import random_batch
 from tests.export.base_folders import SPECIALS, byte_level_tokenizer, save_base_folder
+from train.model import build_from_base, save_rater, stage1_loss, stage2_loss
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +32,13 @@ def qwen_bf16(tmp_path_factory) -> Path:
 def test_a_bf16_folder_gives_a_rater_all_in_bf16_with_fp32_losses(qwen_bf16):
     base = load_base_model(qwen_bf16)
     assert base.dtype == torch.bfloat16 and base.info["weight_files"] > 1  # sharded safetensors
-    model = fvq_rater.build_from_base(base, ("frame.noise_sigma",), projector_hidden=32)
+    model = build_from_base(base, ("frame.noise_sigma",), projector_hidden=32)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # adapters, projectors, heads = the base
     assert any("lora_A" in n and ".visual." in n for n, _ in model.named_parameters())  # LoRA on the vision tower
     batch = random_batch(model.config.feature_spec, 3)
     out = model(batch)
     assert all(v.dtype == torch.float32 for v in out.values())
-    loss = fvq_rater.stage1_loss(out, torch.tensor([0, 2, 4])) + fvq_rater.stage2_loss(out, torch.tensor([10., 50., 90.]))
+    loss = stage1_loss(out, torch.tensor([0, 2, 4])) + stage2_loss(out, torch.tensor([10., 50., 90.]))
     assert loss.dtype == torch.float32
     loss.backward()
     assert model.spatial_proj.net[1].weight.grad is not None
@@ -45,13 +47,13 @@ def test_a_bf16_folder_gives_a_rater_all_in_bf16_with_fp32_losses(qwen_bf16):
 
 def test_prompt_is_the_chat_template_and_level_words_score_by_their_first_token(qwen_bf16):
     base = load_base_model(qwen_bf16)
-    model = fvq_rater.build_from_base(base, ())
+    model = build_from_base(base, ())
     tok = base.tokenizer
     first = model.segments[0]
     assert first[0] == tok.token_to_id("<|im_start|>")  # the template's special tokens, as single ids
     assert [s for s in model.segments if isinstance(s, str)] == ["spatial", "portrait", "face", "temporal"]
     last = tok.decode(model.segments[-1], skip_special_tokens=False)
-    assert last.endswith("assistant\n" + fvq_rater.ANSWER_PREFIX)
+    assert last.endswith("assistant\n" + ANSWER_PREFIX)
     excellent = tok.encode(" excellent", add_special_tokens=False).ids
     assert len(excellent) > 1 and model.level_ids.tolist()[-1] == excellent[0]
     assert model.level_ids.tolist()[0] == tok.encode(" bad", add_special_tokens=False).ids[0]
@@ -129,11 +131,11 @@ def test_not_enough_memory_is_said_before_loading(tmp_path, qwen_bf16):
 
 
 def test_a_bundle_whose_weights_come_from_another_family(tmp_path, qwen_bf16):
-    qwen = fvq_rater.FVQRater(fvq_rater.build_from_base(load_base_model(qwen_bf16), ()))
-    qwen.save(tmp_path / "qwen")
+    qwen = fvq_rater.FVQRater(build_from_base(load_base_model(qwen_bf16), ()))
+    save_rater(qwen, tmp_path / "qwen")
     internvl_dir = save_base_folder(tmp_path / "internvl_base", "internvl", "float32")
-    other = fvq_rater.FVQRater(fvq_rater.build_from_base(load_base_model(internvl_dir), ()))
-    other.save(tmp_path / "internvl")
+    other = fvq_rater.FVQRater(build_from_base(load_base_model(internvl_dir), ()))
+    save_rater(other, tmp_path / "internvl")
     assert fvq_rater.FVQRater.load(tmp_path / "qwen").config.family == "qwen2_vl"  # the bundle as written loads
     shutil.copy(tmp_path / "internvl" / "model.safetensors", tmp_path / "qwen" / "model.safetensors")
     with pytest.raises(BaseModelError, match="holds the weights of a rater on internvl, but rater_config.json says qwen2_vl"):

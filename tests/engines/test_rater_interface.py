@@ -8,17 +8,19 @@ import torch
 from engines import fvq_rater
 from engines.cuda_rater import AcceleratedRater
 from engines.features import DIMENSIONS, LEVELS
+from engines.frame_encoders import PixelFrameEncoder
 from engines.onnx_rater import OnnxRater
 from engines.rater import Rater, WindowFeatures
 from tests.engines.test_fvq_rater import SIGNAL_KEYS, SPEC, random_batch
+from train.model import build_tiny
 
 
 def tiny_rater(rates_dimensions: bool) -> fvq_rater.FVQRater:
     torch.manual_seed(0)
-    model = fvq_rater.build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32,
+    model = build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32,
                                  rates_dimensions=rates_dimensions)
     model.merge_lora()
-    return fvq_rater.FVQRater(model.eval(), encoder=fvq_rater.PixelFrameEncoder((28, 28), (28, 28)))
+    return fvq_rater.FVQRater(model.eval(), encoder=PixelFrameEncoder((28, 28), (28, 28)))
 
 
 def window_features(spec, b: int) -> list[WindowFeatures]:

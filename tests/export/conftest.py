@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from engines import fvq_rater
+from engines.fvq_model import FVQRaterModel
 from engines.rater import FeatureSpec
+from train.model import build_tiny
 
 SPEC = FeatureSpec(frames=4, temporal_len=6, thumb_size=(36, 64), interval_len=8)
 SIGNAL_KEYS = ("frame.noise_sigma", "face.edge_blur_px")
 
 
-def tiny_model(seed: int = 0) -> fvq_rater.FVQRaterModel:
+def tiny_model(seed: int = 0) -> FVQRaterModel:
     """Untrained tiny rater whose LoRA B matrices are non-zero, so merging changes weights."""
-    model = fvq_rater.build_tiny(SIGNAL_KEYS, seed=seed, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32,
+    model = build_tiny(SIGNAL_KEYS, seed=seed, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32,
                                  calibration={"a": 1.5, "b": 10.0})
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

@@ -9,12 +9,14 @@ import torch
 
 from engines import fvq_rater
 from engines.cuda_rater import AcceleratedRater, bucket_for, pad_batch
+from engines.prompt import build_tokenizer
 from tests.engines.test_fvq_rater import SIGNAL_KEYS, SPEC, random_batch, tiny_qwen2_vl
+from train.model import build_full
 
 
 def full_rater() -> fvq_rater.FVQRater:
     torch.manual_seed(0)
-    model = fvq_rater.build_full(tiny_qwen2_vl(), fvq_rater.build_tokenizer(), SIGNAL_KEYS, image_size=(28, 56),
+    model = build_full(tiny_qwen2_vl(), build_tokenizer(), SIGNAL_KEYS, image_size=(28, 56),
                                  spec=SPEC, projector_hidden=32)
     return fvq_rater.FVQRater(model.eval())
 

@@ -15,13 +15,14 @@ from engines.load import load_rater
 from engines.quantized import WeightOnlyLinear, model_bytes
 from export.full_export import pixel_arrays, run_full_export
 from tests.export.base_folders import save_base_folder
+from train.model import build_from_base, save_rater
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("full_export")
     base = load_base_model(save_base_folder(tmp / "base", "qwen2_5_vl", "bfloat16"))
-    model = fvq_rater.build_from_base(base, ("frame.noise_sigma",), projector_hidden=32)
+    model = build_from_base(base, ("frame.noise_sigma",), projector_hidden=32)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # adapters as after training, so the merge changes weights
         for name, p in model.named_parameters():
@@ -31,7 +32,7 @@ def exported(tmp_path_factory):
     arrays = pixel_arrays(rater.spec, rater.config.spatial_size, rater.config.portrait_size)
     before = rater.predict(arrays)  # adapters unmerged
     checkpoint = tmp / "checkpoint"
-    rater.save(checkpoint)  # merged, as train.fit writes it
+    save_rater(rater, checkpoint)  # merged, as train.fit writes it
     out = tmp / "bundle"
     manifest = run_full_export(checkpoint, out, precision="int8", log=lambda s: None)
     return out, manifest, arrays, before

@@ -14,6 +14,7 @@ from engines.load import load_rater
 from engines.rater import FeatureSpec, WindowFeatures
 from train import evaluate
 from train.fit import ClipFeatures, Dataset, StageSettings, fit, read_split, write_bundle
+from train.model import build_tiny
 
 SPEC = FeatureSpec(frames=2, temporal_len=4, thumb_size=(16, 16), interval_len=4)
 
@@ -43,7 +44,7 @@ def synthetic_clips(n: int, seed: int, spec: FeatureSpec) -> list[ClipFeatures]:
 
 
 def test_stage1_then_stage2_learn_and_the_bundle_loads(tmp_path):
-    model = fvq_rater.build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
+    model = build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
     spec = model.config.feature_spec
     rater = fvq_rater.FVQRater(model)
     names = spec.signal_names()
@@ -99,7 +100,7 @@ def test_metrics():
 def test_keep_last_keeps_the_final_epoch_not_the_best_monitored_one():
     from train.fit import train_stage
 
-    model = fvq_rater.build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
+    model = build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
     rater = fvq_rater.FVQRater(model)
     names = model.config.feature_spec.signal_names()
     train = Dataset.from_clips(synthetic_clips(32, 0, model.config.feature_spec), names)
@@ -119,7 +120,7 @@ def test_signal_forest_prior_is_fitted_chosen_on_val_saved_and_blended_by_the_lo
     from engines.forest import ScorePrior
     from train.fit import MODEL_WEIGHTS, clip_scores, fit_prior
 
-    model = fvq_rater.build_tiny(("frame.noise_sigma",), hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32)
+    model = build_tiny(("frame.noise_sigma",), hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32)
     rater = fvq_rater.FVQRater(model)
     spec = model.config.feature_spec
     names = spec.signal_names()
