@@ -259,8 +259,9 @@ class VisionSizes:
 def vision_sizes(family: str, hf_config, processor: dict[str, Any], frame_pixels: int = FRAME_PIXELS) -> VisionSizes:
     """The sizes frames and portrait crops are fed to the vision tower at, as the base model's processor sizes
     images (preprocessor_config.json), and its normalisation statistics."""
-    clip = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    from engines.rater_config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    clip, imagenet = (CLIP_MEAN, CLIP_STD), (IMAGENET_MEAN, IMAGENET_STD)
     default = imagenet if family == "internvl" else clip
     mean = tuple(processor.get("image_mean") or default[0])
     std = tuple(processor.get("image_std") or default[1])

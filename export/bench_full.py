@@ -89,7 +89,7 @@ def build(shape: str, frames: int, spatial, portrait):
         hf = Qwen2VLForConditionalGeneration(qwen2_vl_config("tiny-vl", tokenizer.get_vocab_size()))
     hf.config._attn_implementation = "sdpa"
     model = build_full(hf, tokenizer, ("frame.noise_sigma",), spec=spec, spatial_size=tuple(spatial),
-                                 portrait_size=tuple(portrait), lora_merged=True, dtype="float32")
+                       portrait_size=tuple(portrait), lora_merged=True, dtype="float32")
     return fvq_rater.FVQRater(model.eval())
 
 

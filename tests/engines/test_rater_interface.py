@@ -18,7 +18,7 @@ from train.model import build_tiny
 def tiny_rater(rates_dimensions: bool) -> fvq_rater.FVQRater:
     torch.manual_seed(0)
     model = build_tiny(SIGNAL_KEYS, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32,
-                                 rates_dimensions=rates_dimensions)
+                       rates_dimensions=rates_dimensions)
     model.merge_lora()
     return fvq_rater.FVQRater(model.eval(), encoder=PixelFrameEncoder((28, 28), (28, 28)))
 

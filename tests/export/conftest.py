@@ -18,7 +18,7 @@ SIGNAL_KEYS = ("frame.noise_sigma", "face.edge_blur_px")
 def tiny_model(seed: int = 0) -> FVQRaterModel:
     """Untrained tiny rater whose LoRA B matrices are non-zero, so merging changes weights."""
     model = build_tiny(SIGNAL_KEYS, seed=seed, hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32,
-                                 calibration={"a": 1.5, "b": 10.0})
+                       calibration={"a": 1.5, "b": 10.0})
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -17,7 +17,7 @@ from train.model import build_full
 def full_rater() -> fvq_rater.FVQRater:
     torch.manual_seed(0)
     model = build_full(tiny_qwen2_vl(), build_tokenizer(), SIGNAL_KEYS, image_size=(28, 56),
-                                 spec=SPEC, projector_hidden=32)
+                       spec=SPEC, projector_hidden=32)
     return fvq_rater.FVQRater(model.eval())
 
 
