@@ -6,7 +6,7 @@
   every call sees one of a few shapes; the sequence length is fixed by the prompt template already.
 - `compile="reduce-overhead"`: torch.compile per bucket with CUDA graphs (the launch overhead of a small
   decoder dominates at small batches); `warmup()` compiles and records every bucket before the first window.
-- `weight_bits=8|4`: int8 / 4-bit weight-only LLM layers (export/quantize.py WeightOnlyLinear).
+- `weight_bits=8|4`: int8 / 4-bit weight-only LLM layers (engines/quantized.py WeightOnlyLinear).
 
 Device-agnostic apart from CUDA graphs: on the CPU it runs the same code in bf16 (used by the CPU tests);
 the CUDA numbers come from a GPU machine (BENCHMARKS.md says which were measured).

@@ -1,6 +1,6 @@
 """The Rater over an exported bundle: the frame encoder and the rater as ONNX graphs on a registry runtime.
 
-No torch on this path: frames are resized with OpenCV exactly as engines.fvq_rater does, the encoder graph
+No torch on this path: frames are resized with OpenCV exactly as engines.frame_encoders does, the encoder graph
 turns uint8 frames and portrait crops into features, the rater graph turns stacked WindowFeatures into raw
 scores and level logits, and the manifest's calibration maps raw scores to 0..100.
 """
