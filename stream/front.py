@@ -27,6 +27,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream import __version__
+from stream.admission import NoWorkerError, StreamCapError, StreamPlacedError, WorkerRefusedError
 from stream.config import MonitorConfig, SourceConfig, SourceKind, check_stream_name
 from stream.redact import redact_url
 from stream.workers import CLIENT_HEADER, TOKEN_HEADER
@@ -504,26 +505,6 @@ class Front:
                             "state": "placing",
                             "worker": p.worker, "last_error": None, "latest": None})
         return sorted(out, key=lambda s: s["name"])
-
-
-class NoWorkerError(RuntimeError):
-    """No worker answers: nothing can take a stream now."""
-
-
-class StreamPlacedError(RuntimeError):
-    """A stream of that name is already placed."""
-
-
-class WorkerRefusedError(RuntimeError):
-    """The worker refused the stream's source; the message is its reason."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class StreamCapError(RuntimeError):
-    """`limits.max_streams` streams are placed already."""
 
 
 SUMMED = {"fvq_streams_active"}  # one series over all workers: what is live now, wherever it runs

@@ -45,7 +45,7 @@ class FrontStreams:
     def add_stream(self, source: SourceConfig) -> None:
         """As Monitor.add_stream: an RTMP listen source is served by the front's nginx-rtmp, and what the workers
         get is a pull of the key from it (a named key now, an app's keys as they are published)."""
-        from stream.monitor import StreamExistsError
+        from stream.admission import StreamExistsError
         from stream.rtmp import internal_url
 
         if source.name in self.front.placements or source.name in self.rtmp.by_name:
@@ -74,8 +74,14 @@ class FrontStreams:
         self.listen[source.name] = source
 
     def _place(self, source: SourceConfig) -> None:
-        from stream.front import NoWorkerError, StreamCapError, StreamPlacedError, WorkerRefusedError
-        from stream.monitor import StreamExistsError, StreamLimitError
+        from stream.admission import (
+            NoWorkerError,
+            StreamCapError,
+            StreamExistsError,
+            StreamLimitError,
+            StreamPlacedError,
+            WorkerRefusedError,
+        )
 
         try:
             self._call(self.front.place(source))

@@ -14,6 +14,7 @@ from typing import Any
 import av
 
 from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResult
+from stream.admission import StreamExistsError, StreamLimitError
 from stream.analysis import Analyzer
 from stream.config import DropPolicy, MonitorConfig, SourceConfig, SourceKind
 from stream.decode import FrameConverter, SourceEvents, SourceReader
@@ -43,14 +44,6 @@ class _NullMetrics:
 
 
 _NULL_METRICS = _NullMetrics()
-
-
-class StreamLimitError(RuntimeError):
-    """The monitor holds as many streams as `limits.max_streams` allows."""
-
-
-class StreamExistsError(RuntimeError):
-    """A stream of that name is already being watched."""
 
 
 @dataclass
