@@ -16,11 +16,13 @@ import av
 from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResult
 from stream.admission import StreamExistsError, StreamLimitError
 from stream.analysis import Analyzer
-from stream.config import DropPolicy, MonitorConfig, SourceConfig, SourceKind
+from stream.config import DropPolicy, MonitorConfig, SourceConfig
 from stream.decode import FrameConverter, SourceEvents, SourceReader
 from stream.metrics import Metrics, build_metrics
 from stream.queues import END, FrameQueue
 from stream.redact import redact_text, redact_url
+from stream.rtmp import RtmpListeners, internal_url
+from stream.sources import source_type
 from stream.windows import WindowAssembler
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,7 @@ class Stream:
 
     def __init__(self, source: SourceConfig, monitor: Monitor) -> None:
         self.source = source
+        self.facts = source_type(source.kind)
         self.name = source.name
         m = monitor.metrics
         self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m)
@@ -244,10 +247,12 @@ class Stream:
         self.assembler = WindowAssembler(source.name, monitor.config.window)
         self.reader: SourceReader | None = None
         self.converter: FrameConverter | None = None
-        if source.kind == SourceKind.whip:
+        if self.facts.pushed:
             self.converter = FrameConverter(monitor.config.analysis)
         else:
-            self.reader = SourceReader(source, monitor.config.analysis, self.queue, self.state)
+            # a source the monitor's nginx-rtmp takes is played from there, on loopback
+            url = internal_url(source.url) if self.facts.rtmp_listener else None
+            self.reader = SourceReader(source, monitor.config.analysis, self.queue, self.state, url=url)
         self.finished = False
         m.stream_info.set(self.name, source.labels)
         # make the series exist from the start, so a scrape sees the stream even before its first window
@@ -262,7 +267,7 @@ class Stream:
     def live(self) -> bool:
         """Frames come at the pace of real time (not a file read as fast as it decodes): the analysis must
         keep up, by skipping late windows and shedding load."""
-        return self.source.kind != SourceKind.file or self.source.realtime
+        return not self.facts.ends or self.source.realtime
 
     @property
     def active(self) -> bool:
@@ -306,15 +311,14 @@ class Monitor:
         self._pending: collections.deque[tuple[bool, FrameRecord]] = collections.deque()  # (live, frame) not analysed yet
         a = config.analysis
         self.shedder = LoadShedder(a.shed_backlog_s, a.shed_recover_s)
-        from stream.rtmp import RtmpListeners
-
         self.rtmp = RtmpListeners(self)  # the bundled nginx-rtmp of RTMP listen sources, started when one is added
 
     # streams
     def add_stream(self, source: SourceConfig) -> Stream | None:
         """Starts watching a source. An RTMP listen app for many publishers holds no stream of its own: each
         publisher's key becomes a stream when it publishes (None is returned)."""
-        if source.kind == SourceKind.rtmp_server:
+        facts = source_type(source.kind)
+        if facts.stream_per_key:
             if source.name in self.streams or source.name in self.rtmp.by_name:
                 raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
             self.rtmp.attach(source)
@@ -331,7 +335,7 @@ class Monitor:
                 )
             if old is not None:
                 self.metrics.forget_stream(source.name)
-            if source.kind == SourceKind.rtmp_listen:
+            if facts.rtmp_listener:
                 self.rtmp.attach(source)  # takes the publisher of its key; the reader plays it from there
             stream = Stream(source, self)
             self.streams[source.name] = stream

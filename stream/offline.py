@@ -13,7 +13,7 @@ import av
 from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResult
 from stream.analysis import Analyzer
 from stream.config import MonitorConfig, SourceConfig, SourceKind
-from stream.decode import SourceEvents, SourceReader, _NoVideo
+from stream.decode import NoVideoError, SourceEvents, SourceReader
 from stream.windows import WindowAssembler
 
 # How the face region and the whole frame combine into one figure per dimension when a face is seen.
@@ -102,8 +102,8 @@ def analyse_file(path: str | Path, cfg: MonitorConfig, analyzer: Analyzer, keep_
     sink = _SyncSink("file", cfg, analyzer, keep_windows, events)
     reader = SourceReader(source, cfg.analysis, sink, events)  # type: ignore[arg-type]
     try:
-        reader._read_once()
-    except _NoVideo as exc:
+        reader.read_once()
+    except NoVideoError as exc:
         raise InputError(f"{path}: the file has no video stream") from exc
     except av.error.FFmpegError as exc:
         if events.frames == 0:
