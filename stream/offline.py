@@ -14,6 +14,8 @@ from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResu
 from stream.analysis import Analyzer
 from stream.config import MonitorConfig, SourceConfig, SourceKind
 from stream.decode import NoVideoError, SourceEvents, SourceReader
+from stream.queues import END
+from stream.scoring import assemble, rate
 from stream.windows import WindowAssembler
 
 # How the face region and the whole frame combine into one figure per dimension when a face is seen.
@@ -51,36 +53,32 @@ class _Events(SourceEvents):
 
 
 class _SyncSink:
-    """Stands where the live path has its queue: assembles windows and analyses them as frames arrive."""
+    """Stands where the live path has its queue: each frame goes through the analysis loop's steps
+    (stream/scoring.py) as it arrives, so a window is rated as soon as it closes."""
 
     def __init__(self, name: str, cfg: MonitorConfig, analyzer: Analyzer, keep_windows: bool, events: _Events) -> None:
         self.assembler = WindowAssembler(name, cfg.window)
         self.analyzer = analyzer
         self.keep = keep_windows
         self.events = events
-        self.pending: list[FrameRecord] = []
         self.windows: list[Window] = []
         self.results: list[WindowResult] = []
 
-    def put(self, record: FrameRecord | None) -> bool:
-        if record is None:
+    def put(self, item: FrameRecord | object | None) -> bool:
+        if item is None or item is END:  # the reader's END: finish() closes the last windows after it
             return True
-        if record.image is not None:
-            self.pending.append(record)
-        closed = self.assembler.add(record)
+        closed, _ = assemble(self.assembler, item)
         if closed:
             self._flush(closed)
         return True
 
     def finish(self) -> None:
-        self._flush(self.assembler.finish())
+        self._flush(assemble(self.assembler, END)[0])
 
     def _flush(self, closed: list[Window]) -> None:
         for w in closed:
             w.nominal_fps = self.events.fps
-        self.analyzer.analyse_frames(self.pending)
-        self.pending = []
-        self.results.extend(self.analyzer.rate_windows(closed))
+        self.results.extend(rate(self.analyzer, closed))
         if self.keep:
             self.windows.extend(closed)
 
