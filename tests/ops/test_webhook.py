@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.config import AlertConfig, MonitorConfig
 from stream.metrics import build_metrics
-from stream.stream_state import StreamState
+from stream.monitor import StreamState
 from stream.recommend import ALERTS, CAUSES, Recommender
 from stream.webhook import ZERO_TIME, WebhookNotifier, fingerprint
 from tests.ops.test_recommend import Clock, result
