@@ -130,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
     """Several workers behind one front: local worker processes, or Ray actors across a cluster."""
-    from stream.front import serve_front
+    from stream.front_http import serve_front
 
     if cfg.cluster is not None:
         from stream.cluster import RayPool, require_ray

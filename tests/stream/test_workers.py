@@ -26,7 +26,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import ConfigError, MonitorConfig, default_workers, load_config
-from stream.front import merge_expositions
+from stream.front_metrics import merge_expositions
 from tests.conftest import free_port, make_face_clip, need
 from tests.stream.test_whip import FaceTrack
 
