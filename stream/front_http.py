@@ -33,7 +33,6 @@ def _reload(catalog) -> None:
         log.error("SIGHUP: the config file was not applied: %s", exc)
 
 
-
 FRONT_KEY: web.AppKey[Front] = web.AppKey("front", Front)
 
 
