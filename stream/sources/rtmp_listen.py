@@ -3,19 +3,15 @@
 from urllib.parse import ParseResult
 
 from stream.sources.base import SourceType
+from stream.sources.rtmp_server import is_app_url
 
 LISTEN_WAIT_S = 3.0  # a listen source waits this long for its publisher per attempt, then asks again
 
 
-def _not_an_app(url: ParseResult) -> bool:
-    return not _app_only(url)
+def _has_key(url: ParseResult) -> bool:
+    return not is_app_url(url)  # an app without a key is the rtmp_server kind
 
 
-def _app_only(url: ParseResult) -> bool:
-    """rtmp://HOST:PORT/APP (no key): an app that takes any number of publishers (the rtmp_server kind)."""
-    return url.scheme.lower() == "rtmp" and len([p for p in url.path.split("/") if p]) == 1
-
-
-SOURCE = SourceType(kind="rtmp_listen", schemes=("rtmp", "rtmps"), listen=True, claims=_not_an_app,
+SOURCE = SourceType(kind="rtmp_listen", schemes=("rtmp", "rtmps"), listen=True, claims=_has_key,
                     rtmp_listener=True, waits_for_publisher=True, open_timeout=(LISTEN_WAIT_S, 10.0),
                     takes_publish_tokens=True)

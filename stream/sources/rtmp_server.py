@@ -1,7 +1,14 @@
 """RTMP listen for an app (rtmp://HOST:PORT/APP, `listen: true`): every key published to it becomes a stream."""
 
-from stream.sources.base import SourceType
-from stream.sources.rtmp_listen import _app_only
+from urllib.parse import ParseResult
 
-SOURCE = SourceType(kind="rtmp_server", schemes=("rtmp",), listen=True, claims=_app_only, rtmp_listener=True,
+from stream.sources.base import SourceType
+
+
+def is_app_url(url: ParseResult) -> bool:
+    """rtmp://HOST:PORT/APP (no key): an app that takes any number of publishers."""
+    return url.scheme.lower() == "rtmp" and len([p for p in url.path.split("/") if p]) == 1
+
+
+SOURCE = SourceType(kind="rtmp_server", schemes=("rtmp",), listen=True, claims=is_app_url, rtmp_listener=True,
                     stream_per_key=True, takes_allow_keys=True, takes_publish_tokens=True)
