@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-DIMENSIONS = ("blur", "noise", "color", "artifact", "luminance", "temporal")
+# DIMENSIONS: one per distortion family (engines/families.py); the live path reads it from here too
+from engines.families import DIMENSIONS as DIMENSIONS
+
 REGIONS = ("frame", "face")
 LEVELS = ("bad", "poor", "fair", "good", "excellent")
 
