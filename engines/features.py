@@ -13,6 +13,12 @@ REGIONS = ("frame", "face")
 LEVELS = ("bad", "poor", "fair", "good", "excellent")
 
 
+def level_of(score: float) -> str:
+    """The level band a 0..100 score falls in, five equal bands: bad < 20 <= poor < 40 <= fair < 60 <= good < 80
+    <= excellent."""
+    return LEVELS[min(len(LEVELS) - 1, max(0, int(score // 20)))]
+
+
 @dataclass(slots=True)
 class Face:
     """One detected face at analysis resolution: box (x, y, w, h) in pixels, score, 5 landmarks (x, y)."""

@@ -15,12 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.features import DIMENSIONS, LEVELS, Face, FrameRecord, Window, identity_stability
-from engines.signals import SIGNALS_VERSION
+from engines.features import DIMENSIONS, LEVELS, Face, FrameRecord, Window, identity_stability, level_of
+from engines.signals import LEGACY_REPEAT_MAD, SIGNALS_VERSION
 
 EMBEDDING_DIM = 128  # SFace
 INTERVAL_FEATURES = ("dt_ratio", "log_dt", "mad", "repeat")  # per consecutive frame pair, see interval_features()
-REPEAT_MAD = 0.35  # luma levels: a pair this similar shows the same picture (engines/signals.py FREEZE_MAD)
 
 # Window-level temporal and face statistics at the head of the signals vector, always present, in this order.
 WINDOW_STAT_KEYS = (
@@ -139,11 +138,6 @@ class Rating:
     level: str  # one of LEVELS, the level band the score falls in
     level_probs: np.ndarray  # (5,) the Stage I head's distribution over LEVELS
     dimensions: dict[str, float] | None = field(default=None)  # DIMENSIONS -> 0..100 when the bundle rates them
-
-
-def level_of(score: float) -> str:
-    """Five equal bands over 0..100: bad < 20 <= poor < 40 <= fair < 60 <= good < 80 <= excellent."""
-    return LEVELS[min(len(LEVELS) - 1, max(0, int(score // 20)))]
 
 
 def level_index(mos: float) -> int:
@@ -286,7 +280,7 @@ def interval_features(pts: np.ndarray, thumbs: list[np.ndarray], nominal_fps: fl
         [np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() if a.shape == b.shape else 255.0
          for a, b in zip(thumbs[:-1], thumbs[1:], strict=True)]
     )
-    repeat = (mad < REPEAT_MAD).astype(np.float64)
+    repeat = (mad < LEGACY_REPEAT_MAD).astype(np.float64)  # the interval features keep version 1's repeat test
     out = np.stack([ratio, np.log(np.maximum(ratio, 1e-2)), mad / 255.0, repeat], axis=1)
     return out.astype(np.float32)
 

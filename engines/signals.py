@@ -372,7 +372,8 @@ def add_quantiser(signals: dict[str, dict[str, float]], qp_map: np.ndarray, imag
 
 # The first measurements (SIGNALS_VERSION 1), which the shipped bundle's forest was trained on: a pair under 0.35
 # levels was a repeat, in any scene, with no catch-up test. Bundles read the version they were trained with.
-LEGACY_REPEAT = {"repeat_mad": 0.35, "still_motion": 0.0, "catch_up": 0.0, "repeat_share": 0.0}
+LEGACY_REPEAT_MAD = 0.35  # luma levels: version 1's repeat (and the rater's interval features' repeat flag)
+LEGACY_REPEAT = {"repeat_mad": LEGACY_REPEAT_MAD, "still_motion": 0.0, "catch_up": 0.0, "repeat_share": 0.0}
 
 
 def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None,

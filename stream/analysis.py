@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engines.features import FrameRecord, Window, WindowResult, identity_stability
+from engines.features import FrameRecord, Window, WindowResult, identity_stability, level_of
 
 if TYPE_CHECKING:
     from engines.face import FaceExtractor
@@ -167,8 +167,6 @@ class Analyzer:
 
     def _smooth(self, res: WindowResult) -> None:
         """Publishes the median of this stream's recent windows (SMOOTH_S) in place of the window's own values."""
-        from engines.features import LEVELS
-
         now = time.monotonic()
         for name in [k for k, (seen, _) in self._recent.items() if now - seen > self.SMOOTH_FORGET_S]:
             del self._recent[name]
@@ -185,7 +183,7 @@ class Analyzer:
             scores = [r.score for _, r in recent if r.score is not None]
             res.details["window_score"] = float(res.score)
             res.score = float(np.median(scores))
-            res.level = LEVELS[min(len(LEVELS) - 1, max(0, int(res.score // 20)))]
+            res.level = level_of(res.score)
         for region, dims in res.dimensions.items():
             for dim in list(dims):
                 values = [r.dimensions[region][dim] for _, r in recent if dim in r.dimensions.get(region, {})]
