@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from engines.families import DIMENSIONS, FAMILIES, PICTURE, TIMING
-from engines.features import FrameRecord
+from engines.features import FrameRecord, Window, WindowMeasures, window_faces
 
 # ---------------------------------------------------------------------------------------------
 # Constants. Every threshold and every curve that turns a raw measurement into 0..100 lives here;
@@ -376,10 +376,31 @@ LEGACY_REPEAT_MAD = 0.35  # luma levels: version 1's repeat (and the rater's int
 LEGACY_REPEAT = {"repeat_mad": LEGACY_REPEAT_MAD, "still_motion": 0.0, "catch_up": 0.0, "repeat_share": 0.0}
 
 
+def thumb_change(previous: np.ndarray, thumb: np.ndarray) -> float:
+    """Mean |luma difference| (levels) between two frames' thumbnails; 255 when their sizes differ (a new picture)."""
+    if previous.shape != thumb.shape:
+        return 255.0
+    return cv2.norm(previous, thumb, cv2.NORM_L1) / thumb.size
+
+
+def thumb_changes(frames: Sequence[FrameRecord]) -> np.ndarray:
+    """thumb_change of each consecutive pair of frames (n - 1 values): the one each frame carries where the window
+    assembler measured it against the frame before it here, measured now otherwise (windows built by hand)."""
+    out = np.empty(max(len(frames) - 1, 0), dtype=np.float64)
+    for i in range(1, len(frames)):
+        f, before = frames[i], frames[i - 1]
+        carried = f.change is not None and before.seq >= 0 and f.seq == before.seq + 1
+        out[i - 1] = f.change if carried else thumb_change(before.thumb, f.thumb)
+    return out
+
+
 def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None,
                   repeat_mad: float = REPEAT_MAD, still_motion: float = STILL_MOTION,
-                  catch_up: float = CATCH_UP, repeat_share: float = REPEAT_SHARE) -> dict[str, float]:
+                  catch_up: float = CATCH_UP, repeat_share: float = REPEAT_SHARE,
+                  changes: np.ndarray | None = None) -> dict[str, float]:
     """Temporal raw measurements from every frame's luma thumbnail and its presentation time (seconds).
+
+    `changes`: the thumb_change of each consecutive pair when the caller has them (thumb_changes), else measured.
 
     frozen_share: share of the window's time spent in freezes (a picture repeated >= FREEZE_MIN_INTERVALS)
     duplicate_share: share of frame pairs that repeat the picture in shorter runs (cadence judder, 3:2 pulldown)
@@ -397,8 +418,13 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
     res = dict.fromkeys(TIMING_MEASUREMENTS, 0.0)
     if n < 3:
         return res
-    size = thumbs[0].size
-    mad = np.array([cv2.norm(thumbs[i], thumbs[i + 1], cv2.NORM_L1) for i in range(n - 1)]) / size
+    if changes is None:
+        size = thumbs[0].size
+        mad = np.array([cv2.norm(thumbs[i], thumbs[i + 1], cv2.NORM_L1) for i in range(n - 1)]) / size
+    else:
+        mad = np.asarray(changes, dtype=np.float64)
+        if len(mad) != n - 1:
+            raise ValueError(f"thumb_signals got {len(mad)} changes for {n} thumbnails (want one per pair)")
     luma = np.array([cv2.mean(th)[0] for th in thumbs])
     dt = np.diff(t)
     dt = np.where(dt > 0, dt, np.nan)
@@ -513,12 +539,26 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
     tone (or an avatar's painted skin) looks like a cast. Version 2 (published) judges repeats against the
     stream's own motion (see thumb_signals) and reads the cast of both regions from the whole scene.
     """
+    return dimensions_by_version(frames, nominal_fps, (version,))[version]
+
+
+def dimensions_by_version(frames: Sequence[FrameRecord], nominal_fps: float | None,
+                          versions: Sequence[int]) -> dict[int, dict[str, dict[str, float]]]:
+    """window_dimensions in each of `versions`, reading the frames' signals and thumbnail changes once for all."""
     rows: dict[str, list[dict[str, float]]] = {"frame": [], "face": []}
     for f in frames:
         sig = analyse_frame_signals(f)
         if sig:
             for region, raw in sig.items():
                 rows[region].append(raw)
+    aggregated = {region: _aggregate(rows[region]) for region in ("frame", "face") if rows[region]}
+    changes = thumb_changes(frames)
+    return {v: _dimensions(frames, nominal_fps, v, rows, aggregated, changes) for v in dict.fromkeys(versions)}
+
+
+def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, version: int,
+                rows: dict[str, list[dict[str, float]]], aggregated: dict[str, dict[str, float]],
+                changes: np.ndarray) -> dict[str, dict[str, float]]:
     timing: dict[str, float] = {}  # the TIMING families' scores, the same for both regions
     if frames:
         repeat: dict[str, float] = LEGACY_REPEAT if version < 2 else {}
@@ -527,9 +567,10 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
             # a starved encoder skips blocks and holds pictures, then catches up: its repeats are compression
             # (the artifact score reads the quantiser), so only the timestamps judge the timing here
             repeat = {"still_motion": float("inf")}
-        thumbs = thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps, **repeat)
+        thumbs = thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps, **repeat,
+                               changes=changes)
         timing = {f.name: dimension_score(f.name, thumbs) for f in FAMILIES if f.measured_from == TIMING}
-    raw = {region: _aggregate(rows[region]) for region in ("frame", "face") if rows[region]}
+    raw = {region: dict(values) for region, values in aggregated.items()}  # each version edits its own copy
     if version >= 2 and "face" in raw and "frame" in raw:
         # A cast is a property of the light on the whole scene: a face crop's own hue is its skin (any human
         # tone, or an avatar's blue), which the crop alone cannot tell from a white-balance error.
@@ -545,3 +586,15 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
         scores.update(timing)
         out[region] = {d: round(v, 2) for d in DIMENSIONS if math.isfinite(v := scores.get(d, float("nan")))}
     return out
+
+
+def measure_window(window: Window, versions: Sequence[int] = (SIGNALS_VERSION,)) -> WindowMeasures:
+    """Adds up the window's per-frame results once and carries them on it (window.measures): its faces, and its
+    dimension scores in each signals version asked for; a later call computes only the versions still missing."""
+    m = window.measures
+    if m is None:
+        m = window.measures = WindowMeasures(window_faces(window.sampled), {})
+    missing = [v for v in dict.fromkeys(versions) if v not in m.dimensions]
+    if missing:
+        m.dimensions.update(dimensions_by_version(window.frames, window.nominal_fps, missing))
+    return m
