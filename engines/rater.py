@@ -291,8 +291,8 @@ def interval_features(pts: np.ndarray, thumbs: list[np.ndarray], nominal_fps: fl
     return out.astype(np.float32)
 
 
-def _window_stats(window: Window, sampled: list[FrameRecord], thumbs: list[np.ndarray],
-                  intervals: np.ndarray, signals_version: int = SIGNALS_VERSION) -> dict[str, float]:
+def _window_stats(window: Window, thumbs: list[np.ndarray], intervals: np.ndarray,
+                  signals_version: int = SIGNALS_VERSION) -> dict[str, float]:
     """The window statistics (WINDOW_STAT_KEYS): timing from the frames, dimension scores and faces from what the
     window carries (window.measures, measured here in the bundle's signals version if the analysis has not)."""
     frames = window.frames
@@ -389,7 +389,7 @@ def assemble_window_features(window: Window, spec: FeatureSpec) -> WindowFeature
         thumbs = np.zeros((spec.temporal_len, th, tw), dtype=np.uint8)
     pts = np.array([f.pts for f in window.frames], dtype=np.float64)
     pairs = interval_features(pts, all_thumbs, window.nominal_fps, thumb_changes(window.frames))
-    stats = _window_stats(window, sampled, all_thumbs, pairs, spec.signals_version)
+    stats = _window_stats(window, all_thumbs, pairs, spec.signals_version)
     signals = [stats[k] for k in spec.window_keys] + _signal_stats(sampled, spec.signal_keys)
     return WindowFeatures(
         stream=window.stream,
