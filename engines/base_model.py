@@ -18,8 +18,11 @@ from typing import Any
 
 import torch
 
+from engines.features import LEVELS
+from engines.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+
 SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "internvl")
-LEVEL_WORDS = ("bad", "poor", "fair", "good", "excellent")
+LEVEL_WORDS = LEVELS  # the Stage I answer's words, one token each in the base model's vocabulary
 DTYPES = ("float32", "bfloat16", "float16")
 # Spatial frames are resized like the processor would resize a 640x360 frame, with at most this many pixels
 # (Qwen2-VL: 112 visual tokens before the 2x2 merge); portrait crops like a 224x224 crop.
@@ -260,7 +263,7 @@ def vision_sizes(family: str, hf_config, processor: dict[str, Any], frame_pixels
     """The sizes frames and portrait crops are fed to the vision tower at, as the base model's processor sizes
     images (preprocessor_config.json), and its normalisation statistics."""
     clip = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    imagenet = (IMAGENET_MEAN, IMAGENET_STD)
     default = imagenet if family == "internvl" else clip
     mean = tuple(processor.get("image_mean") or default[0])
     std = tuple(processor.get("image_std") or default[1])

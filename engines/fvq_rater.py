@@ -21,6 +21,7 @@ from torch import nn
 
 from engines.features import DIMENSIONS, LEVELS, FrameRecord
 from engines.forest import FOREST_FILE, ScorePrior
+from engines.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 from engines.rater import (
     INTERVAL_FEATURES,
     FeatureSpec,
@@ -53,7 +54,6 @@ FAMILIES = ("qwen2", "qwen2_vl", "qwen2_5_vl", "internvl")
 MOBILENET_TAPS = (3, 6, 10, 13)
 MOBILENET_TAP_CHANNELS = (24, 32, 64, 96)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class RaterConfig(BaseModel):

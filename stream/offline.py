@@ -10,7 +10,7 @@ from typing import Any
 
 import av
 
-from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResult
+from engines.features import DIMENSIONS, FrameRecord, Window, WindowResult, level_of
 from stream.analysis import Analyzer
 from stream.config import MonitorConfig, SourceConfig, SourceKind
 from stream.decode import NoVideoError, SourceEvents, SourceReader
@@ -113,11 +113,6 @@ def analyse_file(path: str | Path, cfg: MonitorConfig, analyzer: Analyzer, keep_
     return FileAnalysis(str(path), sink.windows, sink.results, events.errors, events.fps, cfg.window.length_s)
 
 
-def level_for(score: float) -> str:
-    """The five FVQ levels on the 0-100 MOS scale, in equal bands."""
-    return LEVELS[min(len(LEVELS) - 1, max(0, int(score // 20)))]
-
-
 def combine_dimensions(results: list[WindowResult]) -> dict[str, float]:
     """One 0-100 figure per dimension for a file: windows averaged, the face weighted where one was seen."""
     out: dict[str, float] = {}
@@ -142,7 +137,7 @@ def file_report(analysis: FileAnalysis) -> dict[str, Any]:
     if scores:
         score = sum(scores) / len(scores)
         report["score"] = round(score, 2)
-        report["level"] = level_for(score)
+        report["level"] = level_of(score)
     report["dimensions"] = {k: round(v, 1) for k, v in combine_dimensions(results).items()}
     report["face_presence"] = round(sum(r.face_presence for r in results) / len(results), 3) if results else 0.0
     length = analysis.window_s
