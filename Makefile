@@ -54,7 +54,7 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check stream engines export train tests
+	$(BIN)/ruff check fvq stream engines export train tests
 
 bench: setup
 	$(BIN)/python -m stream.bench --streams 16 --seconds 60

@@ -18,8 +18,11 @@ from typing import Any
 
 import torch
 
+from engines.features import LEVELS
+from engines.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+
 SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "internvl")
-LEVEL_WORDS = ("bad", "poor", "fair", "good", "excellent")
+LEVEL_WORDS = LEVELS  # the Stage I answer's words, one token each in the base model's vocabulary
 DTYPES = ("float32", "bfloat16", "float16")
 # Spatial frames are resized like the processor would resize a 640x360 frame, with at most this many pixels
 # (Qwen2-VL: 112 visual tokens before the 2x2 merge); portrait crops like a 224x224 crop.
@@ -259,9 +262,10 @@ class VisionSizes:
 def vision_sizes(family: str, hf_config, processor: dict[str, Any], frame_pixels: int = FRAME_PIXELS) -> VisionSizes:
     """The sizes frames and portrait crops are fed to the vision tower at, as the base model's processor sizes
     images (preprocessor_config.json), and its normalisation statistics."""
-    from engines.rater_config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    from engines.rater_config import CLIP_MEAN, CLIP_STD
 
-    clip, imagenet = (CLIP_MEAN, CLIP_STD), (IMAGENET_MEAN, IMAGENET_STD)
+    clip = (CLIP_MEAN, CLIP_STD)
+    imagenet = (IMAGENET_MEAN, IMAGENET_STD)
     default = imagenet if family == "internvl" else clip
     mean = tuple(processor.get("image_mean") or default[0])
     std = tuple(processor.get("image_std") or default[1])

@@ -6,9 +6,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-DIMENSIONS = ("blur", "noise", "color", "artifact", "luminance", "temporal")
+# DIMENSIONS: one per distortion family (engines/families.py); the live path reads it from here too
+from engines.families import DIMENSIONS as DIMENSIONS
+
 REGIONS = ("frame", "face")
 LEVELS = ("bad", "poor", "fair", "good", "excellent")
+
+
+def level_of(score: float) -> str:
+    """The level band a 0..100 score falls in, five equal bands: bad < 20 <= poor < 40 <= fair < 60 <= good < 80
+    <= excellent."""
+    return LEVELS[min(len(LEVELS) - 1, max(0, int(score // 20)))]
 
 
 @dataclass(slots=True)
@@ -24,7 +32,8 @@ class Face:
 class FrameRecord:
     """One decoded frame: computed once, shared by every window that contains it.
 
-    Every frame carries its timestamp and a tiny luma thumbnail (for freezes, stutter, flicker).
+    Every frame carries its timestamp and a tiny luma thumbnail (for freezes, stutter, flicker), and how much the
+    thumbnail changed since the stream's previous frame (the window assembler measures it when the frame arrives).
     Sampled frames also carry an RGB image at the analysis resolution; the analysis loop fills the
     per-frame results (faces, embedding, signals, spatial features) once, and windows reuse them.
     """
@@ -40,6 +49,8 @@ class FrameRecord:
     embedding: np.ndarray | None = None  # (128,) float32 SFace embedding of the main face
     signals: dict[str, dict[str, float]] | None = None  # region -> raw measurement name -> value
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # model features (spatial, portrait, ...)
+    seq: int = -1  # arrival order in its stream (the window assembler's count; -1: not from an assembler)
+    change: float | None = None  # mean |luma difference| of the thumb from the frame seq - 1's (thumb_change)
 
     @property
     def sampled(self) -> bool:
@@ -62,13 +73,32 @@ class Window:
     frames: list[FrameRecord]
     closed_at: float  # time.monotonic() when the window closed
     nominal_fps: float | None = None
-    # region -> dimension -> 0..100 from the signal measurements (engines.signals.window_dimensions), set by the
-    # analysis loop before the rater assembles the window (which reads them; learned heads never overwrite these)
-    dimensions: dict[str, dict[str, float]] | None = None
+    # its frames' results added up, once (engines.signals.measure_window): the analysis publishes them and the
+    # rater reads them as window statistics; None until measured
+    measures: WindowMeasures | None = None
 
     @property
     def sampled(self) -> list[FrameRecord]:
         return [f for f in self.frames if f.image is not None]
+
+
+@dataclass(slots=True)
+class WindowFaces:
+    """The main face over a window's sampled frames, from their detections and embeddings (window_faces)."""
+
+    presence: float  # share of sampled frames with a face (0 without sampled frames)
+    size: float  # mean face area / frame area over frames with a face, each frame's share capped at 1 (0: none)
+    size_uncapped: float  # the same without the cap: the rater's window statistic, as bundles were trained with it
+    jitter: float  # std of the face centre's movement between sampled frames with a face, in face widths (<= 10)
+    identity_stability: float | None  # mean cosine similarity of consecutive face embeddings; None below two
+
+
+@dataclass(slots=True)
+class WindowMeasures:
+    """A window's per-frame results added up once, carried on the window for the analysis and the rater."""
+
+    faces: WindowFaces
+    dimensions: dict[int, dict[str, dict[str, float]]]  # signals version -> region -> dimension -> 0..100
 
 
 @dataclass(slots=True)
@@ -85,6 +115,28 @@ class WindowResult:
     score: float | None = None  # 0..100, from the rater when a model is loaded
     level: str | None = None
     details: dict[str, float] = field(default_factory=dict)
+
+
+def window_faces(sampled: list[FrameRecord]) -> WindowFaces:
+    """Face presence, size, movement and identity stability over a window's sampled frames."""
+    with_face = [(r, f) for r in sampled if (f := r.main_face) is not None]
+    shares = []
+    for r, f in with_face:
+        h, w = r.image.shape[:2]  # type: ignore[union-attr]
+        shares.append(f.box[2] * f.box[3] / float(w * h))
+    jitter = 0.0
+    if len(with_face) >= 2:
+        centres = np.array([[f.box[0] + f.box[2] / 2, f.box[1] + f.box[3] / 2] for _, f in with_face])
+        widths = np.array([max(f.box[2], 1.0) for _, f in with_face])
+        moves = np.linalg.norm(np.diff(centres, axis=0), axis=1) / widths[1:]
+        jitter = min(float(moves.std()), 10.0)
+    return WindowFaces(
+        presence=len(with_face) / len(sampled) if sampled else 0.0,
+        size=float(np.mean([min(1.0, a) for a in shares])) if shares else 0.0,
+        size_uncapped=float(np.mean(shares)) if shares else 0.0,
+        jitter=jitter,
+        identity_stability=identity_stability([r.embedding for r in sampled if r.embedding is not None]),
+    )
 
 
 def identity_stability(embeddings: list[np.ndarray]) -> float | None:

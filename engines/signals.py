@@ -1,4 +1,4 @@
-"""Cheap signal measurements per distortion family (blur, noise, color, artifact, luminance, temporal), mapped to 0-100."""
+"""Cheap signal measurements per distortion family (engines/families.py), each family's mapped to a 0-100 dimension."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from engines.features import DIMENSIONS, FrameRecord
+from engines.families import DIMENSIONS, FAMILIES, PICTURE, TIMING
+from engines.features import FrameRecord, Window, WindowMeasures, window_faces
 
 # ---------------------------------------------------------------------------------------------
 # Constants. Every threshold and every curve that turns a raw measurement into 0..100 lives here;
@@ -56,38 +57,11 @@ def _rising(x: float, x50: float, p: float) -> float:
 # or cached features computed before would be read as current.
 SIGNALS_VERSION = 2
 
-# (curve, x50, steepness) per raw measurement used in a score; a dimension's score is 100 times the product
-# of its factors, so any one bad factor pulls the dimension down and clean content stays near 100.
-CURVES: dict[str, dict[str, tuple[str, float, float]]] = {
-    "blur": {"edge_blur_px": ("falling", 2.2, 3.0)},
-    "noise": {"noise_sigma": ("falling", 7.0, 2.0), "grain_sigma": ("falling", 11.0, 2.0)},
-    "color": {
-        "colorfulness": ("rising", 10.0, 2.0),
-        "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
-        "skin_excess": ("falling", 0.1, 2.0),  # skin saturation beyond natural skin's (oversaturation)
-    },
-    "artifact": {
-        "blockiness": ("falling", 0.3, 2.5),
-        # H.264/HEVC quantiser from the bitstream (0-51): ~0.99 at QP 21, 0.8 at 30, 0.5 at 36, 0.14 at 45.
-        # Deblocking hides the block grid of a starved encoder; its quantiser does not.
-        "qp": ("falling", 36.0, 8.0),
-    },
-    "luminance": {
-        "exposure_stops": ("falling", 1.0, 2.0),  # |log2(mean luma / MID_GREY)|
-        "clipped_share": ("falling", 0.25, 2.0),  # dark_share + bright_share
-        "contrast": ("rising", 14.0, 2.0),  # std of luma
-    },
-    "temporal": {
-        "frozen_share": ("falling", 0.15, 1.5),
-        "longest_freeze_s": ("falling", 0.6, 1.5),
-        "stall_share": ("falling", 0.10, 1.5),
-        "drop_share": ("falling", 0.15, 1.5),
-        "duplicate_share": ("falling", 0.4, 2.0),
-        "stutter_cv": ("falling", 0.5, 2.0),
-        "flicker": ("falling", 6.0, 2.0),
-        "judder": ("falling", 0.8, 2.0),
-    },
-}
+# (curve, x50, steepness) per raw measurement used in a score, per dimension: each family's curves in the
+# catalogue (engines/families.py). A dimension's score is 100 times the product of its factors, so any one bad
+# factor pulls the dimension down and clean content stays near 100.
+CURVES: dict[str, dict[str, tuple[str, float, float]]] = {f.name: dict(f.curves) for f in FAMILIES}
+TIMING_MEASUREMENTS = tuple(k for f in FAMILIES if f.measured_from == TIMING for k in f.curves)  # thumb_signals' keys
 # Version 1 read the colour cast from the grey-edge estimate of each region (the face crop's for the face).
 # Its noise read the full-resolution estimator alone.
 LEGACY_CURVES = {**CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "cast_deg": ("falling", 10.0, 3.0)},
@@ -398,13 +372,35 @@ def add_quantiser(signals: dict[str, dict[str, float]], qp_map: np.ndarray, imag
 
 # The first measurements (SIGNALS_VERSION 1), which the shipped bundle's forest was trained on: a pair under 0.35
 # levels was a repeat, in any scene, with no catch-up test. Bundles read the version they were trained with.
-LEGACY_REPEAT = {"repeat_mad": 0.35, "still_motion": 0.0, "catch_up": 0.0, "repeat_share": 0.0}
+LEGACY_REPEAT_MAD = 0.35  # luma levels: version 1's repeat (and the rater's interval features' repeat flag)
+LEGACY_REPEAT = {"repeat_mad": LEGACY_REPEAT_MAD, "still_motion": 0.0, "catch_up": 0.0, "repeat_share": 0.0}
+
+
+def thumb_change(previous: np.ndarray, thumb: np.ndarray) -> float:
+    """Mean |luma difference| (levels) between two frames' thumbnails; 255 when their sizes differ (a new picture)."""
+    if previous.shape != thumb.shape:
+        return 255.0
+    return cv2.norm(previous, thumb, cv2.NORM_L1) / thumb.size
+
+
+def thumb_changes(frames: Sequence[FrameRecord]) -> np.ndarray:
+    """thumb_change of each consecutive pair of frames (n - 1 values): the one each frame carries where the window
+    assembler measured it against the frame before it here, measured now otherwise (windows built by hand)."""
+    out = np.empty(max(len(frames) - 1, 0), dtype=np.float64)
+    for i in range(1, len(frames)):
+        f, before = frames[i], frames[i - 1]
+        carried = f.change is not None and before.seq >= 0 and f.seq == before.seq + 1
+        out[i - 1] = f.change if carried else thumb_change(before.thumb, f.thumb)
+    return out
 
 
 def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None,
                   repeat_mad: float = REPEAT_MAD, still_motion: float = STILL_MOTION,
-                  catch_up: float = CATCH_UP, repeat_share: float = REPEAT_SHARE) -> dict[str, float]:
+                  catch_up: float = CATCH_UP, repeat_share: float = REPEAT_SHARE,
+                  changes: np.ndarray | None = None) -> dict[str, float]:
     """Temporal raw measurements from every frame's luma thumbnail and its presentation time (seconds).
+
+    `changes`: the thumb_change of each consecutive pair when the caller has them (thumb_changes), else measured.
 
     frozen_share: share of the window's time spent in freezes (a picture repeated >= FREEZE_MIN_INTERVALS)
     duplicate_share: share of frame pairs that repeat the picture in shorter runs (cadence judder, 3:2 pulldown)
@@ -419,11 +415,16 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
     n = len(thumbs)
     if n != len(t):
         raise ValueError(f"thumb_signals got {n} thumbnails but {len(t)} timestamps")
-    res = {k: 0.0 for k in CURVES["temporal"]}
+    res = dict.fromkeys(TIMING_MEASUREMENTS, 0.0)
     if n < 3:
         return res
-    size = thumbs[0].size
-    mad = np.array([cv2.norm(thumbs[i], thumbs[i + 1], cv2.NORM_L1) for i in range(n - 1)]) / size
+    if changes is None:
+        size = thumbs[0].size
+        mad = np.array([cv2.norm(thumbs[i], thumbs[i + 1], cv2.NORM_L1) for i in range(n - 1)]) / size
+    else:
+        mad = np.asarray(changes, dtype=np.float64)
+        if len(mad) != n - 1:
+            raise ValueError(f"thumb_signals got {len(mad)} changes for {n} thumbnails (want one per pair)")
     luma = np.array([cv2.mean(th)[0] for th in thumbs])
     dt = np.diff(t)
     dt = np.where(dt > 0, dt, np.nan)
@@ -511,8 +512,8 @@ def dimension_score(dimension: str, raw: dict[str, float], version: int = SIGNAL
 
 
 def spatial_scores(raw: dict[str, float], version: int = SIGNALS_VERSION) -> dict[str, float]:
-    """The five spatial dimensions' 0..100 scores of one region's raw measurements (NaN where unknown)."""
-    return {d: dimension_score(d, raw, version) for d in DIMENSIONS if d != "temporal"}
+    """The picture dimensions' 0..100 scores of one region's raw measurements (NaN where unknown)."""
+    return {f.name: dimension_score(f.name, raw, version) for f in FAMILIES if f.measured_from == PICTURE}
 
 
 def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -538,13 +539,27 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
     tone (or an avatar's painted skin) looks like a cast. Version 2 (published) judges repeats against the
     stream's own motion (see thumb_signals) and reads the cast of both regions from the whole scene.
     """
+    return dimensions_by_version(frames, nominal_fps, (version,))[version]
+
+
+def dimensions_by_version(frames: Sequence[FrameRecord], nominal_fps: float | None,
+                          versions: Sequence[int]) -> dict[int, dict[str, dict[str, float]]]:
+    """window_dimensions in each of `versions`, reading the frames' signals and thumbnail changes once for all."""
     rows: dict[str, list[dict[str, float]]] = {"frame": [], "face": []}
     for f in frames:
         sig = analyse_frame_signals(f)
         if sig:
             for region, raw in sig.items():
                 rows[region].append(raw)
-    temporal = float("nan")
+    aggregated = {region: _aggregate(rows[region]) for region in ("frame", "face") if rows[region]}
+    changes = thumb_changes(frames)
+    return {v: _dimensions(frames, nominal_fps, v, rows, aggregated, changes) for v in dict.fromkeys(versions)}
+
+
+def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, version: int,
+                rows: dict[str, list[dict[str, float]]], aggregated: dict[str, dict[str, float]],
+                changes: np.ndarray) -> dict[str, dict[str, float]]:
+    timing: dict[str, float] = {}  # the TIMING families' scores, the same for both regions
     if frames:
         repeat: dict[str, float] = LEGACY_REPEAT if version < 2 else {}
         qps = [r["qp"] for r in rows["frame"] if math.isfinite(r.get("qp", float("nan")))]
@@ -552,11 +567,10 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
             # a starved encoder skips blocks and holds pictures, then catches up: its repeats are compression
             # (the artifact score reads the quantiser), so only the timestamps judge the timing here
             repeat = {"still_motion": float("inf")}
-        temporal = dimension_score(
-            "temporal", thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps,
-                                      **repeat)
-        )
-    raw = {region: _aggregate(rows[region]) for region in ("frame", "face") if rows[region]}
+        thumbs = thumb_signals([f.thumb for f in frames], np.array([f.pts for f in frames]), nominal_fps, **repeat,
+                               changes=changes)
+        timing = {f.name: dimension_score(f.name, thumbs) for f in FAMILIES if f.measured_from == TIMING}
+    raw = {region: dict(values) for region, values in aggregated.items()}  # each version edits its own copy
     if version >= 2 and "face" in raw and "frame" in raw:
         # A cast is a property of the light on the whole scene: a face crop's own hue is its skin (any human
         # tone, or an avatar's blue), which the crop alone cannot tell from a white-balance error.
@@ -569,6 +583,18 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
         if region == "face" and not rows["face"]:
             continue
         scores = spatial_scores(raw[region], version) if region in raw else {}
-        scores["temporal"] = temporal
+        scores.update(timing)
         out[region] = {d: round(v, 2) for d in DIMENSIONS if math.isfinite(v := scores.get(d, float("nan")))}
     return out
+
+
+def measure_window(window: Window, versions: Sequence[int] = (SIGNALS_VERSION,)) -> WindowMeasures:
+    """Adds up the window's per-frame results once and carries them on it (window.measures): its faces, and its
+    dimension scores in each signals version asked for; a later call computes only the versions still missing."""
+    m = window.measures
+    if m is None:
+        m = window.measures = WindowMeasures(window_faces(window.sampled), {})
+    missing = [v for v in dict.fromkeys(versions) if v not in m.dimensions]
+    if missing:
+        m.dimensions.update(dimensions_by_version(window.frames, window.nominal_fps, missing))
+    return m

@@ -395,7 +395,7 @@ def _machine() -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Entry point of `fvq export` (stream/cli.py passes its parsed arguments)."""
+    """Entry point of `fvq export` (fvq/cli.py passes its parsed arguments)."""
     import torch
 
     torch.set_num_threads(1)  # the live path's rater runs on one thread; measure it that way

@@ -4,7 +4,8 @@
     python -m stream.alert_rules --config fvq.yaml --for 5m --out /etc/prometheus/rules/fvq.yml
 
 Thresholds default to the monitor's own (`alerts:` in its config, stream.config.AlertConfig), so the rules and
-the monitor's recommendations agree. Alert names, causes and actions come from stream.recommend.ALERTS.
+the monitor's recommendations agree. Alert names, causes and actions come from stream.recommend.ALERTS; which
+dimensions feed each picture cause's alert comes from the distortion-family catalogue (engines/families.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from typing import Any
 
 import yaml
 
+from engines.families import FAMILY_CAUSES, Cause, families_causing
 from stream.config import AlertConfig, ConfigError, load_config
-from stream.recommend import ALERTS, CAMERA, PICTURE
+from stream.recommend import ALERTS
 
+# Causes an operator waits longer for (sustain_for, like low quality) than for the others (cause_for): lighting
+# and camera settings change slowly and are rarely an emergency.
+LINGERING_CAUSES = ("camera",)
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 HEADER = """\
 # Prometheus alert rules for fvq-live (Prometheus 2.42 or later: keep_firing_for).
@@ -76,8 +81,6 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
     low_rate = "fvq:stream_bitrate_bits_per_second:low"
     value = '{{ $value | printf "%.0f" }}'
     where = "the {{ $labels.dimension }} score of the {{ $labels.region }}"
-    picture = "|".join(PICTURE)
-    camera = "|".join(CAMERA)
 
     def alert(name: str, expr: str, duration: str, description: str, keep: str | None = None,
               extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -89,6 +92,24 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
         target = "{{ $labels.instance }}" if name in ("FvqMonitorDown", "FvqLoadShedding") else "{{ $labels.stream }}"
         rule["annotations"] = {"summary": f"{target}: {c.summary}", "description": description, "action": c.action}
         return rule
+
+    def family_alert(cause: Cause) -> dict[str, Any]:
+        """The alert of a cause a low dimension points to: the dimensions of the families that feed it."""
+        fams = families_causing(cause)
+        names = [f.name for f in fams]
+        matcher = f'dimension="{names[0]}"' if len(names) == 1 else f'dimension=~"{"|".join(names)}"'
+        expr = f"fvq:dimension_score:preferred{{{matcher}}} < {t} {up}"
+        subject = f"The {names[0]} score" if len(names) == 1 else where.capitalize()
+        detail = f": {fams[0].what}" if len(names) == 1 else ""
+        if any(f.low_bitrate_cause == cause for f in fams):  # the family's cause at a low bitrate
+            expr += f" and on(stream) {low_rate}"
+            detail = f" and the bitrate is low ({bitrate_text})"
+        elif any(f.low_bitrate_cause is not None for f in fams):  # ...and at a bitrate that is not low
+            expr += f" unless on(stream) {low_rate}"
+            detail = " although the bitrate is not low"
+        duration = s.sustain_for if cause.name in LINGERING_CAUSES else s.cause_for
+        return alert(cause.alertname, expr, duration, f"{subject} is {value} (below {t}){detail}.",
+                     keep=s.keep_firing_for)
 
     records = [
         {
@@ -115,21 +136,7 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
               f"max_over_time(fvq_quality_score[{s.drop_window}]) - fvq_quality_score > {_num(s.drop_points)} {up}",
               s.sudden_for,
               f"The quality score is {value} points below its best of the last {s.drop_window}."),
-        alert("FvqStalls", f'fvq:dimension_score:preferred{{dimension="temporal"}} < {t} {up}', s.cause_for,
-              f"The temporal score is {value} (below {t}): freezes, stalls or dropped frames.",
-              keep=s.keep_firing_for),
-        alert("FvqCompression",
-              f'fvq:dimension_score:preferred{{dimension=~"{picture}"}} < {t} {up} and on(stream) {low_rate}',
-              s.cause_for,
-              f"{where.capitalize()} is {value} (below {t}) and the bitrate is low ({bitrate_text}).",
-              keep=s.keep_firing_for),
-        alert("FvqPictureDegraded",
-              f'fvq:dimension_score:preferred{{dimension=~"{picture}"}} < {t} {up} unless on(stream) {low_rate}',
-              s.cause_for,
-              f"{where.capitalize()} is {value} (below {t}) although the bitrate is not low.",
-              keep=s.keep_firing_for),
-        alert("FvqCameraOrLighting", f'fvq:dimension_score:preferred{{dimension=~"{camera}"}} < {t} {up}',
-              s.sustain_for, f"{where.capitalize()} is {value} (below {t}).", keep=s.keep_firing_for),
+        *(family_alert(c) for c in FAMILY_CAUSES),
         alert("FvqNoFace", f"fvq_face_presence_ratio < {_num(s.no_face_ratio)} {up}", s.sustain_for,
               f"A face is in {{{{ $value | humanizePercentage }}}} of the sampled frames "
               f"(below {_num(s.no_face_ratio)}) for {s.sustain_for}."),

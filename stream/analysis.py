@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engines.features import FrameRecord, Window, WindowResult, identity_stability
+from engines.features import FrameRecord, Window, WindowResult, level_of
 
 if TYPE_CHECKING:
     from engines.face import FaceExtractor
@@ -135,19 +135,17 @@ class Analyzer:
         return True
 
     def rate_windows(self, windows: Sequence[Window]) -> list[WindowResult]:
-        from engines.signals import SIGNALS_VERSION, window_dimensions
+        from engines.signals import SIGNALS_VERSION, measure_window
 
         if not windows:
             return []
         results = []
-        # the rater reads the dimensions in the version of the measurements its bundle was trained on
-        version = self.rater.spec.signals_version if self.rater is not None else SIGNALS_VERSION
+        # published: the current measurements; the rater reads the version its bundle was trained on
+        versions = (SIGNALS_VERSION, self.rater.spec.signals_version) if self.rater is not None else (SIGNALS_VERSION,)
         with self.stage("window_signals"):
             for w in windows:
-                dims = window_dimensions(w.frames, w.nominal_fps)
-                features = dims if version == SIGNALS_VERSION else window_dimensions(w.frames, w.nominal_fps, version)
-                w.dimensions = {region: dict(v) for region, v in features.items()}  # the rater's copy
-                results.append(summarise_window(w, dims))
+                measure_window(w, versions)  # carried on the window: the rater reads the same measures
+                results.append(summarise_window(w))
         if self.rater is not None:
             with self.stage("rater"):
                 ratings = self.rater.rate([self.rater.window_features(w) for w in windows])
@@ -167,8 +165,6 @@ class Analyzer:
 
     def _smooth(self, res: WindowResult) -> None:
         """Publishes the median of this stream's recent windows (SMOOTH_S) in place of the window's own values."""
-        from engines.features import LEVELS
-
         now = time.monotonic()
         for name in [k for k, (seen, _) in self._recent.items() if now - seen > self.SMOOTH_FORGET_S]:
             del self._recent[name]
@@ -185,33 +181,28 @@ class Analyzer:
             scores = [r.score for _, r in recent if r.score is not None]
             res.details["window_score"] = float(res.score)
             res.score = float(np.median(scores))
-            res.level = LEVELS[min(len(LEVELS) - 1, max(0, int(res.score // 20)))]
+            res.level = level_of(res.score)
         for region, dims in res.dimensions.items():
             for dim in list(dims):
                 values = [r.dimensions[region][dim] for _, r in recent if dim in r.dimensions.get(region, {})]
                 dims[dim] = round(float(np.median(values)), 2)
 
 
-def summarise_window(window: Window, dimensions: dict[str, dict[str, float]]) -> WindowResult:
-    """Face presence, size and identity stability over the window's sampled frames."""
-    sampled = window.sampled
-    with_face = [f for f in sampled if f.faces]
-    presence = len(with_face) / len(sampled) if sampled else 0.0
-    sizes = []
-    for f in with_face:
-        face = f.main_face
-        assert face is not None and f.image is not None
-        h, w = f.image.shape[:2]
-        sizes.append(min(1.0, face.box[2] * face.box[3] / float(w * h)))
-    stability = identity_stability([f.embedding for f in sampled if f.embedding is not None])
+def summarise_window(window: Window) -> WindowResult:
+    """What is published of a window before the rater: its dimension scores in the current signals version, face
+    presence, size and identity stability, from what it carries (engines.signals.measure_window)."""
+    from engines.signals import SIGNALS_VERSION, measure_window
+
+    m = measure_window(window)
     return WindowResult(
         stream=window.stream,
         start=window.start,
         end=window.end,
-        dimensions=dimensions,
-        face_presence=presence,
-        face_size=float(np.mean(sizes)) if sizes else 0.0,
-        identity_stability=stability,
+        # a copy: smoothing replaces the published values, the window keeps what it measured
+        dimensions={region: dict(d) for region, d in m.dimensions[SIGNALS_VERSION].items()},
+        face_presence=m.faces.presence,
+        face_size=m.faces.size,
+        identity_stability=m.faces.identity_stability,
     )
 
 

@@ -99,7 +99,7 @@ class Catalog:
 
     # changes
     def add(self, source: SourceConfig, origin: str = "api", save: bool = True) -> None:
-        from stream.monitor import StreamExistsError, StreamLimitError
+        from stream.admission import StreamExistsError, StreamLimitError
         from stream.rtmp import RtmpListenError
 
         if source.kind == SourceKind.whip:

@@ -1,4 +1,8 @@
-"""The `fvq` command: serve (the monitor), score (files), eval (a labelled data set), export (bundles)."""
+"""The serving subcommands of `fvq`: `serve` (the monitor) and `score` (files), their arguments and error messages.
+
+The `fvq` command itself (fvq/cli.py) composes these with `eval` and `export`; `python -m stream.cli serve|score`
+runs the serving subcommands alone.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,16 @@ import time
 from pathlib import Path
 
 from stream import __version__
-from stream.config import ConfigError, load_config, parse_source_arg
+
+# stream.config (pydantic) and everything below it are imported where a subcommand runs, so that `--help` and
+# argument errors answer without loading them.
 
 log = logging.getLogger("fvq")
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict:
+    from stream.config import parse_source_arg
+
     overrides: dict = {}
     sources = [parse_source_arg(a) for a in args.sources] + [parse_source_arg(a, listen=True) for a in args.listen]
     if args.fast:
@@ -47,6 +55,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict:
 
 
 def _positive_int(value: str, option: str) -> int:
+    from stream.config import ConfigError
+
     try:
         return int(value)
     except ValueError:
@@ -56,6 +66,7 @@ def _positive_int(value: str, option: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from stream.analysis import build_analyzer
     from stream.catalog import attach_catalog
+    from stream.config import ConfigError, load_config
     from stream.metrics import build_metrics
     from stream.monitor import Monitor
     from stream.recommend import start_recommendations
@@ -119,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
     """Several workers behind one front: local worker processes, or Ray actors across a cluster."""
-    from stream.front import serve_front
+    from stream.front_http import serve_front
 
     if cfg.cluster is not None:
         from stream.cluster import RayPool, require_ray
@@ -136,6 +147,7 @@ def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
             pool.start()
             return pool
 
+    from stream.config import ConfigError
     from stream.server import PortInUseError
 
     print(ingest_notice(cfg), flush=True)
@@ -172,6 +184,7 @@ def ingest_notice(cfg) -> str:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from stream.analysis import build_analyzer
+    from stream.config import load_config
     from stream.offline import InputError, analyse_file, file_report
 
     overrides: dict = {}
@@ -208,25 +221,13 @@ def _human(report: dict) -> str:
     return f"{head} face {report['face_presence']:.0%} | {dims} | {len(report['windows'])} windows"
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from train.evaluate import main as eval_main
-
-    return eval_main(args)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from export.cli import main as export_main
-
-    return export_main(args)
+DESCRIPTION = "Real-time face-video quality monitor (FVQ-Rater)."
+SERVE_HELP = "watch live streams and serve Prometheus metrics"
+SCORE_HELP = "score video files"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fvq", description="Real-time face-video quality monitor (FVQ-Rater).")
-    p.add_argument("--version", action="version", version=f"fvq-live {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("serve", help="watch live streams and serve Prometheus metrics")
+def add_serve_arguments(s: argparse.ArgumentParser) -> None:
+    """`fvq serve`'s arguments."""
     s.add_argument("sources", nargs="*", help="NAME=URL or URL/path: files, rtmp://, rtsp://, srt://, http(s)://.m3u8")
     s.add_argument("--listen", action="append", default=[], metavar="NAME=rtmp://HOST:PORT/APP/KEY",
                    help="accept an RTMP publisher on this address (repeatable)")
@@ -246,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the workers as Ray actors on this Ray cluster (needs `pip install fvq-live[cluster]`)")
     s.set_defaults(func=cmd_serve)
 
-    sc = sub.add_parser("score", help="score video files")
+
+def add_score_arguments(sc: argparse.ArgumentParser) -> None:
+    """`fvq score`'s arguments."""
     sc.add_argument("paths", nargs="+")
     sc.add_argument("--json", action="store_true", help="one JSON object per input line")
     sc.add_argument("--config", type=Path)
@@ -254,28 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--no-model", action="store_true")
     sc.set_defaults(func=cmd_score)
 
-    ev = sub.add_parser("eval", help="SRCC/PLCC/KRCC of the model and baselines on an FVQ-20K-format folder")
-    ev.add_argument("root", type=Path)
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ev.add_argument("--bundle", type=Path)
-    ev.add_argument("--baselines", action="store_true", help="also BRISQUE, NIQE and the signal mean")
-    ev.add_argument("--diagnosis", action="store_true",
-                    help="also the diagnosis benchmark: does the dimension that falls, and the alert, name the "
-                         "distortion (each clip against its clean reference; ladders on unseen content)")
-    ev.set_defaults(func=cmd_eval)
 
-    ex = sub.add_parser("export", help="export a checkpoint to a deployable bundle")
-    ex.add_argument("checkpoint", type=Path)
-    ex.add_argument("--out", type=Path, required=True)
-    from export.cli import add_arguments
-
-    add_arguments(ex)  # --eval-root, --precision, ...
-    ex.set_defaults(func=cmd_export)
-    return p
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments every `fvq` command line takes before its subcommand."""
+    p.add_argument("--version", action="version", version=f"fvq-live {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand with the command's logging; a refused input is one line on stderr and exit code 2.
+
+    A ValueError that is not a refusal known here (a bundle refused by export's checks, say) is re-raised for
+    the caller to word.
+    """
+    from stream.config import ConfigError
     from stream.logs import configure
 
     # every log line redacted of secrets; repeats logged once a minute with a count
@@ -299,12 +294,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ValueError as exc:
         from engines.base_model import BaseModelError
-        from export.bundle import BundleError
 
-        if not isinstance(exc, BundleError | BaseModelError):
+        if not isinstance(exc, BaseModelError):
             raise
-        print(f"fvq: refusing the model bundle: {exc}", file=sys.stderr)
-        return 2
+        return refuse_bundle(exc)
+
+
+def refuse_bundle(exc: Exception) -> int:
+    """The one line a refused model bundle gets (exit code 2)."""
+    print(f"fvq: refusing the model bundle: {exc}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m stream.cli serve|score`: the serving subcommands alone, exactly as `fvq` parses them."""
+    p = argparse.ArgumentParser(prog="fvq", description=DESCRIPTION)
+    add_common_arguments(p)
+    sub = p.add_subparsers(dest="command", required=True)
+    add_serve_arguments(sub.add_parser("serve", help=SERVE_HELP))
+    add_score_arguments(sub.add_parser("score", help=SCORE_HELP))
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

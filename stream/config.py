@@ -11,6 +11,10 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The kinds of source and their facts (stream/sources/: one module per kind); SourceKind and infer_kind are
+# imported from here by the rest of the code.
+from stream.sources import SourceKind, infer_kind, source_type
+
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the field and what is wrong."""
@@ -24,15 +28,6 @@ class DropPolicy(StrEnum):
     wait = "wait"  # the decoder waits for room (files: nothing is lost)
     drop_oldest = "drop_oldest"  # the oldest queued frame is dropped (live sources: stay current)
     latest_only = "latest_only"  # keep only the newest frame
-
-
-class SourceKind(StrEnum):
-    file = "file"
-    rtmp_pull = "rtmp_pull"
-    rtmp_listen = "rtmp_listen"
-    pull = "pull"  # RTSP, HLS, SRT, HTTP: anything ffmpeg opens
-    whip = "whip"
-    rtmp_server = "rtmp_server"  # listen on rtmp://HOST:PORT/APP (no key): any number of publishers, a stream per key
 
 
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -99,12 +94,13 @@ class SourceConfig(_Strict):
     def _infer(self) -> SourceConfig:
         if self.kind is None:
             object.__setattr__(self, "kind", infer_kind(self.url, self.listen))
+        facts = source_type(self.kind)
         if self.drop_policy is None:
-            policy = DropPolicy.wait if self.kind == SourceKind.file else DropPolicy.drop_oldest
+            policy = DropPolicy.wait if facts.ends else DropPolicy.drop_oldest
             object.__setattr__(self, "drop_policy", policy)
-        if self.allow_keys and self.kind != SourceKind.rtmp_server:
+        if self.allow_keys and not facts.takes_allow_keys:
             raise ValueError("allow_keys is for RTMP listen sources without a key (rtmp://HOST:PORT/APP, listen: true)")
-        if self.publish_tokens and self.kind not in (SourceKind.rtmp_server, SourceKind.rtmp_listen):
+        if self.publish_tokens and not facts.takes_publish_tokens:
             raise ValueError("publish_tokens is for RTMP listen sources (listen: true)")
         return self
 
@@ -122,28 +118,6 @@ def check_label_name(name: str) -> str:
     if name in RESERVED_LABELS:
         raise ValueError(f"label name {name!r} is reserved (stream, job, instance, le and quantile are set elsewhere)")
     return name
-
-
-def infer_kind(url: str, listen: bool = False) -> SourceKind:
-    parsed = urlparse(url)
-    scheme = parsed.scheme.lower()
-    if scheme in ("rtmp", "rtmps"):
-        if listen and scheme == "rtmp" and len([p for p in parsed.path.split("/") if p]) == 1:
-            return SourceKind.rtmp_server  # an app without a key: every key published to it is a stream
-        return SourceKind.rtmp_listen if listen else SourceKind.rtmp_pull
-    if listen:
-        from stream.redact import redact_url
-
-        raise ValueError(f"`listen` is for rtmp:// URLs only, not {redact_url(url)!r}")
-    if scheme in ("rtsp", "rtsps", "srt", "http", "https", "udp", "tcp"):
-        return SourceKind.pull
-    if scheme in ("", "file"):
-        return SourceKind.file
-    from stream.redact import redact_url
-
-    raise ValueError(
-        f"unsupported URL scheme {scheme!r} in {redact_url(url)!r}: use a file path, rtmp, rtsp, srt or http(s)"
-    )
 
 
 class WindowConfig(_Strict):

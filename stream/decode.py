@@ -13,14 +13,14 @@ import cv2
 import numpy as np
 
 from engines.features import FrameRecord
-from stream.config import AnalysisConfig, SourceConfig, SourceKind
+from stream.config import AnalysisConfig, SourceConfig
 from stream.queues import END, FrameQueue
 from stream.relay import Relay, needs_relay
+from stream.sources import source_type
 
 log = logging.getLogger(__name__)
 
 THUMB_HEIGHT_RATIO = 9 / 16
-LISTEN_WAIT_S = 3.0  # a listen source waits this long for its publisher per attempt, then asks again
 LIVE_PROBE_OPTIONS = {"analyzeduration": "500000", "probesize": "500000"}
 # Decoders that export their quantiser per macroblock (a direct measure of how hard the encoder compressed).
 QP_CODECS = ("h264", "hevc")
@@ -129,7 +129,12 @@ class SourceEvents:
 
 class SourceReader(threading.Thread):
     """Reads one source with PyAV in its own thread: files (paced or not, looped or not), RTMP pull and
-    listen, RTSP/HLS/SRT pull. Pull and listen sources reconnect with exponential backoff."""
+    listen, RTSP/HLS/SRT pull. Pull and listen sources reconnect with exponential backoff.
+
+    How it opens the source and what it does at the end or on an error follow the source's type
+    (stream/sources/). `url` is what to open when it is not the source's own URL (an RTMP listen source is
+    played from the monitor's nginx-rtmp).
+    """
 
     def __init__(
         self,
@@ -139,9 +144,12 @@ class SourceReader(threading.Thread):
         events: SourceEvents,
         backoff: tuple[float, float] = (0.5, 10.0),
         clock: Callable[[], float] = time.monotonic,
+        url: str | None = None,
     ) -> None:
         super().__init__(name=f"decode-{source.name}", daemon=True)
         self.source = source
+        self.facts = source_type(source.kind)
+        self.url = url or source.url
         self.converter = FrameConverter(analysis)
         self.queue = queue
         self.events = events
@@ -158,36 +166,36 @@ class SourceReader(threading.Thread):
 
     def run(self) -> None:
         delay = self.backoff[0]
-        kind = self.source.kind
+        facts = self.facts
         try:
             while not self._halt.is_set():
                 started = self._clock()
                 failed = True
                 try:
-                    finished = self._read_once()
+                    finished = self.read_once()
                     failed = False
                 except av.error.ExitError:
                     finished = False  # interrupted by stop()
-                except (av.error.FFmpegError, OSError, _NoVideo) as exc:
-                    if kind == SourceKind.rtmp_listen and self._opening and not isinstance(exc, _NoVideo):
+                except (av.error.FFmpegError, OSError, NoVideoError) as exc:
+                    if facts.waits_for_publisher and self._opening and not isinstance(exc, NoVideoError):
                         if self._halt.wait(0.2):  # no publisher within the wait: ask again (stop() is seen)
                             break
                         continue
                     self.events.error("open" if self._opening else "decode", _describe(exc, self.source.url))
-                    finished = kind == SourceKind.file and not self.source.loop
+                    finished = facts.ends and not self.source.loop
                 except Exception as exc:  # a bug must not take other streams down
                     log.exception("source %s failed", self.source.name)
                     self.events.error("internal", f"{type(exc).__name__}: {exc}")
-                    finished = kind == SourceKind.file
+                    finished = facts.ends
                 if self._halt.is_set() or finished:
                     break
-                if kind == SourceKind.file and self.source.loop and not failed:
+                if facts.ends and self.source.loop and not failed:
                     delay = self.backoff[0]
                     continue  # the end of a looped file: start again at once
                 # a looped file that failed to reopen (EMFILE, removed) backs off like a live source
                 if self._clock() - started > 5 * self.backoff[0] and not self._opening:
                     delay = self.backoff[0]  # it ran for a while: start the backoff afresh
-                if kind == SourceKind.rtmp_listen and not self._opening:
+                if facts.waits_for_publisher and not self._opening:
                     delay = self.backoff[0]  # a publisher left: listen again at once
                 self.events.reconnecting(delay)
                 if self._halt.wait(delay):
@@ -200,22 +208,13 @@ class SourceReader(threading.Thread):
     _opening = True
 
     def _open(self):
-        src = self.source
-        options = dict(src.options)
-        timeout: float | tuple[float, float] | None = (10.0, 10.0)
-        url = src.url[len("file://") :] if src.url.startswith("file://") else src.url
-        if src.kind == SourceKind.rtmp_listen:
-            from stream.rtmp import internal_url
-
-            # the monitor's nginx-rtmp takes the publisher (stream.rtmp); the key is played from it on loopback,
-            # waiting for a publisher up to the open timeout, then again (stop() is seen in between)
-            url = internal_url(src.url)
-            timeout = (LISTEN_WAIT_S, 10.0)
-        elif src.kind == SourceKind.file:
-            timeout = None
-        elif src.url.startswith("rtsp"):
-            options.setdefault("rtsp_transport", "tcp")
-        if src.kind != SourceKind.file:
+        src, facts = self.source, self.facts
+        # an RTMP listen source is played from the monitor's nginx-rtmp on loopback (self.url), waiting for a
+        # publisher up to the open timeout, then again (stop() is seen in between)
+        timeout = facts.open_timeout
+        url = self.url[len("file://") :] if self.url.startswith("file://") else self.url
+        options = {**facts.input_options(src.url), **src.options}
+        if not facts.ends:
             # probe briefly: ffmpeg's default (5 s) would buffer seconds of a live stream before the first frame
             options = {**LIVE_PROBE_OPTIONS, **options}
         if needs_relay(url):
@@ -231,13 +230,14 @@ class SourceReader(threading.Thread):
 
     _relay: Relay | None = None
 
-    def _read_once(self) -> bool:
-        """Opens the source and reads it to its end. Returns True when the stream is finished for good."""
+    def read_once(self) -> bool:
+        """Opens the source and reads it to its end (or until stop()), once. Returns True when the stream is
+        finished for good. Raises what opening or demuxing raised (NoVideoError: no video stream)."""
         self._opening = True
         container = self._open()
         try:
             if not container.streams.video:
-                raise _NoVideo(f"{self.source.url}: the input has no video stream")
+                raise NoVideoError(f"{self.source.url}: the input has no video stream")
             vstream = container.streams.video[0]
             vstream.thread_type = "SLICE"
             vstream.codec_context.thread_count = 1
@@ -261,7 +261,7 @@ class SourceReader(threading.Thread):
                 for frame in frames:
                     record = self.converter.convert(frame)
                     self.events.frame()
-                    if self.source.kind == SourceKind.file and self.source.realtime:
+                    if self.facts.ends and self.source.realtime:
                         if pace_start is None:
                             pace_start, first_pts = self._clock(), record.pts
                         ahead = (record.pts - first_pts) - (self._clock() - pace_start)
@@ -269,7 +269,7 @@ class SourceReader(threading.Thread):
                             return True
                     if not self.queue.put(record):
                         return True
-            if self.source.kind == SourceKind.file:
+            if self.facts.ends:
                 return not self.source.loop
             self.events.error("eof", f"{self.source.url}: the stream ended")
             return False
@@ -280,7 +280,7 @@ class SourceReader(threading.Thread):
                 self._relay = None
 
 
-class _NoVideo(Exception):
+class NoVideoError(Exception):
     """The input opened but holds no video stream."""
 
 

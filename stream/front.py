@@ -7,29 +7,26 @@ that owns it, so none appears twice; a worker's own series get a `worker` label)
 series; `/streams` merges their snapshots; per-stream paths (`/streams/{stream}`, WHIP, and any route added with
 `add_owner_routes`) are forwarded to the stream's owner; `/sd` lists the workers for Prometheus `http_sd`. The
 stream API, reload, media-server hooks and RTMP listen are the front's own (stream/front_api.py): what they create
-is placed here like a config stream.
+is placed here like a config stream. Its HTTP app is stream/front_http.py, its /metrics merge stream/front_metrics.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 
-from stream import __version__
-from stream.config import MonitorConfig, SourceConfig, SourceKind, check_stream_name
+from stream.admission import NoWorkerError, StreamCapError, StreamPlacedError, WorkerRefusedError
+from stream.config import MonitorConfig, SourceConfig
+from stream.front_metrics import FrontMetrics, front_exposition
 from stream.redact import redact_url
-from stream.workers import CLIENT_HEADER, TOKEN_HEADER
+from stream.sources import source_type
+from stream.workers import TOKEN_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +35,7 @@ REFERENCE_PIXEL_RATE = 1280 * 720 * 30  # a 720p30 stream: the estimate for a so
 REFERENCE_COST = 0.12  # CPU-s per second of a 720p30 stream in this monitor (BENCHMARKS.md), until measured
 HANG_S = 10.0  # a local worker process alive but silent this long is killed (and restarted)
 WHIP_GRACE_S = 10.0  # a WHIP stream placed but not yet held by its worker (POST in flight) is kept this long
-FORWARD_OWN = {CLIENT_HEADER.lower(), TOKEN_HEADER.lower()}  # set by the front only, never passed on from a client
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
-              "proxy-authorization", "te", "trailer", "content-encoding"}
+
 
 
 class Worker(Protocol):
@@ -79,56 +74,6 @@ class Placement:
     last_resume_s: float | None = None  # from the last window before an interruption to the first after
     client: str | None = None  # WHIP: the publisher's address, as the front saw it (the per-client cap)
     state: str | None = None  # as its worker last reported it
-
-
-class FrontMetrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        w = ["worker"]
-        self.up = Gauge("fvq_worker_up", "1 while the worker answers the front.", w, registry=r)
-        self.restarts = Counter("fvq_worker_restarts_total", "Times the worker's process or actor was restarted.", w,
-                                registry=r)
-        self.streams = Gauge("fvq_worker_streams", "Streams placed on the worker.", w, registry=r)
-        self.load = Gauge("fvq_worker_load_cpu", "Estimated CPU-s per second of the streams placed on the worker "
-                          "(measured from its CPU time, shared by pixel rate).", w, registry=r)
-        self.cpu = Gauge("fvq_worker_cpu_cores", "CPU-s per second the worker's process used, last interval.", w,
-                         registry=r)
-        self.placement = Gauge("fvq_stream_worker", "1 for the worker a stream is placed on.", ["stream", "worker"],
-                               registry=r)
-        self.moves = Counter("fvq_worker_stream_moves_total", "Streams moved to another worker, by reason "
-                             "(lost: the worker stopped answering; rebalance: a worker joined).", ["reason"],
-                             registry=r)
-        self.lost = Counter("fvq_worker_windows_lost_total", "Windows a stream did not publish while its worker was "
-                            "restarted or it moved (the gap over the hop, less one).", ["stream"], registry=r)
-        self.scrape_errors = Counter("fvq_worker_scrape_errors_total", "Worker requests that failed.", w,
-                                     registry=r)
-        self.hook_events = Counter(
-            "fvq_hook_events_total", "Media-server publish notifications, by server (nginx, srs, nms), event "
-            "(publish, unpublish) and result (added, removed, ignored, refused, unauthorized, error).",
-            ["server", "event", "result"], registry=r)
-        self.rtmp_rejected = Counter(
-            "fvq_rtmp_rejected_total", "RTMP connections refused at the front's listen ports, by reason "
-            "(handshake_timeout, key, token, limit, exists, start).", ["reason"], registry=r)
-        self.http_rejected = Counter(  # the front's public HTTP (stream.server.ConnectionLimits counts here)
-            "fvq_http_rejected_total", "HTTP connections or requests refused, by reason (connections, "
-            "client_connections, header_timeout, body_timeout, body_too_large, header_too_large, bad_request).",
-            ["reason"], registry=r)
-        for reason in ("lost", "rebalance"):
-            self.moves.labels(reason)
-
-    def forget_worker(self, wid: str) -> None:
-        for metric in (self.up, self.restarts, self.streams, self.load, self.cpu, self.scrape_errors):
-            try:
-                metric.remove(wid)
-            except KeyError:
-                pass
-
-    def forget_stream(self, name: str) -> None:
-        for metric in (self.placement, self.lost):
-            with metric._lock:
-                for labels in list(metric._metrics):
-                    if labels[0] == name:
-                        del metric._metrics[labels]
 
 
 class Front:
@@ -480,13 +425,7 @@ class Front:
         return p is not None and p.worker == wid
 
     async def metrics_text(self) -> bytes:
-        texts = await self.fetch_all("/metrics")
-        own = {m.name for m in self.metrics.registry.collect()}  # hooks and RTMP listen are counted by the front
-        families = [_summed(f) if f.name in SUMMED else f
-                    for f in merge_expositions(texts, self.owned_by) if f.name not in own]
-        registry = CollectorRegistry()
-        registry.register(_Families(families))
-        return generate_latest(self.metrics.registry) + generate_latest(registry)
+        return front_exposition(self.metrics, await self.fetch_all("/metrics"), self.owned_by)
 
     async def snapshot(self) -> list[dict[str, Any]]:
         import json
@@ -506,74 +445,9 @@ class Front:
         return sorted(out, key=lambda s: s["name"])
 
 
-class NoWorkerError(RuntimeError):
-    """No worker answers: nothing can take a stream now."""
-
-
-class StreamPlacedError(RuntimeError):
-    """A stream of that name is already placed."""
-
-
-class WorkerRefusedError(RuntimeError):
-    """The worker refused the stream's source; the message is its reason."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class StreamCapError(RuntimeError):
-    """`limits.max_streams` streams are placed already."""
-
-
-SUMMED = {"fvq_streams_active"}  # one series over all workers: what is live now, wherever it runs
-
-
-def _summed(fam: Metric) -> Metric:
-    out = Metric(fam.name, fam.documentation, fam.type, fam.unit)
-    out.add_sample(fam.name, {}, sum(s.value for s in fam.samples if s.name == fam.name))
-    return out
-
-
-class _Families:
-    """A collector that yields already-built metric families (the merged worker expositions)."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterable[Metric]:
-        return self.families
-
-
-def merge_expositions(texts: dict[str, str], owned_by) -> list[Metric]:
-    """Merges worker expositions into one set of families: a sample with a `stream` label is kept only from the
-    worker that owns the stream (a stream still draining on its old worker never shows twice); every other sample
-    gets a `worker` label. A series already taken is skipped, so the result never holds one twice."""
-    merged: dict[str, Metric] = {}
-    seen: set[tuple[str, tuple]] = set()
-    for wid in sorted(texts):
-        for fam in text_string_to_metric_families(texts[wid]):
-            out = merged.get(fam.name)
-            if out is None:
-                out = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
-            for s in fam.samples:
-                labels = dict(s.labels)
-                if "stream" in labels:
-                    if not owned_by(labels["stream"], wid):
-                        continue
-                else:
-                    labels["worker"] = wid
-                key = (s.name, tuple(sorted(labels.items())))
-                if key in seen:
-                    continue
-                seen.add(key)
-                out.add_sample(s.name, labels, s.value, s.timestamp, s.exemplar)
-    return list(merged.values())
-
-
 def probe_pixel_rate(source: SourceConfig) -> float | None:
     """Width x height x fps of a file source (a cheap header read); None for live sources (not opened here)."""
-    if source.kind != SourceKind.file:
+    if not source_type(source.kind).ends:
         return None
     try:
         import av
@@ -584,254 +458,3 @@ def probe_pixel_rate(source: SourceConfig) -> float | None:
             return float(v.codec_context.width * v.codec_context.height * fps)
     except Exception:  # the worker reports the real error when it opens it
         return None
-
-
-def _reload(catalog) -> None:
-    """SIGHUP: re-read the config file; a bad file changes nothing and says why."""
-    try:
-        catalog.reload()
-    except Exception as exc:
-        log.error("SIGHUP: the config file was not applied: %s", exc)
-
-
-# HTTP
-
-FRONT_KEY: web.AppKey[Front] = web.AppKey("front", Front)
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    body = await request.app[FRONT_KEY].metrics_text()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def _streams(request: web.Request) -> web.Response:
-    return web.json_response({"streams": await request.app[FRONT_KEY].snapshot()})
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    front = request.app[FRONT_KEY]
-    workers = front.pool.workers()
-    answering = [wid for wid in workers if wid in front.last_ok]
-    unhealthy = [wid for wid in answering if not front.loads.get(wid, {}).get("healthy", True)]
-    streams = await front.snapshot()
-    ok = bool(answering) and not unhealthy
-    body = {
-        "status": "ok" if ok and len(answering) == len(workers) else ("degraded" if answering else "no worker up"),
-        "workers": len(workers), "workers_up": len(answering), "workers_stalled": unhealthy,
-        "streams": len(streams), "streams_up": sum(1 for s in streams if s["state"] == "up"),
-    }
-    if hasattr(front.pool, "spares_ready"):
-        body["worker_spares_ready"] = front.pool.spares_ready()
-    return web.json_response(body, status=200 if answering else 503)
-
-
-async def _sd(request: web.Request) -> web.Response:
-    """Prometheus http_sd: one target group per worker, labelled with its worker id and node."""
-    groups = []
-    for wid, w in sorted(request.app[FRONT_KEY].pool.workers().items()):
-        if w.url:
-            host = w.url.split("://", 1)[1].rstrip("/")
-            groups.append({"targets": [host], "labels": {"worker": wid, "node": w.node}})
-    return web.json_response(groups)
-
-
-async def forward(front: Front, w: Worker, request: web.Request) -> web.StreamResponse:
-    """The request as it came, to the worker; its answer as it came back."""
-    assert front.session is not None
-    headers = {k: v for k, v in request.headers.items()
-               if k.lower() not in HOP_BY_HOP and k.lower() not in FORWARD_OWN}
-    # the worker sees the front's address: it is told the client's, which it believes only with the token
-    headers[CLIENT_HEADER], headers[TOKEN_HEADER] = request.remote or "unknown", front.token
-    body = await request.read()
-    try:
-        async with front.session.request(request.method, w.url + request.rel_url.path_qs, data=body or None,
-                                         headers=headers, allow_redirects=False,
-                                         timeout=aiohttp.ClientTimeout(total=60)) as r:
-            payload = await r.read()
-            out = {k: v for k, v in r.headers.items() if k.lower() not in HOP_BY_HOP}
-            return web.Response(status=r.status, body=payload, headers=out)
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return web.Response(status=502, text=f"the worker holding this stream did not answer: {exc}\n")
-
-
-def _owner_handler(front: Front):
-    async def handler(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["stream"]
-        w = front.owner(name)
-        if w is None or not w.url:
-            p = front.placements.get(name)
-            if p is None:
-                raise web.HTTPNotFound(text=f"no stream named {name!r}\n")
-            raise web.HTTPServiceUnavailable(text=f"stream {name!r} is moving to worker {p.worker}; try again\n",
-                                             headers={"Retry-After": "1"})
-        return await forward(front, w, request)
-
-    return handler
-
-
-def add_owner_routes(app: web.Application, front: Front, pattern: str, methods: Iterable[str] = ("*",)) -> None:
-    """Forwards every request on `pattern` (which names `{stream}`) to the worker that owns that stream; e.g.
-    `add_owner_routes(app, front, "/api/v1/streams/{stream}")`."""
-    handler = _owner_handler(front)
-    for m in methods:
-        app.router.add_route(m, pattern, handler)
-
-
-def _whip_post(front: Front):
-    async def handler(request: web.Request) -> web.StreamResponse:
-        from stream.whip import ingest_refusal
-
-        name = request.match_info["stream"]
-        server = front.config.server
-        client = request.remote or "unknown"
-        # default-deny and the per-client cap from the real address, before anything is placed (the worker
-        # checks both again, from the address the front forwards)
-        if (refused := ingest_refusal(server, client, request.headers.get("Authorization", ""))) is not None:
-            return refused
-        held = sum(1 for q in front.placements.values()
-                   if q.pushed and q.client == client and q.state not in ("ended", "error"))
-        if held >= server.whip_max_sessions_per_client:
-            return web.Response(status=429, headers={"Retry-After": "5"}, text=(
-                f"your address holds {held} WHIP sessions already (server.whip_max_sessions_per_client="
-                f"{server.whip_max_sessions_per_client}): DELETE one first\n"))
-        try:
-            check_stream_name(name)
-        except ValueError as exc:
-            return web.Response(status=400, text=f"{exc}\n")
-        placed = None
-        p = front.placements.get(name)
-        if p is None or not p.pushed:
-            if p is not None:
-                return web.Response(status=409, text=f"a stream named {name!r} is already being watched\n")
-            source = SourceConfig(name=name, url=f"whip:{name}", kind=SourceKind.whip)
-            try:
-                placed = p = await front.add_source(source, pushed=True)
-                p.client = client
-            except NoWorkerError as exc:
-                return web.Response(status=503, text=f"{exc}\n", headers={"Retry-After": "1"})
-            except StreamCapError as exc:
-                return web.Response(status=503, text=f"{exc}; try again when a stream has ended\n")
-        w = front.pool.workers().get(p.worker)
-        if w is None or not w.url:
-            return web.Response(status=503, text="the stream's worker is restarting; try again\n",
-                                headers={"Retry-After": "1"})
-        response = await forward(front, w, request)
-        if placed is not None and response.status >= 300:
-            front._drop(placed, f"its WHIP offer was refused ({response.status})")
-        return response
-
-    return handler
-
-
-async def _whip_options(request: web.Request) -> web.Response:
-    from stream.whip import SDP
-
-    return web.Response(status=204, headers={"Accept-Post": SDP})  # CORS: _cors, for allowed origins only
-
-
-async def _cors(request: web.Request, response: web.StreamResponse) -> None:
-    from stream.whip import cors_headers
-
-    response.headers.update(cors_headers(request.app[FRONT_KEY].config.server, request))
-
-
-def build_front_app(front: Front, catalog=None, limits=None) -> web.Application:
-    """The front's HTTP: merged views, per-stream routes to the owner, and (given the front's catalog, a
-    stream.front_api.FrontCatalog) the stream API and media-server hooks; under `limits` (a
-    stream.server.ConnectionLimits) the single process's body timeout and keep-alive limit."""
-    from stream.server import limits_middleware
-
-    middlewares = [limits_middleware(limits)] if limits is not None else []
-    app = web.Application(client_max_size=front.config.server.whip_max_body_bytes, middlewares=middlewares)
-    app[FRONT_KEY] = front
-    app.on_response_prepare.append(_cors)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/streams", _streams)
-    app.router.add_get("/sd", _sd)
-    add_owner_routes(app, front, "/streams/{stream}", ("GET",))
-    app.router.add_post("/whip/{stream}", _whip_post(front))
-    app.router.add_route("OPTIONS", "/whip/{stream}", _whip_options)
-    add_owner_routes(app, front, "/whip/{stream}/{session}", ("OPTIONS", "DELETE", "PATCH"))
-    if catalog is not None:
-        from stream.front_api import add_front_api_routes
-
-        add_front_api_routes(app, catalog)
-    return app
-
-
-async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0, table: bool = False,
-                      ready=None, config_path=None, overrides: dict | None = None) -> None:
-    """Starts the pool (via `pool_factory(token, poke)`), the front and its HTTP server; runs until SIGINT/SIGTERM
-    (or `duration` seconds); SIGHUP re-reads `config_path` and applies the difference in its streams.
-    `ready(front, url)` is called once serving."""
-    import signal
-    import sys
-
-    from stream.server import ConnectionLimits, bind_http_socket, limited_runner, raise_open_file_limit
-
-    token = secrets.token_urlsafe(24)
-    loop = asyncio.get_running_loop()
-    front_box: list[Front] = []
-    # the public port first: one in use is a clear error (PortInUseError) before any worker starts
-    raise_open_file_limit(config.server.max_connections + 256 + 8 * config.limits.max_streams)
-    listening = bind_http_socket(config.server.host, config.server.port)
-
-    def poke() -> None:
-        if front_box:
-            loop.call_soon_threadsafe(front_box[0].poke)
-
-    try:
-        pool = await loop.run_in_executor(None, pool_factory, token, poke)
-    except BaseException:
-        listening.close()
-        raise
-    front = Front(config, pool, token)
-    front_box.append(front)
-    runner = catalog = None
-    try:
-        from stream.front_api import FrontCatalog
-
-        await front.start()
-        catalog = FrontCatalog(front, loop, config_path, overrides)
-        await loop.run_in_executor(None, catalog.streams.start, config.sources)  # RTMP listen: the front's nginx
-        await loop.run_in_executor(None, catalog.load_state)  # persisted API streams, placed once, by the front
-        await front.reconcile()  # the placement's series are right from the first request
-        # the single process's limits: timeouts, connection caps (503 + reason), keep-alive and header bounds
-        limits = ConnectionLimits(config.server, front.metrics)
-        runner = limited_runner(build_front_app(front, catalog, limits), limits)
-        await runner.setup()
-        site = web.SockSite(runner, listening)
-        await site.start()
-        addr = runner.addresses[0] if runner.addresses else (config.server.host, config.server.port)
-        url = f"http://{addr[0]}:{addr[1]}"
-        print(f"fvq {__version__}: serving {url}/metrics  /streams  /healthz  /sd  POST /whip/{{stream}} "
-              f"({len(pool.workers())} workers)", flush=True)
-        if ready is not None:
-            ready(front, url)
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, catalog))
-        started = time.monotonic()
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
-            if table:
-                from stream.table import render_table
-
-                sys.stdout.write(render_table(await front.snapshot()))
-                sys.stdout.flush()
-            if duration and time.monotonic() - started > duration:
-                break
-    finally:
-        if runner is None:
-            listening.close()
-        if catalog is not None:
-            await loop.run_in_executor(None, catalog.streams.close)
-        await front.stop()
-        if runner is not None:
-            await runner.cleanup()
-        await loop.run_in_executor(None, pool.stop)

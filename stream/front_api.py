@@ -20,6 +20,7 @@ from stream.api import PREFIX, StreamApi
 from stream.catalog import Catalog, CatalogError, _scrub
 from stream.config import SourceConfig, SourceKind
 from stream.redact import redact_url
+from stream.sources import source_type
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +46,22 @@ class FrontStreams:
     def add_stream(self, source: SourceConfig) -> None:
         """As Monitor.add_stream: an RTMP listen source is served by the front's nginx-rtmp, and what the workers
         get is a pull of the key from it (a named key now, an app's keys as they are published)."""
-        from stream.monitor import StreamExistsError
+        from stream.admission import StreamExistsError
         from stream.rtmp import internal_url
 
         if source.name in self.front.placements or source.name in self.rtmp.by_name:
             raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
-        if source.kind in (SourceKind.rtmp_server, SourceKind.rtmp_listen) and self.config.cluster is not None:
+        facts = source_type(source.kind)
+        if facts.rtmp_listener and self.config.cluster is not None:
             from stream.rtmp import RtmpListenError
 
             raise RtmpListenError(f"{source.name}: RTMP listen is not served with --ray yet: the workers on other "
                                   "nodes cannot pull from the front's loopback (use workers on one machine, or a "
                                   "media server with hooks)")
-        if source.kind == SourceKind.rtmp_server:
+        if facts.stream_per_key:
             self.rtmp.attach(source)
             return
-        if source.kind != SourceKind.rtmp_listen:
+        if not facts.rtmp_listener:
             self._place(source)
             return
         self.rtmp.attach(source)
@@ -74,8 +76,14 @@ class FrontStreams:
         self.listen[source.name] = source
 
     def _place(self, source: SourceConfig) -> None:
-        from stream.front import NoWorkerError, StreamCapError, StreamPlacedError, WorkerRefusedError
-        from stream.monitor import StreamExistsError, StreamLimitError
+        from stream.admission import (
+            NoWorkerError,
+            StreamCapError,
+            StreamExistsError,
+            StreamLimitError,
+            StreamPlacedError,
+            WorkerRefusedError,
+        )
 
         try:
             self._call(self.front.place(source))
@@ -152,7 +160,7 @@ class FrontCatalog(Catalog):
         shown = source.model_dump(mode="json")
         shown["url"] = redact_url(source.url)  # stream/redact.py, as /streams shows it
         shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
-        origin = self.origin.get(name) or ("whip" if source.kind == SourceKind.whip else "rtmp")
+        origin = self.origin.get(name) or ("whip" if source_type(source.kind).pushed else "rtmp")
         if p is None:  # an RTMP listen app for many publishers: its keys are streams of their own
             status = {"state": "listening"}
         elif status is None:

@@ -10,7 +10,7 @@ import re
 from aiohttp import web
 from pydantic import ValidationError
 
-from stream.api import authorized
+from stream.access import authorized
 from stream.catalog import Catalog, CatalogError, catalog_for
 from stream.config import HooksConfig, SourceConfig
 from stream.monitor import Monitor

@@ -8,18 +8,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import av
 
 from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResult
+from stream.admission import StreamExistsError, StreamLimitError
 from stream.analysis import Analyzer
-from stream.config import DropPolicy, MonitorConfig, SourceConfig, SourceKind
-from stream.decode import FrameConverter, SourceEvents, SourceReader
+from stream.config import DropPolicy, MonitorConfig, SourceConfig
+from stream.decode import FrameConverter, SourceReader
+from stream.load_shedding import SHED_LEVELS, LoadShedder
 from stream.metrics import Metrics, build_metrics
 from stream.queues import END, FrameQueue
-from stream.redact import redact_text, redact_url
+from stream.redact import redact_url
+from stream.rtmp import RtmpListeners, internal_url
+from stream.scoring import assemble, rate
+from stream.sources import source_type
+from stream.stream_state import StreamState
 from stream.windows import WindowAssembler
 
 log = logging.getLogger(__name__)
@@ -27,220 +32,12 @@ log = logging.getLogger(__name__)
 LEVEL_INDEX = {name: i + 1 for i, name in enumerate(LEVELS)}
 
 
-class _NullMetric:
-    def labels(self, *args: str) -> _NullMetric:
-        return self
-
-    def set(self, value: float) -> None: ...
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _NullMetrics:
-    """Stands in for Metrics once a stream is removed."""
-
-    def __getattr__(self, name: str) -> _NullMetric:
-        return _NullMetric()
-
-
-_NULL_METRICS = _NullMetrics()
-
-
-class StreamLimitError(RuntimeError):
-    """The monitor holds as many streams as `limits.max_streams` allows."""
-
-
-class StreamExistsError(RuntimeError):
-    """A stream of that name is already being watched."""
-
-
-@dataclass
-class StreamState(SourceEvents):
-    """What is known of one stream; written by its reader thread and the analysis loop, read by HTTP."""
-
-    name: str
-    kind: str
-    url: str
-    metrics: Metrics
-    state: str = "starting"  # starting, up, down, ended, error
-    last_error: str | None = None
-    width: int = 0
-    height: int = 0
-    codec: str | None = None
-    nominal_fps: float | None = None
-    fps: float = 0.0
-    bitrate_bps: float = 0.0
-    frames_received: int = 0
-    last_frame_at: float | None = None
-    started_at: float = field(default_factory=time.time)
-    _first_frame_at: float | None = None
-    latest: WindowResult | None = None
-    detached: bool = False  # removed from the monitor: reports from a stopping reader touch no metric
-    recommendation: dict[str, Any] | None = None
-    ended_at: float | None = None  # monotonic time the stream ended; it leaves after limits.ended_retention_s
-    end_reason: str | None = None
-    _error_logged_at: float = -float("inf")
-    _errors_held: int = 0
-    _bytes: collections.deque = field(default_factory=collections.deque)
-    _frames: collections.deque = field(default_factory=collections.deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    RATE_SPAN_S = 3.0
-
-    @property
-    def _m(self) -> Metrics | _NullMetrics:
-        return _NULL_METRICS if self.detached else self.metrics
-
-    # SourceEvents, called from the reader thread
-    def opened(self, width: int, height: int, fps: float | None, codec: str) -> None:
-        self.width, self.height, self.nominal_fps, self.codec = width, height, fps, codec
-        self._m.stream_width.labels(self.name).set(width)
-        self._m.stream_height.labels(self.name).set(height)
-        self.last_error = None if self.state != "error" else self.last_error
-
-    def packet(self, size: int) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._bytes.append((now, size))
-
-    def bytes_since(self, t: float) -> int:
-        """Media bytes received after monotonic time `t` (within the last few seconds kept for the rates)."""
-        with self._lock:
-            return sum(size for at, size in self._bytes if at > t)
-
-    def frame(self) -> None:
-        now = time.monotonic()
-        self.frames_received += 1
-        self.last_frame_at = now
-        if self._first_frame_at is None:
-            self._first_frame_at = now
-        with self._lock:
-            self._frames.append(now)
-        self._m.frames_received.labels(self.name).inc()
-        if self.state != "up":
-            self.state = "up"
-            self._m.stream_up.labels(self.name).set(1)
-
-    ERROR_LOG_INTERVAL_S = 30.0  # a stream's errors are logged at most once per this long, with a count
-
-    def error(self, kind: str, message: str) -> None:
-        message = redact_text(message)
-        now = time.monotonic()
-        if now - self._error_logged_at >= self.ERROR_LOG_INTERVAL_S:
-            held = f" [and {self._errors_held} more errors in the last {self.ERROR_LOG_INTERVAL_S:g} s]" \
-                if self._errors_held else ""
-            log.warning("stream %s: %s%s", self.name, message, held)
-            self._error_logged_at, self._errors_held = now, 0
-        else:
-            self._errors_held += 1
-        self.last_error = message
-        self._m.stream_errors.labels(self.name, kind).inc()
-        if kind != "decode":
-            self.mark_down("error")
-
-    def reconnecting(self, delay: float) -> None:
-        self._m.reconnects.labels(self.name).inc()
-
-    def ended(self, reason: str | None = None) -> None:
-        if self.state != "error":
-            self.state = "ended"
-        if self.ended_at is None:
-            self.ended_at = time.monotonic()
-            self.end_reason = reason or self.end_reason or ("error" if self.state == "error" else "finished")
-        self._m.stream_up.labels(self.name).set(0)
-
-    def mark_down(self, state: str = "down") -> None:
-        self.state = state
-        self._m.stream_up.labels(self.name).set(0)
-
-    def refresh_rates(self, now: float) -> None:
-        cutoff = now - self.RATE_SPAN_S
-        with self._lock:
-            while self._bytes and self._bytes[0][0] < cutoff:
-                self._bytes.popleft()
-            while self._frames and self._frames[0] < cutoff:
-                self._frames.popleft()
-            first = self._first_frame_at if self._first_frame_at is not None else now
-            span = min(self.RATE_SPAN_S, max(0.5, now - first))
-            self.fps = len(self._frames) / span
-            self.bitrate_bps = 8 * sum(size for _, size in self._bytes) / span
-        self._m.stream_fps.labels(self.name).set(self.fps)
-        self._m.stream_bitrate.labels(self.name).set(self.bitrate_bps)
-
-    def to_json(self) -> dict[str, Any]:
-        latest = self.latest
-        out: dict[str, Any] = {
-            "name": self.name,
-            "kind": self.kind,
-            "url": self.url,
-            "state": self.state,
-            "last_error": self.last_error,
-            "resolution": [self.width, self.height] if self.width else None,
-            "codec": self.codec,
-            "fps": round(self.fps, 2),
-            "bitrate_bps": round(self.bitrate_bps),
-            "frames_received": self.frames_received,
-            "recommendation": self.recommendation,
-            "end_reason": self.end_reason,
-            "latest": None,
-        }
-        if latest is not None:
-            out["latest"] = result_json(latest)
-        return out
-
-
-def result_json(r: WindowResult) -> dict[str, Any]:
-    return {
-        "start": round(r.start, 3),
-        "end": round(r.end, 3),
-        "score": None if r.score is None else round(r.score, 2),
-        "level": r.level,
-        "dimensions": {region: {k: round(v, 1) for k, v in dims.items()} for region, dims in r.dimensions.items()},
-        "face_presence": round(r.face_presence, 3),
-        "face_size": round(r.face_size, 4),
-        "identity_stability": None if r.identity_stability is None else round(r.identity_stability, 3),
-    }
-
-
-SHED_LEVELS = ("none", "half the face embeddings", "half the embeddings and model frame encodings",
-               "half the embeddings and model frame encodings, half the sampled frames")
-
-
-class LoadShedder:
-    """The load-shedding level from the analysis backlog: up a level while the backlog is over `backlog_s`
-    and has not fallen since the last change (given `backlog_s` to act), down a level once it has stayed
-    under a quarter of `backlog_s` for `recover_s`."""
-
-    def __init__(self, backlog_s: float, recover_s: float, max_level: int = len(SHED_LEVELS) - 1) -> None:
-        self.backlog_s, self.recover_s, self.max_level = backlog_s, recover_s, max_level
-        self.level = 0
-        self._changed = -float("inf")  # when the level last changed, and the backlog then
-        self._changed_backlog = 0.0
-        self._calm_since: float | None = None
-
-    def update(self, backlog: float, now: float) -> int:
-        if backlog > self.backlog_s:
-            self._calm_since = None
-            if (self.level < self.max_level and now - self._changed >= self.backlog_s
-                    and backlog >= self._changed_backlog):
-                self._set(self.level + 1, backlog, now)
-        elif backlog < self.backlog_s / 4:
-            if self._calm_since is None:
-                self._calm_since = now
-            if self.level > 0 and now - max(self._calm_since, self._changed) >= self.recover_s:
-                self._set(self.level - 1, backlog, now)
-        else:
-            self._calm_since = None
-        return self.level
-
-    def _set(self, level: int, backlog: float, now: float) -> None:
-        self.level, self._changed, self._changed_backlog = level, now, backlog
-
-
 class Stream:
     """One watched stream: its queue, window assembler, state, and (for pulled/listened/file sources) reader."""
 
     def __init__(self, source: SourceConfig, monitor: Monitor) -> None:
         self.source = source
+        self.facts = source_type(source.kind)
         self.name = source.name
         m = monitor.metrics
         self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m)
@@ -251,10 +48,12 @@ class Stream:
         self.assembler = WindowAssembler(source.name, monitor.config.window)
         self.reader: SourceReader | None = None
         self.converter: FrameConverter | None = None
-        if source.kind == SourceKind.whip:
+        if self.facts.pushed:
             self.converter = FrameConverter(monitor.config.analysis)
         else:
-            self.reader = SourceReader(source, monitor.config.analysis, self.queue, self.state)
+            # a source the monitor's nginx-rtmp takes is played from there, on loopback
+            url = internal_url(source.url) if self.facts.rtmp_listener else None
+            self.reader = SourceReader(source, monitor.config.analysis, self.queue, self.state, url=url)
         self.finished = False
         m.stream_info.set(self.name, source.labels)
         # make the series exist from the start, so a scrape sees the stream even before its first window
@@ -269,7 +68,7 @@ class Stream:
     def live(self) -> bool:
         """Frames come at the pace of real time (not a file read as fast as it decodes): the analysis must
         keep up, by skipping late windows and shedding load."""
-        return self.source.kind != SourceKind.file or self.source.realtime
+        return not self.facts.ends or self.source.realtime
 
     @property
     def active(self) -> bool:
@@ -313,15 +112,14 @@ class Monitor:
         self._pending: collections.deque[tuple[bool, FrameRecord]] = collections.deque()  # (live, frame) not analysed yet
         a = config.analysis
         self.shedder = LoadShedder(a.shed_backlog_s, a.shed_recover_s)
-        from stream.rtmp import RtmpListeners
-
         self.rtmp = RtmpListeners(self)  # the bundled nginx-rtmp of RTMP listen sources, started when one is added
 
     # streams
     def add_stream(self, source: SourceConfig) -> Stream | None:
         """Starts watching a source. An RTMP listen app for many publishers holds no stream of its own: each
         publisher's key becomes a stream when it publishes (None is returned)."""
-        if source.kind == SourceKind.rtmp_server:
+        facts = source_type(source.kind)
+        if facts.stream_per_key:
             if source.name in self.streams or source.name in self.rtmp.by_name:
                 raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
             self.rtmp.attach(source)
@@ -338,7 +136,7 @@ class Monitor:
                 )
             if old is not None:
                 self.metrics.forget_stream(source.name)
-            if source.kind == SourceKind.rtmp_listen:
+            if facts.rtmp_listener:
                 self.rtmp.attach(source)  # takes the publisher of its key; the reader plays it from there
             stream = Stream(source, self)
             self.streams[source.name] = stream
@@ -454,13 +252,11 @@ class Monitor:
             self.metrics.queue_depth.labels(stream.name).set(len(stream.queue))
             live = stream.live
             for item in items:
-                if item is END:
-                    windows.extend(stream.assembler.finish())
-                    stream.finished = True
-                    continue
-                if item.image is not None:
-                    records.append((live, item))
-                windows.extend(stream.assembler.add(item))
+                sampled: list[FrameRecord] = []
+                closed, ended = assemble(stream.assembler, item, sampled)
+                records.extend((live, f) for f in sampled)
+                windows.extend(closed)
+                stream.finished = stream.finished or ended
             st = stream.state
             st.refresh_rates(now)
             if (
@@ -483,9 +279,7 @@ class Monitor:
             batch = windows[i:i + self.WINDOW_BATCH]
             if i:
                 batch = self._drop_late(batch, time.monotonic())
-            needed = {id(f): f for w in batch for f in w.frames if f.image is not None and not f.analysed}
-            self.analyzer.analyse_frames(list(needed.values()))
-            rated = self.analyzer.rate_windows(batch)
+            rated = rate(self.analyzer, batch)
             for w, result in zip(batch, rated, strict=True):
                 self._publish(w.closed_at, result)
             results.extend(rated)

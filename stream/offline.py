@@ -10,10 +10,12 @@ from typing import Any
 
 import av
 
-from engines.features import DIMENSIONS, LEVELS, FrameRecord, Window, WindowResult
+from engines.features import DIMENSIONS, FrameRecord, Window, WindowResult, level_of
 from stream.analysis import Analyzer
 from stream.config import MonitorConfig, SourceConfig, SourceKind
-from stream.decode import SourceEvents, SourceReader, _NoVideo
+from stream.decode import NoVideoError, SourceEvents, SourceReader
+from stream.queues import END
+from stream.scoring import assemble, rate
 from stream.windows import WindowAssembler
 
 # How the face region and the whole frame combine into one figure per dimension when a face is seen.
@@ -51,36 +53,32 @@ class _Events(SourceEvents):
 
 
 class _SyncSink:
-    """Stands where the live path has its queue: assembles windows and analyses them as frames arrive."""
+    """Stands where the live path has its queue: each frame goes through the analysis loop's steps
+    (stream/scoring.py) as it arrives, so a window is rated as soon as it closes."""
 
     def __init__(self, name: str, cfg: MonitorConfig, analyzer: Analyzer, keep_windows: bool, events: _Events) -> None:
         self.assembler = WindowAssembler(name, cfg.window)
         self.analyzer = analyzer
         self.keep = keep_windows
         self.events = events
-        self.pending: list[FrameRecord] = []
         self.windows: list[Window] = []
         self.results: list[WindowResult] = []
 
-    def put(self, record: FrameRecord | None) -> bool:
-        if record is None:
+    def put(self, item: FrameRecord | object | None) -> bool:
+        if item is None or item is END:  # the reader's END: finish() closes the last windows after it
             return True
-        if record.image is not None:
-            self.pending.append(record)
-        closed = self.assembler.add(record)
+        closed, _ = assemble(self.assembler, item)
         if closed:
             self._flush(closed)
         return True
 
     def finish(self) -> None:
-        self._flush(self.assembler.finish())
+        self._flush(assemble(self.assembler, END)[0])
 
     def _flush(self, closed: list[Window]) -> None:
         for w in closed:
             w.nominal_fps = self.events.fps
-        self.analyzer.analyse_frames(self.pending)
-        self.pending = []
-        self.results.extend(self.analyzer.rate_windows(closed))
+        self.results.extend(rate(self.analyzer, closed))
         if self.keep:
             self.windows.extend(closed)
 
@@ -102,8 +100,8 @@ def analyse_file(path: str | Path, cfg: MonitorConfig, analyzer: Analyzer, keep_
     sink = _SyncSink("file", cfg, analyzer, keep_windows, events)
     reader = SourceReader(source, cfg.analysis, sink, events)  # type: ignore[arg-type]
     try:
-        reader._read_once()
-    except _NoVideo as exc:
+        reader.read_once()
+    except NoVideoError as exc:
         raise InputError(f"{path}: the file has no video stream") from exc
     except av.error.FFmpegError as exc:
         if events.frames == 0:
@@ -113,11 +111,6 @@ def analyse_file(path: str | Path, cfg: MonitorConfig, analyzer: Analyzer, keep_
         raise InputError(f"{path}: no decodable video frame" + (f" ({events.errors[0]})" if events.errors else ""))
     sink.finish()
     return FileAnalysis(str(path), sink.windows, sink.results, events.errors, events.fps, cfg.window.length_s)
-
-
-def level_for(score: float) -> str:
-    """The five FVQ levels on the 0-100 MOS scale, in equal bands."""
-    return LEVELS[min(len(LEVELS) - 1, max(0, int(score // 20)))]
 
 
 def combine_dimensions(results: list[WindowResult]) -> dict[str, float]:
@@ -144,7 +137,7 @@ def file_report(analysis: FileAnalysis) -> dict[str, Any]:
     if scores:
         score = sum(scores) / len(scores)
         report["score"] = round(score, 2)
-        report["level"] = level_for(score)
+        report["level"] = level_of(score)
     report["dimensions"] = {k: round(v, 1) for k, v in combine_dimensions(results).items()}
     report["face_presence"] = round(sum(r.face_presence for r in results) / len(results), 3) if results else 0.0
     length = analysis.window_s

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engines.families import FAMILIES, FAMILY_CAUSES, Cause
 from engines.features import WindowResult
 
 if TYPE_CHECKING:
@@ -19,32 +20,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Cause:
-    """A probable cause: the alert that carries it (in Prometheus and in webhook notices) and what to do."""
-
-    name: str
-    alertname: str
-    severity: str
-    summary: str
-    action: str
-
-
 _OVERLOADED = "give the monitor more CPU, fewer streams per instance, or lower analysis.sample_fps"
 
 # The one catalogue of alerts, causes and actions: the monitor's recommendations, the webhook, the Prometheus
-# rules (stream/alert_rules.py) and the operator docs all read it.
+# rules (stream/alert_rules.py) and the operator docs all read it. The causes a low dimension points to come from
+# the distortion-family catalogue (engines/families.py); the others are the stream's and the monitor's own.
 ALERTS: dict[str, Cause] = {c.alertname: c for c in (
     Cause("down", "FvqStreamDown", "critical", "the stream delivers no frames",
           "check the publisher: encoder running, its network, the stream URL and key"),
-    Cause("stalls", "FvqStalls", "warning", "stalls, freezes or dropped frames in the picture",
-          "network or encoder overloaded: check uplink and encoder CPU"),
-    Cause("compression", "FvqCompression", "warning", "compression artifacts or blur at a low bitrate",
-          "raise the bitrate (or use a slower encoder preset)"),
-    Cause("source", "FvqPictureDegraded", "warning", "blur or artifacts although the bitrate is not low",
-          "the picture is degraded before encoding: check camera focus and any upscaling or transcoding upstream"),
-    Cause("camera", "FvqCameraOrLighting", "warning", "bad exposure, noise or colour",
-          "camera or lighting: check exposure, lighting, gain and white balance"),
+    *FAMILY_CAUSES,
     Cause("framing", "FvqNoFace", "warning", "no face in the picture",
           "framing: put the face in the frame (camera angle, distance, crop)"),
     Cause("low_quality", "FvqQualityLow", "warning", "quality is low",
@@ -64,10 +48,8 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
 
 # Causes the monitor raises itself, in priority order: when a stream has several at once, the first raised
 # is its current recommendation.
-MONITOR_CAUSES = ("down", "stalls", "compression", "source", "camera", "framing", "low_quality")
+MONITOR_CAUSES = ("down", *(c.name for c in FAMILY_CAUSES), "framing", "low_quality")
 CAUSES: dict[str, Cause] = {c.name: c for c in ALERTS.values() if c.name in MONITOR_CAUSES}
-PICTURE = ("artifact", "blur")
-CAMERA = ("luminance", "noise", "color")
 
 
 def is_low_bitrate(bitrate_bps: float, width: int, height: int, fps: float, cfg: AlertConfig) -> bool:
@@ -84,17 +66,7 @@ def window_causes(result: WindowResult, low_bitrate: bool, cfg: AlertConfig) -> 
     region = "face" if result.dimensions.get("face") else "frame"
     dims = result.dimensions.get(region, {})
     t = cfg.dimension_threshold
-
-    def low(names: tuple[str, ...]) -> bool:
-        return any(dims.get(n, 100.0) < t for n in names)
-
-    causes = set()
-    if dims.get("temporal", 100.0) < t:
-        causes.add("stalls")
-    if low(PICTURE):
-        causes.add("compression" if low_bitrate else "source")
-    if low(CAMERA):
-        causes.add("camera")
+    causes = {f.cause_at(low_bitrate).name for f in FAMILIES if dims.get(f.name, 100.0) < t}
     if result.face_presence < cfg.no_face_ratio:
         causes.add("framing")
     if not causes and result.score is not None and result.score < cfg.low_quality_threshold:

@@ -472,7 +472,7 @@ class RtmpListeners:
         return self._add_key_stream(entry, port, form.get("app", "").split("?", 1)[0], key)
 
     def _add_key_stream(self, entry: _App, port: int, app: str, key: str) -> tuple[int, str]:
-        from stream.monitor import StreamExistsError, StreamLimitError
+        from stream.admission import StreamExistsError, StreamLimitError
 
         metrics = self.monitor.metrics
         name = key_stream_name(key)

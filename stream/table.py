@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-DIM_SHORT = (("blur", "blur"), ("noise", "nois"), ("color", "colr"), ("artifact", "artf"),
-             ("luminance", "lumi"), ("temporal", "temp"))
+from engines.families import FAMILIES
+
+DIM_SHORT = tuple((f.name, f.short) for f in FAMILIES)  # (dimension, its column heading)
 
 
 def render_table(streams: list[dict[str, Any]]) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from engines.families import Cause
 from stream import __version__
 from stream.config import AlertConfig
-from stream.recommend import Cause
 from stream.redact import redact_text, redact_url, url_credentials
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,10 @@ import collections
 import math
 import time
 
+import numpy as np
+
 from engines.features import FrameRecord, Window
+from engines.signals import thumb_change
 from stream.config import WindowConfig
 
 
@@ -15,8 +18,9 @@ class WindowAssembler:
 
     A window closes when a frame at or past its end arrives, so a stall (a timestamp gap) closes it with
     the frames it had; the gap itself is what the temporal measurements see. Frames are shared by every
-    window that holds them, never copied. When the stream ends, a stream too short for a full window still
-    yields one window over what it had.
+    window that holds them, never copied, and each frame's change from the one before it (the temporal
+    measurements' per-pair input) is measured once here, as it arrives. When the stream ends, a stream too short
+    for a full window still yields one window over what it had.
     """
 
     def __init__(self, stream: str, cfg: WindowConfig, max_gap_s: float = 30.0) -> None:
@@ -27,8 +31,15 @@ class WindowAssembler:
         self._frames: collections.deque[FrameRecord] = collections.deque()
         self._next_start: float | None = None  # start of the oldest window not yet emitted
         self.emitted = 0
+        self._received = 0
+        self._last_thumb: np.ndarray | None = None  # the previous frame's thumbnail
 
     def add(self, record: FrameRecord) -> list[Window]:
+        record.seq = self._received
+        self._received += 1
+        if self._last_thumb is not None:
+            record.change = thumb_change(self._last_thumb, record.thumb)
+        self._last_thumb = record.thumb
         if self._next_start is None:
             self._next_start = math.floor(record.pts / self.hop) * self.hop
         elif self._frames and record.pts - self._frames[-1].pts > self.max_gap:
@@ -71,6 +82,7 @@ class WindowAssembler:
             self.emitted += 1
         self._frames.clear()
         self._next_start = None
+        self._last_thumb = None
         return out
 
     @property

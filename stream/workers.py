@@ -93,7 +93,7 @@ def _refuse(status: int, reason: str) -> web.Response:
 
 
 async def _add(request: web.Request) -> web.Response:
-    from stream.monitor import StreamExistsError, StreamLimitError
+    from stream.admission import StreamExistsError, StreamLimitError
 
     if not _authorized(request):
         return _refuse(401, f"control requests need the front's {TOKEN_HEADER}")

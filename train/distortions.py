@@ -10,17 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.families import DIMENSIONS, TIMING
+from engines.families import FAMILIES as CATALOGUE
 from train.media import RenderedClip, face_mask, read_mp4
 
-FAMILIES = ("blur", "noise", "color", "artifact", "luminance", "temporal")
-KINDS: dict[str, tuple[str, ...]] = {
-    "blur": ("gaussian", "defocus"),
-    "noise": ("gaussian", "sensor"),
-    "color": ("desaturate", "cast", "saturate"),
-    "artifact": ("crf", "bitrate"),
-    "luminance": ("under", "over", "contrast"),
-    "temporal": ("freeze", "stall"),
-}
+# The families and the kinds of distortion that produce each come from the catalogue (engines/families.py); this
+# module implements every kind: its ladder below, its function in _SPATIAL (or _temporal), its place in ORDER.
+FAMILIES = DIMENSIONS
+KINDS: dict[str, tuple[str, ...]] = {f.name: f.corpus for f in CATALOGUE}
 REGIONS = ("full", "face", "background")
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -238,16 +235,33 @@ def _temporal(clip: DistortedClip, kind: str, value: float, level: int, rng: np.
     return DistortedClip(clip.frames[keep], clip.pts[keep], clip.shown[keep], clip.fps, clip.distortions)
 
 
+# The picture families' distortions: (frames, kind, strength, fps, rng) -> frames.
+_SPATIAL = {
+    "blur": lambda frames, kind, value, fps, rng: _blur(frames, kind, value),
+    "noise": lambda frames, kind, value, fps, rng: _noise(frames, kind, value, rng),
+    "color": lambda frames, kind, value, fps, rng: _color(frames, kind, value, rng),
+    "artifact": lambda frames, kind, value, fps, rng: _artifact(frames, kind, value, fps),
+    "luminance": lambda frames, kind, value, fps, rng: _luminance(frames, kind, value),
+}
+
+
 def _spatial(frames: np.ndarray, d: Distortion, fps: float, rng: np.random.Generator) -> np.ndarray:
-    if d.family == "blur":
-        return _blur(frames, d.kind, d.value)
-    if d.family == "noise":
-        return _noise(frames, d.kind, d.value, rng)
-    if d.family == "color":
-        return _color(frames, d.kind, d.value, rng)
-    if d.family == "luminance":
-        return _luminance(frames, d.kind, d.value)
-    return _artifact(frames, d.kind, d.value, fps)
+    return _SPATIAL[d.family](frames, d.kind, d.value, fps, rng)
+
+
+def _check_catalogue() -> None:
+    """Every family of the catalogue has its distortions here: a family added there fails here, by name."""
+    for f in CATALOGUE:
+        missing = [k for k in f.corpus if (f.name, k) not in LADDER]
+        if missing:
+            raise ValueError(f"train/distortions.py: no LADDER entry for {f.name} kinds {', '.join(missing)}")
+        if f.name not in ORDER:
+            raise ValueError(f"train/distortions.py: family {f.name} has no place in ORDER")
+        if f.measured_from != TIMING and f.name not in _SPATIAL:
+            raise ValueError(f"train/distortions.py: no distortion function for family {f.name} in _SPATIAL")
+
+
+_check_catalogue()
 
 
 def composite(pristine: np.ndarray, distorted: np.ndarray, masks: np.ndarray, region: str) -> np.ndarray:

@@ -193,7 +193,7 @@ def test_window_dimension_scores_are_read_from_the_analysis_or_measured_and_old_
     sig = dict(zip(spec.signal_names(), assemble_window_features(window, spec).signals.tolist(), strict=True))
     assert sig["window.frame_temporal"] == pytest.approx(measured["frame"]["temporal"])
     assert sig["window.frame_noise"] == pytest.approx(measured["frame"]["noise"])
-    window.dimensions = {"frame": {"blur": 12.0}}  # what the analysis loop measured: used as it is
+    window.measures.dimensions[spec.signals_version] = {"frame": {"blur": 12.0}}  # what the window carries: read as it is
     sig = dict(zip(spec.signal_names(), assemble_window_features(window, spec).signals.tolist(), strict=True))
     assert sig["window.frame_blur"] == 12.0 and sig["window.frame_noise"] == -1.0 and sig["window.face_blur"] == -1.0
 

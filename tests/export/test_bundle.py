@@ -55,7 +55,7 @@ def test_an_unknown_format_version_is_refused(tmp_path):
 
 
 def test_fvq_score_refuses_a_tampered_exported_bundle_with_the_reason(exported, tmp_path, capsys):
-    from stream.cli import main
+    from fvq.cli import main
 
     d = tmp_path / "tampered"
     shutil.copytree(exported, d)

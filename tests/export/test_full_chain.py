@@ -98,7 +98,7 @@ def test_base_folder_to_trained_exported_scored_and_served(family, dtype, chain_
 
     # fvq export: merged weights once, every precision checked on real frames and measured on the test split
     exported = tmp_path / "exported"
-    run("-m", "stream.cli", "export", str(bundle), "--out", str(exported), "--eval-root", str(chain_corpus))
+    run("-m", "fvq", "export", str(bundle), "--out", str(exported), "--eval-root", str(chain_corpus))
     em = json.loads((exported / "manifest.json").read_text())
     assert em["format_version"] == 2 and em["rater"]["runtime"] == "torch"
     assert {"fp32", "bf16", "int8", "int4"} <= set(em["precisions"]) and em["rater"]["precision"] in em["precisions"]
@@ -114,7 +114,7 @@ def test_base_folder_to_trained_exported_scored_and_served(family, dtype, chain_
 
     # fvq score on a clip, at the precision the export chose
     clip = next((chain_corpus / "test" / "videos").glob("*.mp4"))
-    report = json.loads(run("-m", "stream.cli", "score", "--bundle", str(exported), "--json", str(clip))
+    report = json.loads(run("-m", "fvq", "score", "--bundle", str(exported), "--json", str(clip))
                         .stdout.strip().splitlines()[-1])
     assert "error" not in report, report
     assert 0.0 <= report["score"] <= 100.0 and report["windows"]
@@ -122,7 +122,7 @@ def test_base_folder_to_trained_exported_scored_and_served(family, dtype, chain_
     # fvq serve --bundle on a live stream: the file read in real time, looped; /metrics publishes its score
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    served = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--workers", "1", "--bundle", str(exported), "--port",
+    served = subprocess.Popen([sys.executable, "-m", "fvq", "serve", "--workers", "1", "--bundle", str(exported), "--port",
                                str(port), "--loop", "--duration", "40", f"cam={clip}"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

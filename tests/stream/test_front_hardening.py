@@ -73,7 +73,7 @@ def test_front_limits_port_secrets_and_log(tmp_path: Path, small_clip: Path) -> 
         # a second front on the same port: exit 2 naming the port, before any worker starts
         t0 = time.monotonic()
         other = subprocess.run(
-            [sys.executable, "-m", "stream.cli", "serve", "--config", str(tmp_path / "fvq.yaml"), "--port",
+            [sys.executable, "-m", "fvq", "serve", "--config", str(tmp_path / "fvq.yaml"), "--port",
              str(served.port)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
             text=True, timeout=60)
         assert other.returncode == 2, other.stderr

@@ -21,7 +21,7 @@ from tests.conftest import free_port, make_face_clip
 
 
 def fvq(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fvq", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -71,7 +71,7 @@ def test_stream_cap_refuses_and_counts_and_names_are_unique():
 
 
 def test_load_shedder_goes_up_while_the_backlog_grows_and_down_after_calm():
-    from stream.monitor import LoadShedder
+    from stream.load_shedding import LoadShedder
 
     s = LoadShedder(backlog_s=1.0, recover_s=10.0)
     assert s.update(0.5, now=0.0) == 0  # behind, but under the threshold

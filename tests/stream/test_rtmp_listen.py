@@ -186,7 +186,7 @@ def test_idle_clients_never_block_a_publisher_and_the_port_is_exclusive(face_ext
             other.stop()
             env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
             cli = subprocess.run(
-                [sys.executable, "-m", "stream.cli", "serve", "--workers", "1", "--no-model", "--port", str(free_port()),
+                [sys.executable, "-m", "fvq", "serve", "--workers", "1", "--no-model", "--port", str(free_port()),
                  "--listen", f"cam={url}"], env=env, capture_output=True, text=True, timeout=60,
             )
             assert cli.returncode == 2 and f"RTMP port {port}" in cli.stderr and "in use" in cli.stderr, cli.stderr

@@ -96,7 +96,7 @@ def test_serve_shows_no_secret_in_streams_metrics_or_log(tmp_path) -> None:
         f"alerts: {{webhook_url: 'http://hook:hook-secret-7@127.0.0.1:{receiver.port}/hook'}}\n"
         "server: {whip_token: whip-token-8}\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--config", str(cfg), "--no-model",
+    proc = subprocess.Popen([sys.executable, "-m", "fvq", "serve", "--config", str(cfg), "--no-model",
                              "--port", str(port), "--duration", "12"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -221,7 +221,7 @@ def test_sighup_reloads_fvq_serve(face_clip, tmp_path):
     write_config(conf, [src("a", face_clip)])
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--config", str(conf), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "fvq", "serve", "--config", str(conf), "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
 

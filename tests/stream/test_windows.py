@@ -49,3 +49,25 @@ def test_short_stream_gets_one_window_at_the_end():
 def test_hop_longer_than_length_is_rejected():
     with pytest.raises(ValueError, match="hop_s"):
         WindowConfig(length_s=1, hop_s=2)
+
+
+def test_each_frame_carries_its_change_from_the_previous_one_measured_once():
+    from engines.signals import thumb_change, thumb_changes
+
+    rng = np.random.default_rng(3)
+    asm = WindowAssembler("s", WindowConfig(length_s=1, hop_s=0.5))
+    records = [FrameRecord(pts=i / 10, thumb=rng.integers(0, 255, (36, 64), dtype=np.uint8), source_size=(64, 36))
+               for i in range(30)]
+    wins = [w for r in records for w in asm.add(r)] + asm.finish()
+    assert records[0].change is None and [r.seq for r in records] == list(range(30))
+    for before, r in zip(records, records[1:], strict=False):
+        assert r.change == thumb_change(before.thumb, r.thumb) > 0
+    w = wins[1]
+    assert w.frames[0].seq > 0  # a window that starts mid-stream: its first frame's change is not one of its pairs
+    assert thumb_changes(w.frames).tolist() == [f.change for f in w.frames[1:]]
+    # what windows read is the carried value (measured once per frame, not once per window)...
+    w.frames[2].change = 99.0
+    assert thumb_changes(w.frames)[1] == 99.0
+    # ...only where the frames follow each other; a window of frames that do not is measured afresh
+    skipped = [w.frames[0], w.frames[2]]
+    assert thumb_changes(skipped)[0] == thumb_change(w.frames[0].thumb, w.frames[2].thumb) != 99.0

@@ -26,7 +26,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import ConfigError, MonitorConfig, default_workers, load_config
-from stream.front import merge_expositions
+from stream.front_metrics import merge_expositions
 from tests.conftest import free_port, make_face_clip, need
 from tests.stream.test_whip import FaceTrack
 
@@ -41,7 +41,7 @@ def small_clip(media_dir: Path) -> Path:
 
 
 class Served:
-    """`python -m stream.cli serve` in a subprocess, on a free loopback port; stopped (and its workers) at exit."""
+    """`python -m fvq serve` in a subprocess, on a free loopback port; stopped (and its workers) at exit."""
 
     def __init__(self, tmp: Path, config: dict, *args: str) -> None:
         self.port = free_port()
@@ -50,7 +50,7 @@ class Served:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.log = open(tmp / "serve.log", "w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "serve", "--config", str(cfg), "--port", str(self.port), *args],
+            [sys.executable, "-m", "fvq", "serve", "--config", str(cfg), "--port", str(self.port), *args],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -129,14 +129,14 @@ def test_workers_option_and_config() -> None:
     with pytest.raises(ConfigError, match="workers must be 1-256"):
         load_config(None, {"workers": 0})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--workers", "two"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "fvq", "serve", "--workers", "two"], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--workers takes a number of workers or `auto`, not 'two'" in out.stderr
     # RTMP listen with workers: the front's nginx-rtmp; a port another process holds stops the start, said so
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--workers", "2", "--port",
+        out = subprocess.run([sys.executable, "-m", "fvq", "serve", "--workers", "2", "--port",
                               str(free_port()), "--listen", f"cam=rtmp://127.0.0.1:{held.getsockname()[1]}/live/cam"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "is in use by another process" in out.stderr, out.stderr
@@ -338,7 +338,7 @@ def test_ray_option_without_ray_names_the_extra(tmp_path: Path) -> None:
     (shim / "ray").mkdir(parents=True)
     (shim / "ray" / "__init__.py").write_text("raise ImportError('hidden for this test')\n")
     env = {**os.environ, "PYTHONPATH": f"{shim}:{ROOT}"}
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "serve", "--ray", "auto"], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "fvq", "serve", "--ray", "auto"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert "need Ray, which is not installed" in out.stderr and "pip install 'fvq-live[cluster]'" in out.stderr

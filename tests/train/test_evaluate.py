@@ -40,7 +40,7 @@ def test_niqe_uses_scikit_videos_parameters_and_small_frames(frames):
 
 
 def test_train_then_eval_on_a_dozen_clips(dozen_corpus, tmp_path, capsys):
-    from stream.cli import main as fvq
+    from fvq.cli import main as fvq
     from train.fit import main as fit
 
     root, _ = dozen_corpus

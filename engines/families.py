@@ -1,0 +1,137 @@
+"""The distortion families: one catalogue of each family's dimension, signals, operator cause, alert and corpus distortions.
+
+Every layer reads this list: the signal measurements score one dimension per family (engines/signals.py, with
+the curves below), the window statistics and the dimension head have one slot per family (engines/rater.py), the
+monitor turns a low dimension into its family's cause (stream/recommend.py) and the Prometheus rules into its
+alert (stream/alert_rules.py), and the synthetic corpus produces each family with the distortion kinds named here
+(train/distortions.py). Adding a family is one `Family` entry below plus the raw measurement its curves read
+(engines/signals.py); docs/signals.md says which other edits remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cause:
+    """A probable cause of bad quality: the alert that carries it (in Prometheus and in webhook notices) and what to do."""
+
+    name: str
+    alertname: str
+    severity: str
+    summary: str
+    action: str
+
+
+# The causes a low dimension points to, in the monitor's priority order (stream/recommend.MONITOR_CAUSES): when a
+# stream shows several at once, the first raised is its recommendation.
+STALLS = Cause("stalls", "FvqStalls", "warning", "stalls, freezes or dropped frames in the picture",
+               "network or encoder overloaded: check uplink and encoder CPU")
+COMPRESSION = Cause("compression", "FvqCompression", "warning", "compression artifacts or blur at a low bitrate",
+                    "raise the bitrate (or use a slower encoder preset)")
+SOURCE = Cause("source", "FvqPictureDegraded", "warning", "blur or artifacts although the bitrate is not low",
+               "the picture is degraded before encoding: check camera focus and any upscaling or transcoding upstream")
+CAMERA = Cause("camera", "FvqCameraOrLighting", "warning", "bad exposure, noise or colour",
+               "camera or lighting: check exposure, lighting, gain and white balance")
+FAMILY_CAUSES = (STALLS, COMPRESSION, SOURCE, CAMERA)
+
+# Where a family's raw measurements come from.
+PICTURE = "picture"  # each sampled frame's RGB image, for the frame and for the main face's box
+TIMING = "timing"  # every frame's luma thumbnail and timestamp (the same for both regions)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One distortion family and everything each layer needs to know about it."""
+
+    name: str  # the family, and its dimension's name (0..100, higher is better) in every output, metric and head
+    short: str  # four letters, for the terminal table
+    what: str  # what a low score means, in an operator's words
+    measured_from: str  # PICTURE or TIMING
+    # raw measurement -> (curve "falling" | "rising", x50, steepness): the dimension is 100 times the product of
+    # the curves' values (engines/signals.dimension_score), so any one bad factor pulls it down
+    curves: Mapping[str, tuple[str, float, float]]
+    cause: Cause  # what the monitor says when the dimension is low
+    low_bitrate_cause: Cause | None  # ...instead, when the stream's bitrate is low (None: the same cause)
+    corpus: tuple[str, ...]  # the corpus distortion kinds that produce it (train/distortions.py implements each)
+
+    def cause_at(self, low_bitrate: bool) -> Cause:
+        """The cause a low score of this family points to, at a low bitrate or not."""
+        return self.low_bitrate_cause if low_bitrate and self.low_bitrate_cause is not None else self.cause
+
+
+# The order is the order of the dimensions everywhere (JSON, metrics, the learned dimension head's outputs, the
+# window statistics' keys): append, never reorder, or trained bundles read the wrong slots.
+FAMILIES: tuple[Family, ...] = (
+    Family("blur", "blur", "a soft picture: focus, motion blur, upscaling", PICTURE,
+           {"edge_blur_px": ("falling", 2.2, 3.0)},
+           SOURCE, COMPRESSION, ("gaussian", "defocus")),
+    Family("noise", "nois", "sensor noise or grain", PICTURE,
+           {"noise_sigma": ("falling", 7.0, 2.0), "grain_sigma": ("falling", 11.0, 2.0)},
+           CAMERA, None, ("gaussian", "sensor")),
+    Family("color", "colr", "washed-out, oversaturated or cast colours", PICTURE,
+           {
+               "colorfulness": ("rising", 10.0, 2.0),
+               "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
+               "skin_excess": ("falling", 0.1, 2.0),  # skin saturation beyond natural skin's (oversaturation)
+           },
+           CAMERA, None, ("desaturate", "cast", "saturate")),
+    Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,
+           {
+               "blockiness": ("falling", 0.3, 2.5),
+               # H.264/HEVC quantiser from the bitstream (0-51): ~0.99 at QP 21, 0.8 at 30, 0.5 at 36, 0.14 at 45.
+               # Deblocking hides the block grid of a starved encoder; its quantiser does not.
+               "qp": ("falling", 36.0, 8.0),
+           },
+           SOURCE, COMPRESSION, ("crf", "bitrate")),
+    Family("luminance", "lumi", "exposure, clipping, contrast", PICTURE,
+           {
+               "exposure_stops": ("falling", 1.0, 2.0),  # |log2(mean luma / MID_GREY)|
+               "clipped_share": ("falling", 0.25, 2.0),  # dark_share + bright_share
+               "contrast": ("rising", 14.0, 2.0),  # std of luma
+           },
+           CAMERA, None, ("under", "over", "contrast")),
+    Family("temporal", "temp", "freezes, stalls or dropped frames", TIMING,
+           {
+               "frozen_share": ("falling", 0.15, 1.5),
+               "longest_freeze_s": ("falling", 0.6, 1.5),
+               "stall_share": ("falling", 0.10, 1.5),
+               "drop_share": ("falling", 0.15, 1.5),
+               "duplicate_share": ("falling", 0.4, 2.0),
+               "stutter_cv": ("falling", 0.5, 2.0),
+               "flicker": ("falling", 6.0, 2.0),
+               "judder": ("falling", 0.8, 2.0),
+           },
+           STALLS, None, ("freeze", "stall")),
+)
+BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
+DIMENSIONS: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # one 0..100 dimension per family, in this order
+
+
+def family(name: str) -> Family:
+    """The family of that name; an unknown name raises, listing the known ones."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown distortion family {name!r}; families: {', '.join(DIMENSIONS)}") from None
+
+
+def families_causing(cause: Cause) -> tuple[Family, ...]:
+    """The families whose low score points to `cause` (at some bitrate)."""
+    return tuple(f for f in FAMILIES if cause in (f.cause, f.low_bitrate_cause))
+
+
+def _check() -> None:
+    if len(BY_NAME) != len(FAMILIES):
+        raise ValueError(f"distortion families: a name is listed twice in {DIMENSIONS}")
+    for f in FAMILIES:
+        if f.measured_from not in (PICTURE, TIMING):
+            raise ValueError(f"family {f.name}: measured_from must be {PICTURE!r} or {TIMING!r}")
+        for c in (f.cause, f.low_bitrate_cause):
+            if c is not None and c not in FAMILY_CAUSES:
+                raise ValueError(f"family {f.name}: cause {c.name!r} is not in FAMILY_CAUSES")
+
+
+_check()
