@@ -351,6 +351,15 @@ def fit(rater, train: Dataset, val: Dataset | None, stage1: StageSettings, stage
     return report
 
 
+def blind_face_projector(rater) -> None:
+    """Makes the face projector's output independent of the embedding: its LayerNorm gain goes to 0, so any
+    input gives the LayerNorm's bias, which is exactly what the zeroed training embeddings gave. The live path
+    feeds real embeddings; the model then reads the same face token it trained with (face or no face only)."""
+    norm = rater.model.face_proj.net[0]
+    with torch.no_grad():
+        norm.weight.zero_()
+
+
 def clip_scores(rater, data: Dataset, prior=None) -> np.ndarray:
     """Each clip's published score (the mean over its windows, as `fvq score` reports): calibrated model scores,
     blended with `prior` (default: the rater's own) where there is one."""
@@ -574,6 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stream-dropout", type=float, default=0.0,
                    help="chance a training window loses its spatial, portrait or face tokens (content robustness)")
     p.add_argument("--feature-dropout", type=float, default=0.0, help="dropout on frame and face features in training")
+    p.add_argument("--no-face-identity", action="store_true",
+                   help="the model does not read who is on screen: face embeddings are zeroed in training and the face "
+                        "projector made constant (its LayerNorm gain 0), so the face token says only whether a face "
+                        "is there; embeddings still feed face presence and identity stability")
     p.add_argument("--fold-val", action="store_true",
                    help="after settings were chosen on val: train on train + val for the fixed epoch counts, keeping "
                         "the last epoch (more people seen; the test split stays held out)")
@@ -632,6 +645,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         clips["train"] = clips["train"] + clips["val"]
         clips["val"] = []
     data = {s: Dataset.from_clips(c, names) if c else None for s, c in clips.items()}
+    if args.no_face_identity:
+        for d in data.values():
+            if d is not None:
+                d.arrays["face"] = np.zeros_like(d.arrays["face"])
     print("windows: " + ", ".join(f"{s}={len(d) if d else 0}" for s, d in data.items()), file=sys.stderr)
 
     s1 = StageSettings(epochs=args.epochs1, lr=args.lr1, batch_size=args.batch_size, patience=args.patience,
@@ -640,6 +657,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        rank_weight=args.rank_weight, keep_last=args.fold_val)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     report = fit(rater, data["train"], data["val"], s1, s2, args.seed, log)  # type: ignore[arg-type]
+    if args.no_face_identity:
+        blind_face_projector(rater)
     prior_entry, unseen_val = (None, None) if args.no_prior else fit_prior(rater, data, args, log)
     metrics = {s: evaluate_dataset(rater, d) for s, d in data.items() if d is not None}
     corpus_json = args.root / "corpus.json"
@@ -650,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "window": extractor.cfg.window.model_dump(mode="json"),
                      "analysis": extractor.cfg.analysis.model_dump(mode="json")},
         "val_folded_into_train": args.fold_val,
+        "face_identity": not args.no_face_identity,
         "clips": {s: len(c) for s, c in clips.items()}, "windows": {s: len(d) if d else 0 for s, d in data.items()},
         "skipped": skipped, "labels": "window label = clip MOS; clip prediction = mean of window scores",
         "stage1": report["stage1"], "stage2": report["stage2"],
