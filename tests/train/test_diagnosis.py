@@ -204,29 +204,6 @@ def test_published_score_is_steady_on_a_steady_stream():
     assert np.percentile(np.abs(np.diff(published)), 95) <= 5, published
 
 
-@pytest.mark.skipif(not HAVE_BUNDLE, reason="needs the shipped bundle (bundles/default)")
-def test_shipped_bundle_reads_the_current_signals_so_the_live_path_measures_once(monkeypatch):
-    """The shipped bundle was trained on the dimension scores the monitor publishes (engines.signals'
-    SIGNALS_VERSION): each window's dimensions are measured once, not a second time in an older version for
-    the rater."""
-    from pathlib import Path
-
-    import engines.signals as S
-    from stream.analysis import build_analyzer
-    from stream.config import MonitorConfig
-    from stream.offline import analyse_file
-
-    cfg = MonitorConfig()
-    analyzer = build_analyzer(cfg)
-    assert analyzer.rater is not None and analyzer.rater.spec.signals_version == S.SIGNALS_VERSION
-    calls = []
-    measure = S.window_dimensions
-    monkeypatch.setattr(S, "window_dimensions", lambda *a, **k: calls.append(a[2:] + tuple(k.values())) or measure(*a, **k))
-    results = analyse_file(Path(__file__).parents[2] / "samples" / "clean.mp4", cfg, analyzer).results
-    assert results and results[0].score is not None
-    assert len(calls) == len(results) and not any(calls), calls  # one set per window, in the current version
-
-
 def test_diagnosis_ladder_on_unseen_content(tmp_path):
     """End to end on one unseen source at the strongest level: every family's own dimension falls most."""
     from stream.analysis import build_analyzer
