@@ -28,6 +28,36 @@ STRONG_LEVELS = (4, 5)
 FAMILY_CAUSE = {"temporal": "stalls", "noise": "camera", "color": "camera", "luminance": "camera"}
 PICTURE_CAUSES = ("compression", "source")
 GENERIC_CAUSES = ("low_quality",)  # says nothing about the cause: neither right nor wrong
+# An exposure gain ("over") is over-exposure to a viewer when it clips highlights or lifts the picture past a normal
+# exposure; a gain on a dark (low-key) scene that does neither is a brighter grade of the scene, not a distortion
+# (BENCHMARKS.md, "Over-exposure of the low-key scenes"). Luma levels of the decoded picture (BT.601, 0-255).
+OVER_CLIPPED_LUMA = 245.0
+OVER_CLIPPED_SHARE = 0.01  # share of the frame at or above OVER_CLIPPED_LUMA
+OVER_MEAN_LUMA = 150.0  # mean luma above which a picture is brighter than a normal exposure, clipped or not
+
+
+def exposure_of(path: str | Path, every: int = 10) -> dict:
+    """The decoded picture's clipped-highlight share (luma >= OVER_CLIPPED_LUMA) and mean luma, every `every`th
+    frame, and whether an exposure gain on it reads as over-exposure (`over_visible`)."""
+    import av
+
+    clipped, mean = [], []
+    with av.open(str(path)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i % every == 0:
+                y = frame.to_ndarray(format="gray").astype(np.float32)
+                clipped.append(float((y >= OVER_CLIPPED_LUMA).mean()))
+                mean.append(float(y.mean()))
+    share, luma = float(np.mean(clipped)) if clipped else 0.0, float(np.mean(mean)) if mean else 0.0
+    return {"clipped_share": round(share, 4), "mean_luma": round(luma, 1),
+            "over_visible": share >= OVER_CLIPPED_SHARE or luma > OVER_MEAN_LUMA}
+
+
+def is_grade(row: dict) -> bool:
+    """A whole-frame exposure gain that leaves the picture neither clipped nor brighter than a normal exposure:
+    a brighter grade of a dark scene, which no viewer calls over-exposed. Scored apart (both figures reported)."""
+    return row.get("kind") == "over" and row.get("region", "full") == "full" and \
+        not (row.get("exposure") or {}).get("over_visible", True)
 
 
 def clip_view(path: str | Path, cfg, analyzer) -> dict:
@@ -106,6 +136,14 @@ def summarise(rows: list[dict], levels: Sequence[int] | None = STRONG_LEVELS) ->
     out["alert_accuracy"] = float(np.mean([r["cmp"]["alert_ok"] for r in single]))
     out["false_cause_rate"] = sum(len(r["cmp"]["false"]) for r in single) / max(1, sum(r["cmp"]["others"] for r in single))
     out.update(_visibility(single))
+    graded = [r for r in single if is_grade(r)]
+    out["graded_clips"] = len(graded)
+    scored = [r for r in single if not is_grade(r)]
+    if scored:  # the same figures with brighter grades of dark scenes left out (they are not distortions)
+        out["cause_accuracy_ex_graded"] = float(np.mean([r["cmp"]["cause_ok"] for r in scored]))
+        out["alert_accuracy_ex_graded"] = float(np.mean([r["cmp"]["alert_ok"] for r in scored]))
+        out["false_cause_rate_ex_graded"] = (sum(len(r["cmp"]["false"]) for r in scored)
+                                             / max(1, sum(r["cmp"]["others"] for r in scored)))
     per, confusion, cross = {}, {}, {}
     for f in FAMILIES:
         fr = [r for r in single if r["families"][0] == f]
@@ -115,7 +153,9 @@ def summarise(rows: list[dict], levels: Sequence[int] | None = STRONG_LEVELS) ->
         per[f] = {"n": len(fr), "cause": float(np.mean([r["cmp"]["cause_ok"] for r in fr])),
                   "alert": float(np.mean([r["cmp"]["alert_ok"] for r in fr])),
                   "cause_v2": v2["cause_accuracy_v2"], "alert_v2": v2["alert_accuracy_v2"],
-                  "silent": v2["silent_clips"],
+                  "silent": v2["silent_clips"], "graded": sum(is_grade(r) for r in fr),
+                  "cause_ex_graded": float(np.mean([r["cmp"]["cause_ok"] for r in fr if not is_grade(r)]))
+                  if any(not is_grade(r) for r in fr) else float("nan"),
                   "false": sum(len(r["cmp"]["false"]) for r in fr) / max(1, sum(r["cmp"]["others"] for r in fr))}
         confusion[f] = {d: sum(1 for r in fr if r["cmp"]["fell_most"] == d) for d in DIMENSIONS}
         cross[f] = {d: round(float(np.mean([r["cmp"]["move"].get(d, np.nan) for r in fr])), 1) for d in DIMENSIONS}
@@ -193,9 +233,14 @@ def corpus_rows(root: str | Path, split: str, cfg, analyzer, progress: bool = Tr
         ref = clip_view(reference_path(root, split, m), cfg, analyzer)
         dist = clip_view(root / split / "videos" / m["file"], cfg, analyzer)
         fams = sorted(m["families"], key=FAMILIES.index)
-        rows.append({"file": m["file"], "source": m["source"], "families": fams, "region": m["region"],
-                     "level": max(m["severities"].values()), "pair_role": m.get("pair_role"),
-                     "cmp": compare(ref, dist, fams)})
+        kinds = [d.get("kind") for d in m.get("distortions", [])]
+        path = root / split / "videos" / m["file"]
+        row = {"file": m["file"], "source": m["source"], "families": fams, "region": m["region"],
+               "kind": kinds[0] if len(kinds) == 1 else None, "level": max(m["severities"].values()),
+               "pair_role": m.get("pair_role"), "cmp": compare(ref, dist, fams)}
+        if row["kind"] == "over":
+            row["exposure"] = exposure_of(path)
+        rows.append(row)
     return rows
 
 
@@ -234,7 +279,7 @@ def ladder_clips(sources: Sequence[str], out: Path, levels: Sequence[int] = (1, 
                     plan = ClipPlan(path.name, "test", name, w, h, fps, duration, seed)
                     write_clip(path, ref, [D.Distortion(family, kind, level)], plan)
                 records.append({"file": path.name, "path": path, "ref": ref_path, "source": name,
-                                "families": [family], "level": level, "region": "full"})
+                                "families": [family], "kind": kind, "level": level, "region": "full"})
     return records
 
 
@@ -247,8 +292,9 @@ def ladder_rows(records: list[dict], cfg, analyzer, progress: bool = True) -> li
         if r["ref"] not in refs:
             refs[r["ref"]] = clip_view(r["ref"], cfg, analyzer)
         dist = clip_view(r["path"], cfg, analyzer)
-        rows.append({k: v for k, v in r.items() if k not in ("path", "ref")} | {"cmp": compare(refs[r["ref"]], dist,
-                                                                                                r["families"])})
+        extra = {"exposure": exposure_of(r["path"])} if r.get("kind") == "over" else {}
+        rows.append({k: v for k, v in r.items() if k not in ("path", "ref")} | extra
+                    | {"cmp": compare(refs[r["ref"]], dist, r["families"])})
     return rows
 
 
@@ -401,6 +447,14 @@ def format_summary(title: str, rows: list[dict]) -> str:
         lines.append(f"| {f} | {p['n']} | {p['cause']:.2f} | {p['alert']:.2f} | {p['silent']} | "
                      f"{p['cause_v2']:.2f} / {p['alert_v2']:.2f} | {100 * p['false']:.0f}% | "
                      + " | ".join(str(conf[d]) for d in DIMENSIONS) + " |")
+    if s.get("graded_clips"):
+        lines += ["", f"{s['graded_clips']} whole-frame exposure gains left the picture unclipped (< "
+                  f"{100 * OVER_CLIPPED_SHARE:g}% at luma >= {OVER_CLIPPED_LUMA:g}) and no brighter than a normal "
+                  f"exposure (mean luma <= {OVER_MEAN_LUMA:g}): a brighter grade of a dark scene, not over-exposure. "
+                  f"Without them: cause accuracy **{s['cause_accuracy_ex_graded']:.3f}**, alert accuracy "
+                  f"{s['alert_accuracy_ex_graded']:.3f}, false causes {100 * s['false_cause_rate_ex_graded']:.1f}%; "
+                  "per family: " + ", ".join(f"{f} {p['cause_ex_graded']:.2f} (n={p['n'] - p['graded']})"
+                                             for f, p in s["per_family"].items())]
     lines += ["", "Cross-talk: mean move (points) of each dimension (columns) under each family (rows):", "",
               "| family | " + " | ".join(DIMENSIONS) + " |", "|---|" + "---:|" * len(DIMENSIONS)]
     for f, c in s["cross_talk"].items():

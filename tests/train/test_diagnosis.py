@@ -91,6 +91,27 @@ def test_no_visible_cause_is_scored_as_silence():
     assert "no visible cause" in text and "fell most) **0.000**" in text and "cause accuracy **0.333**" in text
 
 
+def test_brighter_grade_of_a_dark_scene_is_scored_apart(tmp_path):
+    """The ladder's strongest exposure gain on a low-key scene clips nothing and stays darker than a normal
+    exposure: it is kept out of the second set of figures; on the stage-lit scene the same gain clips
+    highlights and stays a distortion. The first figures count both."""
+    dark = G.exposure_of(_clip(tmp_path, "sunak-dark", [D.Distortion("luminance", "over", 5)], "dark.mp4", 1.0))
+    stage = G.exposure_of(_clip(tmp_path, "ardern-stage", [D.Distortion("luminance", "over", 5)], "stage.mp4", 1.0))
+    assert not dark["over_visible"] and dark["clipped_share"] < G.OVER_CLIPPED_SHARE, dark
+    assert stage["over_visible"] and stage["clipped_share"] > 0.1, stage
+    ref = {"dims": dict.fromkeys(DIMENSIONS, 60.0), "causes": [], "score": 60.0, "low_bitrate": False}
+    brighter = {**ref, "dims": {**ref["dims"], "luminance": 90.0}}  # luminance rose: nothing fell
+    clipped = {**ref, "dims": {**ref["dims"], "luminance": 20.0}, "causes": ["camera"]}
+    rows = [{"families": ["luminance"], "kind": "over", "region": "full", "level": 5, "exposure": dark,
+             "cmp": G.compare(ref, brighter, ["luminance"])},
+            {"families": ["luminance"], "kind": "over", "region": "full", "level": 5, "exposure": stage,
+             "cmp": G.compare(ref, clipped, ["luminance"])}]
+    s = G.summarise(rows)
+    assert s["cause_accuracy"] == 0.5 and s["graded_clips"] == 1 and s["cause_accuracy_ex_graded"] == 1.0
+    assert s["per_family"]["luminance"]["graded"] == 1 and s["per_family"]["luminance"]["cause_ex_graded"] == 1.0
+    assert "brighter grade" in G.format_summary("t", rows)
+
+
 @pytest.mark.parametrize("source", ["sunak-v0", "avatar-blue"])
 def test_still_presenter_blurred_or_noisy_raises_no_temporal_cause(tmp_path, signal_analyzer, source):
     """A nearly still presenter: blur makes frame differences tiny and noise makes them large; neither is a

@@ -165,3 +165,25 @@ def test_feature_cache_key_changes_with_the_signal_measurements(tmp_path, monkey
     assert FeatureExtractor(probe, tmp_path).version == before
     monkeypatch.setattr(engines.signals, "SIGNALS_VERSION", engines.signals.SIGNALS_VERSION + 1)
     assert FeatureExtractor(probe, tmp_path).version != before  # features cached before are not read as current
+
+
+def test_no_face_identity_makes_the_score_independent_of_who_is_on_screen():
+    """--no-face-identity: trained on zeroed embeddings, then the face projector's LayerNorm gain is set to 0: any
+    real embedding the live path feeds gives the face token training saw, so swapping the person's embedding
+    moves nothing, while a window without a face still reads differently."""
+    from train.fit import blind_face_projector
+
+    model = build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
+    rater = fvq_rater.FVQRater(model)
+    spec = model.config.feature_spec
+    data = Dataset.from_clips(synthetic_clips(6, 2, spec), spec.signal_names())
+    batch = data.batch(np.arange(4))
+    zeroed = {**batch, "face": np.zeros_like(batch["face"])}
+    other = {**batch, "face": np.random.default_rng(5).standard_normal(batch["face"].shape).astype(np.float32)}
+    assert np.abs(rater.predict(batch)["score"] - rater.predict(other)["score"]).max() > 1e-3  # identity read before
+    trained_view = rater.predict(zeroed)["score"]
+    blind_face_projector(rater)
+    for b in (batch, other, zeroed):
+        np.testing.assert_allclose(rater.predict(b)["score"], trained_view, rtol=0, atol=1e-4)
+    no_face = {**batch, "face_mask": np.zeros_like(batch["face_mask"])}
+    assert np.abs(rater.predict(no_face)["score"] - trained_view).max() > 1e-4  # presence still reaches the model
