@@ -23,6 +23,24 @@ def malloc_trim_function() -> Callable[[int], int] | None:
     return fn
 
 
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+
+
+def limit_arenas(count: int) -> bool:
+    """mallopt(M_ARENA_MAX, count): threads share at most `count` malloc arenas (glibc's default: 8 per core,
+    one per thread in practice, each keeping its own free memory). glibc fixes the limit when the ninth arena
+    would be made, so call this before the process starts its threads. True when glibc took it."""
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:  # pragma: no cover
+        return False
+    mallopt = getattr(libc, "mallopt", None)
+    if count <= 0 or mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, count))
+
+
 class AllocatorTrimmer:
     """Calls malloc_trim(0) every `every_s` seconds in its own thread (ctypes lets the GIL go meanwhile).
 

@@ -319,10 +319,13 @@ def build_app(monitor: Monitor, limits: ConnectionLimits | None = None) -> web.A
 
 
 async def _allocator_trimmer(app: web.Application):
-    """The serving process's AllocatorTrimmer (limits.memory_trim_every_s), for as long as the app runs."""
-    from stream.memory import AllocatorTrimmer
+    """The serving process's arena limit (limits.malloc_arenas) and AllocatorTrimmer (limits.memory_trim_every_s),
+    for as long as the app runs."""
+    from stream.memory import AllocatorTrimmer, limit_arenas
 
-    trimmer = AllocatorTrimmer(app[MONITOR_KEY].config.limits.memory_trim_every_s).start()
+    limits = app[MONITOR_KEY].config.limits
+    limit_arenas(limits.malloc_arenas)  # before monitor.start() starts the decode and analysis threads
+    trimmer = AllocatorTrimmer(limits.memory_trim_every_s).start()
     app[TRIMMER_KEY] = trimmer
     yield
     await asyncio.get_running_loop().run_in_executor(None, trimmer.stop)

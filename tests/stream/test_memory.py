@@ -104,3 +104,44 @@ def test_the_server_trims_while_it_runs(every_s: float) -> None:
         assert h.get("/healthz")[0] == 200
         assert trim_threads() == before + (1 if every_s else 0)
     assert trim_threads() == before
+
+
+ARENAS_PROBE = r"""
+import ctypes, sys, tempfile, threading
+from stream.memory import limit_arenas
+if sys.argv[1] != "0":
+    assert limit_arenas(int(sys.argv[1]))
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.fopen.restype = ctypes.c_void_p
+barrier = threading.Barrier(12)
+def work():
+    blocks = [libc.malloc(1000) for _ in range(100)]  # each thread takes an arena on its first malloc
+    barrier.wait()
+    for b in blocks:
+        libc.free(ctypes.c_void_p(b))
+threads = [threading.Thread(target=work) for _ in range(12)]
+for t in threads: t.start()
+for t in threads: t.join()
+with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+    out = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(out))
+    libc.fclose(ctypes.c_void_p(out))
+    print(open(f.name).read().count("<heap nr="))
+"""
+
+
+def test_the_arena_limit_holds_for_the_threads_started_after_it() -> None:
+    """limits.malloc_arenas: with the limit, 12 threads allocating at once share 2 arenas; without, they get
+    one each (glibc allows 8 per core)."""
+    import subprocess
+    import sys
+
+    def arenas(limit: int) -> int:
+        out = subprocess.run([sys.executable, "-c", ARENAS_PROBE, str(limit)], capture_output=True, text=True,
+                             timeout=60, cwd=Path(__file__).parents[2])
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+
+    assert arenas(2) <= 2
+    assert arenas(0) > 2
