@@ -279,7 +279,7 @@ class LimitsConfig(_Strict):
         "/metrics this long, then its entry and series are removed.",
     )
     memory_trim_every_s: float = Field(
-        60.0, ge=0, le=3600,
+        15.0, ge=0, le=3600,
         description="Every this many seconds the C allocator gives its free memory back to the system (glibc's "
         "malloc_trim), so RSS falls again after a backlog or a flood of connections; 0 turns it off.",
     )
