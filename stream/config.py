@@ -252,6 +252,16 @@ class LimitsConfig(_Strict):
         description="An ended stream (WHIP session closed, publisher gone, file finished) stays in /streams and "
         "/metrics this long, then its entry and series are removed.",
     )
+    memory_trim_every_s: float = Field(
+        15.0, ge=0, le=3600,
+        description="Every this many seconds the C allocator gives its free memory back to the system (glibc's "
+        "malloc_trim), so RSS falls again after a backlog or a flood of connections; 0 turns it off.",
+    )
+    malloc_arenas: int = Field(
+        2, ge=0, le=1024,
+        description="The serving process's threads share at most this many glibc malloc arenas (0: glibc's "
+        "default, up to 8 per core): fewer arenas keep less freed memory apart.",
+    )
 
 
 class AlertConfig(_Strict):

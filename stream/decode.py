@@ -11,6 +11,7 @@ from collections.abc import Callable
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from engines.features import FrameRecord
 from stream.config import AnalysisConfig, SourceConfig
@@ -41,6 +42,9 @@ class FrameConverter:
         self._offset = 0.0
         self._last_pts: float | None = None
         self._last_interval = 1 / 30
+        # one scaler for the stream, on the calling thread: frame.reformat() makes a new one per frame, which
+        # in PyAV >= 15 starts a pool of slice threads (threads=0: one per core) that lives as long as the frame
+        self._scaler = VideoReformatter()
 
     def timestamp(self, frame: av.VideoFrame) -> float:
         raw = frame.time
@@ -87,7 +91,7 @@ class FrameConverter:
             # strided pick first (cheap), then an exact area resize of the small result
             sy, sx = max(1, frame.height // (2 * th)), max(1, frame.width // (2 * tw))
             return cv2.resize(y[::sy, ::sx], (tw, th), interpolation=cv2.INTER_AREA)
-        return frame.reformat(width=tw, height=th, format="gray").to_ndarray()
+        return self._scaler.reformat(frame, width=tw, height=th, format="gray", threads=1).to_ndarray()
 
     def _image(self, frame: av.VideoFrame, rotation: int) -> np.ndarray:
         w, h = frame.width, frame.height
@@ -96,9 +100,9 @@ class FrameConverter:
         out_w = min(self.cfg.width, w - w % 2) or 2
         out_h = max(2, round(out_w * h / w / 2) * 2)
         if rotation in (90, 270):
-            rgb = frame.reformat(width=out_h, height=out_w, format="rgb24").to_ndarray()
+            rgb = self._scaler.reformat(frame, width=out_h, height=out_w, format="rgb24", threads=1).to_ndarray()
         else:
-            rgb = frame.reformat(width=out_w, height=out_h, format="rgb24").to_ndarray()
+            rgb = self._scaler.reformat(frame, width=out_w, height=out_h, format="rgb24", threads=1).to_ndarray()
         if rotation:
             # display matrix rotation is counter-clockwise
             rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))

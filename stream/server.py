@@ -26,6 +26,7 @@ from stream.monitor import Monitor
 log = logging.getLogger(__name__)
 
 MONITOR_KEY: web.AppKey[Monitor] = web.AppKey("monitor", Monitor)
+TRIMMER_KEY: web.AppKey[Any] = web.AppKey("allocator_trimmer")
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -313,7 +314,21 @@ def build_app(monitor: Monitor, limits: ConnectionLimits | None = None) -> web.A
     from stream.api import add_api_routes
 
     add_api_routes(app, monitor)  # /api/v1 (the stream API) and /hooks (media-server publish notifications)
+    app.cleanup_ctx.append(_allocator_trimmer)
     return app
+
+
+async def _allocator_trimmer(app: web.Application):
+    """The serving process's arena limit (limits.malloc_arenas) and AllocatorTrimmer (limits.memory_trim_every_s),
+    for as long as the app runs."""
+    from stream.memory import AllocatorTrimmer, limit_arenas
+
+    limits = app[MONITOR_KEY].config.limits
+    limit_arenas(limits.malloc_arenas)  # before monitor.start() starts the decode and analysis threads
+    trimmer = AllocatorTrimmer(limits.memory_trim_every_s).start()
+    app[TRIMMER_KEY] = trimmer
+    yield
+    await asyncio.get_running_loop().run_in_executor(None, trimmer.stop)
 
 
 async def start_server(monitor: Monitor, host: str | None = None, port: int | None = None) -> web.AppRunner:

@@ -375,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             m = samples(text)
             st = proc.status()
             row = {"t": round(now - started, 1), "rss_mib": round(st["VmRSS"] / 1024, 1), "fds": st["fds"],
-                   "threads": st["Threads"], "series": len(m), "metrics_s": round(latency, 3)}
+                   "threads": st["Threads"], "series": len(m), "metrics_s": round(latency, 3),
+                   "load1": round(os.getloadavg()[0], 2)}
             rows.append(row)
             if first is None and now - started >= args.warmup:
                 first, warm_metrics, warm_at, warm_cpu = row, m, now, proc.cpu_s()
@@ -423,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": round(last_at - started, 1),
             "rss_mib": {"first_after_warmup": first["rss_mib"], "last": rows[-1]["rss_mib"], "max": max(rss),
                         "growth_pct": round(100 * (rows[-1]["rss_mib"] - first["rss_mib"]) / first["rss_mib"], 2)},
+            # RSS every 5 minutes from the first sample after warm-up (a step shows where it happened)
+            "rss_mib_every_5_min": {f"{round((r['t'] - first['t']) / 60)} min": r["rss_mib"] for r in rows
+                                    if r["t"] >= first["t"] and round(r["t"] - first["t"]) % 300 < args.sample_every},
+            "load_average_1min": {"first": first["load1"], "median": sorted(r["load1"] for r in rows)[len(rows) // 2],
+                                  "max": max(r["load1"] for r in rows)},
             "fds": {"first": first["fds"], "last": rows[-1]["fds"], "max": max(r["fds"] for r in rows)},
             "threads": {"first": first["threads"], "last": rows[-1]["threads"],
                         "max": max(r["threads"] for r in rows)},
