@@ -127,9 +127,13 @@ class StreamApi:
 
 def add_api_routes(app: web.Application, monitor: Monitor) -> None:
     """The stream API and the media-server hooks (stream.hooks) on the monitor's HTTP server."""
-    from stream.hooks import add_hook_routes
+    from stream.hooks import Hooks
 
-    api = StreamApi(monitor)
+    add_routes(app, StreamApi(monitor), Hooks(monitor))
+
+
+def add_routes(app: web.Application, api: StreamApi, hooks: Any) -> None:
+    """/api/v1 and /hooks on `app`, answered by `api` and `hooks` (the monitor's, or the front's over its workers)."""
     app.middlewares.append(api.guard)
     app.router.add_get(f"{PREFIX}/streams", api.list)
     app.router.add_post(f"{PREFIX}/streams", api.create)
@@ -137,4 +141,6 @@ def add_api_routes(app: web.Application, monitor: Monitor) -> None:
     app.router.add_put(f"{PREFIX}/streams/{{name}}", api.put)
     app.router.add_delete(f"{PREFIX}/streams/{{name}}", api.delete)
     app.router.add_post(f"{PREFIX}/reload", api.reload)
-    add_hook_routes(app, monitor)
+    app.router.add_post("/hooks/nginx/{event}", hooks.nginx)
+    app.router.add_post("/hooks/srs/{event}", hooks.srs)
+    app.router.add_post("/hooks/nms", hooks.nms)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from stream.api import PREFIX, StreamApi
+from stream.api import StreamApi, add_routes
 from stream.catalog import Catalog, CatalogError, _scrub
 from stream.config import SourceConfig, SourceKind
 from stream.redact import redact_url
@@ -197,18 +197,7 @@ def add_front_api_routes(app: web.Application, catalog: FrontCatalog) -> None:
     """/api/v1 and /hooks on the front, as the single-process server has them."""
     from stream.hooks import Hooks
 
-    api = FrontApi(catalog)
-    app.middlewares.append(api.guard)
-    app.router.add_get(f"{PREFIX}/streams", api.list)
-    app.router.add_post(f"{PREFIX}/streams", api.create)
-    app.router.add_get(f"{PREFIX}/streams/{{name}}", api.get)
-    app.router.add_put(f"{PREFIX}/streams/{{name}}", api.put)
-    app.router.add_delete(f"{PREFIX}/streams/{{name}}", api.delete)
-    app.router.add_post(f"{PREFIX}/reload", api.reload)
-    hooks = Hooks(catalog.monitor, catalog)  # type: ignore[arg-type]
-    app.router.add_post("/hooks/nginx/{event}", hooks.nginx)
-    app.router.add_post("/hooks/srs/{event}", hooks.srs)
-    app.router.add_post("/hooks/nms", hooks.nms)
+    add_routes(app, FrontApi(catalog), Hooks(catalog.monitor, catalog))  # type: ignore[arg-type]
 
 
 

@@ -136,10 +136,3 @@ class Hooks:
         if event is not None:  # play and record notifications (the monitor's own pulls among them) are not ours
             await self._handle(request, "nms", event, _fields(body))
         return web.Response(text="ok\n")
-
-
-def add_hook_routes(app: web.Application, monitor: Monitor) -> None:
-    hooks = Hooks(monitor)
-    app.router.add_post("/hooks/nginx/{event}", hooks.nginx)
-    app.router.add_post("/hooks/srs/{event}", hooks.srs)
-    app.router.add_post("/hooks/nms", hooks.nms)
