@@ -125,7 +125,9 @@ def test_still_presenter_blurred_or_noisy_raises_no_temporal_cause(tmp_path, sig
                      ("freeze", [D.Distortion("temporal", "freeze", 4)])]:
         temporal[name] = _dims(_clip(tmp_path, source, ds, f"{name}.mp4"), cfg, analyzer)["temporal"]
     assert min(temporal[k] for k in ("clean", "blur", "defocus", "noise")) > t + 30, temporal
-    assert max(abs(temporal[k] - temporal["clean"]) for k in ("blur", "defocus", "noise")) < 10, temporal
+    # No false cause by the issue's own rule: temporal moves less than 15 points. (The same clean file reads 89.7-94.1
+    # from run to run, more under load, at this commit and at db3bb14 alike; the blur bug this guards moved it ~80.)
+    assert max(abs(temporal[k] - temporal["clean"]) for k in ("blur", "defocus", "noise")) < 15, temporal
     assert temporal["freeze"] < t, temporal
 
 
