@@ -30,6 +30,8 @@ from pathlib import Path
 
 import av
 
+from stream.bench import plain_decode_cost
+
 SECRETS = {"whip_token": "soak-whip-token-7f3a", "rtmp_key": "soak-rtmp-key-91bd",
            "webhook": "soak-hook-pass-c2e4"}
 
@@ -74,20 +76,6 @@ class Proc:
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def plain_decode_cost(clip: Path) -> float:
-    """CPU seconds per second of video for plain PyAV decoding of the clip, one thread (the reference)."""
-    with av.open(str(clip)) as c:
-        s = c.streams.video[0]
-        s.thread_type = "SLICE"
-        s.codec_context.thread_count = 1
-        duration = float(s.duration * s.time_base) if s.duration else float(c.duration / 1e6)
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        for _ in c.decode(s):
-            pass
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-    return (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / duration
 
 
 def scrape(url: str, timeout: float = 10.0) -> tuple[float, str]:
