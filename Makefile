@@ -57,7 +57,7 @@ lint: setup
 	$(BIN)/ruff check fvq stream engines export train tests
 
 bench: setup
-	$(BIN)/python -m stream.bench --streams 16 --seconds 60
+	$(BIN)/python -m stream.bench --streams 16 --seconds 60 --workers auto 1
 
 # On a machine with an NVIDIA GPU and a CUDA build of torch: the gpu-marked tests, then the forward-pass
 # benchmark (shipped bundle, and a Qwen2-VL-2B-shaped `full` rater with random weights). Figures: docs/gpu/.

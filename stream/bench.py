@@ -46,6 +46,32 @@ def cpu_self() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, summed by kind: `decode` (the readers), `analysis` (the
+    monitor's loop) and `other` (the interpreter, HTTP, ONNX Runtime's and PyAV's own threads), from /proc."""
+    import threading
+
+    kinds = {t.native_id: ("decode" if t.name.startswith("decode-") else t.name if t.name == "analysis" else "other")
+             for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"decode": 0.0, "analysis": 0.0, "other": 0.0}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[kinds.get(int(task.name), "other")] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def stage_sums(registry) -> dict[str, float]:
+    """Seconds spent so far in each analysis stage (fvq_stage_duration_seconds)."""
+    for fam in registry.collect():
+        if fam.name == "fvq_stage_duration_seconds":
+            return {s.labels["stage"]: s.value for s in fam.samples if s.name.endswith("_sum")}
+    return {}
+
+
 def plain_decode_cost(clip: Path) -> float:
     """CPU seconds per second of video for PyAV decoding alone, one thread."""
     with av.open(str(clip)) as c:
@@ -102,13 +128,13 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
     reg = metrics.registry
     w0 = sum(reg.get_sample_value("fvq_windows_analysed_total", {"stream": f"s{i:02d}"}) or 0 for i in range(streams))
     n0 = len(latencies)
-    t0, c0 = time.monotonic(), cpu_self()
+    t0, c0, th0, stages0 = time.monotonic(), cpu_self(), thread_cpu(), stage_sums(reg)
     levels: dict[int, float] = {}  # seconds spent at each load-shedding level, sampled every 0.5 s
     while time.monotonic() - t0 < seconds:
         level = int(reg.get_sample_value("fvq_analysis_shed_level") or 0)
         levels[level] = levels.get(level, 0.0) + 0.5
         time.sleep(min(0.5, max(0.0, seconds - (time.monotonic() - t0))))
-    wall, cpu = time.monotonic() - t0, cpu_self() - c0
+    wall, cpu, th1 = time.monotonic() - t0, cpu_self() - c0, thread_cpu()
     per_stream = {}
     for i in range(streams):
         name = f"s{i:02d}"
@@ -127,11 +153,7 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
     lat = np.array(latencies[n0:]) if len(latencies) > n0 else np.array([np.nan])
     expected = seconds / cfg.window.hop_s
     sustained = sum(1 for d, w in per_stream.values() if d == 0) if (w1 - w0) >= 0.9 * expected * streams else 0
-    stages = {}
-    for fam in reg.collect():
-        if fam.name == "fvq_stage_duration_seconds":
-            sums = {s.labels["stage"]: s.value for s in fam.samples if s.name.endswith("_sum")}
-            stages = {k: v / (wall * streams) for k, v in sums.items()}
+    stages = {k: (v - stages0.get(k, 0.0)) / (wall * streams) for k, v in stage_sums(reg).items()}
     return {
         "wall": wall, "cpu_per_stream_s": cpu / (wall * streams), "windows": w1 - w0, "expected_windows": expected * streams,
         "sustained": sustained, "dropped": sum(d for d, _ in per_stream.values()), "late_windows": late,
@@ -139,6 +161,8 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
         "p50": float(np.nanpercentile(lat, 50)), "p99": float(np.nanpercentile(lat, 99)),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "stages": stages,
         "model": monitor.analyzer.rater is not None,
+        "threads": {k: (th1[k] - th0.get(k, 0.0)) / (wall * streams) for k in th1},
+        "analysis_busy": (th1["analysis"] - th0["analysis"]) / wall,
     }
 
 
@@ -156,7 +180,30 @@ def _tree_cpu(proc) -> float:
     return total
 
 
-def run_served(clip: Path, streams: int, seconds: float, workers: int, no_model: bool, bundle: str | None) -> dict:
+def _tree_rss(proc) -> float:
+    """Resident bytes of a process and its live descendants (pages the processes share count once per process)."""
+    import psutil
+
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _histogram_quantiles(buckets: dict[float, float], qs: tuple[float, ...]) -> tuple[float, ...]:
+    """Quantiles of a Prometheus histogram from its cumulative bucket counts (upper bound -> count), each the
+    upper bound of the first bucket that holds it (as coarse as the buckets; NaN without observations)."""
+    bounds = sorted(buckets)
+    total = buckets.get(float("inf"), 0.0)
+    if total <= 0:
+        return tuple(float("nan") for _ in qs)
+    return tuple(next(b for b in bounds if buckets[b] >= q * total) for q in qs)
+
+
+def run_served(clip: Path, streams: int, seconds: float, workers: int | str, no_model: bool, bundle: str | None) -> dict:
     """`fvq serve --workers N` in a subprocess (N=1: the single process), measured from outside the same way for
     every N: CPU of its whole process tree, windows and drops from its /metrics."""
     import json
@@ -183,10 +230,12 @@ def run_served(clip: Path, streams: int, seconds: float, workers: int, no_model:
     def scrape() -> dict[tuple[str, str, str], float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             text = r.read().decode()
-        out = {}
+        out: dict[tuple[str, str, str], float] = {}
         for fam in text_string_to_metric_families(text):
             for smp in fam.samples:
-                out[(smp.name, smp.labels.get("stream", ""), smp.labels.get("reason", ""))] = smp.value
+                # summed over the labels not in the key (a histogram's buckets over the workers)
+                key = (smp.name, smp.labels.get("stream", ""), smp.labels.get("reason", smp.labels.get("le", "")))
+                out[key] = out.get(key, 0.0) + smp.value
         return out
 
     try:
@@ -203,7 +252,10 @@ def run_served(clip: Path, streams: int, seconds: float, workers: int, no_model:
             time.sleep(0.5)
         time.sleep(5.0)  # warm-up: a window length and a second
         m0, c0, t0 = scrape(), _tree_cpu(ps), time.monotonic()
-        time.sleep(seconds)
+        peak_rss = 0.0
+        while time.monotonic() - t0 < seconds:
+            time.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - t0))))
+            peak_rss = max(peak_rss, _tree_rss(ps))
         m1, c1, wall = scrape(), _tree_cpu(ps), time.monotonic() - t0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/streams", timeout=10) as r:
             placed = [s.get("worker", "-") for s in json.loads(r.read())["streams"]]
@@ -223,7 +275,9 @@ def run_served(clip: Path, streams: int, seconds: float, workers: int, no_model:
     windows = sum(w for _, w, _ in per.values())
     expected = wall / 1.0  # hop 1 s
     sustained = sum(1 for d, w, _ in per.values() if d == 0 and w >= 0.9 * expected)
-    return {"workers": workers, "wall": wall, "cpu_per_stream_s": (c1 - c0) / (wall * streams),
+    p50, p99 = _histogram_quantiles(
+        {float(k[2]): delta(k) for k in m1 if k[0] == "fvq_window_publish_latency_seconds_bucket"}, (0.5, 0.99))
+    return {"workers": workers, "wall": wall, "p50": p50, "p99": p99, "peak_rss_mib": peak_rss / 2**20, "cpu_per_stream_s": (c1 - c0) / (wall * streams),
             "cpu_cores": (c1 - c0) / wall, "windows": windows, "expected_windows": expected * streams,
             "sustained": sustained, "dropped": sum(d for d, _, _ in per.values()),
             "late": sum(lt for _, _, lt in per.values()),
@@ -346,6 +400,14 @@ def run_handoff(clip: Path, bundle: str | None, batches: tuple[int, ...] = (1, 4
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return text  # `fvq serve`'s own rule (stream.config.default_workers)
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a number of workers or `auto`, not {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--streams", type=int, default=16)
@@ -353,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-model", action="store_true", help="signal measurements and faces only")
     p.add_argument("--bundle", help="model bundle (default: the shipped one)")
     p.add_argument("--clip", type=Path, help="a 720p30 H.264 clip (default: made from the carphone clip)")
-    p.add_argument("--workers", type=int, nargs="+", metavar="N",
-                   help="instead of the in-process run: `fvq serve --workers N` for each N, in one run")
+    p.add_argument("--workers", type=_workers_arg, nargs="+", metavar="N",
+                   help="instead of the in-process run: `fvq serve --workers N` for each N (a number or `auto`, "
+                        "what `fvq serve` runs by default), in one run")
     p.add_argument("--handoff", action="store_true",
                    help="only the per-window cost of handing rater work to another process or a Ray Serve rater")
     args = p.parse_args(argv)
@@ -379,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(streams per worker {r['per_worker']}):")
             print(f"  sustained {r['sustained']}/{args.streams}; windows {r['windows']:.0f} of "
                   f"{r['expected_windows']:.0f} expected, {r['late']:.0f} late; frames dropped {r['dropped']:.0f}")
+            print(f"  window-close-to-publish latency (histogram buckets): p50 <= {r['p50'] * 1000:.0f} ms, "
+                  f"p99 <= {r['p99'] * 1000:.0f} ms; peak RSS of all processes {r['peak_rss_mib']:.0f} MiB")
             print(f"  CPU per stream-second (all processes): {r['cpu_per_stream_s']:.3f} s = "
                   f"{r['cpu_per_stream_s'] / dec:.2f}x plain decode ({r['cpu_cores']:.2f} cores in use); "
                   f"{r['cpu_cores'] * r['wall'] / max(r['windows'], 1):.3f} CPU-s per window published; "
@@ -396,8 +461,10 @@ def main(argv: list[str] | None = None) -> int:
           f"= {r['cpu_per_stream_s'] / dec:.2f}x plain decode; ffmpeg filters cost {ff_filters / r['cpu_per_stream_s']:.1f}x ours")
     print(f"  window-close-to-publish latency: p50 {r['p50'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms")
     print(f"  peak RSS: {r['peak_rss_mib']:.0f} MiB")
-    print("  analysis stages, wall time per stream-second (from fvq_stage_duration_seconds, warm-up included): "
+    print("  analysis stages, wall time per stream-second (from fvq_stage_duration_seconds): "
           + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in sorted(r["stages"].items(), key=lambda kv: -kv[1])))
+    print("  CPU per stream-second by thread: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["threads"].items())
+          + f"; the analysis thread was busy {100 * r['analysis_busy']:.0f}% of the time")
     return 0
 
 

@@ -242,7 +242,7 @@ def add_serve_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until stopped)")
     s.add_argument("--workers", metavar="N|auto",
                    help="worker processes, each owning a share of the streams, behind one front (default: the "
-                   "config's `workers`, itself `auto`: one per two cores, at least one; 1: a single process)")
+                   "config's `workers`, itself `auto`: one per core, at least one; 1: a single process)")
     s.add_argument("--ray", metavar="auto|ADDRESS",
                    help="run the workers as Ray actors on this Ray cluster (needs `pip install fvq-live[cluster]`)")
     s.set_defaults(func=cmd_serve)

@@ -398,9 +398,9 @@ class MonitorConfig(_Strict):
     workers: int | Literal["auto"] = Field(
         "auto", description="Worker processes on this machine, each owning a share of the streams with its own "
         "decode and analysis, behind one front serving HTTP (the stream API, hooks, reload and RTMP listen "
-        "included). `auto` (the default): as many as the cores allow for decode plus analysis, one per two "
-        "usable cores (a worker's analysis takes about a core and its streams' decoding about another), at "
-        "least one; so 1 on a 1-3 core machine. 1: the single-process monitor (no front).",
+        "included). `auto` (the default): one per usable core, as many as the memory holds (WORKER_MEMORY_BYTES "
+        "each), at least one; so 1 on a 1-core machine, 2 on a 2-core one. 1: the single-process monitor (no "
+        "front).",
     )
     worker_spares: int = Field(
         1, ge=0, le=8, description="With several workers: started idle workers (models loaded) that take over a dead "
@@ -436,14 +436,28 @@ class MonitorConfig(_Strict):
         return self
 
 
-def default_workers(cores: int | None = None) -> int:
-    """Workers for `workers: auto`: a worker's analysis loop takes about one core and its streams' decoding about
-    another (BENCHMARKS.md: the whole monitor costs ~2x plain decode), so one worker per two cores, at least one."""
+# What one worker process may take at its peak: its models, ONNX Runtime and PyAV (~0.65 GiB at start) and the
+# frames of its share of the streams (a worker with 8 streams of 720p30 peaked at 0.9 GiB, BENCHMARKS.md).
+WORKER_MEMORY_BYTES = 1 << 30
+
+
+def default_workers(cores: int | None = None, memory_bytes: int | None = None) -> int:
+    """Workers for `workers: auto`: one per usable core, no more than the machine's memory holds, at least one.
+
+    Not fewer: one process's analysis thread shares its GIL with every decode thread of the process, and waits for
+    it after each numpy, OpenCV and ONNX Runtime call (43% of its time with 10 streams on 2 cores, while it used
+    0.03 CPU-s per stream-second), so one process fell behind at 14 streams on 2 cores where two workers of 7-8
+    streams each kept up with 16 at the same CPU per stream-second (BENCHMARKS.md, "Scaling")."""
     import os
 
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // 2)
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not POSIX: do not cap
+            memory_bytes = cores * WORKER_MEMORY_BYTES
+    return max(1, min(cores, memory_bytes // WORKER_MEMORY_BYTES))
 
 
 def _format_error(exc: ValidationError, origin: str) -> str:

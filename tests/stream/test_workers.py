@@ -122,9 +122,12 @@ def assert_each_series_once(samples) -> None:
 
 
 def test_workers_option_and_config() -> None:
-    assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(16) == 8
+    gib = 1 << 30
+    assert default_workers(1, 64 * gib) == 1 and default_workers(2, 64 * gib) == 2 and default_workers(16, 64 * gib) == 16
+    assert default_workers(16, 6 * gib) == 6 and default_workers(4, gib // 2) == 1  # as many as the memory holds
     assert MonitorConfig().workers == "auto" and MonitorConfig().worker_count() == default_workers()
-    assert default_workers() == max(1, len(os.sched_getaffinity(0)) // 2)
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert default_workers() == max(1, min(len(os.sched_getaffinity(0)), memory // gib))
     assert load_config(None, {"workers": 3}).worker_count() == 3
     with pytest.raises(ConfigError, match="workers must be 1-256"):
         load_config(None, {"workers": 0})
