@@ -412,10 +412,22 @@ APPEARANCE_INPUTS = ("skin_hue", "skin_saturation", ".saturation.", ".colorfulne
                      "window.face_size", "window.identity_stability", "window.face_jitter")
 
 
+# The narrower set (--forest-inputs no-identity): only the window statistics of the face that can tell one person
+# from another (its size on screen, its movement, how alike consecutive embeddings are); the picture's colour and
+# level measurements stay, since colour and exposure damage is read through them.
+IDENTITY_INPUTS = ("window.face_size", "window.identity_stability", "window.face_jitter")
+FOREST_INPUT_SETS = ("quality", "no-identity", "all")
+
+
 def forest_inputs(names: Sequence[str], which: str = "quality") -> list[str]:
-    """The signal names the forest is trained on: all of them, or (quality) all but APPEARANCE_INPUTS."""
+    """The signal names the forest is trained on: all of them, all but IDENTITY_INPUTS (no-identity), or
+    (quality) all but APPEARANCE_INPUTS."""
     if which == "all":
         return list(names)
+    if which == "no-identity":
+        return [n for n in names if n not in IDENTITY_INPUTS]
+    if which != "quality":
+        raise ValueError(f"forest inputs {which!r}: one of {', '.join(FOREST_INPUT_SETS)}")
     return [n for n in names if not any(p in n for p in APPEARANCE_INPUTS)]
 
 
@@ -531,9 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the model's share of the published score next to the signal-forest prior (0..1; default: "
                         "chosen on val from " + ", ".join(f"{w:g}" for w in MODEL_WEIGHTS) + "; needed with --fold-val)")
     p.add_argument("--no-prior", action="store_true", help="no signal forest: the score is the model's alone")
-    p.add_argument("--forest-inputs", choices=("quality", "all"), default="quality",
+    p.add_argument("--forest-inputs", choices=FOREST_INPUT_SETS, default="quality",
                    help="the signals the forest reads: quality (default) leaves out what the person and scene look "
-                        "like (train.fit APPEARANCE_INPUTS), all reads every signal")
+                        "like (train.fit APPEARANCE_INPUTS), no-identity only the face statistics that tell people "
+                        "apart (IDENTITY_INPUTS), all reads every signal")
     p.add_argument("--no-forest-refit", action="store_true",
                    help="ship the forest of the train windows (default: refit it on train + val once the model "
                         "weight is chosen)")
