@@ -192,7 +192,7 @@ def _color(rgb: np.ndarray) -> dict[str, float]:
     norm = float(np.linalg.norm(e))
     if norm > 0:
         res["cast_deg"] = _angle_to_white(e)
-        res["grey_cast_deg"] = _grey_pixel_cast(r, g, b, ok, e)
+        res["grey_cast_deg"] = _agreed_cast(e, _grey_pixel_light(r, g, b, ok, e))
         res["cast_excess_deg"] = max(0.0, res["grey_cast_deg"] - CAST_TOLERANCE_DEG)
     return res
 
@@ -210,17 +210,20 @@ def _angle_to_white(e: np.ndarray) -> float:
 CAST_TOLERANCE_DEG = 5.0
 GREY_SATURATION = 0.12  # a pixel this close to grey once the illuminant estimate is divided out is a grey surface
 MIN_GREY_SHARE = 0.02  # fewer grey pixels than this share of the region: keep the grey-edge estimate
+# How version 2's grey_cast_deg is estimated, part of the training feature cache's key (train/fit.py) beside
+# SIGNALS_VERSION: no bundle read the grey-pixel-only cast, so version 2 changed in place and only caches move on.
+CAST_ESTIMATE = "grey-edge and grey-pixel agreement"
 
 
-def _grey_pixel_cast(r: np.ndarray, g: np.ndarray, b: np.ndarray, ok: np.ndarray, start: np.ndarray) -> float:
-    """Angle (degrees) between the light and white, estimated from the scene's grey surfaces (walls, whites,
-    shirts, windows): start from the grey-edge estimate, keep the pixels that are grey once it is divided out, and
-    take their mean colour as the next estimate (three rounds). Strongly coloured content (an avatar's blue or
-    green skin, a red wall, any skin tone) is never grey and so does not pull the estimate; with too few grey
-    pixels, the grey-edge estimate stands."""
+def _grey_pixel_light(r: np.ndarray, g: np.ndarray, b: np.ndarray, ok: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """The light's colour (an RGB vector) estimated from the scene's grey surfaces (walls, whites, shirts,
+    windows): start from the grey-edge estimate, keep the pixels that are grey once it is divided out, and take
+    their mean colour as the next estimate (three rounds). Strongly coloured content (an avatar's blue or green
+    skin, a red wall, any skin tone) is never grey and so does not pull the estimate; with too few grey pixels,
+    the grey-edge estimate stands."""
     n_ok = int(np.count_nonzero(ok))
     if n_ok < 16:
-        return _angle_to_white(start)
+        return start
     rr, gg, bb = r[ok], g[ok], b[ok]
     e = start / max(float(start.mean()), 1e-6)
     for _ in range(3):
@@ -240,7 +243,31 @@ def _grey_pixel_cast(r: np.ndarray, g: np.ndarray, b: np.ndarray, ok: np.ndarray
             e = new
             break
         e = new
-    return _angle_to_white(e)
+    return e
+
+
+_WHITE = np.full(3, 1.0 / math.sqrt(3.0))
+
+
+def _agreed_cast(edge: np.ndarray, grey: np.ndarray) -> float:
+    """The cast (degrees from white) that the grey-edge and the grey-pixel estimates of the light agree on: each
+    estimate's offset from white (its unit vector less its white component, of length sin(angle)), the shorter
+    length, times the cosine between the two offsets (nothing when they point apart). A global cast moves every
+    surface and every edge of the scene alike, so both estimates see it in the same direction and it reads in
+    full; a scene's own tinted surface (a blue-grey patterned wall behind a close-up, a stage gel) pulls one of
+    them much more than the other, or the two in different directions, and reads only as far as both see it."""
+    offsets = []
+    for e in (edge, grey):
+        norm = float(np.linalg.norm(e))
+        if norm <= 0:
+            return float("nan")
+        u = e / norm
+        offsets.append(u - float(u @ _WHITE) * _WHITE)
+    la, lb = (float(np.linalg.norm(o)) for o in offsets)
+    if la < 1e-9 or lb < 1e-9:
+        return 0.0
+    cos = float(offsets[0] @ offsets[1]) / (la * lb)
+    return math.degrees(math.asin(min(1.0, min(la, lb) * max(0.0, cos))))
 
 
 def _luminance(y: np.ndarray) -> dict[str, float]:

@@ -95,9 +95,10 @@ class FeatureExtractor:
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         from engines.rater import WINDOW_STAT_KEYS
-        from engines.signals import SIGNALS_VERSION
+        from engines.signals import CAST_ESTIMATE, SIGNALS_VERSION
 
         settings = {"rater": rater.extractor_version, "window_stats": list(WINDOW_STAT_KEYS), "signals": SIGNALS_VERSION,
+                    "cast": CAST_ESTIMATE,
                     "window": self.cfg.window.model_dump(mode="json"),
                     "analysis": self.cfg.analysis.model_dump(mode="json"), "face": self.cfg.face.model_dump(mode="json")}
         self.version = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -411,10 +412,22 @@ APPEARANCE_INPUTS = ("skin_hue", "skin_saturation", ".saturation.", ".colorfulne
                      "window.face_size", "window.identity_stability", "window.face_jitter")
 
 
+# The narrower set (--forest-inputs no-identity): only the window statistics of the face that can tell one person
+# from another (its size on screen, its movement, how alike consecutive embeddings are); the picture's colour and
+# level measurements stay, since colour and exposure damage is read through them.
+IDENTITY_INPUTS = ("window.face_size", "window.identity_stability", "window.face_jitter")
+FOREST_INPUT_SETS = ("quality", "no-identity", "all")
+
+
 def forest_inputs(names: Sequence[str], which: str = "quality") -> list[str]:
-    """The signal names the forest is trained on: all of them, or (quality) all but APPEARANCE_INPUTS."""
+    """The signal names the forest is trained on: all of them, all but IDENTITY_INPUTS (no-identity), or
+    (quality) all but APPEARANCE_INPUTS."""
     if which == "all":
         return list(names)
+    if which == "no-identity":
+        return [n for n in names if n not in IDENTITY_INPUTS]
+    if which != "quality":
+        raise ValueError(f"forest inputs {which!r}: one of {', '.join(FOREST_INPUT_SETS)}")
     return [n for n in names if not any(p in n for p in APPEARANCE_INPUTS)]
 
 
@@ -530,9 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the model's share of the published score next to the signal-forest prior (0..1; default: "
                         "chosen on val from " + ", ".join(f"{w:g}" for w in MODEL_WEIGHTS) + "; needed with --fold-val)")
     p.add_argument("--no-prior", action="store_true", help="no signal forest: the score is the model's alone")
-    p.add_argument("--forest-inputs", choices=("quality", "all"), default="quality",
+    p.add_argument("--forest-inputs", choices=FOREST_INPUT_SETS, default="quality",
                    help="the signals the forest reads: quality (default) leaves out what the person and scene look "
-                        "like (train.fit APPEARANCE_INPUTS), all reads every signal")
+                        "like (train.fit APPEARANCE_INPUTS), no-identity only the face statistics that tell people "
+                        "apart (IDENTITY_INPUTS), all reads every signal")
     p.add_argument("--no-forest-refit", action="store_true",
                    help="ship the forest of the train windows (default: refit it on train + val once the model "
                         "weight is chosen)")

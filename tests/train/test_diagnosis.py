@@ -140,7 +140,8 @@ def _cast(strength: float, warm: bool):
 
 
 @pytest.mark.parametrize(("source", "warm"), [("avatar-blue", True), ("avatar-green", False), ("sunak-v0", True),
-                                              ("ardern-2018-v0", False), ("ardern-stage", True)])
+                                              ("ardern-2018-v0", False), ("ardern-stage", True),
+                                              ("ardern-2022-v1", True)])
 def test_colour_cast_ladder_lowers_colour_and_only_colour(tmp_path, signal_analyzer, source, warm):
     """A white-balance error that grows step by step: the colour dimension never rises (by more than 3 points: a
     mild cast can first cancel a scene's own tint, which the scene cast tolerates) and ends far below the
@@ -158,6 +159,36 @@ def test_colour_cast_ladder_lowers_colour_and_only_colour(tmp_path, signal_analy
         if dim != "color":
             moves = [abs(d[dim] - ladder[0][dim]) for d in ladder[1:]]
             assert max(moves) < 10, (dim, [round(d[dim]) for d in ladder])
+
+
+def test_cast_is_read_only_as_far_as_grey_edge_and_grey_pixels_agree():
+    """Two estimates of the light that point the same way: the cast is the smaller one; pointing apart: none.
+    (A global cast moves both alike; a scene's own tinted wall pulls the grey pixels much more than the edges.)"""
+    from engines.signals import _agreed_cast, _angle_to_white
+
+    def light(deg: float, towards: np.ndarray) -> np.ndarray:  # a light `deg` degrees from white, towards a hue
+        white = np.full(3, 1.0) / np.sqrt(3.0)
+        t = towards - (towards @ white) * white
+        return np.cos(np.radians(deg)) * white + np.sin(np.radians(deg)) * t / np.linalg.norm(t)
+
+    blue, yellow = np.array([0.0, 0.0, 1.0]), np.array([1.0, 1.0, 0.0])
+    assert _angle_to_white(light(8.0, blue)) == pytest.approx(8.0)
+    assert _agreed_cast(light(4.3, blue), light(8.0, blue)) == pytest.approx(4.3)  # the close-up's wall: 8 vs 4.3
+    assert _agreed_cast(light(8.0, blue), light(4.3, blue)) == pytest.approx(4.3)
+    assert _agreed_cast(light(15.0, blue), light(14.0, blue)) == pytest.approx(14.0)  # a real cast reads in full
+    assert _agreed_cast(light(6.0, blue), light(6.0, yellow)) == 0.0  # opposite: no agreed cast
+    assert _agreed_cast(light(6.0, blue), np.full(3, 2.0)) == 0.0  # one estimate sees white light
+    assert 0.0 < _agreed_cast(light(10.0, blue), light(10.0, np.array([0.0, 1.0, 1.0]))) < 10.0  # partly apart
+
+
+def test_close_up_before_a_tinted_wall_reads_no_colour_cast(tmp_path, signal_analyzer):
+    """The test split's close-up (ardern-2022-v1) in front of a blue-grey patterned wall, clean: the wall is the
+    frame's largest near-grey surface, so the grey pixels alone read it as a blue light of 7-8 degrees (colour
+    57-71 on clean clips before); the grey-edge estimate sees about 4 and the cast is read only as far as both
+    agree. The cast ladder above checks that a real cast on the same close-up still reads."""
+    cfg, analyzer = signal_analyzer
+    dims = _dims(_clip(tmp_path, "ardern-2022-v1", [], "clean.mp4", seconds=2.0), cfg, analyzer)
+    assert dims["color"] > 85, dims
 
 
 @pytest.mark.skipif(not HAVE_BUNDLE, reason="needs the shipped bundle (bundles/default)")

@@ -187,3 +187,26 @@ def test_no_face_identity_makes_the_score_independent_of_who_is_on_screen():
         np.testing.assert_allclose(rater.predict(b)["score"], trained_view, rtol=0, atol=1e-4)
     no_face = {**batch, "face_mask": np.zeros_like(batch["face_mask"])}
     assert np.abs(rater.predict(no_face)["score"] - trained_view).max() > 1e-4  # presence still reaches the model
+
+
+def test_forest_input_sets():
+    from train.fit import APPEARANCE_INPUTS, IDENTITY_INPUTS, forest_inputs
+
+    names = ["window.face_size", "window.identity_stability", "window.face_jitter", "window.frame_color",
+             "frame.saturation.mean", "face.colorfulness.std", "frame.mean_luma.mean", "frame.noise_sigma.mean"]
+    assert forest_inputs(names, "all") == names
+    assert forest_inputs(names, "no-identity") == [n for n in names if n not in IDENTITY_INPUTS]
+    assert forest_inputs(names, "quality") == ["window.frame_color", "frame.noise_sigma.mean"]
+    assert not any(p in n for n in forest_inputs(names, "quality") for p in APPEARANCE_INPUTS)
+    with pytest.raises(ValueError, match="no-identity"):
+        forest_inputs(names, "nothing")
+
+
+def test_feature_cache_key_changes_with_the_cast_estimator(tmp_path, monkeypatch):
+    import engines.signals
+    from train.fit import FeatureExtractor, build_rater
+
+    probe = build_rater("tiny", (), 0, None, "cpu")
+    before = FeatureExtractor(probe, tmp_path).version
+    monkeypatch.setattr(engines.signals, "CAST_ESTIMATE", "grey pixels alone")
+    assert FeatureExtractor(probe, tmp_path).version != before  # the cast changed in place within version 2
