@@ -399,8 +399,8 @@ class MonitorConfig(_Strict):
         "auto", description="Worker processes on this machine, each owning a share of the streams with its own "
         "decode and analysis, behind one front serving HTTP (the stream API, hooks, reload and RTMP listen "
         "included). `auto` (the default): one per usable core, as many as the memory holds (WORKER_MEMORY_BYTES "
-        "each), at least one; so 1 on a 1-core machine, 2 on a 2-core one. 1: the single-process monitor (no "
-        "front).",
+        "each, `worker_spares` counted), at least one; so 1 on a 1-core machine, 2 on a 2-core one. 1: the "
+        "single-process monitor (no front).",
     )
     worker_spares: int = Field(
         1, ge=0, le=8, description="With several workers: started idle workers (models loaded) that take over a dead "
@@ -419,7 +419,7 @@ class MonitorConfig(_Strict):
 
     def worker_count(self) -> int:
         """`workers` with `auto` resolved for this machine."""
-        return default_workers() if self.workers == "auto" else int(self.workers)
+        return default_workers(spares=self.worker_spares) if self.workers == "auto" else int(self.workers)
 
     @model_validator(mode="after")
     def _unique(self) -> MonitorConfig:
@@ -441,8 +441,9 @@ class MonitorConfig(_Strict):
 WORKER_MEMORY_BYTES = 1 << 30
 
 
-def default_workers(cores: int | None = None, memory_bytes: int | None = None) -> int:
-    """Workers for `workers: auto`: one per usable core, no more than the machine's memory holds, at least one.
+def default_workers(cores: int | None = None, memory_bytes: int | None = None, spares: int = 0) -> int:
+    """Workers for `workers: auto`: one per usable core, no more than the machine's memory holds beside `spares`
+    warm spare workers (which take a worker's memory each when there are several workers), at least one.
 
     Not fewer: one process's analysis thread shares its GIL with every decode thread of the process, and waits for
     it after each numpy, OpenCV and ONNX Runtime call (43% of its time with 10 streams on 2 cores, while it used
@@ -457,7 +458,10 @@ def default_workers(cores: int | None = None, memory_bytes: int | None = None) -
             memory_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):  # not POSIX: do not cap
             memory_bytes = cores * WORKER_MEMORY_BYTES
-    return max(1, min(cores, memory_bytes // WORKER_MEMORY_BYTES))
+    workers = min(cores, memory_bytes // WORKER_MEMORY_BYTES)
+    if workers > 1:
+        workers = min(workers, memory_bytes // WORKER_MEMORY_BYTES - spares)
+    return max(1, workers)
 
 
 def _format_error(exc: ValidationError, origin: str) -> str:

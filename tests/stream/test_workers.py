@@ -125,9 +125,14 @@ def test_workers_option_and_config() -> None:
     gib = 1 << 30
     assert default_workers(1, 64 * gib) == 1 and default_workers(2, 64 * gib) == 2 and default_workers(16, 64 * gib) == 16
     assert default_workers(16, 6 * gib) == 6 and default_workers(4, gib // 2) == 1  # as many as the memory holds
-    assert MonitorConfig().workers == "auto" and MonitorConfig().worker_count() == default_workers()
+    # with a warm spare beside them: 2 GiB holds one worker (the single process, which has no spare), 4 GiB three
+    assert default_workers(2, 2 * gib, spares=1) == 1 and default_workers(8, 4 * gib, spares=1) == 3
+    assert default_workers(2, 64 * gib, spares=1) == 2
+    cfg = MonitorConfig()
+    assert cfg.workers == "auto" and cfg.worker_count() == default_workers(spares=cfg.worker_spares)
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert default_workers() == max(1, min(len(os.sched_getaffinity(0)), memory // gib))
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers() == max(1, min(cores, memory // gib))
     assert load_config(None, {"workers": 3}).worker_count() == 3
     with pytest.raises(ConfigError, match="workers must be 1-256"):
         load_config(None, {"workers": 0})
