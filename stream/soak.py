@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg.write_text(
         f"sources:\n{sources}"
         f"no_model: {'false' if args.model else 'true'}\n"
+        # one process: its RSS, threads and descriptors are what this soak samples (with several workers the
+        # process it watches would be the front); tests/stream/test_front_hardening.py covers the front
+        "workers: 1\n"
         f"server: {{port: {port}, whip_token: {SECRETS['whip_token']}, ice_allow_private: true, "
         f"limit_exempt_clients: [127.0.0.1/32], "
         f"whip_max_sessions_per_client: {max(4, args.whip_parallel)}}}\n"
