@@ -277,8 +277,8 @@ def run_served(clip: Path, streams: int, seconds: float, workers: int | str, no_
     sustained = sum(1 for d, w, _ in per.values() if d == 0 and w >= 0.9 * expected)
     p50, p99 = _histogram_quantiles(
         {float(k[2]): delta(k) for k in m1 if k[0] == "fvq_window_publish_latency_seconds_bucket"}, (0.5, 0.99))
-    return {"workers": workers, "wall": wall, "p50": p50, "p99": p99, "peak_rss_mib": peak_rss / 2**20, "cpu_per_stream_s": (c1 - c0) / (wall * streams),
-            "cpu_cores": (c1 - c0) / wall, "windows": windows, "expected_windows": expected * streams,
+    return {"workers": workers, "wall": wall, "p50": p50, "p99": p99, "peak_rss_mib": peak_rss / 2**20,
+            "cpu_per_stream_s": (c1 - c0) / (wall * streams), "cpu_cores": (c1 - c0) / wall, "windows": windows, "expected_windows": expected * streams,
             "sustained": sustained, "dropped": sum(d for d, _, _ in per.values()),
             "late": sum(lt for _, _, lt in per.values()),
             "per_worker": {w: placed.count(w) for w in sorted(set(placed))}}

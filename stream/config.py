@@ -437,7 +437,7 @@ class MonitorConfig(_Strict):
 
 
 # What one worker process may take at its peak: its models, ONNX Runtime and PyAV (~0.65 GiB at start) and the
-# frames of its share of the streams (a worker with 8 streams of 720p30 peaked at 0.9 GiB, BENCHMARKS.md).
+# frames of its share of the streams (two workers of 8 streams of 720p30 and the front peaked at 1.7 GiB, BENCHMARKS.md).
 WORKER_MEMORY_BYTES = 1 << 30
 
 
@@ -446,9 +446,9 @@ def default_workers(cores: int | None = None, memory_bytes: int | None = None, s
     warm spare workers (which take a worker's memory each when there are several workers), at least one.
 
     Not fewer: one process's analysis thread shares its GIL with every decode thread of the process, and waits for
-    it after each numpy, OpenCV and ONNX Runtime call (43% of its time with 10 streams on 2 cores, while it used
-    0.03 CPU-s per stream-second), so one process fell behind at 14 streams on 2 cores where two workers of 7-8
-    streams each kept up with 16 at the same CPU per stream-second (BENCHMARKS.md, "Scaling")."""
+    it after each numpy, OpenCV and ONNX Runtime call (43% of its time with 12 streams on 2 cores, while it used
+    0.03 CPU-s per stream-second), so one process fell behind at 12-16 streams on 2 cores where two workers kept
+    up with 12 and 14 (and 16 in 2 runs of 4) at the same CPU per stream-second (BENCHMARKS.md, "Scaling")."""
     import os
 
     if cores is None:
