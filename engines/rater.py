@@ -174,6 +174,13 @@ class Rater(abc.ABC):
             scores, dims = self.prior.blend_outputs(scores, dims, signals, self.spec.signal_names())
         return scores, dims
 
+    @property
+    def model_counts(self) -> bool:
+        """Whether the model's outputs reach what is published: not when the bundle's forest carries the whole
+        score (model share 0, as train.share may choose), whose blend multiplies every model output by 0. The live
+        path then runs neither the frame encoder nor the forward pass (`rate` gives the same ratings without them)."""
+        return self.prior is None or self.prior.model_weight > 0
+
     @abc.abstractmethod
     def frame_features(self, records: list[FrameRecord]) -> None:
         """Fills record.extra["spatial"] and ["portrait"] for sampled records that lack them, batched across
@@ -193,7 +200,15 @@ class Rater(abc.ABC):
         if not features:
             return []
         arrays = stack_features(features)
-        return ratings_from_outputs(self, self.predict(arrays), arrays["signals"], self.rates_dimensions)
+        out = self.predict(arrays) if self.model_counts else idle_outputs(len(features))
+        return ratings_from_outputs(self, out, arrays["signals"], self.rates_dimensions)
+
+
+def idle_outputs(n: int) -> dict[str, np.ndarray]:
+    """What stands for the forward pass when the model's share is 0: outputs the blend multiplies by 0 (the
+    published scores and dimensions are the forest's, to the bit); uniform level logits."""
+    return {"score": np.zeros(n, np.float32), "level_logits": np.zeros((n, len(LEVELS)), np.float32),
+            "dimensions": np.zeros((n, len(DIMENSIONS)), np.float32)}
 
 
 def ratings_from_outputs(rater: Rater, out: dict[str, np.ndarray], signals: np.ndarray,

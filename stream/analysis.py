@@ -105,7 +105,7 @@ class Analyzer:
         with self.stage("signals"):
             for r in todo:
                 analyse_frame_signals(r)
-        if self.rater is not None:
+        if self.rater is not None and self.rater.model_counts:  # model share 0: its inputs are never read
             encode = self.model_frames(todo)
             if encode:
                 with self.stage("frame_features"):
