@@ -190,7 +190,23 @@ def run(bundle: Path, root: Path, seed: int | None = None, cache: Path | None = 
             "people": persons, "gap_limit": GAP_LIMIT, "table": table, "folds": folds}
 
 
-def write_bundle(bundle: Path, out: Path, result: dict[str, Any], command: str) -> dict:
+def metrics_at(bundle: Path, root: Path, share: float, cache: Path | None = None) -> dict[str, dict[str, float]]:
+    """The bundle's clip SRCC / PLCC on every split with the model's share set to `share` (train.fit's metrics)."""
+    from engines.bundle import read_manifest
+    from engines.forest import ScorePrior
+    from engines.fvq_rater import FVQRater
+    from train.fit import Dataset, evaluate_dataset
+    from train.refit_forest import extract
+
+    rater = FVQRater.load(bundle, manifest=read_manifest(bundle))
+    rater.prior = ScorePrior(rater.prior.forest, share)
+    clips = extract(rater, root, cache or root / ".cache" / "features")
+    names = rater.spec.signal_names()
+    return {s: evaluate_dataset(rater, Dataset.from_clips(c, names)) for s, c in clips.items() if c}
+
+
+def write_bundle(bundle: Path, out: Path, result: dict[str, Any], command: str,
+                 metrics: dict[str, dict[str, float]] | None = None) -> dict:
     """`bundle` with the chosen share in its manifest, to `out` (verified before it replaces an existing one)."""
     from engines.bundle import read_manifest, save_manifest, verify_bundle
 
@@ -209,6 +225,12 @@ def write_bundle(bundle: Path, out: Path, result: dict[str, Any], command: str) 
                 "forest on the same windows; the test split was not read"}
     prior["model_weight"] = result["share"]
     prior["model_weight_rule"] = "train.share: " + result["rule"]
+    if metrics is not None:
+        prior["share_choice"]["previous_metrics"] = manifest.get("metrics")
+        manifest["metrics"] = metrics
+    if manifest.get("eval"):
+        manifest["eval"] = {**manifest["eval"], "share": f"these rows were measured at the previous model share, "
+                                                         f"{prior['share_choice']['previous_model_weight']}"}
     save_manifest(staging, manifest)
     verify_bundle(staging)
     if out.exists():
@@ -242,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=1))
     if args.out:
         command = f"python -m train.share --bundle {args.bundle} --root {args.root} --out {args.out}"
-        write_bundle(args.bundle, args.out, result, command)
+        write_bundle(args.bundle, args.out, result, command,
+                     metrics_at(args.bundle, args.root, result["share"], args.cache))
     print(json.dumps({k: result[k] for k in ("share", "previous", "rule", "people")} |
                      {"table": {k: {m: round(v[m], 4) for m in ("srcc", "plcc", "gap")} for k, v in
                                 result["table"].items()}}, indent=1))

@@ -56,7 +56,7 @@ def test_people_of_a_clip_join_one_persons_photos_and_count_a_cut():
 
 def test_leave_one_out_writes_a_bundle_that_changes_only_its_share(tmp_path, dozen_corpus):
     from tests.train.test_refit_forest import _bundle
-    from train.share import run, write_bundle
+    from train.share import metrics_at, run, write_bundle
 
     root, _ = dozen_corpus
     bundle = _bundle(tmp_path, root)
@@ -76,7 +76,10 @@ def test_leave_one_out_writes_a_bundle_that_changes_only_its_share(tmp_path, doz
     assert result["share"] in SHARES and result["previous"] == 0.5
 
     out = tmp_path / "shared"
-    written = write_bundle(bundle, out, result, "test")
+    metrics = metrics_at(bundle, root, result["share"], tmp_path / "cache")
+    assert "train" in metrics and all(-1 <= m["srcc"] <= 1 for m in metrics.values())
+    written = write_bundle(bundle, out, result, "test", metrics)
+    assert written["metrics"] == metrics and written["prior"]["share_choice"]["previous_metrics"] == manifest["metrics"]
     verify_bundle(out)
     assert written["prior"]["model_weight"] == result["share"]
     assert written["prior"]["share_choice"]["previous_model_weight"] == 0.5
