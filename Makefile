@@ -73,6 +73,7 @@ corpus: setup
 # default: ONNX Runtime graphs at the precision the eval chose (fp32: as accurate and 2x faster than torch).
 train-default: setup
 	$(BIN)/python -m train.fit --root corpus/synthetic --out build/fvq-tiny --seed 0 --threads 1 --stream-dropout 0.3
+	$(BIN)/python -m train.share --bundle build/fvq-tiny --root corpus/synthetic --out build/fvq-tiny --threads 1
 	$(BIN)/fvq export build/fvq-tiny --out bundles/default --eval-root corpus/synthetic --eval-split test
 
 export: setup
