@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEB     := ffmpeg nginx libnginx-mod-rtmp curl nodejs prometheus chromium opencv-data
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench gpu-check corpus train-default export clean
+.PHONY: setup system-deps demo test lint bench bench-cores gpu-check corpus train-default export clean
 
 # Debian packages the tests and the demo start (ffmpeg, an RTMP server, Prometheus, Chromium).
 system-deps:
@@ -61,6 +61,11 @@ bench: setup
 
 # On a machine with an NVIDIA GPU and a CUDA build of torch: the gpu-marked tests, then the forward-pass
 # benchmark (shipped bundle, and a Qwen2-VL-2B-shaped `full` rater with random weights). Figures: docs/gpu/.
+# Issue 14's N-core point on a bigger machine (run it where there are more than 2 cores): 6 and 8 streams per
+# core, `workers: auto`, measured from outside with plain decoding in the same run (about 3 minutes).
+bench-cores: setup
+	n=$$(nproc); for s in $$((6 * n)) $$((8 * n)); do $(BIN)/python -m stream.bench --streams $$s --seconds 30 --workers auto; done
+
 gpu-check: setup  # needs a CUDA build of torch in .venv (setup installs the CPU one)
 	$(BIN)/python -m pytest -m gpu -v -rs tests
 	$(BIN)/python -m export.bench_cuda --shape default --batches 1 16 64 --variants fp32 bf16 bf16-graphs int8-graphs
