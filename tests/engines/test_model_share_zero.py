@@ -14,14 +14,17 @@ from engines.bundle import DEFAULT_BUNDLE, read_manifest, save_manifest
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "degraded.mp4"
 
 
-@pytest.fixture(scope="module")
-def share_zero_bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle") / "b"
+def _with_share(out: Path, share: float) -> Path:
     shutil.copytree(DEFAULT_BUNDLE, out)
     manifest = read_manifest(out)
-    manifest["prior"]["model_weight"] = 0.0
+    manifest["prior"]["model_weight"] = share
     save_manifest(out, manifest)
     return out
+
+
+@pytest.fixture(scope="module")
+def share_zero_bundle(tmp_path_factory):
+    return _with_share(tmp_path_factory.mktemp("bundle") / "b", 0.0)
 
 
 def _analyse(bundle: Path, monkeypatch, force_model: bool):
@@ -52,11 +55,11 @@ def _analyse(bundle: Path, monkeypatch, force_model: bool):
     return results, calls
 
 
-def test_share_zero_skips_the_model_and_publishes_the_same(share_zero_bundle, monkeypatch):
+def test_share_zero_skips_the_model_and_publishes_the_same(share_zero_bundle, monkeypatch, tmp_path):
     from engines.load import load_rater
 
     assert not load_rater(share_zero_bundle).model_counts
-    assert load_rater(DEFAULT_BUNDLE).model_counts  # the shipped share is not 0: its model runs
+    assert load_rater(_with_share(tmp_path / "quarter", 0.25)).model_counts  # any share above 0: the model runs
 
     skipped, calls = _analyse(share_zero_bundle, monkeypatch, force_model=False)
     assert calls == {"predict": 0, "encode": 0}
