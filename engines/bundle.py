@@ -182,10 +182,19 @@ def publish_staged(staging: Path, out: Path, manifest: dict[str, Any], file_name
     write_manifest(staging, manifest, file_names)
     verify_bundle(staging)
     if staging != out:
-        backup = out.parent / (out.name + ".export-old")
+        swap_in(staging, out, ".export-old")
+
+
+def swap_in(staging: Path, out: Path, aside: str) -> None:
+    """Puts a verified staged bundle folder in place of `out`: an existing `out` goes aside (its name + `aside`)
+    until the new one is there, then is removed, so a reader never finds a half-written bundle at `out`."""
+    if out.exists():
+        backup = out.parent / (out.name + aside)
         out.rename(backup)
         staging.rename(out)
         shutil.rmtree(backup)
+    else:
+        staging.rename(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +252,6 @@ def prior_entry(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 
 __all__ = ["DEFAULT_BUNDLE", "EXPORTED_FORMAT", "FORMAT_VERSION", "KNOWN_VERSIONS", "MANIFEST", "TRAINING_FORMAT",
            "BundleError", "check_format", "default_rater", "file_entries", "file_entry", "file_sha256", "has_manifest",
-           "is_exported", "learned_heads", "model_family", "precision_entry", "prior_entry", "publish_staged", "rater_kind",
+           "is_exported", "learned_heads", "model_family", "precision_entry", "prior_entry", "publish_staged", "rater_kind", "swap_in",
            "rates_dimensions", "read_manifest", "save_manifest", "update_manifest", "verify_bundle",
            "write_manifest"]

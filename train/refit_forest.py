@@ -47,7 +47,7 @@ def extract(rater, root: Path, cache: Path) -> dict[str, list]:
 def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", seed: int = 0,
           cache: Path | None = None, run_eval: bool = False, log=print) -> dict[str, Any]:
     """Writes the bundle with a refitted forest to `out` (replacing it when it exists) and returns its manifest."""
-    from engines.bundle import file_entry, read_manifest, save_manifest, verify_bundle
+    from engines.bundle import file_entry, read_manifest, save_manifest, swap_in, verify_bundle
     from engines.forest import FOREST_FILE
     from engines.fvq_rater import FVQRater
     from train.fit import Dataset, evaluate_dataset, fit_prior
@@ -98,13 +98,7 @@ def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", s
     manifest["files"] = {name: file_entry(staging / name) for name in sorted(manifest.get("files") or {})}
     save_manifest(staging, manifest)
     verify_bundle(staging)
-    if out.exists():  # as publish_staged: the old folder goes aside only once the new one verified
-        backup = out.parent / (out.name + ".refit-old")
-        out.rename(backup)
-        staging.rename(out)
-        shutil.rmtree(backup)
-    else:
-        staging.rename(out)
+    swap_in(staging, out, ".refit-old")  # the old folder goes aside only once the new one verified
     manifest = read_manifest(out)
     if run_eval:
         from engines.bundle import update_manifest

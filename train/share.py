@@ -208,7 +208,7 @@ def metrics_at(bundle: Path, root: Path, share: float, cache: Path | None = None
 def write_bundle(bundle: Path, out: Path, result: dict[str, Any], command: str,
                  metrics: dict[str, dict[str, float]] | None = None) -> dict:
     """`bundle` with the chosen share in its manifest, to `out` (verified before it replaces an existing one)."""
-    from engines.bundle import read_manifest, save_manifest, verify_bundle
+    from engines.bundle import read_manifest, save_manifest, swap_in, verify_bundle
 
     staging = out.parent / (out.name + ".share-staging")
     if staging.exists():
@@ -233,13 +233,7 @@ def write_bundle(bundle: Path, out: Path, result: dict[str, Any], command: str,
                                                          f"{prior['share_choice']['previous_model_weight']}"}
     save_manifest(staging, manifest)
     verify_bundle(staging)
-    if out.exists():
-        backup = out.parent / (out.name + ".share-old")
-        out.rename(backup)
-        staging.rename(out)
-        shutil.rmtree(backup)
-    else:
-        staging.rename(out)
+    swap_in(staging, out, ".share-old")  # the old folder goes aside only once the new one verified
     return read_manifest(out)
 
 
