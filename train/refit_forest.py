@@ -28,14 +28,15 @@ from tqdm import tqdm
 from train.fit import FOREST_INPUT_SETS
 
 
-def extract(rater, root: Path, cache: Path) -> dict[str, list]:
-    """Every split's clip features through train.fit's extractor (cached: a second run reads them back)."""
+def extract(rater, root: Path, cache: Path, splits: Sequence[str] | None = None) -> dict[str, list]:
+    """The clip features of every split (or of `splits`) through train.fit's extractor (cached: a second run reads
+    them back)."""
     from train.dataset import SPLITS
     from train.fit import FeatureExtractor, read_split
 
     extractor = FeatureExtractor(rater, cache)
     clips: dict[str, list] = {}
-    for split in SPLITS:
+    for split in splits or SPLITS:
         clips[split] = []
         for clip in tqdm(read_split(root, split), desc=f"features {split}", file=sys.stderr, disable=None):
             cf = extractor(clip)

@@ -152,8 +152,8 @@ def run(bundle: Path, root: Path, seed: int | None = None, cache: Path | None = 
         people: Sequence[str] | None = None, log=print) -> dict[str, Any]:
     from engines.bundle import read_manifest, verify_bundle
     from engines.fvq_rater import FVQRater
-    from train.dataset import SPLITS
-    from train.fit import FeatureExtractor, read_split
+    from train.fit import read_split
+    from train.refit_forest import extract
 
     verify_bundle(bundle)
     manifest = read_manifest(bundle)
@@ -161,18 +161,12 @@ def run(bundle: Path, root: Path, seed: int | None = None, cache: Path | None = 
     if rater.prior is None or rater.config.size != "tiny":
         raise SystemExit(f"{bundle}: train.share needs a tiny bundle with a signal forest (manifest 'prior')")
     seed = manifest["training"]["seed"] if seed is None else seed
-    extractor = FeatureExtractor(rater, cache or root / ".cache" / "features")
-    clips: dict[str, list] = {}
-    metas: dict[str, list[dict]] = {}
-    for split in SPLITS:
-        if split == "test":
-            continue  # never read: the share is chosen without it
-        clips[split], metas[split] = [], []
-        for label in read_split(root, split):
-            cf = extractor(label)
-            if cf is not None:
-                clips[split].append(cf)
-                metas[split].append(label.meta)
+    splits = ("train", "val")  # test is never read: the share is chosen without it
+    clips = extract(rater, root, cache or root / ".cache" / "features", splits)
+    metas = {}
+    for split in splits:
+        meta_of = {str(label.path): label.meta for label in read_split(root, split)}
+        metas[split] = [meta_of[c.path] for c in clips[split]]
     if not metas["train"] or "source" not in metas["train"][0]:
         raise SystemExit(f"{root}/train has no meta.jsonl with sources: the corpus must come from train.corpus")
     persons = list(dict.fromkeys(person_of(m) for m in metas["train"]))
