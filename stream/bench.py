@@ -166,31 +166,27 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
     }
 
 
-def _tree_cpu(proc) -> float:
-    """CPU seconds of a process and its live descendants (the front and its workers)."""
+def _tree_sum(proc, read) -> float:
+    """`read(p)` summed over a process and its live descendants (the front and its workers)."""
     import psutil
 
     total = 0.0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
+            total += read(p)
+        except psutil.Error:  # ended meanwhile
             pass
     return total
+
+
+def _tree_cpu(proc) -> float:
+    """CPU seconds of a process and its live descendants."""
+    return _tree_sum(proc, lambda p: sum(p.cpu_times()[:2]))
 
 
 def _tree_rss(proc) -> float:
     """Resident bytes of a process and its live descendants (pages the processes share count once per process)."""
-    import psutil
-
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+    return _tree_sum(proc, lambda p: p.memory_info().rss)
 
 
 def _histogram_quantiles(buckets: dict[float, float], qs: tuple[float, ...]) -> tuple[float, ...]:
