@@ -7,7 +7,8 @@ plain decoding and of `ffmpeg -vf blurdetect,blockdetect,freezedetect,signalstat
 
 Scaling (stream/workers.py, stream/serve_rater.py):
     python -m stream.bench --streams 8 --seconds 30 --workers 1 2     # `fvq serve --workers N`, same run, same clip
-    python -m stream.bench --handoff                                  # per-window cost of handing work over
+    python -m stream.bench --handoff --bundle B                       # per-window cost of handing the model's work over
+                                                                      # (B: a bundle whose model share is above 0)
 """
 
 from __future__ import annotations
@@ -291,6 +292,10 @@ def _captured_features(clip: Path, bundle: str | None) -> tuple[list, object]:
     rater = analyzer.rater
     if rater is None:
         raise SystemExit("--handoff needs the model bundle (it rates windows)")
+    if not rater.model_counts:
+        raise SystemExit(f"--handoff measures handing the model's work over, and the model's share of "
+                         f"{cfg.bundle or 'the default bundle'} is 0 (the live path skips it): pass --bundle with a "
+                         "share above 0")
     captured: list = []
     rate = rater.rate
 

@@ -89,3 +89,17 @@ class MonitorHarness:
                 return
             time.sleep(0.25)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; streams: {self.streams()}")
+
+
+def bundle_with_share(out, share: float):
+    """A copy of the shipped bundle at `out` whose model has `share` of the published score (the shipped one's
+    is 0, where the live path skips the model): for tests of the model's own path."""
+    import shutil
+
+    from engines.bundle import DEFAULT_BUNDLE, read_manifest, save_manifest
+
+    shutil.copytree(DEFAULT_BUNDLE, out)
+    manifest = read_manifest(out)
+    manifest["prior"]["model_weight"] = share
+    save_manifest(out, manifest)
+    return out

@@ -3,28 +3,19 @@ encoder nor the forward pass, and publishes exactly what running them would have
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engines.bundle import DEFAULT_BUNDLE, read_manifest, save_manifest
+from tests.harness import bundle_with_share
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "degraded.mp4"
 
 
-def _with_share(out: Path, share: float) -> Path:
-    shutil.copytree(DEFAULT_BUNDLE, out)
-    manifest = read_manifest(out)
-    manifest["prior"]["model_weight"] = share
-    save_manifest(out, manifest)
-    return out
-
-
 @pytest.fixture(scope="module")
 def share_zero_bundle(tmp_path_factory):
-    return _with_share(tmp_path_factory.mktemp("bundle") / "b", 0.0)
+    return bundle_with_share(tmp_path_factory.mktemp("bundle") / "b", 0.0)
 
 
 def _analyse(bundle: Path, monkeypatch, force_model: bool):
@@ -59,7 +50,7 @@ def test_share_zero_skips_the_model_and_publishes_the_same(share_zero_bundle, mo
     from engines.load import load_rater
 
     assert not load_rater(share_zero_bundle).model_counts
-    assert load_rater(_with_share(tmp_path / "quarter", 0.25)).model_counts  # any share above 0: the model runs
+    assert load_rater(bundle_with_share(tmp_path / "quarter", 0.25)).model_counts  # any share above 0: the model runs
 
     skipped, calls = _analyse(share_zero_bundle, monkeypatch, force_model=False)
     assert calls == {"predict": 0, "encode": 0}
@@ -72,3 +63,24 @@ def test_share_zero_skips_the_model_and_publishes_the_same(share_zero_bundle, mo
         assert a.level == b.level
     # and the score is the forest's, not a constant: the degraded sample's windows differ
     assert np.ptp([r.score for r in skipped]) > 0
+
+
+def test_a_serve_rater_hands_nothing_over_when_the_model_share_is_0(share_zero_bundle):
+    """Ray Serve batches the model's forward pass; with share 0 there is none, so the worker rates in process
+    (the handle is never called: here there is none to call, which would count as a fallback)."""
+    from stream.analysis import build_analyzer
+    from stream.config import MonitorConfig
+    from stream.offline import analyse_file
+    from stream.serve_rater import ServeRater
+
+    cfg = MonitorConfig(bundle=share_zero_bundle)
+    analyzer = build_analyzer(cfg)
+    captured = []
+    rate = analyzer.rater.rate
+    analyzer.rater.rate = lambda features: captured.extend(features) or rate(features)
+    analyse_file(SAMPLE, cfg, analyzer)
+    analyzer.rater.rate = rate
+    remote = ServeRater(analyzer.rater, handle=None)
+    got = remote.rate(captured)
+    assert [r.score for r in got] == [r.score for r in rate(captured)] and len(got) >= 3
+    assert remote.remote_windows == 0 and remote.fallbacks == 0

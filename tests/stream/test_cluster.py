@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from tests.conftest import free_port, make_face_clip
+from tests.harness import bundle_with_share
 from tests.stream.test_workers import Served, assert_each_series_once, windows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -276,7 +277,9 @@ def test_serve_rater_batches_windows_and_falls_back_in_process(media_dir: Path) 
     from stream.serve_rater import APP, ServeRater, rater_app
 
     clip = make_face_clip(media_dir / "serve_rater.mp4", seconds=6.0, size="320x180", fps=10)
-    features, local = _captured_features(clip, None)
+    # the shipped bundle's model share is 0 (nothing for the deployment to run): its model at a share of 0.25
+    bundle = str(bundle_with_share(media_dir / "serve_rater_bundle", 0.25))
+    features, local = _captured_features(clip, bundle)
     assert len(features) >= 3
     expected = [r.score for r in local.rate(features)]
     tmp = tempfile.mkdtemp(prefix="fvqsr")
@@ -284,7 +287,7 @@ def test_serve_rater_batches_windows_and_falls_back_in_process(media_dir: Path) 
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         serve.start(proxy_location="Disabled")
-        handle = serve.run(rater_app(None, max_batch=8, num_cpus=0, batch_wait_s=0.05), name=APP, route_prefix=None)
+        handle = serve.run(rater_app(bundle, max_batch=8, num_cpus=0, batch_wait_s=0.05), name=APP, route_prefix=None)
         remote = ServeRater(local, handle, timeout_s=60)
         got = [r.score for r in remote.rate(features)]
         assert got == pytest.approx(expected, abs=1e-3)
