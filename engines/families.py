@@ -73,7 +73,9 @@ FAMILIES: tuple[Family, ...] = (
            CAMERA, None, ("gaussian", "sensor")),
     Family("color", "colr", "washed-out, oversaturated or cast colours", PICTURE,
            {
-               "colorfulness": ("rising", 10.0, 2.0),
+               # colourfulness at a typical clean contrast (engines/signals.colorfulness_at_contrast): a flat
+               # picture's lost chroma is luminance's
+               "colorfulness_at_contrast": ("rising", 10.0, 2.0),
                "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
                "skin_excess": ("falling", 0.1, 2.0),  # skin saturation beyond natural skin's (oversaturation)
            },

@@ -214,6 +214,25 @@ MIN_GREY_SHARE = 0.02  # fewer grey pixels than this share of the region: keep t
 # SIGNALS_VERSION: no bundle read the grey-pixel-only cast, so version 2 changed in place and only caches move on.
 CAST_ESTIMATE = "grey-edge and grey-pixel agreement"
 
+# Colourfulness falls with contrast: a contrast cut (or haze, a flat grade) pulls every pixel towards the mean in
+# RGB, so chroma shrinks with luma contrast, and the colour dimension read it as washed-out colour (the corpus's
+# whole-frame cut to 28% lowered colour 35 points and luminance 29). Version 2's colour reads the colourfulness a
+# region would have at a typical clean contrast: below CHROMA_CONTRAST_REF (the median luma std of the clean clips
+# of the corpus's train and val splits, per region: a face crop is flatter than the frame) it is scaled up by
+# reference / contrast, at most CHROMA_BOOST_MAX times, so the loss of a flat picture is the luminance dimension's
+# to report. Desaturation keeps luma contrast and still lowers it. Part of the cache key like CAST_ESTIMATE.
+CHROMA_CONTRAST_REF = {"frame": 67.0, "face": 49.0}
+CHROMA_BOOST_MAX = 4.0  # the corpus's strongest contrast cut (to 28%) needs 3.6x
+CHROMA_ESTIMATE = "colourfulness at clean contrast (frame 67, face 49; at most 4x)"
+
+
+def colorfulness_at_contrast(raw: dict[str, float], region: str) -> float:
+    """The region's colourfulness scaled to a typical clean contrast (CHROMA_CONTRAST_REF), never scaled down."""
+    c, k = raw.get("colorfulness", float("nan")), raw.get("contrast", float("nan"))
+    if not (math.isfinite(c) and math.isfinite(k)):
+        return c
+    return c * min(CHROMA_BOOST_MAX, max(1.0, CHROMA_CONTRAST_REF[region] / max(k, 1e-6)))
+
 
 def _grey_pixel_light(r: np.ndarray, g: np.ndarray, b: np.ndarray, ok: np.ndarray, start: np.ndarray) -> np.ndarray:
     """The light's colour (an RGB vector) estimated from the scene's grey surfaces (walls, whites, shirts,
@@ -598,6 +617,9 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
                                changes=changes)
         timing = {f.name: dimension_score(f.name, thumbs) for f in FAMILIES if f.measured_from == TIMING}
     raw = {region: dict(values) for region, values in aggregated.items()}  # each version edits its own copy
+    if version >= 2:
+        for region, values in raw.items():
+            values["colorfulness_at_contrast"] = colorfulness_at_contrast(values, region)
     if version >= 2 and "face" in raw and "frame" in raw:
         # A cast is a property of the light on the whole scene: a face crop's own hue is its skin (any human
         # tone, or an avatar's blue), which the crop alone cannot tell from a white-balance error.

@@ -250,12 +250,17 @@ def corpus_rows(root: str | Path, split: str, cfg, analyzer, progress: bool = Tr
 
 LADDER_KINDS = {"blur": ("gaussian", "defocus"), "noise": ("gaussian", "sensor"), "color": ("cast", "desaturate"),
                 "artifact": ("crf", "bitrate"), "luminance": ("under", "over"), "temporal": ("freeze", "stall")}
+# Kinds laddered at every level besides the alternating pair: a contrast cut around the mean shrinks chroma with
+# luma, so it is the luminance distortion most likely to read as a colour one (the corpus's two misses of
+# 2026-11-30 were contrast cuts) and the ladders must show it.
+LADDER_EXTRA = {"luminance": ("contrast",)}
 
 
 def ladder_clips(sources: Sequence[str], out: Path, levels: Sequence[int] = (1, 2, 3, 4, 5), seed: int = 0,
                  fps: int = 25, duration: float = 4.0) -> list[dict]:
-    """Writes each source's clean clip and each family x level (the kind alternating by level) under `out`;
-    returns one record per distorted clip with its reference's path. Existing files are reused."""
+    """Writes each source's clean clip and each family x level (the kind alternating by level, plus LADDER_EXTRA's
+    kinds at every level) under `out`; returns one record per distorted clip with its reference's path. Existing
+    files are reused."""
     from train import distortions as D
     from train.corpus import WRITE_CRF, ClipPlan, write_clip
     from train.media import render, source_by_name, write_mp4
@@ -271,8 +276,8 @@ def ladder_clips(sources: Sequence[str], out: Path, levels: Sequence[int] = (1, 
             ref = render(src, w, h, fps, duration, seed=seed)
             write_mp4(ref_path, ref.frames, fps, crf=WRITE_CRF, preset="veryfast")
         for family in FAMILIES:
-            for level in levels:
-                kind = LADDER_KINDS[family][level % 2]
+            for level, kind in ((lv, k) for lv in levels
+                                for k in (LADDER_KINDS[family][lv % 2], *LADDER_EXTRA.get(family, ()))):
                 path = out / f"{name}_{family}-{kind}-{level}.mp4"
                 if not path.is_file():
                     ref = ref if ref is not None else render(src, w, h, fps, duration, seed=seed)

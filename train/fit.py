@@ -95,10 +95,10 @@ class FeatureExtractor:
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         from engines.rater import WINDOW_STAT_KEYS
-        from engines.signals import CAST_ESTIMATE, SIGNALS_VERSION
+        from engines.signals import CAST_ESTIMATE, CHROMA_ESTIMATE, SIGNALS_VERSION
 
         settings = {"rater": rater.extractor_version, "window_stats": list(WINDOW_STAT_KEYS), "signals": SIGNALS_VERSION,
-                    "cast": CAST_ESTIMATE,
+                    "cast": CAST_ESTIMATE, "chroma": CHROMA_ESTIMATE,
                     "window": self.cfg.window.model_dump(mode="json"),
                     "analysis": self.cfg.analysis.model_dump(mode="json"), "face": self.cfg.face.model_dump(mode="json")}
         self.version = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

@@ -165,6 +165,35 @@ def test_colour_cast_ladder_lowers_colour_and_only_colour(tmp_path, signal_analy
             assert max(moves) < 10, (dim, [round(d[dim]) for d in ladder])
 
 
+@pytest.mark.parametrize("source", ["ardern-stage", "sunak-v0", "avatar-blue"])
+def test_contrast_cut_lowers_luminance_not_colour(tmp_path, signal_analyzer, source):
+    """A contrast cut around the mean (the corpus's "contrast" kind) shrinks chroma with luma: the colour dimension
+    reads the colourfulness at a typical clean contrast, so it stays within 10 points while luminance falls by
+    more than 15 at the strongest cut, the most of any dimension; desaturating the same clip still lowers colour."""
+    cfg, analyzer = signal_analyzer
+    clean = _dims(_clip(tmp_path, source, [], "clean.mp4", seconds=2.0), cfg, analyzer)
+    cut = _dims(_clip(tmp_path, source, [D.Distortion("luminance", "contrast", 5)], "cut.mp4", seconds=2.0), cfg,
+                analyzer)
+    grey = _dims(_clip(tmp_path, source, [D.Distortion("color", "desaturate", 5)], "grey.mp4", seconds=2.0), cfg,
+                 analyzer)
+    assert cut["luminance"] < clean["luminance"] - 15, (clean, cut)
+    assert min(DIMENSIONS, key=lambda d: cut[d] - clean[d]) == "luminance", (clean, cut)
+    assert abs(cut["color"] - clean["color"]) < 10, (clean, cut)
+    assert grey["color"] < clean["color"] - 30 and abs(grey["luminance"] - clean["luminance"]) < 10, (clean, grey)
+
+
+def test_colourfulness_is_read_at_a_clean_contrast():
+    from engines.signals import CHROMA_BOOST_MAX, CHROMA_CONTRAST_REF, colorfulness_at_contrast
+
+    ref = CHROMA_CONTRAST_REF["frame"]
+    assert colorfulness_at_contrast({"colorfulness": 30.0, "contrast": 2 * ref}, "frame") == 30.0  # never lowered
+    assert colorfulness_at_contrast({"colorfulness": 10.0, "contrast": ref / 2}, "frame") == pytest.approx(20.0)
+    assert colorfulness_at_contrast({"colorfulness": 10.0, "contrast": 1.0}, "frame") == 10.0 * CHROMA_BOOST_MAX
+    face = CHROMA_CONTRAST_REF["face"]
+    assert colorfulness_at_contrast({"colorfulness": 10.0, "contrast": face}, "face") == 10.0
+    assert np.isnan(colorfulness_at_contrast({"colorfulness": float("nan"), "contrast": 5.0}, "face"))
+
+
 def test_cast_is_read_only_as_far_as_grey_edge_and_grey_pixels_agree():
     """Two estimates of the light that point the same way: the cast is the smaller one; pointing apart: none.
     (A global cast moves both alike; a scene's own tinted wall pulls the grey pixels much more than the edges.)"""
@@ -248,10 +277,11 @@ def test_diagnosis_ladder_on_unseen_content(tmp_path):
 
     cfg = MonitorConfig(no_model=True)
     records = G.ladder_clips(["avatar-green"], tmp_path, levels=(5,), duration=2.0)
-    assert len(records) == len(G.FAMILIES) and (tmp_path / "avatar-green_clean.mp4").is_file()
+    assert len(records) == len(G.FAMILIES) + 1 and (tmp_path / "avatar-green_clean.mp4").is_file()
+    assert {r["kind"] for r in records if r["families"] == ["luminance"]} == {"over", "contrast"}
     rows = G.ladder_rows(records, cfg, build_analyzer(cfg), progress=False)
     s = G.summarise(rows)
-    assert s["clips"] == 6 and s["cause_accuracy"] == 1.0, {r["file"]: r["cmp"]["fell_most"] for r in rows}
+    assert s["clips"] == 7 and s["cause_accuracy"] == 1.0, {r["file"]: r["cmp"]["fell_most"] for r in rows}
     assert s["false_cause_rate"] <= 0.1
     assert "cause accuracy" in G.format_summary("t", rows)
 
