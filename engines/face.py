@@ -23,6 +23,13 @@ SFACE_TEMPLATE = np.array(
 )
 DETECT_STRIDES = (8, 16, 32)
 _DIVISOR = 32  # YuNet's input sides must be multiples of its coarsest stride
+# Most images (faces) per session call. Bigger batches cost more per item on CPU (their activations leave the
+# caches): at 320x180, one thread, YuNet took 1.6 ms per frame in batches of 1-4 and 1.8-2.0 in batches of 16,
+# SFace (the PRelu-free graph, engines/face_models.py) 16.7-17.1 ms per face in batches of 1-2 and 24.9-27.0 in
+# batches of 8-16 (stream.bench's 8 streams hand it 8).
+# Each item's outputs are the same whatever batch it ran in (tests/engines/test_face.py).
+DETECT_BATCH = 4
+EMBED_BATCH = 2
 
 
 class FaceExtractorConfig(BaseModel):
@@ -101,7 +108,8 @@ class FaceExtractor:
     """Finds faces (box, score, landmarks) and embeds them, on any runtime from the engine registry.
 
     `detect` puts images whose network input has the same size (after resizing to `detect_size` and
-    padding to multiples of 32) into one session call; `embed` runs all aligned crops in one call.
+    padding to multiples of 32) into one session call, DETECT_BATCH at most; `embed` runs the aligned crops
+    EMBED_BATCH per call.
     """
 
     def __init__(
@@ -142,7 +150,8 @@ class FaceExtractor:
             groups.setdefault((_round_up(resized.shape[0]), _round_up(resized.shape[1])), []).append(i)
 
         results: list[list[Face]] = [[] for _ in images]
-        for (pad_h, pad_w), indices in groups.items():
+        chunks = [(size, ids[k:k + DETECT_BATCH]) for size, ids in groups.items() for k in range(0, len(ids), DETECT_BATCH)]
+        for (pad_h, pad_w), indices in chunks:
             batch = np.zeros((len(indices), 3, pad_h, pad_w), dtype=np.float32)
             for j, i in enumerate(indices):
                 resized = prepared[i][0]
@@ -230,7 +239,7 @@ class FaceExtractor:
         return align_face(image, face)
 
     def embed(self, images: list[np.ndarray], faces: list[Face]) -> np.ndarray:
-        """(N, 128) float32 L2-normalised SFace embeddings of faces[i] found in images[i], one session call."""
+        """(N, 128) float32 L2-normalised SFace embeddings of faces[i] found in images[i] (EMBED_BATCH per call)."""
         if len(images) != len(faces):
             raise ValueError(
                 f"embed needs one face per image, got {len(images)} images and {len(faces)} faces"
@@ -242,6 +251,8 @@ class FaceExtractor:
         # SFace takes RGB in 0..255 (it normalises inside the graph).
         crops = np.stack([align_face(image, face) for image, face in zip(images, faces, strict=True)])
         batch = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
-        vectors = self._recognizer.run({self._recognizer.input_names[0]: batch})[0].astype(np.float32)
+        name = self._recognizer.input_names[0]
+        vectors = np.concatenate([self._recognizer.run({name: batch[k:k + EMBED_BATCH]})[0]
+                                  for k in range(0, len(batch), EMBED_BATCH)]).astype(np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)

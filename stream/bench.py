@@ -9,6 +9,7 @@ Scaling (stream/workers.py, stream/serve_rater.py):
     python -m stream.bench --streams 8 --seconds 30 --workers 1 2     # `fvq serve --workers N`, same run, same clip
     python -m stream.bench --handoff --bundle B                       # per-window cost of handing the model's work over
                                                                       # (B: a bundle whose model share is above 0)
+    python -m stream.bench --readers 8 --seconds 15                   # what the live decode path adds to plain decoding
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +86,62 @@ def plain_decode_cost(clip: Path) -> float:
         for _ in c.decode(s):
             pass
         return (cpu_self() - t0) / duration
+
+
+READER_MODES = (
+    ("unpaced, decoding only", False, None),
+    ("paced in real time, decoding only", True, None),
+    ("paced, + the luma thumbnail of every frame", True, "thumb"),
+    ("paced, + everything FrameConverter.convert does", True, "convert"),
+)
+
+
+def _reader_cost(clip: Path, paced: bool, work: str | None, seconds: float) -> float:
+    """CPU seconds of this thread per second of video for one reader like the live path's (SLICE threading, one
+    thread, the quantiser map exported), paced by the frames' timestamps or not, converting each frame or not."""
+    from stream.config import AnalysisConfig
+    from stream.decode import QP_CODECS, FrameConverter
+
+    converter = FrameConverter(AnalysisConfig())
+    halt = threading.Event()
+    with av.open(str(clip)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "SLICE"
+        s.codec_context.thread_count = 1
+        if s.codec_context.name in QP_CODECS:
+            s.codec_context.options = {"export_side_data": "venc_params"}
+        t0, start, first, last = time.thread_time(), time.monotonic(), None, 0.0
+        for frame in c.decode(s):
+            if work == "thumb":
+                converter._thumb(frame)
+            elif work == "convert":
+                converter.convert(frame)
+            first = frame.time if first is None else first
+            last = frame.time - first
+            if paced and (ahead := last - (time.monotonic() - start)) > 0:
+                halt.wait(ahead)
+            if last >= seconds:
+                break
+        return (time.thread_time() - t0) / max(last, 1e-3)
+
+
+def reader_costs(clip: Path, readers: int, seconds: float) -> list[tuple[str, float]]:
+    """Mean CPU per stream-second of `readers` concurrent reader threads in each of READER_MODES (one mode at a
+    time): where the live decode path's cost above plain decoding comes from."""
+    out = []
+    for label, paced, work in READER_MODES:
+        costs = [0.0] * readers
+
+        def read(i: int, into: list[float], paced: bool, work: str | None) -> None:
+            into[i] = _reader_cost(clip, paced, work, seconds)
+
+        threads = [threading.Thread(target=read, args=(i, costs, paced, work)) for i in range(readers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out.append((f"{readers} readers, {label}", sum(costs) / readers))
+    return out
 
 
 def ffmpeg_cost(clip: Path, filters: str | None) -> float:
@@ -421,10 +479,21 @@ def main(argv: list[str] | None = None) -> int:
                         "what `fvq serve` runs by default), in one run")
     p.add_argument("--handoff", action="store_true",
                    help="only the per-window cost of handing rater work to another process or a Ray Serve rater")
+    p.add_argument("--readers", type=int, metavar="N",
+                   help="only the decode path: N reader threads unpaced, paced, paced with the thumbnail, paced with "
+                        "the whole frame conversion (--seconds of the clip each), against plain decoding")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="fvq-bench-"))
     clip = args.clip or make_clip(tmp / "face720p30.mp4")
     print(f"machine: {os.cpu_count()} cores; clip {clip}", flush=True)
+    if args.readers:
+        dec = plain_decode_cost(clip)
+        print(f"plain decode (PyAV, 1 thread):           {dec:.3f} CPU-s per stream-second", flush=True)
+        for label, cost in reader_costs(clip, args.readers, args.seconds):
+            print(f"  {label}: {cost:.3f} CPU-s per stream-second = {cost / dec:.2f}x plain decode", flush=True)
+        after = plain_decode_cost(clip)
+        print(f"plain decode again:                      {after:.3f} CPU-s per stream-second", flush=True)
+        return 0
     dec = plain_decode_cost(clip)
     ff_dec = ffmpeg_cost(clip, None)
     ff_filters = ffmpeg_cost(clip, FFMPEG_FILTERS)
