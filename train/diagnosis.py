@@ -276,15 +276,15 @@ def ladder_clips(sources: Sequence[str], out: Path, levels: Sequence[int] = (1, 
             ref = render(src, w, h, fps, duration, seed=seed)
             write_mp4(ref_path, ref.frames, fps, crf=WRITE_CRF, preset="veryfast")
         for family in FAMILIES:
-            for level, kind in ((lv, k) for lv in levels
-                                for k in (LADDER_KINDS[family][lv % 2], *LADDER_EXTRA.get(family, ()))):
-                path = out / f"{name}_{family}-{kind}-{level}.mp4"
-                if not path.is_file():
-                    ref = ref if ref is not None else render(src, w, h, fps, duration, seed=seed)
-                    plan = ClipPlan(path.name, "test", name, w, h, fps, duration, seed)
-                    write_clip(path, ref, [D.Distortion(family, kind, level)], plan)
-                records.append({"file": path.name, "path": path, "ref": ref_path, "source": name,
-                                "families": [family], "kind": kind, "level": level, "region": "full"})
+            for level in levels:
+                for kind in (LADDER_KINDS[family][level % 2], *LADDER_EXTRA.get(family, ())):
+                    path = out / f"{name}_{family}-{kind}-{level}.mp4"
+                    if not path.is_file():
+                        ref = ref if ref is not None else render(src, w, h, fps, duration, seed=seed)
+                        plan = ClipPlan(path.name, "test", name, w, h, fps, duration, seed)
+                        write_clip(path, ref, [D.Distortion(family, kind, level)], plan)
+                    records.append({"file": path.name, "path": path, "ref": ref_path, "source": name,
+                                    "families": [family], "kind": kind, "level": level, "region": "full"})
     return records
 
 
