@@ -54,22 +54,22 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check fvq stream engines export train tests
+	$(BIN)/ruff check fvq stream engines export train benchmarks tests
 
 bench: setup
-	$(BIN)/python -m stream.bench --streams 16 --seconds 60 --workers auto 1
+	$(BIN)/python -m benchmarks.live --streams 16 --seconds 60 --workers auto 1
 
 # On a machine with an NVIDIA GPU and a CUDA build of torch: the gpu-marked tests, then the forward-pass
 # benchmark (shipped bundle, and a Qwen2-VL-2B-shaped `full` rater with random weights). Figures: docs/gpu/.
 # Issue 14's N-core point on a bigger machine (run it where there are more than 2 cores): 6 and 8 streams per
 # core, `workers: auto`, measured from outside with plain decoding in the same run (about 3 minutes).
 bench-cores: setup
-	n=$$(nproc); for s in $$((6 * n)) $$((8 * n)); do $(BIN)/python -m stream.bench --streams $$s --seconds 30 --workers auto; done
+	n=$$(nproc); for s in $$((6 * n)) $$((8 * n)); do $(BIN)/python -m benchmarks.live --streams $$s --seconds 30 --workers auto; done
 
 gpu-check: setup  # needs a CUDA build of torch in .venv (setup installs the CPU one)
 	$(BIN)/python -m pytest -m gpu -v -rs tests
-	$(BIN)/python -m export.bench_cuda --shape default --batches 1 16 64 --variants fp32 bf16 bf16-graphs int8-graphs
-	$(BIN)/python -m export.bench_cuda --shape 2b --batches 1 8 --variants fp32 bf16
+	$(BIN)/python -m benchmarks.cuda --shape default --batches 1 16 64 --variants fp32 bf16 bf16-graphs int8-graphs
+	$(BIN)/python -m benchmarks.cuda --shape 2b --batches 1 8 --variants fp32 bf16
 
 corpus: setup
 	$(BIN)/python -m train.corpus --out corpus/synthetic --seed 0

@@ -26,7 +26,7 @@ _DIVISOR = 32  # YuNet's input sides must be multiples of its coarsest stride
 # Most images (faces) per session call. Bigger batches cost more per item on CPU (their activations leave the
 # caches): at 320x180, one thread, YuNet took 1.6 ms per frame in batches of 1-4 and 1.8-2.0 in batches of 16,
 # SFace (the PRelu-free graph, engines/face_models.py) 16.7-17.1 ms per face in batches of 1-2 and 24.9-27.0 in
-# batches of 8-16 (stream.bench's 8 streams hand it 8).
+# batches of 8-16 (benchmarks.live's 8 streams hand it 8).
 # Each item's outputs are the same whatever batch it ran in (tests/engines/test_face.py).
 DETECT_BATCH = 4
 EMBED_BATCH = 2

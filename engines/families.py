@@ -1,11 +1,11 @@
 """The distortion families: one catalogue of each family's dimension, signals, operator cause, alert and corpus distortions.
 
-Every layer reads this list: the signal measurements score one dimension per family (engines/signals.py, with
-the curves below), the window statistics and the dimension head have one slot per family (engines/rater.py), the
-monitor turns a low dimension into its family's cause (stream/recommend.py) and the Prometheus rules into its
-alert (stream/alert_rules.py), and the synthetic corpus produces each family with the distortion kinds named here
+Every layer reads this list: the signal measurements score one dimension per family (engines/signals/, one module
+per family, named in `measured_in`, with the curves below), the window statistics and the dimension head have one slot per family (engines/rater.py), the
+monitor turns a low dimension into its family's cause (stream/ops/recommend.py) and the Prometheus rules into its
+alert (stream/ops/alert_rules.py), and the synthetic corpus produces each family with the distortion kinds named here
 (train/distortions.py). Adding a family is one `Family` entry below plus the raw measurement its curves read
-(engines/signals.py); docs/signals.md says which other edits remain.
+(a module in engines/signals/); docs/signals.md says which other edits remain.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Cause:
     action: str
 
 
-# The causes a low dimension points to, in the monitor's priority order (stream/recommend.MONITOR_CAUSES): when a
+# The causes a low dimension points to, in the monitor's priority order (stream/ops/recommend.MONITOR_CAUSES): when a
 # stream shows several at once, the first raised is its recommendation.
 STALLS = Cause("stalls", "FvqStalls", "warning", "stalls, freezes or dropped frames in the picture",
                "network or encoder overloaded: check uplink and encoder CPU")
@@ -56,6 +56,7 @@ class Family:
     cause: Cause  # what the monitor says when the dimension is low
     low_bitrate_cause: Cause | None  # ...instead, when the stream's bitrate is low (None: the same cause)
     corpus: tuple[str, ...]  # the corpus distortion kinds that produce it (train/distortions.py implements each)
+    measured_in: str  # the module under engines/signals/ whose measurement gives the raw values its curves read
 
     def cause_at(self, low_bitrate: bool) -> Cause:
         """The cause a low score of this family points to, at a low bitrate or not."""
@@ -67,10 +68,10 @@ class Family:
 FAMILIES: tuple[Family, ...] = (
     Family("blur", "blur", "a soft picture: focus, motion blur, upscaling", PICTURE,
            {"edge_blur_px": ("falling", 2.2, 3.0)},
-           SOURCE, COMPRESSION, ("gaussian", "defocus")),
+           SOURCE, COMPRESSION, ("gaussian", "defocus"), "engines.signals.blur_noise"),
     Family("noise", "nois", "sensor noise or grain", PICTURE,
            {"noise_sigma": ("falling", 7.0, 2.0), "grain_sigma": ("falling", 11.0, 2.0)},
-           CAMERA, None, ("gaussian", "sensor")),
+           CAMERA, None, ("gaussian", "sensor"), "engines.signals.blur_noise"),
     Family("color", "colr", "washed-out, oversaturated or cast colours", PICTURE,
            {
                # colourfulness at a typical clean contrast (engines/signals.colorfulness_at_contrast): a flat
@@ -79,7 +80,7 @@ FAMILIES: tuple[Family, ...] = (
                "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
                "skin_excess": ("falling", 0.1, 2.0),  # skin saturation beyond natural skin's (oversaturation)
            },
-           CAMERA, None, ("desaturate", "cast", "saturate")),
+           CAMERA, None, ("desaturate", "cast", "saturate"), "engines.signals.colour"),
     Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,
            {
                "blockiness": ("falling", 0.3, 2.5),
@@ -87,14 +88,14 @@ FAMILIES: tuple[Family, ...] = (
                # Deblocking hides the block grid of a starved encoder; its quantiser does not.
                "qp": ("falling", 36.0, 8.0),
            },
-           SOURCE, COMPRESSION, ("crf", "bitrate")),
+           SOURCE, COMPRESSION, ("crf", "bitrate"), "engines.signals.blockiness"),
     Family("luminance", "lumi", "exposure, clipping, contrast", PICTURE,
            {
                "exposure_stops": ("falling", 1.0, 2.0),  # |log2(mean luma / MID_GREY)|
                "clipped_share": ("falling", 0.25, 2.0),  # dark_share + bright_share
                "contrast": ("rising", 14.0, 2.0),  # std of luma
            },
-           CAMERA, None, ("under", "over", "contrast")),
+           CAMERA, None, ("under", "over", "contrast"), "engines.signals.luminance"),
     Family("temporal", "temp", "freezes, stalls or dropped frames", TIMING,
            {
                "frozen_share": ("falling", 0.15, 1.5),
@@ -106,7 +107,7 @@ FAMILIES: tuple[Family, ...] = (
                "flicker": ("falling", 6.0, 2.0),
                "judder": ("falling", 0.8, 2.0),
            },
-           STALLS, None, ("freeze", "stall")),
+           STALLS, None, ("freeze", "stall"), "engines.signals.temporal"),
 )
 BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
 DIMENSIONS: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # one 0..100 dimension per family, in this order

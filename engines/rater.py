@@ -153,7 +153,7 @@ class Rater(abc.ABC):
     prior when it has one), its level band, the Stage I level distribution, and, when the bundle trained the
     dimension head (`rates_dimensions`), the six learned dimension scores. `dimension_heads` names the dimensions
     whose learned head the bundle found to rank better than the signal measurement (manifest "dimensions");
-    the live path publishes signal measurements and carries the learned scores as details (stream/analysis.py).
+    the live path publishes signal measurements and carries the learned scores as details (stream/live/analysis.py).
     """
 
     spec: FeatureSpec

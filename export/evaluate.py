@@ -1,6 +1,6 @@
 """Accuracy and speed of each deployable variant of a rater on an eval split, as the live path runs it.
 
-Each clip is decoded and analysed once (faces, embeddings, signals; stream.offline.analyse_file with the
+Each clip is decoded and analysed once (faces, embeddings, signals; stream.live.offline.analyse_file with the
 default monitor config, as training does); then every variant encodes the same frames with its own frame
 encoder, assembles the same windows and rates them. A clip's score is the mean of its windows' calibrated
 raw scores (what `fvq score` and train.fit report), compared with the MOS by SRCC/PLCC/KRCC.
@@ -30,9 +30,9 @@ class AnalysedClip:
 
 
 def analyse_split(root: Path, split: str = "test", max_clips: int | None = None) -> list[AnalysedClip]:
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
-    from stream.offline import analyse_file
+    from stream.live.analysis import build_analyzer
+    from stream.live.offline import analyse_file
     from train.fit import read_split
 
     cfg = MonitorConfig(no_model=True)

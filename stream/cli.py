@@ -64,13 +64,13 @@ def _positive_int(value: str, option: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from stream.analysis import build_analyzer
-    from stream.catalog import attach_catalog
     from stream.config import ConfigError, load_config
-    from stream.metrics import build_metrics
-    from stream.monitor import Monitor
-    from stream.recommend import start_recommendations
-    from stream.server import PortInUseError, start_server
+    from stream.http.catalog import attach_catalog
+    from stream.http.server import PortInUseError, start_server
+    from stream.live.analysis import build_analyzer
+    from stream.live.monitor import Monitor
+    from stream.ops.metrics import build_metrics
+    from stream.ops.recommend import start_recommendations
 
     overrides = _serve_overrides(args)
     cfg = load_config(args.config, overrides)
@@ -104,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload, catalog))
         table = None
         if args.table:
-            from stream.table import render_table
+            from stream.ops.table import render_table
 
             table = render_table
         try:
@@ -130,17 +130,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
     """Several workers behind one front: local worker processes, or Ray actors across a cluster."""
-    from stream.front_http import serve_front
+    from stream.scale.front_http import serve_front
 
     if cfg.cluster is not None:
-        from stream.cluster import RayPool, require_ray
+        from stream.scale.cluster import RayPool, require_ray
 
         require_ray()  # fails here, with the extra to install, before anything starts
 
         def factory(token, poke):
             return RayPool(cfg, token, poke)
     else:
-        from stream.workers import LocalPool
+        from stream.scale.workers import LocalPool
 
         def factory(token, poke):
             pool = LocalPool(cfg, cfg.worker_count(), cfg.worker_spares, token, on_change=poke)
@@ -148,7 +148,7 @@ def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
             return pool
 
     from stream.config import ConfigError
-    from stream.server import PortInUseError
+    from stream.http.server import PortInUseError
 
     print(ingest_notice(cfg), flush=True)
     try:
@@ -183,9 +183,9 @@ def ingest_notice(cfg) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from stream.analysis import build_analyzer
     from stream.config import load_config
-    from stream.offline import InputError, analyse_file, file_report
+    from stream.live.analysis import build_analyzer
+    from stream.live.offline import InputError, analyse_file, file_report
 
     overrides: dict = {}
     if args.bundle is not None:
@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     the caller to word.
     """
     from stream.config import ConfigError
-    from stream.logs import configure
+    from stream.ops.logs import configure
 
     # every log line redacted of secrets; repeats logged once a minute with a count
     configure(logging.DEBUG if args.verbose else logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"fvq: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
-        from stream.rtmp import RtmpListenError
+        from stream.ingest.rtmp import RtmpListenError
 
         if not isinstance(exc, RtmpListenError):
             raise

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.analysis import Analyzer
 from stream.config import MonitorConfig
-from stream.metrics import build_metrics
-from stream.monitor import Monitor
+from stream.live.analysis import Analyzer
+from stream.live.monitor import Monitor
+from stream.ops.metrics import build_metrics
 
 
 class MonitorHarness:
@@ -28,7 +28,7 @@ class MonitorHarness:
         self.port = 0
 
     def _run(self) -> None:
-        from stream.server import start_server
+        from stream.http.server import start_server
 
         async def main() -> None:
             runner = await start_server(self.monitor, self.host, 0)

@@ -1,4 +1,5 @@
-"""The package's layers point only down (command -> export -> train -> stream -> engines) and no module imports itself back."""
+"""The package's layers point only down (benchmarks -> command -> export -> train -> stream -> engines), the rooms of
+`stream/` point only down too (scale -> http -> live -> ingest -> ops -> the stream root), and no module imports itself back."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Higher numbers sit higher; a module may import its own layer or any lower one.
-LAYERS = {"engines": 0, "stream": 1, "train": 2, "export": 3, "fvq": 4}
+LAYERS = {"engines": 0, "stream": 1, "train": 2, "export": 3, "fvq": 4, "benchmarks": 5}
+# Inside stream/: the root (config, the source-type registry, redaction, admission) at the bottom, then the rooms.
+ROOMS = {"ops": 1, "ingest": 2, "live": 3, "http": 4, "scale": 5, "cli": 6}
+
+
+def _room(module: str) -> int:
+    parts = module.split(".")
+    return ROOMS.get(parts[1], 0) if len(parts) > 1 else 0
 
 
 def _modules() -> dict[str, Path]:
@@ -77,6 +85,23 @@ def test_imports_point_only_down():
         if LAYERS[dst.split(".")[0]] > LAYERS[src.split(".")[0]] and not src.startswith(dst + ".")
     )
     assert not upward, "imports that point up a layer:\n" + "\n".join(upward)
+
+
+def test_stream_rooms_point_only_down():
+    upward = sorted(
+        f"{src} -> {dst}"
+        for src, targets in _graph().items()
+        if src.startswith("stream.")
+        for dst in targets
+        if dst.startswith("stream.") and _room(dst) > _room(src)
+    )
+    assert not upward, "stream/ imports that point up a room (scale > http > live > ingest > ops > root):\n" + "\n".join(upward)
+
+
+def test_no_benchmark_program_in_the_product():
+    found = sorted(str(p.relative_to(ROOT)) for layer in LAYERS if layer != "benchmarks"
+                   for p in (ROOT / layer).rglob("bench*.py"))
+    assert not found, f"benchmark programs belong in benchmarks/: {found}"
 
 
 def test_no_import_cycles():

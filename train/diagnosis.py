@@ -7,7 +7,7 @@ Every distorted clip is compared with its own clean reference (same source, fram
   test split's people, written next to their clean clip.
 
 Per clip: the published dimensions (what `fvq score` and the monitor show: the face weighted where one is
-seen), the causes the monitor's recommendation raises (stream.recommend.window_causes), and the score.
+seen), the causes the monitor's recommendation raises (stream.ops.recommend.window_causes), and the score.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def is_grade(row: dict) -> bool:
 
 def clip_view(path: str | Path, cfg, analyzer) -> dict:
     """What an operator sees for one file: published dimensions, score, window scores and the raised causes."""
-    from stream.offline import analyse_file, combine_dimensions
-    from stream.recommend import is_low_bitrate, window_causes
+    from stream.live.offline import analyse_file, combine_dimensions
+    from stream.ops.recommend import is_low_bitrate, window_causes
 
     analysis = analyse_file(path, cfg, analyzer)
     results = analysis.results
@@ -392,7 +392,7 @@ def steadiness(paths: Sequence[Path], out: Path, cfg, analyzer, loops: int = 3, 
 
     from tqdm import tqdm
 
-    from stream.offline import analyse_file
+    from stream.live.offline import analyse_file
 
     out.mkdir(parents=True, exist_ok=True)
     published: list[float] = []
@@ -493,8 +493,8 @@ def run(root: str | Path | None, split: str = "test", bundle=None, ladder_source
         ladder_dir: Path | None = None, progress: bool = True, people: bool = True, steady: bool = True) -> dict:
     """The whole benchmark: corpus pairs of ROOT/split (when root is given), ladders on `ladder_sources` (default:
     the unseen content), and new people against trained ones (clean scores, face/background blur pairs)."""
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
+    from stream.live.analysis import build_analyzer
     from train.media import unseen_sources
 
     cfg = MonitorConfig(bundle=Path(bundle)) if bundle else MonitorConfig()

@@ -147,9 +147,9 @@ def evaluate_folder(root, split: str = "test", bundle=None, baselines: bool = Fa
 
     from tqdm import tqdm
 
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
-    from stream.offline import analyse_file, file_report
+    from stream.live.analysis import build_analyzer
+    from stream.live.offline import analyse_file, file_report
     from train.dataset import load_split
 
     clips = load_split(root, split)

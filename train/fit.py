@@ -2,7 +2,7 @@
 
     python -m train.fit --root CORPUS --out BUNDLE_DIR --seed 0 [--size tiny]
 
-Clips become windows exactly as on the live path (stream.offline.analyse_file with the default monitor
+Clips become windows exactly as on the live path (stream.live.offline.analyse_file with the default monitor
 config: decode, sampling, faces, embeddings, signals); every window of a clip is labelled with the clip's
 MOS, and a clip's prediction is the mean of its windows' scores (what `fvq score` reports).
 """
@@ -86,8 +86,8 @@ class FeatureExtractor:
     """Runs the live path's analysis on a file and the rater's frame encoder; caches one .npz per clip."""
 
     def __init__(self, rater, cache_dir: Path, monitor_config=None) -> None:
-        from stream.analysis import build_analyzer
         from stream.config import MonitorConfig
+        from stream.live.analysis import build_analyzer
 
         self.rater = rater
         self.cfg = monitor_config or MonitorConfig(no_model=True)
@@ -110,7 +110,7 @@ class FeatureExtractor:
                 arrays = {k: z[k] for k in WindowFeatures.ARRAYS}
                 names = [str(s) for s in z["signal_names"]]
         else:
-            from stream.offline import analyse_file
+            from stream.live.offline import analyse_file
 
             analysis = analyse_file(clip.path, self.cfg, self.analyzer, keep_windows=True)
             if not analysis.windows:
@@ -618,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     training = {
         "root": str(args.root), "seed": args.seed, "size": args.size,
         "corpus": corpus_recipe(args.root) if corpus_json.is_file() else None,
-        "features": {"how": "stream.offline.analyse_file with the default monitor config (the live path)",
+        "features": {"how": "stream.live.offline.analyse_file with the default monitor config (the live path)",
                      "window": extractor.cfg.window.model_dump(mode="json"),
                      "analysis": extractor.cfg.analysis.model_dump(mode="json")},
         "val_folded_into_train": args.fold_val,

@@ -1,4 +1,4 @@
-"""WHIP (WebRTC ingest, stream/whip.py): frames are pushed in by a peer; never inferred from a URL."""
+"""WHIP (WebRTC ingest, stream/ingest/whip.py): frames are pushed in by a peer; never inferred from a URL."""
 
 from stream.sources.base import SourceType
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from engines import families as F
 from engines import signals
-from stream.alert_rules import RuleSettings, build_rules
 from stream.config import AlertConfig
-from stream.recommend import ALERTS, MONITOR_CAUSES, window_causes
+from stream.ops.alert_rules import RuleSettings, build_rules
+from stream.ops.recommend import ALERTS, MONITOR_CAUSES, window_causes
 from train import distortions as D
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,9 +82,9 @@ F.BY_NAME["ringing"] = ringing
 F.DIMENSIONS = tuple(f.name for f in F.FAMILIES)
 from engines.features import FrameRecord, WindowResult
 from engines.signals import window_dimensions
-from stream.alert_rules import RuleSettings, render
+from stream.ops.alert_rules import RuleSettings, render
 from stream.config import AlertConfig
-from stream.recommend import window_causes
+from stream.ops.recommend import window_causes
 rng = np.random.default_rng(0)
 yy, xx = np.mgrid[0:180, 0:320]
 squares = np.where((yy // 30 + xx // 30) % 2, 190.0, 70.0)[..., None].repeat(3, axis=2)
@@ -116,3 +116,13 @@ def test_a_seventh_family_is_one_catalogue_entry():
     assert len(report["camera_rule"]) == 1 and 'dimension=~"noise|color|luminance|ringing"' in report["camera_rule"][0]
     assert lines[1] == "corpus: train/distortions.py: no LADDER entry for ringing kinds halo"
 
+
+
+def test_each_family_names_the_module_that_measures_it():
+    # a family whose catalogue entry points at a missing module, or at one outside engines/signals/, fails here
+    import importlib
+
+    for fam in F.FAMILIES:
+        assert fam.measured_in.startswith("engines.signals."), fam.name
+        module = importlib.import_module(fam.measured_in)
+        assert module.__doc__ and fam.name[:4] in module.__doc__.lower(), (fam.name, fam.measured_in)

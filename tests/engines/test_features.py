@@ -17,8 +17,8 @@ def test_level_of_uses_five_equal_bands_and_clamps(score, level):
 
 def test_the_rater_and_the_file_report_name_levels_with_the_same_function():
     import engines.rater
-    import stream.analysis
-    import stream.offline
+    import stream.live.analysis
+    import stream.live.offline
 
-    assert engines.rater.level_of is level_of and stream.offline.level_of is level_of
-    assert stream.analysis.level_of is level_of and LEVELS[-1] == "excellent"
+    assert engines.rater.level_of is level_of and stream.live.offline.level_of is level_of
+    assert stream.live.analysis.level_of is level_of and LEVELS[-1] == "excellent"

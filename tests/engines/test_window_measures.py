@@ -11,9 +11,9 @@ from engines import signals
 from engines.features import Face, FrameRecord, Window, window_faces
 from engines.rater import FeatureSpec, assemble_window_features, interval_features
 from engines.signals import measure_window, thumb_changes, thumb_signals, window_dimensions
-from stream.analysis import summarise_window
 from stream.config import WindowConfig
-from stream.windows import WindowAssembler
+from stream.live.analysis import summarise_window
+from stream.live.windows import WindowAssembler
 
 FPS = 25.0
 

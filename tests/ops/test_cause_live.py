@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from stream.analysis import DEFAULT_BUNDLE, build_analyzer
 from stream.config import MonitorConfig
+from stream.live.analysis import DEFAULT_BUNDLE, build_analyzer
 from tests.harness import MonitorHarness
 from train import distortions as D
 
@@ -47,7 +47,7 @@ def clips(tmp_path_factory):
 
 
 def test_each_family_raises_its_own_cause_on_a_live_stream(clips):
-    from stream.recommend import start_recommendations
+    from stream.ops.recommend import start_recommendations
 
     cfg = MonitorConfig.model_validate({
         "sources": [{"name": n, "url": str(p), "loop": True} for n, p in clips.items()],

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from stream.analysis import Analyzer
 from stream.config import MonitorConfig
+from stream.live.analysis import Analyzer
 from tests.harness import MonitorHarness
 from tests.ops.test_grafana import DASHBOARD
 from tests.ops.test_prometheus_e2e import Prometheus, wait_for

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream.alert_rules import RuleSettings, render
-from stream.analysis import DEFAULT_BUNDLE, build_analyzer
 from stream.config import MonitorConfig
-from stream.recommend import ALERTS, start_recommendations
+from stream.live.analysis import DEFAULT_BUNDLE, build_analyzer
+from stream.ops.alert_rules import RuleSettings, render
+from stream.ops.recommend import ALERTS, start_recommendations
 from tests.conftest import free_port, make_face_clip, need
 from tests.harness import MonitorHarness
 from tests.ops.test_grafana import DASHBOARD, dashboard_exprs

@@ -7,9 +7,9 @@ from prometheus_client import CollectorRegistry
 
 from engines.features import WindowResult
 from stream.config import AlertConfig
-from stream.metrics import build_metrics
-from stream.monitor import StreamState
-from stream.recommend import CAUSES, Recommender, is_low_bitrate, window_causes
+from stream.live.monitor import StreamState
+from stream.ops.metrics import build_metrics
+from stream.ops.recommend import CAUSES, Recommender, is_low_bitrate, window_causes
 
 CLEAN = {"blur": 95, "noise": 99, "color": 85, "artifact": 99, "luminance": 80, "temporal": 92}
 

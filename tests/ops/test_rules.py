@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from stream.alert_rules import RuleSettings, render
-from stream.recommend import ALERTS
+from stream.ops.alert_rules import RuleSettings, render
+from stream.ops.recommend import ALERTS
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def test_every_alert_is_unit_tested_firing_and_silent():
 
 def test_shipped_file_is_the_generators_default_output():
     assert RULES.read_text() == render(RuleSettings())
-    out = subprocess.run([sys.executable, "-m", "stream.alert_rules"], capture_output=True, text=True, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "stream.ops.alert_rules"], capture_output=True, text=True, cwd=ROOT,
                          check=True).stdout
     assert out == RULES.read_text()
 
@@ -59,7 +59,7 @@ def test_generator_options_and_monitor_config(tmp_path):
     cfg = tmp_path / "fvq.yaml"
     cfg.write_text("alerts:\n  low_quality_threshold: 55\n  dimension_threshold: 30\n")
     out = tmp_path / "rules.yml"
-    r = subprocess.run([sys.executable, "-m", "stream.alert_rules", "--config", str(cfg), "--all-for", "5s",
+    r = subprocess.run([sys.executable, "-m", "stream.ops.alert_rules", "--config", str(cfg), "--all-for", "5s",
                         "--keep-firing-for", "3s", "--low-bitrate", "800000", "--job", "fvq-edge", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -74,6 +74,6 @@ def test_generator_options_and_monitor_config(tmp_path):
 
 
 def test_generator_refuses_a_bad_duration():
-    r = subprocess.run([sys.executable, "-m", "stream.alert_rules", "--for", "2 minutes"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "stream.ops.alert_rules", "--for", "2 minutes"], capture_output=True,
                        text=True, cwd=ROOT)
     assert r.returncode == 2 and "--for '2 minutes' is not a Prometheus duration" in r.stderr

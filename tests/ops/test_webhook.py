@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream.config import AlertConfig, MonitorConfig
-from stream.metrics import build_metrics
-from stream.monitor import StreamState
-from stream.recommend import ALERTS, CAUSES, Recommender
-from stream.webhook import ZERO_TIME, WebhookNotifier, fingerprint
+from stream.live.monitor import StreamState
+from stream.ops.metrics import build_metrics
+from stream.ops.recommend import ALERTS, CAUSES, Recommender
+from stream.ops.webhook import ZERO_TIME, WebhookNotifier, fingerprint
 from tests.ops.test_recommend import Clock, result
 
 
@@ -154,7 +154,7 @@ def clip(media_dir):
 def test_hanging_and_failing_receivers_do_not_slow_window_publishing(clip):
     """Every published window sends a notice to a receiver that hangs 3 s (timeout 1 s) and to one that always
     answers 500: the analysis thread's listeners stay fast, windows keep their pace, and the bounded queues drop."""
-    from stream.analysis import Analyzer
+    from stream.live.analysis import Analyzer
     from tests.harness import MonitorHarness
 
     hanging, failing = Receiver(hang_s=3.0, fail=10**6), Receiver(fail=10**6)

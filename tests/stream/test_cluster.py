@@ -273,8 +273,8 @@ def test_serve_rater_batches_windows_and_falls_back_in_process(media_dir: Path) 
     windows; once the deployment is gone the worker's own rater takes over."""
     from ray import serve
 
-    from stream.bench import _captured_features
-    from stream.serve_rater import APP, ServeRater, rater_app
+    from benchmarks.live import _captured_features
+    from stream.scale.serve_rater import APP, ServeRater, rater_app
 
     clip = make_face_clip(media_dir / "serve_rater.mp4", seconds=6.0, size="320x180", fps=10)
     # the shipped bundle's model share is 0 (nothing for the deployment to run): its model at a share of 0.25

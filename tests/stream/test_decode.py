@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from stream.config import AnalysisConfig, DropPolicy, SourceConfig
-from stream.decode import FrameConverter, SourceEvents, SourceReader, qp_map
-from stream.queues import END, FrameQueue
+from stream.ingest.decode import FrameConverter, SourceEvents, SourceReader, qp_map
+from stream.ingest.queues import END, FrameQueue
 from tests.conftest import make_face_clip
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from engines.bundle import BundleError, file_entry, verify_bundle
 from stream.config import AnalysisConfig, SourceConfig
-from stream.decode import SourceEvents, SourceReader
-from stream.queues import FrameQueue
+from stream.ingest.decode import SourceEvents, SourceReader
+from stream.ingest.queues import FrameQueue
 from tests.conftest import free_port, make_face_clip
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.analysis import Analyzer
 from stream.config import MonitorConfig
+from stream.live.analysis import Analyzer
 from tests.conftest import free_port, make_face_clip, need
 from tests.harness import MonitorHarness
 

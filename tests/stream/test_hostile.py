@@ -7,8 +7,8 @@ import logging
 import socket
 import time
 
-from stream.analysis import Analyzer
 from stream.config import MonitorConfig
+from stream.live.analysis import Analyzer
 from tests.harness import MonitorHarness
 
 HOSTILE = "127.0.0.2"  # the attacker's address (all of 127/8 is loopback on Linux); the scraper is 127.0.0.1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stream.analysis import Analyzer
 from stream.config import MonitorConfig
-from stream.offline import analyse_file, combine_dimensions
+from stream.live.analysis import Analyzer
+from stream.live.offline import analyse_file, combine_dimensions
 from tests.conftest import make_face_clip
 
 

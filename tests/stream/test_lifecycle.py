@@ -10,8 +10,8 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs import vpx
 
-from stream.analysis import Analyzer
-from stream.whip import filter_candidates
+from stream.ingest.whip import filter_candidates
+from stream.live.analysis import Analyzer
 from tests.harness import MonitorHarness
 from tests.stream.test_whip import SDP, Client, FaceTrack, harness, monitor_config, run
 from tests.stream.test_whip import face_frames as face_frames  # noqa: F401 - the fixture

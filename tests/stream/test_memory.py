@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from engines.features import FrameRecord
-from stream.analysis import Analyzer
 from stream.config import AnalysisConfig, MonitorConfig
-from stream.decode import FrameConverter
-from stream.memory import AllocatorTrimmer, malloc_trim_function
+from stream.ingest.decode import FrameConverter
+from stream.live.analysis import Analyzer
+from stream.live.memory import AllocatorTrimmer, malloc_trim_function
 from tests.harness import MonitorHarness
 
 pytestmark = pytest.mark.skipif(malloc_trim_function() is None, reason="needs glibc's malloc_trim")
@@ -36,7 +36,7 @@ def test_a_backlog_batch_gives_its_memory_back(face_clip: Path) -> None:
     """The analysis runs at most 16 frames a batch; a backlog makes such batches. With onnxruntime's CPU arena
     the face models kept ~270 MiB after one (a step in RSS that never came back); now the memory returns to
     the C allocator and malloc_trim gives it to the system."""
-    from stream.analysis import build_analyzer
+    from stream.live.analysis import build_analyzer
 
     analyzer = build_analyzer(MonitorConfig(no_model=True))
     with av.open(str(face_clip)) as c:
@@ -108,7 +108,7 @@ def test_the_server_trims_while_it_runs(every_s: float) -> None:
 
 ARENAS_PROBE = r"""
 import ctypes, sys, tempfile, threading
-from stream.memory import limit_arenas
+from stream.live.memory import limit_arenas
 if sys.argv[1] != "0":
     assert limit_arenas(int(sys.argv[1]))
 libc = ctypes.CDLL(None)

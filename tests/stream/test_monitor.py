@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from engines.features import FrameRecord
-from stream.analysis import Analyzer
 from stream.config import MonitorConfig, SourceConfig
-from stream.metrics import build_metrics
-from stream.monitor import Monitor, StreamExistsError, StreamLimitError
+from stream.live.analysis import Analyzer
+from stream.live.monitor import Monitor, StreamExistsError, StreamLimitError
+from stream.ops.metrics import build_metrics
 from tests.conftest import free_port
 
 
@@ -71,7 +71,7 @@ def test_stream_cap_refuses_and_counts_and_names_are_unique():
 
 
 def test_load_shedder_goes_up_while_the_backlog_grows_and_down_after_calm():
-    from stream.load_shedding import LoadShedder
+    from stream.live.load_shedding import LoadShedder
 
     s = LoadShedder(backlog_s=1.0, recover_s=10.0)
     assert s.update(0.5, now=0.0) == 0  # behind, but under the threshold
@@ -139,7 +139,7 @@ def test_a_backlogged_live_stream_raises_the_shed_level_and_the_backlog_gauge():
 
 
 def test_only_streams_paced_in_real_time_count_as_live():
-    from stream.monitor import Stream
+    from stream.live.monitor import Stream
 
     m = monitor()
     assert Stream(dead_source("rtmp"), m).live

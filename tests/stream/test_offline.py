@@ -1,14 +1,14 @@
-"""`fvq score`'s path (stream/offline.py) and the live analysis loop take the same steps and give the same windows."""
+"""`fvq score`'s path (stream/live/offline.py) and the live analysis loop take the same steps and give the same windows."""
 
 from __future__ import annotations
 
 import time
 
-from stream.analysis import Analyzer
 from stream.config import MonitorConfig, SourceConfig
-from stream.metrics import build_metrics
-from stream.monitor import Monitor
-from stream.offline import analyse_file
+from stream.live.analysis import Analyzer
+from stream.live.monitor import Monitor
+from stream.live.offline import analyse_file
+from stream.ops.metrics import build_metrics
 
 
 def _key(results):

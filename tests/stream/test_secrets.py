@@ -16,9 +16,9 @@ import urllib.request
 from prometheus_client import CollectorRegistry
 
 from stream.config import AlertConfig
-from stream.recommend import CAUSES
+from stream.ops.recommend import CAUSES
+from stream.ops.webhook import WebhookNotifier
 from stream.redact import redact_text, redact_url
-from stream.webhook import WebhookNotifier
 from tests.conftest import free_port
 
 SECRETS = ["rtsp-secret-1", "stream-key-secret-2", "http-secret-3", "hls-token-4", "srt-pass-5", "srt-stream-6",
@@ -133,7 +133,7 @@ def test_serve_shows_no_secret_in_streams_metrics_or_log(tmp_path) -> None:
 def test_log_hygiene_redacts_and_rate_limits_repeats() -> None:
     import io
 
-    from stream.logs import LogHygiene
+    from stream.ops.logs import LogHygiene
 
     now = [0.0]
     stream = io.StringIO()

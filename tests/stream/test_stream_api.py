@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream.analysis import Analyzer
-from stream.catalog import attach_catalog
 from stream.config import MonitorConfig, load_config
+from stream.http.catalog import attach_catalog
+from stream.live.analysis import Analyzer
 from tests.conftest import free_port
 from tests.harness import MonitorHarness
 
@@ -210,7 +210,7 @@ def test_reload_applies_the_difference_and_persisted_streams_survive(face_extrac
     state.write_text('{"version": 1, "streams": [{"name": "x"')
     h = MonitorHarness(load_config(conf), analyzer(face_extractor))
     catalog = attach_catalog(h.monitor, conf)
-    with h, caplog.at_level(logging.ERROR, logger="stream.catalog"):
+    with h, caplog.at_level(logging.ERROR, logger="stream.http.catalog"):
         assert catalog.load_state() == []
         assert set(h.streams()) == {"a", "c"}
     assert any("corrupt" in r.message and str(state) in r.message for r in caplog.records)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stream.config import ConfigError, SourceConfig, SourceKind, load_config
-from stream.hooks import map_publish
-from stream.rtmp import RtmpListenError, key_stream_name, listen_address, publish_token
+from stream.http.hooks import map_publish
+from stream.ingest.rtmp import RtmpListenError, key_stream_name, listen_address, publish_token
 
 
 def test_listen_kinds_from_the_url():

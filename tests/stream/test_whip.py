@@ -20,10 +20,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, V
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.analysis import Analyzer
 from stream.config import MonitorConfig
-from stream.metrics import build_metrics
-from stream.whip import VideoIngest, accepted_video_codec, check_offer
+from stream.ingest.whip import VideoIngest, accepted_video_codec, check_offer
+from stream.live.analysis import Analyzer
+from stream.ops.metrics import build_metrics
 from tests.conftest import make_face_clip
 from tests.harness import MonitorHarness
 
@@ -323,7 +323,7 @@ def test_stream_cap_refuses_with_503_and_the_admitted_stream_flows(face_frames: 
 
 
 def test_a_publisher_that_never_connects_is_ended(face_frames: list[np.ndarray], monkeypatch) -> None:
-    monkeypatch.setattr("stream.whip.CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("stream.http.whip.CONNECT_TIMEOUT_S", 0.5)
     with harness() as h:
 
         async def body(c: Client) -> None:

@@ -3,7 +3,7 @@ import pytest
 
 from engines.features import FrameRecord
 from stream.config import WindowConfig
-from stream.windows import WindowAssembler
+from stream.live.windows import WindowAssembler
 
 
 def rec(pts: float) -> FrameRecord:

@@ -26,7 +26,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import ConfigError, MonitorConfig, default_workers, load_config
-from stream.front_metrics import merge_expositions
+from stream.scale.front_metrics import merge_expositions
 from tests.conftest import free_port, make_face_clip, need
 from tests.stream.test_whip import FaceTrack
 
@@ -95,7 +95,7 @@ class Served:
                 cmd = child.cmdline()
             except psutil.Error:
                 continue
-            if "stream.workers" in cmd:
+            if "stream.scale.workers" in cmd:
                 out[cmd[cmd.index("--id") + 1]] = child.pid
         return out
 
@@ -228,7 +228,7 @@ def test_kill_9_one_worker_the_others_keep_publishing(tmp_path: Path, small_clip
         print(f"worker killed: its streams published again after {back} s")
     finally:
         served.stop()
-    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "stream.workers" in
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "stream.scale.workers" in
                 p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])]
 
 
@@ -482,7 +482,7 @@ def test_rtmp_listen_through_two_workers(tmp_path: Path, small_clip: Path) -> No
             try:
                 if "nginx" in child.name():
                     parent_cmd = child.parent().cmdline() if child.parent() else []
-                    nginx_under["worker" if "stream.workers" in parent_cmd else "front"] += 1
+                    nginx_under["worker" if "stream.scale.workers" in parent_cmd else "front"] += 1
             except psutil.Error:
                 continue
         assert nginx_under["front"] >= 1 and nginx_under["worker"] == 0, nginx_under

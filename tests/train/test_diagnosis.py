@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engines.features import DIMENSIONS
-from stream.analysis import DEFAULT_BUNDLE
+from stream.live.analysis import DEFAULT_BUNDLE
 from train import diagnosis as G
 from train import distortions as D
 
@@ -32,15 +32,15 @@ def _clip(tmp_path, source: str, ds: list[D.Distortion], name: str, seconds: flo
 @pytest.fixture(scope="module")
 def signal_analyzer():
     """Faces and signal measurements, no model: what the published dimensions are made of."""
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
+    from stream.live.analysis import build_analyzer
 
     cfg = MonitorConfig(no_model=True)
     return cfg, build_analyzer(cfg)
 
 
 def _dims(path, cfg, analyzer) -> dict[str, float]:
-    from stream.offline import analyse_file, combine_dimensions
+    from stream.live.offline import analyse_file, combine_dimensions
 
     return combine_dimensions(analyse_file(path, cfg, analyzer).results)
 
@@ -228,9 +228,9 @@ def test_close_up_before_a_tinted_wall_reads_no_colour_cast(tmp_path, signal_ana
 def test_face_only_blur_scores_below_background_only_blur_on_people_outside_training(tmp_path):
     """Pairs at equal full-frame PSNR (the corpus's own matching) on the test split's people: blurring the face
     costs more than blurring the background."""
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
-    from stream.offline import analyse_file, file_report
+    from stream.live.analysis import build_analyzer
+    from stream.live.offline import analyse_file, file_report
     from train.corpus import ClipPlan, match_background_strength, write_clip
     from train.media import face_mask, render, source_by_name
 
@@ -258,9 +258,9 @@ def test_published_score_is_steady_on_a_steady_stream():
     one window in five misses the freeze. Its raw window scores jump; the published ones stay within 5 points."""
     from pathlib import Path
 
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
-    from stream.offline import analyse_file
+    from stream.live.analysis import build_analyzer
+    from stream.live.offline import analyse_file
 
     cfg = MonitorConfig()
     results = analyse_file(Path(__file__).parents[2] / "samples" / "degraded.mp4", cfg, build_analyzer(cfg)).results
@@ -272,8 +272,8 @@ def test_published_score_is_steady_on_a_steady_stream():
 
 def test_diagnosis_ladder_on_unseen_content(tmp_path):
     """End to end on one unseen source at the strongest level: every family's own dimension falls most."""
-    from stream.analysis import build_analyzer
     from stream.config import MonitorConfig
+    from stream.live.analysis import build_analyzer
 
     cfg = MonitorConfig(no_model=True)
     records = G.ladder_clips(["avatar-green"], tmp_path, levels=(5,), duration=2.0)

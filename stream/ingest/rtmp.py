@@ -1,0 +1,502 @@
+"""RTMP listen: a bundled nginx-rtmp the monitor configures and starts, one per port, many publishers on each.
+
+ffmpeg's own `listen=1` takes one publisher per port and is held by any idle TCP client, so the monitor runs
+nginx-rtmp (Debian's nginx + libnginx-mod-rtmp) in a folder of its own instead: it listens on the requested
+address, closes connections that do not finish their handshake within `rtmp.handshake_timeout_s`, drops idle
+publishers, holds many pending connections at once, and asks the monitor through `on_publish` whether to take
+each publisher (allow-list, `?token=`, the stream cap). The monitor then pulls the key from nginx on loopback as
+its own stream, and removes it on `on_publish_done`. A named listen source (`rtmp://HOST:PORT/APP/KEY`) is a
+stream from the start that accepts only its key; an app without a key (`rtmp://HOST:PORT/APP`) accepts any key.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fnmatch
+import hmac
+import http.server
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlparse
+
+from stream.config import RtmpConfig, SourceConfig, SourceKind
+
+if TYPE_CHECKING:
+    from stream.live.monitor import Monitor
+
+log = logging.getLogger(__name__)
+
+NGINX_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+START_TIMEOUT_S = 10.0
+_APP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class RtmpListenError(RuntimeError):
+    """An RTMP listen address cannot be served (port held by another process, nginx-rtmp missing, bad URL)."""
+
+
+def listen_address(url: str) -> tuple[str, int, str, str | None]:
+    """`rtmp://HOST:PORT/APP[/KEY]` -> (host, port, app, key or None)."""
+    p = urlparse(url)
+    parts = [s for s in p.path.split("/") if s]
+    if p.scheme != "rtmp" or not p.hostname or not parts or len(parts) > 2:
+        raise RtmpListenError(f"an RTMP listen address is rtmp://HOST:PORT/APP or rtmp://HOST:PORT/APP/KEY, not {url!r}")
+    if not _APP.match(parts[0]):
+        raise RtmpListenError(f"RTMP app {parts[0]!r} in {url!r}: use letters, digits, '_', '.', '-'")
+    return p.hostname, p.port or 1935, parts[0], (parts[1] if len(parts) == 2 else None)
+
+
+def pull_host(host: str) -> str:
+    """Where the monitor reaches its own nginx: loopback when it listens on every address."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass
+class _App:
+    """What one application on a port accepts: one named key (a named listen source) or any key."""
+
+    source: SourceConfig
+    key: str | None  # None: any key (rtmp_server)
+    streams: set[str] = field(default_factory=set)  # streams added for its publishers (rtmp_server)
+
+
+class NginxRtmp:
+    """One nginx-rtmp process serving one listen address, configured in its own temporary folder."""
+
+    def __init__(self, host: str, port: int, hook_url: str, cfg: RtmpConfig) -> None:
+        self.host, self.port, self.hook_url, self.cfg = host, port, hook_url, cfg
+        self.apps: set[str] = set()
+        self.dir = tempfile.mkdtemp(prefix=f"fvq-rtmp-{port}-")
+        os.makedirs(os.path.join(self.dir, "logs"))
+        self.proc: subprocess.Popen | None = None
+
+    def conf(self) -> str:
+        listen = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        c = self.cfg
+        apps = "\n".join(
+            f"""    application {app} {{
+      live on; record off; idle_streams on;
+      drop_idle_publisher {int(c.idle_publisher_s)}s;
+      on_publish {self.hook_url}/publish;
+      on_publish_done {self.hook_url}/publish_done;
+      notify_method post;
+    }}""" for app in sorted(self.apps)
+        )
+        return f"""load_module {NGINX_MODULE};
+daemon off;
+master_process on;
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/logs/error.log info;
+events {{ worker_connections {c.max_connections}; }}
+rtmp {{
+  server {{
+    listen {listen};
+    timeout {int(c.handshake_timeout_s)}s;
+    ping 30s;
+    notify_method post;
+{apps}
+  }}
+}}
+"""
+
+    HANDSHAKE_TIMEOUT = re.compile(rb"handshake: .*timed out")
+    LOG_KEEP_BYTES = 256 * 1024
+
+    def count_timeouts(self) -> int:
+        """Connections nginx closed for not finishing the handshake in time, since the last call (from its log,
+        which is emptied as it is read, so it stays small)."""
+        path = os.path.join(self.dir, "logs", "error.log")
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+        except OSError:
+            return 0
+        end = data.rfind(b"\n") + 1  # only whole lines; the rest is read next time
+        self._log_offset += end
+        if self._log_offset > self.LOG_KEEP_BYTES:
+            try:
+                os.truncate(path, 0)  # nginx appends (O_APPEND): it goes on at the new end
+            except OSError:
+                pass
+            self._log_offset = 0
+        return len(self.HANDSHAKE_TIMEOUT.findall(data[:end]))
+
+    _log_offset = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _kill_group(self) -> None:
+        """Workers outlive a master that was killed: they go with its process group."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def start(self) -> None:
+        self._kill_group()  # what is left of an earlier run
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if nginx is None or not os.path.exists(NGINX_MODULE):
+            raise RtmpListenError("RTMP listen needs nginx and libnginx-mod-rtmp (Debian packages; `make setup`)")
+        self._check_free()
+        path = os.path.join(self.dir, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(self.conf())
+        log_path = os.path.join(self.dir, "logs", "error.log")
+        self.proc = subprocess.Popen(
+            [nginx, "-p", self.dir, "-c", path, "-e", log_path], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent, start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = (self.proc.stderr.read() or b"").decode(errors="replace").strip() if self.proc.stderr else ""
+                err = err or _tail(log_path)
+                if "Address already in use" in err:
+                    raise RtmpListenError(f"RTMP port {self.port} on {self.host} is in use by another process")
+                raise RtmpListenError(f"nginx-rtmp for rtmp://{self.host}:{self.port} did not start: {err[-500:]}")
+            try:
+                socket.create_connection((pull_host(self.host), self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RtmpListenError(f"nginx-rtmp did not listen on rtmp://{self.host}:{self.port} within {START_TIMEOUT_S} s")
+
+    def _check_free(self) -> None:
+        """Exclusive binding: refuse a port another process listens on (nginx would only log it per worker)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            # as nginx binds: connections of an earlier run in TIME_WAIT are no reason to refuse, a listener is
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((self.host, self.port))
+            except OSError as exc:
+                raise RtmpListenError(
+                    f"RTMP port {self.port} on {self.host} is in use by another process ({exc.strerror})"
+                ) from None
+
+    def reload(self) -> None:
+        """Applies a changed set of applications; connected publishers stay with the old worker until they leave."""
+        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+            f.write(self.conf())
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # fast shutdown: drops connections
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._kill_group()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no nginx outlives its monitor
+    except OSError:
+        pass
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-2000:]
+    except OSError:
+        return ""
+
+
+def key_stream_name(key: str) -> str:
+    """A stream key as a stream name: characters a name may not hold become '_'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:64].lstrip("_.-") or "stream"
+
+
+def internal_url(url: str) -> str:
+    """The URL the monitor pulls a named listen source's key from its own nginx-rtmp."""
+    host, port, app, key = listen_address(url)
+    return f"rtmp://{_url_host(pull_host(host))}:{port}/{app}/{key}"
+
+
+def publish_token(form: dict[str, str]) -> str | None:
+    """The `?token=` of a publish: in the key's query (nginx passes it as a field), the key itself, or tcUrl."""
+    if form.get("token"):
+        return form["token"]
+    for text in (form.get("name", ""), form.get("tcurl", ""), form.get("args", "")):
+        query = text.split("?", 1)[1] if "?" in text else (text if "=" in text else "")
+        values = parse_qs(query).get("token")
+        if values:
+            return values[0]
+    return None
+
+
+class RtmpListeners:
+    """Every RTMP listen address of a monitor: one nginx-rtmp per port, one hook server for all of them."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.servers: dict[tuple[str, int], NginxRtmp] = {}
+        self.apps: dict[tuple[int, str], _App] = {}
+        self.by_name: dict[str, tuple[int, str]] = {}  # listen source name -> its app
+        self._lock = threading.RLock()
+        self._hooks: http.server.ThreadingHTTPServer | None = None
+        self._closed = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._secret = secrets.token_hex(16)  # the hook path, known to the nginx configs only
+
+    WATCH_INTERVAL_S = 1.0
+
+    def _watch(self) -> None:
+        """Counts handshake timeouts and restarts an nginx that died, until close()."""
+        while not self._closed.wait(self.WATCH_INTERVAL_S):
+            with self._lock:
+                servers = list(self.servers.values())
+            for server in servers:
+                timeouts = server.count_timeouts()
+                if timeouts:
+                    self.monitor.metrics.rtmp_rejected.labels("handshake_timeout").inc(timeouts)
+                if not server.alive and not self._closed.is_set():
+                    log.error("nginx-rtmp on port %d exited (%s); starting it again", server.port,
+                              server.proc.returncode if server.proc else "?")
+                    with self._lock:  # its publishers are gone, and no on_publish_done will say so
+                        orphans = [n for (p, _), a in self.apps.items() if p == server.port for n in a.streams]
+                        for (p, _), a in self.apps.items():
+                            if p == server.port:
+                                a.streams.clear()
+                    for name in orphans:
+                        self.monitor.remove_stream(name)
+                    try:
+                        with self._lock:
+                            server.start()
+                    except RtmpListenError as exc:
+                        log.error("nginx-rtmp on port %d could not start again: %s", server.port, exc)
+
+    # sources
+    def attach(self, source: SourceConfig) -> None:
+        """Starts (or reconfigures) the nginx-rtmp of the source's port for its app and key."""
+        host, port, app, key = listen_address(source.url)
+        if source.kind == SourceKind.rtmp_server and key is not None:
+            raise RtmpListenError(f"{source.url}: a listen source for many publishers names an app, not a key")
+        with self._lock:
+            other = self.apps.get((port, app))
+            if other is not None and (other.key is None or key is None or other.key == key):
+                raise RtmpListenError(
+                    f"{source.url}: app {app!r} on port {port} is already served for stream {other.source.name!r}"
+                )
+            if other is not None:  # a second named key on the same app: one app entry per key
+                app_key = (port, f"{app}/{key}")
+            else:
+                app_key = (port, app)
+            server = self.servers.get((host, port))
+            if server is None and any(p == port for _, p in self.servers):
+                raise RtmpListenError(f"{source.url}: port {port} is already served on another address")
+            self.apps[app_key] = _App(source, key)
+            self.by_name[source.name] = app_key
+            try:
+                if server is None:
+                    server = NginxRtmp(host, port, self._hook_url(), self.monitor.config.rtmp)
+                    server.apps.add(app)
+                    try:
+                        server.start()
+                    except Exception:
+                        server.stop()
+                        raise
+                    self.servers[(host, port)] = server
+                    log.info("RTMP listen on rtmp://%s:%d/%s (nginx-rtmp)", host, port, app)
+                    if self._watcher is None:
+                        self._watcher = threading.Thread(target=self._watch, name="rtmp-watch", daemon=True)
+                        self._watcher.start()
+                elif app not in server.apps:
+                    server.apps.add(app)
+                    server.reload()
+            except Exception:
+                del self.apps[app_key]
+                del self.by_name[source.name]
+                raise
+
+    def detach(self, name: str) -> bool:
+        """Stops listening for a source; the streams of its publishers are removed. False if it is not one."""
+        with self._lock:
+            app_key = self.by_name.pop(name, None)
+            if app_key is None:
+                return False
+            entry = self.apps.pop(app_key)
+            port, app = app_key[0], app_key[1].split("/", 1)[0]
+            streams = set(entry.streams)
+            still = any(p == port and a.split("/", 1)[0] == app for p, a in self.apps)
+            server = next((s for (h, p), s in self.servers.items() if p == port), None)
+            if server is not None and not any(p == port for p, _ in self.apps):
+                server.stop()
+                del self.servers[(server.host, port)]
+            elif server is not None and not still:
+                server.apps.discard(app)
+                server.reload()
+        for stream in streams:
+            self.monitor.remove_stream(stream)
+        return True
+
+    def sources(self) -> list[SourceConfig]:
+        with self._lock:
+            return [a.source for a in self.apps.values() if a.key is None]
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            servers = list(self.servers.values())
+            self.servers.clear()
+            hooks, self._hooks = self._hooks, None
+        for server in servers:
+            server.stop()
+        if hooks is not None:
+            hooks.shutdown()
+            hooks.server_close()
+
+    # the hook server nginx calls
+    def _hook_url(self) -> str:
+        if self._hooks is None:
+            listeners = self
+
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                    prefix, _, call = self.path.rpartition("/")
+                    if not hmac.compare_digest(prefix.encode(), f"/{listeners._secret}".encode()):
+                        self.send_error(404)  # only our nginx knows the path: other local processes add nothing
+                        return
+                    length = min(int(self.headers.get("Content-Length") or 0), 64 * 1024)
+                    form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode(errors="replace")).items()}
+                    try:
+                        status, text = listeners.notify(call, form)
+                    except Exception as exc:  # a bug refuses this publisher only
+                        log.exception("RTMP publish hook failed")
+                        status, text = 500, f"{type(exc).__name__}: {exc}"
+                    body = (text + "\n").encode()
+                    try:
+                        self.send_response(status)
+                        self.send_header("Content-Type", "text/plain")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                    except OSError:  # nginx dropped the call (its publisher left meanwhile)
+                        pass
+
+                def log_message(self, *args) -> None:
+                    pass
+
+            self._hooks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            self._hooks.daemon_threads = True
+            threading.Thread(target=self._hooks.serve_forever, name="rtmp-hooks", daemon=True).start()
+        return f"http://127.0.0.1:{self._hooks.server_address[1]}/{self._secret}"
+
+    def _port_of(self, form: dict[str, str]) -> int | None:
+        tcurl = urlparse(form.get("tcurl", ""))
+        try:
+            return (tcurl.port or 1935) if tcurl.scheme else None
+        except ValueError:
+            return None
+
+    def _find(self, form: dict[str, str]) -> tuple[tuple[int, str], _App, str] | None:
+        app = form.get("app", "").split("?", 1)[0]
+        key = form.get("name", "").split("?", 1)[0]
+        port = self._port_of(form)
+        for app_key, entry in self.apps.items():
+            p, a = app_key
+            if a.split("/", 1)[0] != app or (port is not None and p != port and len(self.servers) > 1):
+                continue
+            if entry.key is None or entry.key == key:
+                return app_key, entry, key
+        return None
+
+    def notify(self, call: str, form: dict[str, str]) -> tuple[int, str]:
+        """nginx-rtmp's on_publish/on_publish_done: 2xx takes the publisher, anything else refuses it."""
+        metrics = self.monitor.metrics
+        with self._lock:
+            found = self._find(form)
+        if call == "publish_done":
+            if found is not None and found[1].key is None:
+                stream = key_stream_name(found[2])
+                with self._lock:
+                    ours = stream in found[1].streams
+                    found[1].streams.discard(stream)
+                if ours:
+                    self.monitor.remove_stream(stream)
+            return 200, "ok"
+        if found is None:
+            metrics.rtmp_rejected.labels("key").inc()
+            return 403, "stream key not accepted here"
+        (port, _), entry, key = found
+        src = entry.source
+        if src.allow_keys and not any(fnmatch.fnmatchcase(key, pat) for pat in src.allow_keys):
+            metrics.rtmp_rejected.labels("key").inc()
+            log.warning("RTMP publisher for key %r refused: not in allow_keys of %s", key, src.name)
+            return 403, "stream key not allowed"
+        expected = next((t for pat, t in src.publish_tokens.items() if fnmatch.fnmatchcase(key, pat)), None)
+        if expected is not None:
+            given = publish_token(form) or ""
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                metrics.rtmp_rejected.labels("token").inc()
+                log.warning("RTMP publisher for key %r refused: %s token", key, "wrong" if given else "no")
+                return 403, "token missing or wrong"
+        if entry.key is not None:
+            return 200, "ok"  # a named listen source: its stream exists and pulls the key already
+        return self._add_key_stream(entry, port, form.get("app", "").split("?", 1)[0], key)
+
+    def _add_key_stream(self, entry: _App, port: int, app: str, key: str) -> tuple[int, str]:
+        from stream.admission import StreamExistsError, StreamLimitError
+
+        metrics = self.monitor.metrics
+        name = key_stream_name(key)
+        host = next(h for (h, p) in self.servers if p == port)
+        src = entry.source
+        source = SourceConfig(
+            name=name, url=f"rtmp://{_url_host(pull_host(host))}:{port}/{app}/{key}", kind=SourceKind.rtmp_pull,
+            queue_frames=src.queue_frames, options=src.options, labels=src.labels,
+        )
+        try:
+            self.monitor.add_stream(source)
+        except StreamLimitError as exc:
+            metrics.rtmp_rejected.labels("limit").inc()
+            log.warning("RTMP publisher for key %r refused: %s", key, exc)
+            return 403, str(exc)
+        except StreamExistsError as exc:
+            metrics.rtmp_rejected.labels("exists").inc()
+            log.warning("RTMP publisher for key %r refused: %s", key, exc)
+            return 409, str(exc)
+        except Exception as exc:
+            metrics.rtmp_rejected.labels("start").inc()
+            log.warning("RTMP publisher for key %r refused: %s", key, exc)
+            return 500, str(exc)
+        with self._lock:
+            entry.streams.add(name)
+        log.info("RTMP publisher on rtmp://%s:%d/%s/<key> -> stream %s", host, port, app, name)
+        return 200, "ok"

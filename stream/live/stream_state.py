@@ -1,0 +1,183 @@
+"""One stream's state: what its reader and the analysis report, the series it sets, and its /streams entry."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engines.features import WindowResult
+from stream.ingest.decode import SourceEvents
+from stream.ops.metrics import Metrics
+from stream.redact import redact_text
+
+log = logging.getLogger("stream.live.monitor")  # the logger these lines have always had
+
+
+class _NullMetric:
+    def labels(self, *args: str) -> _NullMetric:
+        return self
+
+    def set(self, value: float) -> None: ...
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _NullMetrics:
+    """Stands in for Metrics once a stream is removed."""
+
+    def __getattr__(self, name: str) -> _NullMetric:
+        return _NullMetric()
+
+
+_NULL_METRICS = _NullMetrics()
+
+
+@dataclass
+class StreamState(SourceEvents):
+    """What is known of one stream; written by its reader thread and the analysis loop, read by HTTP."""
+
+    name: str
+    kind: str
+    url: str
+    metrics: Metrics
+    state: str = "starting"  # starting, up, down, ended, error
+    last_error: str | None = None
+    width: int = 0
+    height: int = 0
+    codec: str | None = None
+    nominal_fps: float | None = None
+    fps: float = 0.0
+    bitrate_bps: float = 0.0
+    frames_received: int = 0
+    last_frame_at: float | None = None
+    started_at: float = field(default_factory=time.time)
+    _first_frame_at: float | None = None
+    latest: WindowResult | None = None
+    detached: bool = False  # removed from the monitor: reports from a stopping reader touch no metric
+    recommendation: dict[str, Any] | None = None
+    ended_at: float | None = None  # monotonic time the stream ended; it leaves after limits.ended_retention_s
+    end_reason: str | None = None
+    _error_logged_at: float = -float("inf")
+    _errors_held: int = 0
+    _bytes: collections.deque = field(default_factory=collections.deque)
+    _frames: collections.deque = field(default_factory=collections.deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    RATE_SPAN_S = 3.0
+
+    @property
+    def _m(self) -> Metrics | _NullMetrics:
+        return _NULL_METRICS if self.detached else self.metrics
+
+    # SourceEvents, called from the reader thread
+    def opened(self, width: int, height: int, fps: float | None, codec: str) -> None:
+        self.width, self.height, self.nominal_fps, self.codec = width, height, fps, codec
+        self._m.stream_width.labels(self.name).set(width)
+        self._m.stream_height.labels(self.name).set(height)
+        self.last_error = None if self.state != "error" else self.last_error
+
+    def packet(self, size: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._bytes.append((now, size))
+
+    def bytes_since(self, t: float) -> int:
+        """Media bytes received after monotonic time `t` (within the last few seconds kept for the rates)."""
+        with self._lock:
+            return sum(size for at, size in self._bytes if at > t)
+
+    def frame(self) -> None:
+        now = time.monotonic()
+        self.frames_received += 1
+        self.last_frame_at = now
+        if self._first_frame_at is None:
+            self._first_frame_at = now
+        with self._lock:
+            self._frames.append(now)
+        self._m.frames_received.labels(self.name).inc()
+        if self.state != "up":
+            self.state = "up"
+            self._m.stream_up.labels(self.name).set(1)
+
+    ERROR_LOG_INTERVAL_S = 30.0  # a stream's errors are logged at most once per this long, with a count
+
+    def error(self, kind: str, message: str) -> None:
+        message = redact_text(message)
+        now = time.monotonic()
+        if now - self._error_logged_at >= self.ERROR_LOG_INTERVAL_S:
+            held = f" [and {self._errors_held} more errors in the last {self.ERROR_LOG_INTERVAL_S:g} s]" \
+                if self._errors_held else ""
+            log.warning("stream %s: %s%s", self.name, message, held)
+            self._error_logged_at, self._errors_held = now, 0
+        else:
+            self._errors_held += 1
+        self.last_error = message
+        self._m.stream_errors.labels(self.name, kind).inc()
+        if kind != "decode":
+            self.mark_down("error")
+
+    def reconnecting(self, delay: float) -> None:
+        self._m.reconnects.labels(self.name).inc()
+
+    def ended(self, reason: str | None = None) -> None:
+        if self.state != "error":
+            self.state = "ended"
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+            self.end_reason = reason or self.end_reason or ("error" if self.state == "error" else "finished")
+        self._m.stream_up.labels(self.name).set(0)
+
+    def mark_down(self, state: str = "down") -> None:
+        self.state = state
+        self._m.stream_up.labels(self.name).set(0)
+
+    def refresh_rates(self, now: float) -> None:
+        cutoff = now - self.RATE_SPAN_S
+        with self._lock:
+            while self._bytes and self._bytes[0][0] < cutoff:
+                self._bytes.popleft()
+            while self._frames and self._frames[0] < cutoff:
+                self._frames.popleft()
+            first = self._first_frame_at if self._first_frame_at is not None else now
+            span = min(self.RATE_SPAN_S, max(0.5, now - first))
+            self.fps = len(self._frames) / span
+            self.bitrate_bps = 8 * sum(size for _, size in self._bytes) / span
+        self._m.stream_fps.labels(self.name).set(self.fps)
+        self._m.stream_bitrate.labels(self.name).set(self.bitrate_bps)
+
+    def to_json(self) -> dict[str, Any]:
+        latest = self.latest
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.url,
+            "state": self.state,
+            "last_error": self.last_error,
+            "resolution": [self.width, self.height] if self.width else None,
+            "codec": self.codec,
+            "fps": round(self.fps, 2),
+            "bitrate_bps": round(self.bitrate_bps),
+            "frames_received": self.frames_received,
+            "recommendation": self.recommendation,
+            "end_reason": self.end_reason,
+            "latest": None,
+        }
+        if latest is not None:
+            out["latest"] = result_json(latest)
+        return out
+
+
+def result_json(r: WindowResult) -> dict[str, Any]:
+    return {
+        "start": round(r.start, 3),
+        "end": round(r.end, 3),
+        "score": None if r.score is None else round(r.score, 2),
+        "level": r.level,
+        "dimensions": {region: {k: round(v, 1) for k, v in dims.items()} for region, dims in r.dimensions.items()},
+        "face_presence": round(r.face_presence, 3),
+        "face_size": round(r.face_size, 4),
+        "identity_stability": None if r.identity_stability is None else round(r.identity_stability, 3),
+    }

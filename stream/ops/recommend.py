@@ -1,0 +1,247 @@
+"""Recommendations: each stream's probable cause of bad quality and the action to take, with hysteresis."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engines.families import FAMILIES, FAMILY_CAUSES, Cause
+from engines.features import WindowResult
+
+if TYPE_CHECKING:
+    from stream.config import AlertConfig
+    from stream.live.monitor import Monitor, StreamState
+    from stream.ops.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+_OVERLOADED = "give the monitor more CPU, fewer streams per instance, or lower analysis.sample_fps"
+
+# The one catalogue of alerts, causes and actions: the monitor's recommendations, the webhook, the Prometheus
+# rules (stream/ops/alert_rules.py) and the operator docs all read it. The causes a low dimension points to come from
+# the distortion-family catalogue (engines/families.py); the others are the stream's and the monitor's own.
+ALERTS: dict[str, Cause] = {c.alertname: c for c in (
+    Cause("down", "FvqStreamDown", "critical", "the stream delivers no frames",
+          "check the publisher: encoder running, its network, the stream URL and key"),
+    *FAMILY_CAUSES,
+    Cause("framing", "FvqNoFace", "warning", "no face in the picture",
+          "framing: put the face in the frame (camera angle, distance, crop)"),
+    Cause("low_quality", "FvqQualityLow", "warning", "quality is low",
+          "see the stream's cause alerts and its dimension scores on the dashboard; if none, check it by eye"),
+    # Prometheus only: these need history or the monitor's own counters, not one window.
+    Cause("quality_drop", "FvqQualityDrop", "warning", "quality fell suddenly",
+          "look at what changed on the publisher (encoder settings, network, scene); the cause alerts say which"),
+    Cause("monitor_overloaded", "FvqFramesDropped", "warning", "the monitor drops frames: analysis falls behind",
+          _OVERLOADED),
+    Cause("monitor_overloaded", "FvqWindowsDropped", "warning", "the monitor drops windows: analysis falls behind",
+          _OVERLOADED),
+    Cause("monitor_overloaded", "FvqLoadShedding", "warning",
+          "the monitor sheds analysis work: it holds more streams than its CPU analyses in full", _OVERLOADED),
+    Cause("monitor_down", "FvqMonitorDown", "critical", "Prometheus cannot scrape the monitor",
+          "check that `fvq serve` runs and that its port is reachable from Prometheus"),
+)}
+
+# Causes the monitor raises itself, in priority order: when a stream has several at once, the first raised
+# is its current recommendation.
+MONITOR_CAUSES = ("down", *(c.name for c in FAMILY_CAUSES), "framing", "low_quality")
+CAUSES: dict[str, Cause] = {c.name: c for c in ALERTS.values() if c.name in MONITOR_CAUSES}
+
+
+def is_low_bitrate(bitrate_bps: float, width: int, height: int, fps: float, cfg: AlertConfig) -> bool:
+    """Low: below `low_bitrate_bps`, or below `low_bits_per_pixel` for the stream's resolution and frame rate.
+    An unknown bitrate (0) counts as low: starved encoders are the common case."""
+    if bitrate_bps <= 0 or bitrate_bps < cfg.low_bitrate_bps:
+        return True
+    pixels_per_s = width * height * fps
+    return pixels_per_s > 0 and bitrate_bps / pixels_per_s < cfg.low_bits_per_pixel
+
+
+def window_causes(result: WindowResult, low_bitrate: bool, cfg: AlertConfig) -> set[str]:
+    """The causes one window shows, from its dimension scores (the face region when there is one)."""
+    region = "face" if result.dimensions.get("face") else "frame"
+    dims = result.dimensions.get(region, {})
+    t = cfg.dimension_threshold
+    causes = {f.cause_at(low_bitrate).name for f in FAMILIES if dims.get(f.name, 100.0) < t}
+    if result.face_presence < cfg.no_face_ratio:
+        causes.add("framing")
+    if not causes and result.score is not None and result.score < cfg.low_quality_threshold:
+        causes.add("low_quality")
+    return causes
+
+
+@dataclass
+class _Track:
+    """One cause of one stream: seen since when, raised since when, gone since when."""
+
+    seen_since: float | None = None
+    raised_at: float | None = None
+    gone_since: float | None = None
+
+
+@dataclass
+class _StreamRecommendation:
+    window_causes: set[str] = field(default_factory=set)
+    down: bool = False
+    tracks: dict[str, _Track] = field(default_factory=dict)
+    current: tuple[str, str] | None = None  # (cause, action) exported as the metric
+
+
+Notice = Callable[[str, str, "Cause", float, float | None], None]  # (status, stream, cause, starts_at, ends_at)
+
+
+class Recommender:
+    """Turns windows (and streams going down) into one current cause and action per stream.
+
+    A cause must hold `raise_after_s` to be raised and be gone `clear_after_s` to clear, so the recommendation
+    does not flap. Feeds `StreamState.recommendation` (/streams), `fvq_stream_recommendation{stream,cause,action}`,
+    and `notify` callbacks (status "firing" or "resolved") for every cause raised or cleared.
+    """
+
+    def __init__(self, config: AlertConfig, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.notify: list[Notice] = []
+        self.on_stop: list[Callable[[], None]] = []
+        self._streams: dict[str, _StreamRecommendation] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # inputs
+    def observe(self, state: StreamState, result: WindowResult) -> None:
+        """A Monitor listener: called from the analysis thread after each window is published."""
+        low = is_low_bitrate(state.bitrate_bps, state.width, state.height, state.fps, self.config)
+        causes = window_causes(result, low, self.config)
+        with self._lock:
+            rec = self._streams.setdefault(state.name, _StreamRecommendation())
+            rec.window_causes = causes
+            rec.down = False
+            self._update(state, rec, self.clock())
+
+    def tick(self, states: list[StreamState]) -> None:
+        """Streams that publish no windows: down ones raise "down", and every cause keeps its clock running.
+        Streams no longer listed are forgotten."""
+        now = self.clock()
+        with self._lock:
+            for state in states:
+                rec = self._streams.setdefault(state.name, _StreamRecommendation())
+                rec.down = state.state in ("down", "error")
+                if state.state in ("down", "error", "ended"):
+                    rec.window_causes = set()  # a picture that is not there has no causes
+                self._update(state, rec, now)
+            names = {s.name for s in states}
+            for name in [n for n in self._streams if n not in names]:
+                self._forget(name)
+
+    # the loop for a running monitor
+    def attach(self, monitor: Monitor, interval_s: float = 1.0) -> None:
+        """Listens to the monitor's windows and ticks over its streams every `interval_s` in a thread."""
+        monitor.listeners.append(self.observe)
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.tick([s.state for s in list(monitor.streams.values())])
+                except Exception:
+                    log.exception("recommendation tick failed")
+
+        self._thread = threading.Thread(target=loop, name="recommend", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        for callback in self.on_stop:
+            callback()
+
+    # state
+    def _update(self, state: StreamState, rec: _StreamRecommendation, now: float) -> None:
+        active = {"down"} if rec.down else rec.window_causes
+        cfg = self.config
+        for name in MONITOR_CAUSES:
+            track = rec.tracks.get(name)
+            if name in active:
+                if track is None:
+                    track = rec.tracks[name] = _Track(seen_since=now)
+                track.gone_since = None
+                if track.raised_at is None and now - (track.seen_since or now) >= cfg.raise_after_s:
+                    track.raised_at = now
+                    self._emit("firing", state.name, name, track.raised_at, None)
+            elif track is not None:
+                if track.raised_at is None:
+                    del rec.tracks[name]  # it did not hold long enough: forget it
+                    continue
+                if track.gone_since is None:
+                    track.gone_since = now
+                if now - track.gone_since >= cfg.clear_after_s:
+                    del rec.tracks[name]
+                    self._emit("resolved", state.name, name, track.raised_at, now)
+        raised = [n for n in MONITOR_CAUSES if n in rec.tracks and rec.tracks[n].raised_at is not None]
+        self._publish(state, rec, raised)
+
+    def _publish(self, state: StreamState, rec: _StreamRecommendation, raised: list[str]) -> None:
+        current = (raised[0], CAUSES[raised[0]].action) if raised else None
+        if current != rec.current and rec.current is not None:
+            self._remove_series(state.name, *rec.current)
+        if current is not None:  # set every time: a stream replaced under the same name lost its series
+            self.metrics.recommendation.labels(state.name, *current).set(1)
+        rec.current = current
+        state.recommendation = recommendation_json(raised, rec.tracks) if raised else None
+
+    def _remove_series(self, stream: str, cause: str, action: str) -> None:
+        try:
+            self.metrics.recommendation.remove(stream, cause, action)
+        except KeyError:  # already gone with the stream (Metrics.forget_stream)
+            pass
+
+    def _forget(self, name: str) -> None:
+        rec = self._streams.pop(name)
+        if rec.current is not None:
+            self._remove_series(name, *rec.current)
+        for cause, track in rec.tracks.items():
+            if track.raised_at is not None:
+                self._emit("resolved", name, cause, track.raised_at, self.clock())
+
+    def _emit(self, status: str, stream: str, cause: str, starts_at: float, ends_at: float | None) -> None:
+        log.info("stream %s: %s %s (%s)", stream, cause, status, CAUSES[cause].action)
+        for callback in self.notify:
+            try:
+                callback(status, stream, CAUSES[cause], starts_at, ends_at)
+            except Exception:
+                log.exception("recommendation notice failed")
+
+
+def recommendation_json(raised: list[str], tracks: dict[str, _Track]) -> dict[str, Any]:
+    """What /streams shows: the current cause first, every raised cause after."""
+    head = CAUSES[raised[0]]
+    return {
+        "cause": head.name,
+        "action": head.action,
+        "summary": head.summary,
+        "severity": head.severity,
+        "alertname": head.alertname,
+        "since": tracks[head.name].raised_at,
+        "causes": [
+            {"cause": n, "action": CAUSES[n].action, "since": tracks[n].raised_at} for n in raised
+        ],
+    }
+
+
+def start_recommendations(monitor: Monitor, external_url: str = "") -> Recommender:
+    """Recommendations for a running monitor, and its webhook when `alerts.webhook_url` is set; `stop()` ends both."""
+    recommender = Recommender(monitor.config.alerts, monitor.metrics)
+    if monitor.config.alerts.webhook_url:
+        from stream.ops.webhook import WebhookNotifier
+
+        hook = WebhookNotifier(monitor.config.alerts, monitor.metrics.registry, external_url).start()
+        recommender.notify.append(hook.notice)
+        recommender.on_stop.append(hook.stop)
+    recommender.attach(monitor)
+    return recommender
