@@ -76,7 +76,7 @@ import dataclasses, json
 import numpy as np
 from engines import families as F
 ringing = F.Family("ringing", "ring", "halos around edges", F.PICTURE, {"ringing": ("falling", 1.0, 2.0)},
-                   F.CAMERA, None, ("halo",))
+                   F.CAMERA, None, ("halo",), "engines.signals.blur_noise")
 F.FAMILIES = (*F.FAMILIES, ringing)
 F.BY_NAME["ringing"] = ringing
 F.DIMENSIONS = tuple(f.name for f in F.FAMILIES)
