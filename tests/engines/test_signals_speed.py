@@ -59,7 +59,7 @@ def test_percentile_on_real_gradients_and_residuals(frames):
         y = signals._luma(image)
         coarse = cv2.GaussianBlur(y, (0, 0), signals.COARSE_SIGMA)
         gc = cv2.magnitude(cv2.Sobel(coarse, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(coarse, cv2.CV_32F, 0, 1, ksize=3))
-        resid = np.abs(cv2.filter2D(y, cv2.CV_32F, signals._NOISE_KERNEL))
+        resid = np.abs(cv2.filter2D(y, cv2.CV_32F, blur_noise._NOISE_KERNEL))
         for a in (gc.ravel(), gc.ravel()[::4], resid.ravel()):
             for q in (25, 70.0, 90, 63.2):
                 assert signals._percentile(a, q) == np.percentile(a, q)
