@@ -61,7 +61,7 @@ def choose_model_weight(rater, forest, val: Dataset) -> tuple[float, dict[str, d
 # 0.884 / 0.896 -> 0.907 / 0.908, leaving each train/val person group out 0.808 -> 0.810 (mean per group), and
 # the clean clips of people the forest never saw 11.7 -> 8.9 points below trained people's (val), 14.4 -> 13.3
 # (left out). The test split, a report only, ranked the other way (0.861 -> 0.853 with the model's share 0.25);
-# BENCHMARKS.md, "Retrained on version-2 signal inputs".
+# BENCHMARKS.md in git as of 5ed058a, "Retrained on version-2 signal inputs".
 APPEARANCE_INPUTS = ("skin_hue", "skin_saturation", ".saturation.", ".colorfulness.", ".mean_luma.",
                      "window.face_size", "window.identity_stability", "window.face_jitter")
 

@@ -3,7 +3,7 @@
 `python -m train.share --bundle bundles/default --root corpus/synthetic [--out DIR] [--threads 1]`
 
 The share w in `score = (1 - w) * forest + w * model` was chosen on val, which holds two people: val and the
-test split's two people disagreed on it (BENCHMARKS.md, "Why a forest, and how the share was chosen"). Here every
+test split's two people disagreed on it (BENCHMARKS.md in git as of 5ed058a, "Why a forest, and how the share was chosen"). Here every
 person of the train split is left out in turn: a model is trained without them by the bundle's own recipe (the
 stage settings, seed, stream dropout in its manifest; val picks the epoch and calibrates, as in train.fit) and a
 forest is fitted on the same windows with the bundle's forest inputs; the person's clips are then scored by both.

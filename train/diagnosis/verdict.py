@@ -19,7 +19,7 @@ PICTURE_CAUSES = ("compression", "source")
 GENERIC_CAUSES = ("low_quality",)  # says nothing about the cause: neither right nor wrong
 # An exposure gain ("over") is over-exposure to a viewer when it clips highlights or lifts the picture past a normal
 # exposure; a gain on a dark (low-key) scene that does neither is a brighter grade of the scene, not a distortion
-# (BENCHMARKS.md, "Over-exposure of the low-key scenes"). Luma levels of the decoded picture (BT.601, 0-255).
+# (BENCHMARKS.md in git as of 5ed058a, "Over-exposure of the low-key scenes"). Luma levels of the decoded picture (BT.601, 0-255).
 OVER_CLIPPED_LUMA = 245.0
 OVER_CLIPPED_SHARE = 0.01  # share of the frame at or above OVER_CLIPPED_LUMA
 OVER_MEAN_LUMA = 150.0  # mean luma above which a picture is brighter than a normal exposure, clipped or not
@@ -153,7 +153,7 @@ def summarise(rows: list[dict], levels: Sequence[int] | None = STRONG_LEVELS) ->
 
 
 def _visibility(single: list[dict]) -> dict:
-    """The second definition (BENCHMARKS.md): a clip where no dimension fell by FALSE_CAUSE_POINTS has no visible
+    """The second definition (BENCHMARKS.md, "How accurate is the cause?", "with silence"): a clip where no dimension fell by FALSE_CAUSE_POINTS has no visible
     cause; it is scored correct when no wrong cause was newly raised (silence, or its own cause), wrong otherwise.
     Clips with a visible fall are scored as in the first definition."""
     vis = [r for r in single if r["cmp"].get("visible", True)]
