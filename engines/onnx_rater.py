@@ -85,7 +85,7 @@ class OnnxRater(Rater):
 
     @property
     def extractor_version(self) -> str:
-        """Keys feature caches (train.fit.FeatureExtractor): the encoder file and the frame sizes."""
+        """Keys feature caches (train.clip_features.FeatureExtractor): the encoder file and the frame sizes."""
         return self._version
 
     def encode(self, images: list[np.ndarray]) -> np.ndarray:

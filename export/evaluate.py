@@ -33,7 +33,7 @@ def analyse_split(root: Path, split: str = "test", max_clips: int | None = None)
     from stream.config import MonitorConfig
     from stream.live.analysis import build_analyzer
     from stream.live.offline import analyse_file
-    from train.fit import read_split
+    from train.clip_features import read_split
 
     cfg = MonitorConfig(no_model=True)
     analyzer = build_analyzer(cfg)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from train import distortions as D
-from train.media import FaceSource, RenderedClip, load_carphone, render, source_by_name, write_mp4
+from train.face_sources import FaceSource, load_carphone, source_by_name
+from train.media import RenderedClip, render, write_mp4
 
 WIDTH, HEIGHT, FPS, SECONDS = 640, 360, 25, 10.0
 CLEAN_CRF = 19

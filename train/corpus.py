@@ -7,7 +7,7 @@ Layout written (the FVQ-20K layout, plus per-clip metadata):
     DIR/{train,val,test}/meta.jsonl    source, families, severities, region, resolution, fps, face boxes, ...
     DIR/corpus.json                    build settings, counts, the split of content groups, the MOS recipe
 
-The split is by content, never by clip: every source belongs to a content group (train.media.face_sources)
+The split is by content, never by clip: every source belongs to a content group (train.face_sources.face_sources)
 and SPLIT_OF_GROUP sends each group to exactly one split, so no content seen in training is tested on.
 """
 
@@ -28,16 +28,8 @@ import numpy as np
 
 from train import distortions as D
 from train import pseudo_mos as P
-from train.media import (
-    face_mask,
-    face_sources,
-    read_mp4,
-    render,
-    render_cut,
-    source_by_name,
-    window_height,
-    write_mp4,
-)
+from train.face_sources import face_sources, source_by_name
+from train.media import face_mask, read_mp4, render, render_cut, window_height, write_mp4
 
 SPLITS = ("train", "val", "test")
 # Content groups per split: a group is a medium (a photo, the carphone video) or a person's photo; a person

@@ -232,7 +232,7 @@ def main(args=None) -> int:
         p.add_argument("--bundle", type=Path)
         p.add_argument("--baselines", action="store_true")
         p.add_argument("--diagnosis", action="store_true",
-                       help="also the diagnosis benchmark (train/diagnosis.py): cause accuracy, confusion, false "
+                       help="also the diagnosis benchmark (train/diagnosis/): cause accuracy, confusion, false "
                             "causes and cross-talk, each clip against its clean reference")
         p.add_argument("--json", type=Path, help="also write the result (with per-clip rows) to this file")
         args = p.parse_args(args)

@@ -3,9 +3,9 @@
 `python -m train.refit_forest --bundle bundles/default --root corpus/synthetic --out DIR [--forest-inputs quality]`
 
 The model, its merged ONNX graphs, the calibration and the tokenizer stay byte for byte; the features are the
-ones train.fit extracts (the live path's analysis with the bundle's own frame encoder and signals version, cached
+ones train.fit extracts (train.clip_features) (the live path's analysis with the bundle's own frame encoder and signals version, cached
 under ROOT/.cache/features), and the forest and the model's share are chosen as train.fit chooses them
-(train.fit.fit_prior: the forest of the train windows, the share with the best val SRCC + PLCC, then the forest
+(train.prior.fit_prior: the forest of the train windows, the share with the best val SRCC + PLCC, then the forest
 refitted on train + val). The manifest says what was refitted, on what, and keeps the figures of the previous
 forest beside the new ones; `--eval` adds the test split through the live path (`fvq eval`'s numbers). DIR may
 be the bundle itself: the new folder is verified (engines.bundle) before it takes the old one's place.
@@ -25,14 +25,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from train.fit import FOREST_INPUT_SETS
+from train.prior import FOREST_INPUT_SETS
 
 
 def extract(rater, root: Path, cache: Path, splits: Sequence[str] | None = None) -> dict[str, list]:
     """The clip features of every split (or of `splits`) through train.fit's extractor (cached: a second run reads
     them back)."""
+    from train.clip_features import FeatureExtractor, read_split
     from train.dataset import SPLITS
-    from train.fit import FeatureExtractor, read_split
 
     extractor = FeatureExtractor(rater, cache)
     clips: dict[str, list] = {}
@@ -51,7 +51,8 @@ def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", s
     from engines.bundle import file_entry, read_manifest, save_manifest, swap_in, verify_bundle
     from engines.forest import FOREST_FILE
     from engines.fvq_rater import FVQRater
-    from train.fit import Dataset, evaluate_dataset, fit_prior
+    from train.clip_features import Dataset
+    from train.prior import evaluate_dataset, fit_prior
 
     bundle, out = Path(bundle), Path(out)
     verify_bundle(bundle)
@@ -77,7 +78,7 @@ def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", s
         "date": datetime.date.today().isoformat(),
         "corpus": {"root": str(root), "command": f"python -m train.corpus --out {root} --seed {corpus.get('seed', 0)}",
                    "clips": {s: len(c) for s, c in clips.items()}},
-        "features": "train.fit.FeatureExtractor with the bundle's own frame encoder and signals version "
+        "features": "train.clip_features.FeatureExtractor with the bundle's own frame encoder and signals version "
                     f"{rater.spec.signals_version}",
         "previous": {"forest_file": old_forest, "prior": {k: v for k, v in (old_prior or {}).items()
                                                           if k in ("inputs", "input_set", "model_weight", "trained_on",
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", type=Path, required=True, help="FVQ-20K-format corpus (train, val, test)")
     p.add_argument("--out", type=Path, required=True, help="where the new bundle goes (may be --bundle itself)")
     p.add_argument("--forest-inputs", choices=FOREST_INPUT_SETS, default="quality",
-                   help="quality: every signal but what the person and scene look like (train.fit APPEARANCE_INPUTS); "
+                   help="quality: every signal but what the person and scene look like (train.prior APPEARANCE_INPUTS); "
                         "no-identity: every signal but the face statistics that tell people apart (IDENTITY_INPUTS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, help="feature cache folder (default ROOT/.cache/features)")

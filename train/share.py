@@ -3,7 +3,7 @@
 `python -m train.share --bundle bundles/default --root corpus/synthetic [--out DIR] [--threads 1]`
 
 The share w in `score = (1 - w) * forest + w * model` was chosen on val, which holds two people: val and the
-test split's two people disagreed on it (BENCHMARKS.md, "Why a forest, and how the share was chosen"). Here every
+test split's two people disagreed on it (BENCHMARKS.md in git as of 5ed058a, "Why a forest, and how the share was chosen"). Here every
 person of the train split is left out in turn: a model is trained without them by the bundle's own recipe (the
 stage settings, seed, stream dropout in its manifest; val picks the epoch and calibrates, as in train.fit) and a
 forest is fitted on the same windows with the bundle's forest inputs; the person's clips are then scored by both.
@@ -36,7 +36,7 @@ PERSON_OF_GROUP = {"macron-2014": "macron", "macron-2025": "macron", "ardern-201
 
 def person_of(meta: dict) -> str:
     """The person on screen in a corpus clip (its source's group, with one person's photo groups joined)."""
-    from train.media import source_by_name
+    from train.face_sources import source_by_name
 
     group = meta.get("group") or source_by_name(meta["source"]).group
     return PERSON_OF_GROUP.get(group, group)
@@ -55,7 +55,7 @@ def is_clean(meta: dict) -> bool:
 
 
 def _stage_settings(manifest: dict, stage: str):
-    from train.fit import StageSettings
+    from train.stages import StageSettings
 
     known = StageSettings.__dataclass_fields__
     return StageSettings(**{k: v for k, v in manifest["training"][stage]["settings"].items() if k in known})
@@ -64,7 +64,7 @@ def _stage_settings(manifest: dict, stage: str):
 def _components(rater, forest, data, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per clip: the calibrated model score and the forest's MOS, each the mean over the clip's windows (the
     published clip score is then their blend: both lie within 0..100, so the blend's clip never acts)."""
-    from train.fit import predict_clips
+    from train.stages import predict_clips
 
     _, _, windows = predict_clips(rater, data)
     model = rater.calibrate(windows)
@@ -77,8 +77,10 @@ def _components(rater, forest, data, names: list[str]) -> tuple[np.ndarray, np.n
 def leave_out(bundle_rater, manifest: dict, clips: dict[str, list], metas: dict[str, list[dict]], person: str,
               seed: int, log=print) -> dict[str, Any]:
     """Trains the bundle's recipe without `person`; their clips' and the trained people's clean clips' parts."""
-    from train.fit import Dataset, build_rater, fit
+    from train.clip_features import Dataset
+    from train.fit import build_rater
     from train.forest import fit_forest
+    from train.stages import fit
 
     names = bundle_rater.spec.signal_names()
     keep = [i for i, m in enumerate(metas["train"]) if person not in people_in(m)]  # cuts to them left out too
@@ -152,7 +154,7 @@ def run(bundle: Path, root: Path, seed: int | None = None, cache: Path | None = 
         people: Sequence[str] | None = None, log=print) -> dict[str, Any]:
     from engines.bundle import read_manifest, verify_bundle
     from engines.fvq_rater import FVQRater
-    from train.fit import read_split
+    from train.clip_features import read_split
     from train.refit_forest import extract
 
     verify_bundle(bundle)
@@ -189,7 +191,8 @@ def metrics_at(bundle: Path, root: Path, share: float, cache: Path | None = None
     from engines.bundle import read_manifest
     from engines.forest import ScorePrior
     from engines.fvq_rater import FVQRater
-    from train.fit import Dataset, evaluate_dataset
+    from train.clip_features import Dataset
+    from train.prior import evaluate_dataset
     from train.refit_forest import extract
 
     rater = FVQRater.load(bundle, manifest=read_manifest(bundle))

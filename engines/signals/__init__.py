@@ -82,7 +82,7 @@ __all__ = [  # the measurements' names, read from here by the rest of the projec
 ]
 
 
-# Part of the training feature cache's key (train/fit.py): bump it whenever a measurement changes or is added,
+# Part of the training feature cache's key (train/clip_features.py): bump it whenever a measurement changes or is added,
 # or cached features computed before would be read as current.
 SIGNALS_VERSION = 2
 

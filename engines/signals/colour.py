@@ -61,7 +61,7 @@ GREY_SATURATION = 0.12  # a pixel this close to grey once the illuminant estimat
 MIN_GREY_SHARE = 0.02  # fewer grey pixels than this share of the region: keep the grey-edge estimate
 
 
-# How version 2's grey_cast_deg is estimated, part of the training feature cache's key (train/fit.py) beside
+# How version 2's grey_cast_deg is estimated, part of the training feature cache's key (train/clip_features.py) beside
 # SIGNALS_VERSION: no bundle read the grey-pixel-only cast, so version 2 changed in place and only caches move on.
 CAST_ESTIMATE = "grey-edge and grey-pixel agreement"
 

@@ -112,7 +112,7 @@ def default_workers(cores: int | None = None, memory_bytes: int | None = None, s
     Not fewer: one process's analysis thread shares its GIL with every decode thread of the process, and waits for
     it after each numpy, OpenCV and ONNX Runtime call (43% of its time with 12 streams on 2 cores, while it used
     0.03 CPU-s per stream-second), so one process fell behind at 12-16 streams on 2 cores where two workers kept
-    up with 12 and 14 (and 16 in 2 runs of 4) at the same CPU per stream-second (BENCHMARKS.md, "Scaling")."""
+    up with 12 and 14 (and 16 in 2 runs of 4) at the same CPU per stream-second (BENCHMARKS.md, "How many streams live on this host?")."""
     import os
 
     if cores is None:

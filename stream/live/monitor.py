@@ -168,7 +168,7 @@ class Monitor:
     # The analysis thread shares the GIL with one decode thread per stream and gives it up at every native call
     # (numpy, ONNX Runtime); a waiting thread takes it back only after the switch interval (5 ms by default).
     # A shorter one helped a little at 19 x 720p30 here: 669-946 windows of 1140 in four runs at 0.5 ms against
-    # 418 and 772 in two at 5 ms (runs vary widely), no extra CPU measured at 16 streams (BENCHMARKS.md, "Overload").
+    # 418 and 772 in two at 5 ms (runs vary widely), no extra CPU measured at 16 streams (BENCHMARKS.md in git as of 5ed058a, "Overload").
     GIL_SWITCH_INTERVAL_S = 0.0005
 
     def start(self) -> None:

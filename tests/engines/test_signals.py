@@ -271,6 +271,26 @@ def test_thumb_signals_raw_values(car_thumbs):
         thumb_signals(car_thumbs[:3], pts[:2], FPS)
 
 
+def test_a_freeze_of_exactly_the_minimum_length_is_a_freeze_one_shorter_is_duplicates(car_thumbs):
+    from engines.signals.temporal import FREEZE_MIN_INTERVALS
+
+    pts = np.arange(len(car_thumbs)) / FPS
+    clean = thumb_signals(car_thumbs, pts, FPS)
+    assert clean["frozen_share"] == 0 and clean["duplicate_share"] == 0
+    for start in (20, 70):
+        for intervals in (FREEZE_MIN_INTERVALS - 1, FREEZE_MIN_INTERVALS, FREEZE_MIN_INTERVALS + 1):
+            t = list(car_thumbs)
+            t[start : start + intervals + 1] = [car_thumbs[start]] * (intervals + 1)  # one picture, n intervals
+            r = thumb_signals(t, pts, FPS)
+            if intervals >= FREEZE_MIN_INTERVALS:  # a freeze: its time, no duplicate pairs
+                assert r["frozen_share"] == pytest.approx(intervals / len(pts), abs=1e-3), (start, intervals, r)
+                assert r["duplicate_share"] == 0, (start, intervals, r)
+            else:  # cadence: duplicate pairs, no freeze
+                assert r["frozen_share"] == 0, (start, intervals, r)
+                assert r["duplicate_share"] == pytest.approx(intervals / (len(pts) - 1)), (start, intervals, r)
+            assert r["longest_freeze_s"] == pytest.approx(intervals / FPS, abs=1e-3)
+
+
 def test_temporal_ignores_spatial_distortions(car_frames):
     ims = car_frames[:60]
     base = window_dimensions(_thumb_only(ims), FPS)["frame"]["temporal"]

@@ -60,7 +60,8 @@ def test_splits_are_disjoint_by_content(corpus):
 
 def test_plan_splits_people_and_media_and_mixes_orientations_and_cuts():
     from train.corpus import MAX_UPSCALE, RESOLUTIONS, plan_corpus
-    from train.media import face_sources, source_by_name, window_height
+    from train.face_sources import face_sources, source_by_name
+    from train.media import window_height
 
     plans = [p for job in plan_corpus(400, seed=3) for p in job]
     group_split: dict[str, str] = {}
@@ -131,15 +132,15 @@ def test_fetch_media_reports_missing_and_tampered_files(tmp_path):
 
 
 def test_missing_photo_names_the_fix(tmp_path, monkeypatch):
-    from train import media
+    from train import face_sources, media
 
     monkeypatch.setenv("FVQ_MEDIA", str(tmp_path))
-    media.load_photo.cache_clear()
+    face_sources.load_photo.cache_clear()
     try:
         with pytest.raises(FileNotFoundError, match="make setup"):
             media.render("obama-v0", 180, 320, 10, 0.5)
     finally:
-        media.load_photo.cache_clear()
+        face_sources.load_photo.cache_clear()
 
 
 def test_corpus_pairs_share_full_frame_psnr(corpus):

@@ -8,8 +8,9 @@ import pytest
 
 from engines.features import DIMENSIONS
 from stream.live.analysis import DEFAULT_BUNDLE
-from train import diagnosis as G
 from train import distortions as D
+from train.diagnosis import pairs
+from train.diagnosis import verdict as G
 
 HAVE_BUNDLE = (DEFAULT_BUNDLE / "manifest.json").is_file()
 
@@ -17,7 +18,8 @@ HAVE_BUNDLE = (DEFAULT_BUNDLE / "manifest.json").is_file()
 def _clip(tmp_path, source: str, ds: list[D.Distortion], name: str, seconds: float = 4.0, frames=None):
     """A clip of `source` written as the corpus writes it (x264 CRF 16, or the distortion's own encode)."""
     from train.corpus import ClipPlan, write_clip
-    from train.media import render, source_by_name
+    from train.face_sources import source_by_name
+    from train.media import render
 
     src = source_by_name(source)
     w, h = (320, 180) if "landscape" in src.orientations else (180, 320)
@@ -232,7 +234,8 @@ def test_face_only_blur_scores_below_background_only_blur_on_people_outside_trai
     from stream.live.analysis import build_analyzer
     from stream.live.offline import analyse_file, file_report
     from train.corpus import ClipPlan, match_background_strength, write_clip
-    from train.media import face_mask, render, source_by_name
+    from train.face_sources import source_by_name
+    from train.media import face_mask, render
 
     cfg = MonitorConfig()
     analyzer = build_analyzer(cfg)
@@ -276,10 +279,10 @@ def test_diagnosis_ladder_on_unseen_content(tmp_path):
     from stream.live.analysis import build_analyzer
 
     cfg = MonitorConfig(no_model=True)
-    records = G.ladder_clips(["avatar-green"], tmp_path, levels=(5,), duration=2.0)
+    records = pairs.ladder_clips(["avatar-green"], tmp_path, levels=(5,), duration=2.0)
     assert len(records) == len(G.FAMILIES) + 1 and (tmp_path / "avatar-green_clean.mp4").is_file()
     assert {r["kind"] for r in records if r["families"] == ["luminance"]} == {"over", "contrast"}
-    rows = G.ladder_rows(records, cfg, build_analyzer(cfg), progress=False)
+    rows = pairs.ladder_rows(records, cfg, build_analyzer(cfg), progress=False)
     s = G.summarise(rows)
     assert s["clips"] == 7 and s["cause_accuracy"] == 1.0, {r["file"]: r["cmp"]["fell_most"] for r in rows}
     assert s["false_cause_rate"] <= 0.1

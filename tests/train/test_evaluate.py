@@ -56,8 +56,8 @@ def test_train_then_eval_on_a_dozen_clips(dozen_corpus, tmp_path, capsys):
     assert all(set(m) >= {"srcc", "plcc", "krcc"} for m in table.values())
     assert set(manifest["dimensions"]["learned_heads"]) <= set(manifest["eval"]["dimensions"]["signals"])
     from engines.forest import SignalForest
+    from train.bundle import choose_dimension_heads
     from train.evaluate import evaluate_folder
-    from train.fit import choose_dimension_heads
 
     # heads judged with another forest (train.fit passes the one that has not seen val): a verified copy of the
     # bundle carries it, the bundle itself keeps its own forest and gets the choice

@@ -13,8 +13,10 @@ from engines.features import LEVELS
 from engines.load import load_rater
 from engines.rater import FeatureSpec, WindowFeatures
 from train import evaluate
-from train.fit import ClipFeatures, Dataset, StageSettings, fit, read_split, write_bundle
+from train.bundle import write_bundle
+from train.clip_features import ClipFeatures, Dataset, read_split
 from train.model import build_tiny
+from train.stages import StageSettings, fit
 
 SPEC = FeatureSpec(frames=2, temporal_len=4, thumb_size=(16, 16), interval_len=4)
 
@@ -53,7 +55,7 @@ def test_stage1_then_stage2_learn_and_the_bundle_loads(tmp_path):
     settings = StageSettings(epochs=6, lr=3e-3, batch_size=16, warmup_steps=2, patience=6)
     report = fit(rater, train, val, settings, settings, seed=0, log=lambda m: None)
     assert report["stage1"]["best_srcc"] > 0.5 and report["stage2"]["best_srcc"] > 0.5
-    from train.fit import evaluate_dataset
+    from train.prior import evaluate_dataset
 
     metrics = evaluate_dataset(rater, val)
     assert metrics["srcc"] > 0.5
@@ -98,7 +100,7 @@ def test_metrics():
 
 
 def test_keep_last_keeps_the_final_epoch_not_the_best_monitored_one():
-    from train.fit import train_stage
+    from train.stages import train_stage
 
     model = build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
     rater = fvq_rater.FVQRater(model)
@@ -118,7 +120,7 @@ def test_signal_forest_prior_is_fitted_chosen_on_val_saved_and_blended_by_the_lo
     import argparse
 
     from engines.forest import ScorePrior
-    from train.fit import MODEL_WEIGHTS, clip_scores, fit_prior
+    from train.prior import MODEL_WEIGHTS, clip_scores, fit_prior
 
     model = build_tiny(("frame.noise_sigma",), hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32)
     rater = fvq_rater.FVQRater(model)
@@ -158,7 +160,8 @@ def test_signal_forest_prior_is_fitted_chosen_on_val_saved_and_blended_by_the_lo
 
 def test_feature_cache_key_changes_with_the_signal_measurements(tmp_path, monkeypatch):
     import engines.signals
-    from train.fit import FeatureExtractor, build_rater
+    from train.clip_features import FeatureExtractor
+    from train.fit import build_rater
 
     probe = build_rater("tiny", (), 0, None, "cpu")
     before = FeatureExtractor(probe, tmp_path).version
@@ -171,7 +174,7 @@ def test_no_face_identity_makes_the_score_independent_of_who_is_on_screen():
     """--no-face-identity: trained on zeroed embeddings, then the face projector's LayerNorm gain is set to 0: any
     real embedding the live path feeds gives the face token training saw, so swapping the person's embedding
     moves nothing, while a window without a face still reads differently."""
-    from train.fit import blind_face_projector
+    from train.stages import blind_face_projector
 
     model = build_tiny(hidden=32, layers=1, heads=2, spec=SPEC, projector_hidden=32, lora_dropout=0.0)
     rater = fvq_rater.FVQRater(model)
@@ -190,7 +193,7 @@ def test_no_face_identity_makes_the_score_independent_of_who_is_on_screen():
 
 
 def test_forest_input_sets():
-    from train.fit import APPEARANCE_INPUTS, IDENTITY_INPUTS, forest_inputs
+    from train.prior import APPEARANCE_INPUTS, IDENTITY_INPUTS, forest_inputs
 
     names = ["window.face_size", "window.identity_stability", "window.face_jitter", "window.frame_color",
              "frame.saturation.mean", "face.colorfulness.std", "frame.mean_luma.mean", "frame.noise_sigma.mean"]
@@ -204,7 +207,8 @@ def test_forest_input_sets():
 
 def test_feature_cache_key_changes_with_the_cast_estimator(tmp_path, monkeypatch):
     import engines.signals
-    from train.fit import FeatureExtractor, build_rater
+    from train.clip_features import FeatureExtractor
+    from train.fit import build_rater
 
     probe = build_rater("tiny", (), 0, None, "cpu")
     before = FeatureExtractor(probe, tmp_path).version

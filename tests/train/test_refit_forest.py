@@ -7,7 +7,7 @@ import numpy as np
 
 from engines.bundle import read_manifest, verify_bundle
 from engines.forest import SignalForest
-from train.fit import APPEARANCE_INPUTS
+from train.prior import APPEARANCE_INPUTS
 
 
 def _bundle(tmp_path, corpus_root):
@@ -15,7 +15,9 @@ def _bundle(tmp_path, corpus_root):
     import argparse
 
     from train.bundle import write_bundle
-    from train.fit import Dataset, build_rater, fit_prior
+    from train.clip_features import Dataset
+    from train.fit import build_rater
+    from train.prior import fit_prior
     from train.refit_forest import extract
 
     keys = ("face.colorfulness", "face.edge_blur_px", "frame.colorfulness", "frame.edge_blur_px", "frame.mean_luma",
