@@ -16,8 +16,10 @@ from av.video.reformatter import VideoReformatter
 
 from engines.features import FrameRecord
 from stream.config import AnalysisConfig, SourceConfig
+from stream.ingest.damage import DecoderErrors
 from stream.ingest.queues import END, FrameQueue
 from stream.ingest.relay import Relay, needs_relay
+from stream.ingest.video_facts import VideoFormat, blank_level, format_key, video_format
 from stream.sources import source_type
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,13 @@ class SourceEvents:
     def packet(self, size: int) -> None: ...
     def frame(self) -> None: ...
     def error(self, kind: str, message: str) -> None: ...
+    def decode_damage(self, errors: int, corrupt_frames: int, message: str | None) -> None:
+        """The decoder logged `errors` error lines and flagged `corrupt_frames` frames (concealed errors, missing
+        references) while decoding one packet."""
+    def video_format(self, fmt: VideoFormat) -> None:
+        """The decoded frames' coded format, at the first frame and whenever it changes."""
+    def picture(self, blank_level: int | None) -> None:
+        """The picture turned blank (its median luma) or stopped being blank (None)."""
     def reconnecting(self, delay: float) -> None: ...
     def ended(self) -> None: ...
 
@@ -264,6 +273,10 @@ class SourceReader(threading.Thread):
     def read_once(self) -> bool:
         """Opens the source and reads it to its end (or until stop()), once. Returns True when the stream is
         finished for good. Raises what opening or demuxing raised (NoVideoError: no video stream)."""
+        with DecoderErrors() as self._errors:
+            return self._read_once()
+
+    def _read_once(self) -> bool:
         self._opening = True
         container = self._open()
         try:
@@ -279,19 +292,39 @@ class SourceReader(threading.Thread):
             self._opening = False
             pace_start: float | None = None
             first_pts: float | None = None
+            # FFmpeg's error lines on this thread: the decoder's and the demuxer's count as decoder damage
+            damage_from = frozenset({vstream.codec_context.name, *container.format.name.split(",")})
+            keyed = False  # damage before the first keyframe is joining a stream mid-picture, not damage
+            fmt_key: tuple | None = None
+            blank: int | None = None
             for packet in container.demux(vstream):
                 if self._halt.is_set():
                     return True
                 if packet.size:
                     self.events.packet(packet.size)
+                    keyed = keyed or packet.is_keyframe
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError as exc:
-                    self.events.error("decode", _describe(exc, self.source.url))
+                    errors, _ = self._errors.take(damage_from)
+                    if keyed:
+                        self.events.decode_damage(max(errors, 1), 0, _describe(exc, self.source.url))
                     continue
+                errors, message = self._errors.take(damage_from)
+                corrupt = 0
                 for frame in frames:
+                    if frame.is_corrupt:
+                        corrupt += 1
+                    key = format_key(frame)
+                    if key != fmt_key:
+                        fmt_key = key
+                        self.events.video_format(video_format(frame))
                     record = self.converter.convert(frame)
                     self.events.frame()
+                    level = blank_level(record.thumb)
+                    if (level is None) != (blank is None):
+                        self.events.picture(level)
+                    blank = level
                     if self.facts.ends and self.source.realtime:
                         if pace_start is None:
                             pace_start, first_pts = self._clock(), record.pts
@@ -300,6 +333,8 @@ class SourceReader(threading.Thread):
                             return True
                     if not self.queue.put(record):
                         return True
+                if keyed and (errors or corrupt):
+                    self.events.decode_damage(errors, corrupt, message)
             if self.facts.ends:
                 return not self.source.loop
             self.events.error("eof", f"{self.source.url}: the stream ended")

@@ -40,7 +40,7 @@ class Stream:
         self.facts = source_type(source.kind)
         self.name = source.name
         m = monitor.metrics
-        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m)
+        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m, expect=source.expect)
         policy = source.drop_policy or DropPolicy.drop_oldest
         self.queue = FrameQueue(
             source.queue_frames, policy, on_drop=lambda reason: m.frames_dropped.labels(self.name, reason).inc()
