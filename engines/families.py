@@ -62,7 +62,7 @@ _PICTURE_CAUSES = (STALLS.name, COMPRESSION.name, SOURCE.name, CAMERA.name, "fra
 EXPLAINS: dict[str, tuple[str, ...]] = {  # fault -> the causes it explains while it is seen
     BLACK_PICTURE.name: _PICTURE_CAUSES,
     TRANSPORT_DAMAGE.name: _PICTURE_CAUSES,
-    RENDITION_DOWN.name: (COMPRESSION.name, SOURCE.name, "low_quality"),
+    RENDITION_DOWN.name: (COMPRESSION.name, SOURCE.name, "framing", "low_quality"),  # a small picture hides the face
     FORMAT_CHANGE.name: ("low_quality",),
 }
 

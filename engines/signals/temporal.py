@@ -37,10 +37,10 @@ FREEZE_MIN_INTERVALS = 3  # a run of repeated pictures this long (in frame inter
 # A held picture (SIGNALS_VERSION 3): a run of pairs each changing less than HELD_MAD, lasting at least HELD_MIN_S,
 # whose typical (median) change is under REPEAT_MAD is a freeze in any scene, with no catch-up needed. Measured on
 # the live encoder (640x360 x264 veryfast zerolatency, 2 Mbit/s, keyframe every 2 s) re-encoding a frozen picture:
-# 0.001 levels between most pairs, 0.02-0.08 while it refines the held picture, 0.12-0.13 at its keyframes; a moving
-# presenter changes 0.8-5 levels, a still one who blinks or breathes several tenths (sensor noise alone, through the
-# encoder, about a tenth), a flickering screen a level or more (docs/signals.md).
-HELD_MAD = 0.15  # a pair changing less than this may be part of a held picture (a keyframe's refresh of it included)
+# 0.001-0.005 levels between most pairs, 0.02-0.15 while it refines the held picture, 0.12-0.23 at its keyframes.
+# A still presenter who breathes changes 0.25-0.45 levels between pictures, one who only blinks under light sensor
+# noise 0.14-0.18, a moving one 0.8-5: their runs' medians stay far above REPEAT_MAD (docs/live-faults.md).
+HELD_MAD = 0.5  # a pair changing less than this may belong to a held picture (a keyframe's refresh of it included)
 HELD_MIN_S = 1.0  # ...when the run lasts this long (ffmpeg's freezedetect waits 2 s; a starved encoder holds 0.5 s)
 
 

@@ -172,7 +172,8 @@ class Recommender:
     # state
     def _update(self, state: StreamState, rec: _StreamRecommendation, now: float) -> None:
         active = {"down"} if rec.down else rec.window_causes | rec.faults
-        for fault in rec.faults & active:  # a fault explains the picture's causes it brings
+        # a fault explains the picture's causes it brings while it is seen or raised (the windows lag behind it)
+        for fault in FAULTS & (rec.faults | set(rec.tracks)):
             active = active - set(EXPLAINS[fault])
         cfg = self.config
         for name in MONITOR_CAUSES:
