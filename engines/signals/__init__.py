@@ -56,6 +56,7 @@ from engines.signals.luminance import MID_GREY, _luminance
 from engines.signals.temporal import (
     CATCH_UP,
     FREEZE_MIN_INTERVALS,
+    HELD_GAP_S,
     HELD_MAD,
     HELD_MIN_S,
     LEGACY_REPEAT,
@@ -73,7 +74,7 @@ from engines.signals.temporal import (
 __all__ = [  # the measurements' names, read from here by the rest of the project and the tests
     "BLOCK", "BLOCK_STEP_CLIP", "BRIGHT_LEVEL", "CAST_ESTIMATE", "CAST_TOLERANCE_DEG", "CATCH_UP", "CHROMA_BOOST_MAX",
     "CHROMA_CONTRAST_REF", "CHROMA_ESTIMATE", "COARSE_SIGMA", "CURVES", "DARK_LEVEL", "FINE_SIGMA",
-    "FREEZE_MIN_INTERVALS", "GRAIN_MIN_PX", "GREY_SATURATION", "HELD_MAD", "HELD_MIN_S", "LEGACY_CURVES", "LEGACY_REPEAT", "LEGACY_REPEAT_MAD",
+    "FREEZE_MIN_INTERVALS", "GRAIN_MIN_PX", "GREY_SATURATION", "HELD_GAP_S", "HELD_MAD", "HELD_MIN_S", "LEGACY_CURVES", "LEGACY_REPEAT", "LEGACY_REPEAT_MAD",
     "MID_GREY", "MIN_EDGES", "MIN_GREY_SHARE", "REPEAT_MAD", "REPEAT_SHARE", "SIGNALS_VERSION", "SKIN_HUES",
     "SKIN_SATURATION_MAX", "STALL_FACTOR", "STARVED_QP", "STILL_MOTION", "TIMING_MEASUREMENTS",
     "_agreed_cast", "_angle_to_white", "_blockiness", "_color", "_falling", "_grain_sigma", "_grey_pixel_light",

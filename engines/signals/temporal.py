@@ -34,13 +34,14 @@ STARVED_QP = 42.0  # median decoder quantiser of the window's sampled frames at 
 FREEZE_MIN_INTERVALS = 3  # a run of repeated pictures this long (in frame intervals) is a freeze, shorter is cadence
 
 
-# A held picture (SIGNALS_VERSION 3): a run of pairs each changing less than HELD_MAD, lasting at least HELD_MIN_S,
-# whose typical (median) change is under REPEAT_MAD is a freeze in any scene, with no catch-up needed. Measured on
-# the live encoder (640x360 x264 veryfast zerolatency, 2 Mbit/s, keyframe every 2 s) re-encoding a frozen picture:
-# 0.001-0.005 levels between most pairs, 0.02-0.15 while it refines the held picture, 0.12-0.23 at its keyframes.
-# A still presenter who breathes changes 0.25-0.45 levels between pictures, one who only blinks under light sensor
-# noise 0.14-0.18, a moving one 0.8-5: their runs' medians stay far above REPEAT_MAD (docs/live-faults.md).
+# A held picture (SIGNALS_VERSION 3): runs of repeats (pairs under REPEAT_MAD) joined across short refreshes (at most
+# HELD_GAP_S of pairs each under HELD_MAD) and lasting at least HELD_MIN_S are a freeze in any scene, with no
+# catch-up needed. Measured on the live encoder (640x360 x264 veryfast zerolatency, 2 Mbit/s, keyframe every 2 s)
+# re-encoding a frozen picture: 0.001-0.005 levels between most pairs, 0.02-0.15 for a few pairs while it refines
+# the held picture, 0.12-0.23 at its keyframes. A still presenter who breathes changes 0.25-0.45 levels between
+# pictures, one who only blinks under light sensor noise 0.14-0.18, a moving one 0.8-5 (docs/signals.md).
 HELD_MAD = 0.5  # a pair changing less than this may belong to a held picture (a keyframe's refresh of it included)
+HELD_GAP_S = 0.25  # a refresh this long (the encoder re-coding the held picture at a keyframe) joins two runs
 HELD_MIN_S = 1.0  # ...when the run lasts this long (ffmpeg's freezedetect waits 2 s; a starved encoder holds 0.5 s)
 
 
@@ -80,8 +81,8 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
     """Temporal raw measurements from every frame's luma thumbnail and its presentation time (seconds).
 
     `changes`: the thumb_change of each consecutive pair when the caller has them (thumb_changes), else measured.
-    `held_mad` > 0 (version 3): a held picture (a run of pairs under held_mad lasting HELD_MIN_S whose median change
-    is under repeat_mad) is a freeze in any scene, however still the window is and with no catch-up after it.
+    `held_mad` > 0 (version 3): a held picture (runs of repeats joined across refreshes under held_mad, lasting
+    HELD_MIN_S) is a freeze in any scene, however still the window is and with no catch-up after it.
 
     frozen_share: share of the window's time spent in freezes (a picture repeated >= FREEZE_MIN_INTERVALS)
     duplicate_share: share of frame pairs that repeat the picture in shorter runs (cadence judder, 3:2 pulldown)
@@ -185,20 +186,25 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
 
 
 def _held_runs(mad: np.ndarray, t: np.ndarray, repeat_mad: float, held_mad: float) -> np.ndarray:
-    """Marks the pairs that belong to a held picture: a run of pairs each under held_mad, lasting HELD_MIN_S or more
-    (from its first picture's time to its last's), whose median change is under repeat_mad."""
+    """Marks the pairs that belong to a held picture: runs of repeats (pairs under repeat_mad) joined across the
+    encoder's refreshes of the held picture (at most HELD_GAP_S of pairs each under held_mad), lasting HELD_MIN_S or
+    more from the run's first picture to its last."""
     out = np.zeros(len(mad), dtype=bool)
-    low = mad < held_mad
+    runs: list[list[int]] = []  # [first pair, last pair + 1]
     i = 0
     while i < len(mad):
-        if not low[i]:
+        if mad[i] >= repeat_mad:
             i += 1
             continue
         j = i
-        while j < len(mad) and low[j]:
+        while j < len(mad) and mad[j] < repeat_mad:
             j += 1
-        # pairs i..j-1 join pictures i..j
-        if t[j] - t[i] >= HELD_MIN_S - 1e-6 and float(np.median(mad[i:j])) < repeat_mad:
-            out[i:j] = True
+        if runs and t[i] - t[runs[-1][1]] <= HELD_GAP_S + 1e-6 and bool(np.all(mad[runs[-1][1]:i] < held_mad)):
+            runs[-1][1] = j  # a refresh between two runs of repeats: one held picture
+        else:
+            runs.append([i, j])
         i = j
+    for a, b in runs:
+        if t[b] - t[a] >= HELD_MIN_S - 1e-6:
+            out[a:b] = True
     return out
