@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 
 # AVColorSpace values (libavutil/pixfmt.h) by name: what an operator reads in ffprobe
@@ -55,11 +54,13 @@ def format_key(frame: av.VideoFrame) -> tuple:
 
 
 def blank_level(thumb: np.ndarray) -> int | None:
-    """The median luma of a blank thumbnail (see BLANK_SHARE), None when the picture is not blank."""
-    hist = cv2.calcHist([thumb], [0], None, [256], [0, 256]).ravel()
-    cum = np.cumsum(hist)
-    total = cum[-1]
+    """The median luma of a blank thumbnail (see BLANK_SHARE), None when the picture is not blank. Read on every
+    other pixel of every other row (a quarter: 576 of a 64x36 thumbnail's pixels), which a blank picture fills as
+    it fills the rest."""
+    pixels = thumb[::2, ::2].ravel()
+    cum = np.cumsum(np.bincount(pixels, minlength=256))
+    total = pixels.size
     median = int(np.searchsorted(cum, total / 2))
     lo, hi = max(0, median - BLANK_TOLERANCE), min(255, median + BLANK_TOLERANCE)
-    near = cum[hi] - (cum[lo - 1] if lo > 0 else 0.0)
+    near = cum[hi] - (cum[lo - 1] if lo > 0 else 0)
     return median if near >= BLANK_SHARE * total else None
