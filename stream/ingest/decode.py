@@ -19,7 +19,7 @@ from stream.config import AnalysisConfig, SourceConfig
 from stream.ingest.damage import DecoderErrors
 from stream.ingest.queues import END, FrameQueue
 from stream.ingest.relay import Relay, needs_relay
-from stream.ingest.video_facts import VideoFormat, blank_level, format_key, video_format
+from stream.ingest.video_facts import FrameFacts, VideoFormat
 from stream.sources import source_type
 
 log = logging.getLogger(__name__)
@@ -295,8 +295,7 @@ class SourceReader(threading.Thread):
             # FFmpeg's error lines on this thread: the decoder's and the demuxer's count as decoder damage
             damage_from = frozenset({vstream.codec_context.name, *container.format.name.split(",")})
             keyed = False  # damage before the first keyframe is joining a stream mid-picture, not damage
-            fmt_key: tuple | None = None
-            blank: int | None = None
+            facts = FrameFacts(self.events)
             for packet in container.demux(vstream):
                 if self._halt.is_set():
                     return True
@@ -315,16 +314,9 @@ class SourceReader(threading.Thread):
                 for frame in frames:
                     if frame.is_corrupt:
                         corrupt += 1
-                    key = format_key(frame)
-                    if key != fmt_key:
-                        fmt_key = key
-                        self.events.video_format(video_format(frame))
                     record = self.converter.convert(frame)
                     self.events.frame()
-                    level = blank_level(record.thumb)
-                    if (level is None) != (blank is None):
-                        self.events.picture(level)
-                    blank = level
+                    facts.observe(frame, record.thumb)
                     if self.facts.ends and self.source.realtime:
                         if pace_start is None:
                             pace_start, first_pts = self._clock(), record.pts

@@ -48,6 +48,26 @@ def video_format(frame: av.VideoFrame) -> VideoFormat:
                        _RANGES.get(int(frame.color_range), str(int(frame.color_range))))
 
 
+class FrameFacts:
+    """Follows one stream's decoded frames and reports to its events (stream.ingest.decode.SourceEvents) what
+    changed: the coded format (at the first frame and at each change) and the picture turning blank or not."""
+
+    def __init__(self, events) -> None:
+        self.events = events
+        self._format: tuple | None = None
+        self._blank: int | None = None
+
+    def observe(self, frame: av.VideoFrame, thumb: np.ndarray) -> None:
+        key = format_key(frame)
+        if key != self._format:
+            self._format = key
+            self.events.video_format(video_format(frame))
+        level = blank_level(thumb)
+        if (level is None) != (self._blank is None):
+            self.events.picture(level)
+        self._blank = level
+
+
 def format_key(frame: av.VideoFrame) -> tuple:
     """What video_format reads, as a tuple to compare frame to frame without building a VideoFormat."""
     return frame.width, frame.height, frame.format.name, frame.colorspace, frame.color_range
