@@ -112,7 +112,8 @@ class StreamState(SourceEvents):
         if corrupt_frames:
             self._m.frames_corrupt.labels(self.name).inc(corrupt_frames)
         if message:
-            self._log_error(redact_text(message), errors)
+            self.last_error = redact_text(message)
+            self._log_error(self.last_error, errors)
 
     def live_faults(self, now: float | None = None) -> set[str]:
         """The faults the decoder's facts show now (engines.families.FAULT_CAUSES' names); sets fvq_stream_fault."""
