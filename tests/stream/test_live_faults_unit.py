@@ -141,3 +141,46 @@ def test_transport_damage_needs_errors_within_the_span():
     assert f.active(10.2) == set() and f.active(10.6) == {"black_picture"}
     f.picture(None, 11.0)
     assert f.active(11.1) == set()
+
+
+def test_a_fault_is_raised_sooner_and_explains_the_picture_causes_it_brings():
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from engines.features import WindowResult
+    from stream.config import AlertConfig
+    from stream.live.stream_state import StreamState
+    from stream.ops.metrics import build_metrics
+    from stream.ops.recommend import Recommender
+
+    metrics = build_metrics(CollectorRegistry())
+    state = StreamState("cam", "rtmp_listen", "rtmp://x", metrics)
+    state.state, state.bitrate_bps, state.fps, state.width, state.height = "up", 2e6, 25.0, 640, 360
+    clock = [1_700_000_000.0]
+    rec = Recommender(AlertConfig(raise_after_s=10, clear_after_s=20, fault_raise_after_s=3), metrics, lambda: clock[0])
+    # a black picture: dark, colourless and faceless windows
+    dark = WindowResult("cam", 0, 4, {"frame": {"luminance": 5.0, "color": 3.0, "temporal": 1.0}}, 0.0, 0.0, None)
+    state.faults.picture(16, time.monotonic() - 1.0)
+
+    def causes() -> list[str]:
+        return [c["cause"] for c in (state.recommendation or {}).get("causes", [])]
+
+    for second in range(15):
+        rec.observe(state, dark)
+        if second == 2:
+            assert causes() == []  # not held long enough yet
+        clock[0] += 1
+    assert causes() == ["black_picture"]  # raised after 3 s; camera, stalls and framing explained by it
+    assert metrics.registry.get_sample_value("fvq_stream_fault", {"stream": "cam", "fault": "black_picture"}) == 1
+    # the picture comes back but the windows still lag dark: the raised fault still explains them
+    state.faults.picture(None, time.monotonic())
+    for _ in range(15):
+        rec.observe(state, dark)
+        clock[0] += 1
+    assert causes() == ["black_picture"]
+    # once the fault has cleared, a picture that stays dark is the camera's (and its other causes)
+    for _ in range(20):
+        rec.observe(state, dark)
+        clock[0] += 1
+    assert "black_picture" not in causes() and "camera" in causes()
