@@ -45,14 +45,22 @@ class FrameConverter:
         self._offset = 0.0
         self._last_pts: float | None = None
         self._last_interval = 1 / 30
+        self._last_raw: float | None = None
+        self._last_thumb: np.ndarray | None = None
+        self.repeated_pts = 0  # frames whose presentation time repeated the previous frame's
         # one scaler for the stream, on the calling thread: frame.reformat() makes a new one per frame, which
         # in PyAV >= 15 starts a pool of slice threads (threads=0: one per core) that lives as long as the frame
         self._scaler = VideoReformatter()
 
     def timestamp(self, frame: av.VideoFrame) -> float:
-        raw = frame.time
+        raw, self._repeat = frame.time, False
         if raw is None:  # no timestamp: continue at the last interval
             pts = (self._last_pts if self._last_pts is not None else -self._last_interval) + self._last_interval
+        elif raw == self._last_raw and self._last_pts is not None:
+            # the previous frame's presentation time again (a stuck encoder clock): a player shows only one of them,
+            # so the picture holds; the timeline goes on at the frame interval and convert() repeats the thumbnail
+            pts, self._repeat = self._last_pts + self._last_interval, True
+            self.repeated_pts += 1
         else:
             pts = float(raw) + self._offset
             if self._last_pts is not None and pts <= self._last_pts - 0.5:
@@ -63,13 +71,18 @@ class FrameConverter:
                 pts = self._last_pts + 1e-3  # duplicate or slightly reordered timestamp
         if self._last_pts is not None and 0 < pts - self._last_pts < 1.0:
             self._last_interval = 0.8 * self._last_interval + 0.2 * (pts - self._last_pts)
-        self._last_pts = pts
+        self._last_pts, self._last_raw = pts, raw
         return pts
+
+    _repeat = False
 
     def convert(self, frame: av.VideoFrame) -> FrameRecord:
         pts = self.timestamp(frame)
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
         thumb = self._thumb(frame)
+        if self._repeat and self._last_thumb is not None and self._last_thumb.shape == thumb.shape:
+            thumb = self._last_thumb  # shown at the same time as the frame before: the viewer sees that picture held
+        self._last_thumb = thumb
         width, height = frame.width, frame.height
         if rotation in (90, 270):
             width, height = height, width

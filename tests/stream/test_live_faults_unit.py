@@ -184,3 +184,26 @@ def test_a_fault_is_raised_sooner_and_explains_the_picture_causes_it_brings():
         rec.observe(state, dark)
         clock[0] += 1
     assert "black_picture" not in causes() and "camera" in causes()
+
+
+def test_repeated_presentation_times_hold_the_picture_and_the_timeline_goes_on():
+    from fractions import Fraction
+
+    from engines.signals import HELD_MAD
+    from stream.config import AnalysisConfig
+    from stream.ingest.decode import FrameConverter
+
+    conv = FrameConverter(AnalysisConfig(sample_fps=1.0))
+    rng = np.random.default_rng(3)
+    records = []
+    for i in range(100):
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (72, 128, 3), dtype=np.uint8), format="rgb24")
+        frame.time_base = Fraction(1, 1000)
+        frame.pts = 40 * (i if not 30 <= i < 70 else 30)  # a stuck encoder clock for 40 frames: new pictures
+        records.append(conv.convert(frame))
+    pts = np.array([r.pts for r in records])
+    assert np.allclose(np.diff(pts[25:75]), 0.04, atol=0.005)  # the timeline goes on at the frame interval
+    assert conv.repeated_pts == 39
+    assert all(records[i].thumb is records[30].thumb for i in range(31, 70))  # a player shows frame 30 held
+    r = thumb_signals([x.thumb for x in records], pts, FPS, held_mad=HELD_MAD)
+    assert r["frozen_share"] > 0.35 and dimension_score("temporal", r) < 10
