@@ -86,9 +86,9 @@ class Timeline:
                 for t, s in self.samples if start <= t < end and s.get("latest")]
 
 
-def monitor_config(port: int, **alerts) -> MonitorConfig:
+def monitor_config(port: int, expect: dict | None = None, **alerts) -> MonitorConfig:
     return MonitorConfig.model_validate({
-        "sources": [{"name": "cam", "url": f"rtmp://127.0.0.1:{port}/live/cam", "listen": True}],
+        "sources": [{"name": "cam", "url": f"rtmp://127.0.0.1:{port}/live/cam", "listen": True, "expect": expect}],
         "window": {"length_s": 2.0, "hop_s": 1.0},
         "analysis": {"stale_after_s": 2.0, "batch_interval_s": 0.05, "sample_fps": 2.0},
         "alerts": {"raise_after_s": 4, "clear_after_s": 30, **alerts},
@@ -118,10 +118,11 @@ def watch(h: MonitorHarness, seconds: float, publisher: subprocess.Popen | None 
     return timeline
 
 
-def run(clip: Path, face, seconds: float, loop: bool = False, at_s: dict | None = None, **alerts):
+def run(clip: Path, face, seconds: float, loop: bool = False, at_s: dict | None = None, expect: dict | None = None,
+        **alerts):
     port = free_port()
     url = f"rtmp://127.0.0.1:{port}/live/cam"
-    with MonitorHarness(monitor_config(port, **alerts), Analyzer(face, None, embed_every=0, sample_fps=2.0)) as h:
+    with MonitorHarness(monitor_config(port, expect, **alerts), Analyzer(face, None, embed_every=0, sample_fps=2.0)) as h:
         from stream.ops.recommend import start_recommendations
 
         recommender = start_recommendations(h.monitor)
@@ -226,6 +227,18 @@ def test_a_rendition_down_switch_is_named(clips, face):
     assert sample(scrape, "fvq_stream_width_pixels") == 192
     assert sample(scrape, "fvq_stream_fault", fault="rendition_down") == 1
     assert sample(scrape, "fvq_stream_fault", fault="format_change") == 0
+
+
+def test_a_stream_that_does_not_carry_what_its_source_expects(clips, face):
+    # the channel should carry 640x360 at 50 fps; the publisher sends 640x360 at 25
+    clip = encode(clips / "fps25.flv", 10)
+    timeline, scrape = run(clip, face, 10.5, expect={"width": 640, "height": 360, "fps": 50})
+    delay = report("frame rate against expect", timeline, 0.0, "format_change")
+    assert delay <= 10.0  # the received rate settles for 5 s, then the fault holds 3 s
+    assert timeline.raised() == {"format_change"}
+    assert sample(scrape, "fvq_stream_fault", fault="format_change") == 1
+    assert sample(scrape, "fvq_stream_fault", fault="rendition_down") == 0
+    assert timeline.samples[-1][1]["decoded"]["format"]["width"] == 640
 
 
 def test_a_stalled_publisher_reads_as_down(clips, face):
