@@ -37,6 +37,35 @@ CAMERA = Cause("camera", "FvqCameraOrLighting", "warning", "bad exposure, noise 
                "camera or lighting: check exposure, lighting, gain and white balance")
 FAMILY_CAUSES = (STALLS, COMPRESSION, SOURCE, CAMERA)
 
+# Live faults read from the bitstream and the decoder, not from a dimension (stream/live/faults.py): each names what
+# broke in the pipeline. While one is seen, the causes it explains are not raised beside it: a black picture is also
+# dark, colourless and faceless; damaged packets also smear, block and freeze the picture and lose the face; a smaller
+# rendition is also softer.
+BLACK_PICTURE = Cause("black_picture", "FvqBlackPicture", "critical",
+                      "black or blank picture: capture lost or the feed blanked",
+                      "check the capture: camera or capture card connected and powered, the right input selected, "
+                      "nothing muting the feed to black")
+TRANSPORT_DAMAGE = Cause("transport_damage", "FvqTransportDamage", "warning",
+                         "transport damage: the decoder reports errors (packet loss or a failing link)",
+                         "check the link from the encoder: packet loss, a congested or failing network path; prefer a "
+                         "transport that recovers losses (SRT, RTMP over a better path)")
+RENDITION_DOWN = Cause("rendition_down", "FvqRenditionDownSwitch", "warning",
+                       "rendition down-switch: the coded resolution dropped",
+                       "the encoder or a transcoder sends a smaller rendition: check its adaptive bitrate ladder and the "
+                       "uplink bandwidth that forced the switch")
+FORMAT_CHANGE = Cause("format_change", "FvqFormatChange", "warning",
+                      "format change: resolution, frame rate, pixel format or colour space changed or differs from "
+                      "what the channel should carry",
+                      "check the encoder's output settings against the channel's (the source's `expect`)")
+FAULT_CAUSES = (BLACK_PICTURE, TRANSPORT_DAMAGE, RENDITION_DOWN, FORMAT_CHANGE)
+_PICTURE_CAUSES = (STALLS.name, COMPRESSION.name, SOURCE.name, CAMERA.name, "framing", "low_quality")
+EXPLAINS: dict[str, tuple[str, ...]] = {  # fault -> the causes it explains while it is seen
+    BLACK_PICTURE.name: _PICTURE_CAUSES,
+    TRANSPORT_DAMAGE.name: _PICTURE_CAUSES,
+    RENDITION_DOWN.name: (COMPRESSION.name, SOURCE.name, "framing", "low_quality"),  # a small picture hides the face
+    FORMAT_CHANGE.name: ("low_quality",),
+}
+
 # Where a family's raw measurements come from.
 PICTURE = "picture"  # each sampled frame's RGB image, for the frame and for the main face's box
 TIMING = "timing"  # every frame's luma thumbnail and timestamp (the same for both regions)

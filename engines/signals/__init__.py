@@ -56,6 +56,9 @@ from engines.signals.luminance import MID_GREY, _luminance
 from engines.signals.temporal import (
     CATCH_UP,
     FREEZE_MIN_INTERVALS,
+    HELD_GAP_S,
+    HELD_MAD,
+    HELD_MIN_S,
     LEGACY_REPEAT,
     LEGACY_REPEAT_MAD,
     REPEAT_MAD,
@@ -71,7 +74,7 @@ from engines.signals.temporal import (
 __all__ = [  # the measurements' names, read from here by the rest of the project and the tests
     "BLOCK", "BLOCK_STEP_CLIP", "BRIGHT_LEVEL", "CAST_ESTIMATE", "CAST_TOLERANCE_DEG", "CATCH_UP", "CHROMA_BOOST_MAX",
     "CHROMA_CONTRAST_REF", "CHROMA_ESTIMATE", "COARSE_SIGMA", "CURVES", "DARK_LEVEL", "FINE_SIGMA",
-    "FREEZE_MIN_INTERVALS", "GRAIN_MIN_PX", "GREY_SATURATION", "LEGACY_CURVES", "LEGACY_REPEAT", "LEGACY_REPEAT_MAD",
+    "FREEZE_MIN_INTERVALS", "GRAIN_MIN_PX", "GREY_SATURATION", "HELD_GAP_S", "HELD_MAD", "HELD_MIN_S", "LEGACY_CURVES", "LEGACY_REPEAT", "LEGACY_REPEAT_MAD",
     "MID_GREY", "MIN_EDGES", "MIN_GREY_SHARE", "REPEAT_MAD", "REPEAT_SHARE", "SIGNALS_VERSION", "SKIN_HUES",
     "SKIN_SATURATION_MAX", "STALL_FACTOR", "STARVED_QP", "STILL_MOTION", "TIMING_MEASUREMENTS",
     "_agreed_cast", "_angle_to_white", "_blockiness", "_color", "_falling", "_grain_sigma", "_grey_pixel_light",
@@ -83,8 +86,9 @@ __all__ = [  # the measurements' names, read from here by the rest of the projec
 
 
 # Part of the training feature cache's key (train/clip_features.py): bump it whenever a measurement changes or is added,
-# or cached features computed before would be read as current.
-SIGNALS_VERSION = 2
+# or cached features computed before would be read as current. 3: a held picture is a freeze in any scene
+# (temporal.HELD_MAD); bundles trained on 1 or 2 read the measurements of their version (the shipped one: 1).
+SIGNALS_VERSION = 3
 
 
 def _region_signals(rgb: np.ndarray) -> dict[str, float]:
@@ -176,8 +180,9 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
 
     `version` 1 gives the first measurements (what bundles trained before version 2 read as features): a
     repeat was any pair under 0.35 levels, and the face's colour cast was read from the face crop, where a skin
-    tone (or an avatar's painted skin) looks like a cast. Version 2 (published) judges repeats against the
-    stream's own motion (see thumb_signals) and reads the cast of both regions from the whole scene.
+    tone (or an avatar's painted skin) looks like a cast. Version 2 judges repeats against the
+    stream's own motion (see thumb_signals) and reads the cast of both regions from the whole scene. Version 3
+    (published) also reads a held picture as a freeze in any scene, with no catch-up (temporal.HELD_MAD).
     """
     return dimensions_by_version(frames, nominal_fps, (version,))[version]
 
@@ -201,7 +206,7 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
                 changes: np.ndarray) -> dict[str, dict[str, float]]:
     timing: dict[str, float] = {}  # the TIMING families' scores, the same for both regions
     if frames:
-        repeat: dict[str, float] = LEGACY_REPEAT if version < 2 else {}
+        repeat: dict[str, float] = LEGACY_REPEAT if version < 2 else {"held_mad": HELD_MAD if version >= 3 else 0.0}
         qps = [r["qp"] for r in rows["frame"] if math.isfinite(r.get("qp", float("nan")))]
         if version >= 2 and qps and float(np.median(qps)) >= STARVED_QP:
             # a starved encoder skips blocks and holds pictures, then catches up: its repeats are compression

@@ -34,6 +34,17 @@ STARVED_QP = 42.0  # median decoder quantiser of the window's sampled frames at 
 FREEZE_MIN_INTERVALS = 3  # a run of repeated pictures this long (in frame intervals) is a freeze, shorter is cadence
 
 
+# A held picture (SIGNALS_VERSION 3): runs of repeats (pairs under REPEAT_MAD) joined across short refreshes (at most
+# HELD_GAP_S of pairs each under HELD_MAD) and lasting at least HELD_MIN_S are a freeze in any scene, with no
+# catch-up needed. Measured on the live encoder (640x360 x264 veryfast zerolatency, 2 Mbit/s, keyframe every 2 s)
+# re-encoding a frozen picture: 0.001-0.005 levels between most pairs, 0.02-0.15 for a few pairs while it refines
+# the held picture, 0.12-0.23 at its keyframes. A still presenter who breathes changes 0.25-0.45 levels between
+# pictures, one who only blinks under light sensor noise 0.14-0.18, a moving one 0.8-5 (docs/signals.md).
+HELD_MAD = 0.5  # a pair changing less than this may belong to a held picture (a keyframe's refresh of it included)
+HELD_GAP_S = 0.25  # a refresh this long (the encoder re-coding the held picture at a keyframe) joins two runs
+HELD_MIN_S = 1.0  # ...when the run lasts this long (ffmpeg's freezedetect waits 2 s; a starved encoder holds 0.5 s)
+
+
 STALL_FACTOR = 2.5  # a timestamp gap this many median intervals long is a stall
 
 
@@ -66,10 +77,12 @@ def thumb_changes(frames: Sequence[FrameRecord]) -> np.ndarray:
 def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float | None,
                   repeat_mad: float = REPEAT_MAD, still_motion: float = STILL_MOTION,
                   catch_up: float = CATCH_UP, repeat_share: float = REPEAT_SHARE,
-                  changes: np.ndarray | None = None) -> dict[str, float]:
+                  changes: np.ndarray | None = None, held_mad: float = 0.0) -> dict[str, float]:
     """Temporal raw measurements from every frame's luma thumbnail and its presentation time (seconds).
 
     `changes`: the thumb_change of each consecutive pair when the caller has them (thumb_changes), else measured.
+    `held_mad` > 0 (version 3): a held picture (runs of repeats joined across refreshes under held_mad, lasting
+    HELD_MIN_S) is a freeze in any scene, however still the window is and with no catch-up after it.
 
     frozen_share: share of the window's time spent in freezes (a picture repeated >= FREEZE_MIN_INTERVALS)
     duplicate_share: share of frame pairs that repeat the picture in shorter runs (cadence judder, 3:2 pulldown)
@@ -113,18 +126,28 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
     # only timestamps can show a stall there. Blur and noise cannot fake a repeat: blur leaves a moving
     # presenter's change well above REPEAT_MAD, noise raises it.
     judge_pictures = typical >= still_motion
+    held = _held_runs(mad, t, repeat_mad, held_mad) if held_mad > 0 else np.zeros(n - 1, dtype=bool)
     # runs of repeated pictures
     frozen_time = 0.0
     dup_pairs = 0
     longest = 0.0
     i = 0
     while i < n - 1:
+        if held[i]:  # a held picture: frozen for as long as it lasts
+            j = i
+            while j < n - 1 and held[j]:
+                j += 1
+            shown = (t[j + 1] if j + 1 < n else t[j] + nominal) - t[i]
+            frozen_time += shown - nominal
+            longest = max(longest, shown - nominal)
+            i = j
+            continue
         if not same[i]:
             longest = max(longest, dt[i] - nominal)  # a plain timestamp gap is a still picture too
             i += 1
             continue
         j = i
-        while j < n - 1 and same[j]:
+        while j < n - 1 and same[j] and not held[j]:
             j += 1
         if not judge_pictures:
             i = j
@@ -160,3 +183,28 @@ def thumb_signals(thumbs: list[np.ndarray], pts: np.ndarray, nominal_fps: float 
         m2 = np.abs(moving[1:-1] - 0.5 * (moving[:-2] + moving[2:]))
         res["judder"] = float(np.median(m2) / (np.median(moving) + 0.5))
     return res
+
+
+def _held_runs(mad: np.ndarray, t: np.ndarray, repeat_mad: float, held_mad: float) -> np.ndarray:
+    """Marks the pairs that belong to a held picture: runs of repeats (pairs under repeat_mad) joined across the
+    encoder's refreshes of the held picture (at most HELD_GAP_S of pairs each under held_mad), lasting HELD_MIN_S or
+    more from the run's first picture to its last."""
+    out = np.zeros(len(mad), dtype=bool)
+    runs: list[list[int]] = []  # [first pair, last pair + 1]
+    i = 0
+    while i < len(mad):
+        if mad[i] >= repeat_mad:
+            i += 1
+            continue
+        j = i
+        while j < len(mad) and mad[j] < repeat_mad:
+            j += 1
+        if runs and t[i] - t[runs[-1][1]] <= HELD_GAP_S + 1e-6 and bool(np.all(mad[runs[-1][1]:i] < held_mad)):
+            runs[-1][1] = j  # a refresh between two runs of repeats: one held picture
+        else:
+            runs.append([i, j])
+        i = j
+    for a, b in runs:
+        if t[b] - t[a] >= HELD_MIN_S - 1e-6:
+            out[a:b] = True
+    return out

@@ -30,6 +30,7 @@ from stream.config.sections import (
 from stream.config.sources import (
     ConfigError,
     DropPolicy,
+    ExpectedFormat,
     SourceConfig,
     _Strict,
     check_label_name,
@@ -38,7 +39,7 @@ from stream.config.sources import (
 from stream.sources import SourceKind, infer_kind, source_type
 
 __all__ = [
-    "AlertConfig", "AnalysisConfig", "ClusterConfig", "ConfigError", "DropPolicy", "EngineChoice", "HooksConfig",
+    "AlertConfig", "AnalysisConfig", "ClusterConfig", "ConfigError", "DropPolicy", "EngineChoice", "ExpectedFormat", "HooksConfig",
     "LimitsConfig", "MonitorConfig", "RtmpConfig", "ServerConfig", "SourceConfig", "SourceKind", "WindowConfig",
     "check_label_name", "check_stream_name", "default_workers", "infer_kind", "load_config", "parse_source_arg",
     "source_type",

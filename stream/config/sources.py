@@ -38,6 +38,18 @@ def check_stream_name(name: str) -> str:
     return name
 
 
+class ExpectedFormat(_Strict):
+    """What the channel should carry: a decoded picture that differs is a fault (format_change, or rendition_down when
+    the coded size is smaller)."""
+
+    width: int | None = Field(None, ge=16, le=16384, description="Coded width in pixels the stream should carry.")
+    height: int | None = Field(None, ge=16, le=16384, description="Coded height in pixels the stream should carry.")
+    fps: float | None = Field(
+        None, gt=0, le=480, description="Frame rate the stream should carry (frames received; 15% off is a change)."
+    )
+    pixel_format: str | None = Field(None, description="Decoded pixel format it should carry (yuv420p, nv12, ...).")
+
+
 class SourceConfig(_Strict):
     name: str = Field(description="Stream name: the `stream` label of every metric.")
     url: str = Field(description="A file path, or rtmp://, rtsp://, srt://, http(s):// (HLS) URL.")
@@ -57,6 +69,11 @@ class SourceConfig(_Strict):
         description="The operator's own labels (channel, region, customer...), published once as "
         "fvq_stream_info{stream=..., <labels>} 1. Names follow Prometheus's rules; stream, job, instance, le, "
         "quantile and names starting with __ are reserved.",
+    )
+    expect: ExpectedFormat | None = Field(
+        None, description="What the channel should carry ({width, height, fps, pixel_format}): a decoded stream that "
+        "differs raises format_change (rendition_down when its coded size is smaller). Without it, a stream is "
+        "compared with its own recent past.",
     )
     persist: bool = Field(
         False, description="Streams added through the stream API: keep them across restarts (in the state file)."

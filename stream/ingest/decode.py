@@ -16,8 +16,10 @@ from av.video.reformatter import VideoReformatter
 
 from engines.features import FrameRecord
 from stream.config import AnalysisConfig, SourceConfig
+from stream.ingest.damage import DecoderErrors
 from stream.ingest.queues import END, FrameQueue
 from stream.ingest.relay import Relay, needs_relay
+from stream.ingest.video_facts import FrameFacts, VideoFormat
 from stream.sources import source_type
 
 log = logging.getLogger(__name__)
@@ -43,14 +45,22 @@ class FrameConverter:
         self._offset = 0.0
         self._last_pts: float | None = None
         self._last_interval = 1 / 30
+        self._last_raw: float | None = None
+        self._last_thumb: np.ndarray | None = None
+        self.repeated_pts = 0  # frames whose presentation time repeated the previous frame's
         # one scaler for the stream, on the calling thread: frame.reformat() makes a new one per frame, which
         # in PyAV >= 15 starts a pool of slice threads (threads=0: one per core) that lives as long as the frame
         self._scaler = VideoReformatter()
 
     def timestamp(self, frame: av.VideoFrame) -> float:
-        raw = frame.time
+        raw, self._repeat = frame.time, False
         if raw is None:  # no timestamp: continue at the last interval
             pts = (self._last_pts if self._last_pts is not None else -self._last_interval) + self._last_interval
+        elif raw == self._last_raw and self._last_pts is not None:
+            # the previous frame's presentation time again (a stuck encoder clock): a player shows only one of them,
+            # so the picture holds; the timeline goes on at the frame interval and convert() repeats the thumbnail
+            pts, self._repeat = self._last_pts + self._last_interval, True
+            self.repeated_pts += 1
         else:
             pts = float(raw) + self._offset
             if self._last_pts is not None and pts <= self._last_pts - 0.5:
@@ -61,13 +71,18 @@ class FrameConverter:
                 pts = self._last_pts + 1e-3  # duplicate or slightly reordered timestamp
         if self._last_pts is not None and 0 < pts - self._last_pts < 1.0:
             self._last_interval = 0.8 * self._last_interval + 0.2 * (pts - self._last_pts)
-        self._last_pts = pts
+        self._last_pts, self._last_raw = pts, raw
         return pts
+
+    _repeat = False
 
     def convert(self, frame: av.VideoFrame) -> FrameRecord:
         pts = self.timestamp(frame)
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
         thumb = self._thumb(frame)
+        if self._repeat and self._last_thumb is not None and self._last_thumb.shape == thumb.shape:
+            thumb = self._last_thumb  # shown at the same time as the frame before: the viewer sees that picture held
+        self._last_thumb = thumb
         width, height = frame.width, frame.height
         if rotation in (90, 270):
             width, height = height, width
@@ -154,6 +169,13 @@ class SourceEvents:
     def packet(self, size: int) -> None: ...
     def frame(self) -> None: ...
     def error(self, kind: str, message: str) -> None: ...
+    def decode_damage(self, errors: int, corrupt_frames: int, message: str | None) -> None:
+        """The decoder logged `errors` error lines and flagged `corrupt_frames` frames (concealed errors, missing
+        references) while decoding one packet."""
+    def video_format(self, fmt: VideoFormat) -> None:
+        """The decoded frames' coded format, at the first frame and whenever it changes."""
+    def picture(self, blank_level: int | None) -> None:
+        """The picture turned blank (its median luma) or stopped being blank (None)."""
     def reconnecting(self, delay: float) -> None: ...
     def ended(self) -> None: ...
 
@@ -264,6 +286,10 @@ class SourceReader(threading.Thread):
     def read_once(self) -> bool:
         """Opens the source and reads it to its end (or until stop()), once. Returns True when the stream is
         finished for good. Raises what opening or demuxing raised (NoVideoError: no video stream)."""
+        with DecoderErrors() as self._errors:
+            return self._read_once()
+
+    def _read_once(self) -> bool:
         self._opening = True
         container = self._open()
         try:
@@ -279,19 +305,31 @@ class SourceReader(threading.Thread):
             self._opening = False
             pace_start: float | None = None
             first_pts: float | None = None
+            # FFmpeg's error lines on this thread: the decoder's and the demuxer's count as decoder damage
+            damage_from = frozenset({vstream.codec_context.name, *container.format.name.split(",")})
+            keyed = False  # damage before the first keyframe is joining a stream mid-picture, not damage
+            facts = FrameFacts(self.events)
             for packet in container.demux(vstream):
                 if self._halt.is_set():
                     return True
                 if packet.size:
                     self.events.packet(packet.size)
+                    keyed = keyed or packet.is_keyframe
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError as exc:
-                    self.events.error("decode", _describe(exc, self.source.url))
+                    errors, _ = self._errors.take(damage_from)
+                    if keyed:
+                        self.events.decode_damage(max(errors, 1), 0, _describe(exc, self.source.url))
                     continue
+                errors, message = self._errors.take(damage_from)
+                corrupt = 0
                 for frame in frames:
+                    if frame.is_corrupt:
+                        corrupt += 1
                     record = self.converter.convert(frame)
                     self.events.frame()
+                    facts.observe(frame, record.thumb)
                     if self.facts.ends and self.source.realtime:
                         if pace_start is None:
                             pace_start, first_pts = self._clock(), record.pts
@@ -300,6 +338,8 @@ class SourceReader(threading.Thread):
                             return True
                     if not self.queue.put(record):
                         return True
+                if keyed and (errors or corrupt):
+                    self.events.decode_damage(errors, corrupt, message)
             if self.facts.ends:
                 return not self.source.loop
             self.events.error("eof", f"{self.source.url}: the stream ended")

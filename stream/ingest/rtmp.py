@@ -480,7 +480,7 @@ class RtmpListeners:
         src = entry.source
         source = SourceConfig(
             name=name, url=f"rtmp://{_url_host(pull_host(host))}:{port}/{app}/{key}", kind=SourceKind.rtmp_pull,
-            queue_frames=src.queue_frames, options=src.options, labels=src.labels,
+            queue_frames=src.queue_frames, options=src.options, labels=src.labels, expect=src.expect,
         )
         try:
             self.monitor.add_stream(source)

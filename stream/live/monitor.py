@@ -18,6 +18,7 @@ from stream.config import DropPolicy, MonitorConfig, SourceConfig
 from stream.ingest.decode import FrameConverter, SourceReader
 from stream.ingest.queues import END, FrameQueue
 from stream.ingest.rtmp import RtmpListeners, internal_url
+from stream.ingest.video_facts import FrameFacts
 from stream.live.analysis import Analyzer
 from stream.live.load_shedding import SHED_LEVELS, LoadShedder
 from stream.live.scoring import assemble, rate
@@ -40,7 +41,7 @@ class Stream:
         self.facts = source_type(source.kind)
         self.name = source.name
         m = monitor.metrics
-        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m)
+        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m, expect=source.expect)
         policy = source.drop_policy or DropPolicy.drop_oldest
         self.queue = FrameQueue(
             source.queue_frames, policy, on_drop=lambda reason: m.frames_dropped.labels(self.name, reason).inc()
@@ -50,6 +51,7 @@ class Stream:
         self.converter: FrameConverter | None = None
         if self.facts.pushed:
             self.converter = FrameConverter(monitor.config.analysis)
+            self.frame_facts = FrameFacts(self.state)  # format and blank pictures (decoder errors: not captured)
         else:
             # a source the monitor's nginx-rtmp takes is played from there, on loopback
             url = internal_url(source.url) if self.facts.rtmp_listener else None
@@ -80,6 +82,7 @@ class Stream:
         assert self.converter is not None, "push() is for pushed sources"
         record = self.converter.convert(frame)
         self.state.frame()
+        self.frame_facts.observe(frame, record.thumb)
         self.queue.put(record)
 
     def end(self, reason: str | None = None) -> None:

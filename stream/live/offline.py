@@ -51,6 +51,10 @@ class _Events(SourceEvents):
     def error(self, kind: str, message: str) -> None:
         self.errors.append(message)
 
+    def decode_damage(self, errors: int, corrupt_frames: int, message: str | None) -> None:
+        if message and len(self.errors) < 20:  # the report shows the first few
+            self.errors.append(message)
+
 
 class _SyncSink:
     """Stands where the live path has its queue: each frame goes through the analysis loop's steps

@@ -11,6 +11,8 @@ from typing import Any
 
 from engines.features import WindowResult
 from stream.ingest.decode import SourceEvents
+from stream.ingest.video_facts import VideoFormat
+from stream.live.faults import FAULTS, LiveFaults
 from stream.ops.metrics import Metrics
 from stream.redact import redact_text
 
@@ -60,6 +62,8 @@ class StreamState(SourceEvents):
     recommendation: dict[str, Any] | None = None
     ended_at: float | None = None  # monotonic time the stream ended; it leaves after limits.ended_retention_s
     end_reason: str | None = None
+    expect: Any = None  # the source's ExpectedFormat (what the channel should carry), or None
+    faults: LiveFaults = field(default_factory=LiveFaults)
     _error_logged_at: float = -float("inf")
     _errors_held: int = 0
     _bytes: collections.deque = field(default_factory=collections.deque)
@@ -67,6 +71,13 @@ class StreamState(SourceEvents):
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     RATE_SPAN_S = 3.0
+
+    def __post_init__(self) -> None:
+        self.faults.expect = self.expect
+        for fault in FAULTS:  # every fault's series exists from the start, 0 until seen
+            self._m.stream_fault.labels(self.name, fault).set(0)
+        self._m.stream_errors.labels(self.name, "decode")  # counted from 0, so increase() sees the first errors
+        self._m.frames_corrupt.labels(self.name)
 
     @property
     def _m(self) -> Metrics | _NullMetrics:
@@ -78,6 +89,40 @@ class StreamState(SourceEvents):
         self._m.stream_width.labels(self.name).set(width)
         self._m.stream_height.labels(self.name).set(height)
         self.last_error = None if self.state != "error" else self.last_error
+        if self.faults.nominal_rate(fps, time.monotonic()):
+            self._m.format_changes.labels(self.name, "frame_rate").inc()
+
+    def video_format(self, fmt: VideoFormat) -> None:
+        changed = self.faults.video_format(fmt, time.monotonic())
+        self.width, self.height = fmt.width, fmt.height
+        self._m.stream_width.labels(self.name).set(fmt.width)
+        self._m.stream_height.labels(self.name).set(fmt.height)
+        for aspect in changed:
+            self._m.format_changes.labels(self.name, aspect).inc()
+        if changed:
+            log.warning("stream %s: the format changed (%s): now %s", self.name, ", ".join(changed), fmt.to_json())
+
+    def picture(self, blank_level: int | None) -> None:
+        self.faults.picture(blank_level, time.monotonic())
+
+    def decode_damage(self, errors: int, corrupt_frames: int, message: str | None) -> None:
+        self.faults.damage(errors, corrupt_frames, time.monotonic())
+        if errors:
+            self._m.stream_errors.labels(self.name, "decode").inc(errors)
+        if corrupt_frames:
+            self._m.frames_corrupt.labels(self.name).inc(corrupt_frames)
+        if message:
+            self.last_error = redact_text(message)
+            self._log_error(self.last_error, errors)
+
+    def live_faults(self, now: float | None = None) -> set[str]:
+        """The faults the decoder's facts show now (engines.families.FAULT_CAUSES' names); sets fvq_stream_fault."""
+        now = time.monotonic() if now is None else now
+        running = now - self._first_frame_at if self._first_frame_at is not None else 0.0
+        active = self.faults.active(now, self.fps, running) if self.state == "up" else set()
+        for fault in FAULTS:
+            self._m.stream_fault.labels(self.name, fault).set(1 if fault in active else 0)
+        return active
 
     def packet(self, size: int) -> None:
         now = time.monotonic()
@@ -106,18 +151,21 @@ class StreamState(SourceEvents):
 
     def error(self, kind: str, message: str) -> None:
         message = redact_text(message)
+        self._log_error(message)
+        self.last_error = message
+        self._m.stream_errors.labels(self.name, kind).inc()
+        if kind != "decode":
+            self.mark_down("error")
+
+    def _log_error(self, message: str, count: int = 1) -> None:
         now = time.monotonic()
         if now - self._error_logged_at >= self.ERROR_LOG_INTERVAL_S:
             held = f" [and {self._errors_held} more errors in the last {self.ERROR_LOG_INTERVAL_S:g} s]" \
                 if self._errors_held else ""
             log.warning("stream %s: %s%s", self.name, message, held)
-            self._error_logged_at, self._errors_held = now, 0
+            self._error_logged_at, self._errors_held = now, max(0, count - 1)
         else:
-            self._errors_held += 1
-        self.last_error = message
-        self._m.stream_errors.labels(self.name, kind).inc()
-        if kind != "decode":
-            self.mark_down("error")
+            self._errors_held += count
 
     def reconnecting(self, delay: float) -> None:
         self._m.reconnects.labels(self.name).inc()
@@ -163,6 +211,7 @@ class StreamState(SourceEvents):
             "frames_received": self.frames_received,
             "recommendation": self.recommendation,
             "end_reason": self.end_reason,
+            "decoded": self.faults.to_json(time.monotonic()),
             "latest": None,
         }
         if latest is not None:

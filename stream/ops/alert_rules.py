@@ -53,12 +53,14 @@ class RuleSettings:
     drops_for: str = "5m"
     shed_for: str = "10m"  # load shedding above level 0
     keep_firing_for: str = "1m"  # picture causes: stay firing this long after the condition is gone (no flapping)
+    fault_for: str = "30s"  # faults read from the decoder: black picture, transport damage, rendition, format
+    decode_errors: float = 5  # decoder errors within rate_window above which the transport is damaged
     rate_window: str = "2m"
     job: str = "fvq"
 
     def check(self) -> None:
         for name in ("drop_window", "sustain_for", "cause_for", "down_for", "sudden_for", "drops_for",
-                     "shed_for", "keep_firing_for", "rate_window"):
+                     "shed_for", "keep_firing_for", "rate_window", "fault_for"):
             value = getattr(self, name)
             if not _DURATION.match(value):
                 option = "--for" if name == "sustain_for" else "--" + name.replace("_", "-")
@@ -136,6 +138,21 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
               f"max_over_time(fvq_quality_score[{s.drop_window}]) - fvq_quality_score > {_num(s.drop_points)} {up}",
               s.sudden_for,
               f"The quality score is {value} points below its best of the last {s.drop_window}."),
+        alert("FvqBlackPicture", f'fvq_stream_fault{{fault="black_picture"}} == 1 {up}', s.fault_for,
+              f"The picture has been black or blank for {s.fault_for} or more while frames keep coming "
+              "(capture lost, a blacked-out feed).", keep=s.keep_firing_for),
+        alert("FvqTransportDamage",
+              f'increase(fvq_stream_errors_total{{kind="decode"}}[{s.rate_window}]) > {_num(s.decode_errors)}',
+              s.fault_for,
+              f"The decoder reported {value} errors over the last {s.rate_window} (above {_num(s.decode_errors)}): "
+              "packets lost or damaged on the way; the picture smears, blocks or freezes.", keep=s.keep_firing_for),
+        alert("FvqRenditionDownSwitch", f'fvq_stream_fault{{fault="rendition_down"}} == 1 {up}', s.fault_for,
+              "The coded resolution dropped below 3/4 of the stream's recent largest (or of its source's expected "
+              "size); fvq_stream_width_pixels and fvq_stream_height_pixels give the size now.",
+              keep=s.keep_firing_for),
+        alert("FvqFormatChange", f'fvq_stream_fault{{fault="format_change"}} == 1 {up}', s.fault_for,
+              "The stream's pixel format, colour space or frame rate changed in the last minute, or its format "
+              "differs from its source's `expect`.", keep=s.keep_firing_for),
         *(family_alert(c) for c in FAMILY_CAUSES),
         alert("FvqNoFace", f"fvq_face_presence_ratio < {_num(s.no_face_ratio)} {up}", s.sustain_for,
               f"A face is in {{{{ $value | humanizePercentage }}}} of the sampled frames "
@@ -174,7 +191,7 @@ def settings_from_args(args: argparse.Namespace) -> RuleSettings:
         s.low_quality, s.dimension_threshold = a.low_quality_threshold, a.dimension_threshold
         s.low_bitrate_bps, s.low_bits_per_pixel, s.no_face_ratio = a.low_bitrate_bps, a.low_bits_per_pixel, a.no_face_ratio
     if args.all_for is not None:
-        for name in ("sustain_for", "cause_for", "down_for", "sudden_for", "drops_for", "shed_for"):
+        for name in ("sustain_for", "cause_for", "down_for", "sudden_for", "drops_for", "shed_for", "fault_for"):
             setattr(s, name, args.all_for)
     for name in RuleSettings.__dataclass_fields__:
         value = getattr(args, name, None)
@@ -207,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shed-for", help=f"load shedding above level 0 ({d.shed_for})")
     p.add_argument("--keep-firing-for", help=f"picture causes stay firing this long once gone ({d.keep_firing_for})")
     p.add_argument("--rate-window", help=f"range of rate() over counters ({d.rate_window})")
+    p.add_argument("--fault-for", help=f"black picture, transport damage, rendition or format change ({d.fault_for})")
+    p.add_argument("--decode-errors", type=float,
+                   help=f"decoder errors within the rate window that mean transport damage ({d.decode_errors:g})")
     p.add_argument("--all-for", help="set every `for` duration at once (tests, demos); specific options win")
     p.add_argument("--job", help=f"Prometheus job name of the monitor, for FvqMonitorDown ({d.job})")
     return p

@@ -30,6 +30,9 @@ class Metrics:
     queue_depth: Gauge
     reconnects: Counter
     stream_errors: Counter
+    frames_corrupt: Counter
+    format_changes: Counter
+    stream_fault: Gauge
     streams_active: Gauge
     streams_refused: Counter
     quality_score: Gauge
@@ -56,7 +59,8 @@ class Metrics:
         for metric in (
             self.stream_up, self.stream_fps, self.stream_bitrate, self.stream_width, self.stream_height,
             self.frames_received, self.frames_dropped, self.windows_analysed, self.windows_dropped,
-            self.queue_depth, self.reconnects, self.stream_errors, self.quality_score, self.quality_level,
+            self.queue_depth, self.reconnects, self.stream_errors, self.frames_corrupt, self.format_changes,
+            self.stream_fault, self.quality_score, self.quality_level,
             self.dimension_score, self.face_presence, self.face_size, self.face_stability, self.recommendation,
         ):
             with metric._lock:  # prometheus_client has no public "remove all children matching"
@@ -115,7 +119,25 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
         queue_depth=Gauge("fvq_queue_depth_frames", "Frames waiting between decode and analysis.", s, registry=r),
         reconnects=Counter("fvq_stream_reconnects_total", "Times a source was reopened.", s, registry=r),
         stream_errors=Counter(
-            "fvq_stream_errors_total", "Source errors, by kind (open, decode, eof).", s + ["kind"], registry=r
+            "fvq_stream_errors_total",
+            "Source errors, by kind (open; decode: each error line the decoder or demuxer logs, as `ffmpeg -v error` "
+            "prints them; eof).", s + ["kind"], registry=r,
+        ),
+        frames_corrupt=Counter(
+            "fvq_frames_corrupt_total",
+            "Frames the decoder flagged corrupt (errors concealed, references missing): transport damage.", s,
+            registry=r,
+        ),
+        format_changes=Counter(
+            "fvq_stream_format_changes_total",
+            "Changes of the decoded format against the frames before, by what changed (size, pixel_format, "
+            "colour_space, frame_rate: the rate the container declares at a reconnect).", s + ["what"], registry=r,
+        ),
+        stream_fault=Gauge(
+            "fvq_stream_fault",
+            "1 while the decoder's facts show the fault (black_picture, transport_damage, rendition_down, "
+            "format_change: against the stream's recent past or its source's expect), else 0.",
+            s + ["fault"], registry=r,
         ),
         streams_active=Gauge("fvq_streams_active", "Streams live now (ended ones waiting out their retention not counted).", registry=r),
         streams_refused=Counter(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engines.families import FAMILIES, FAMILY_CAUSES, Cause
+from engines.families import EXPLAINS, FAMILIES, FAMILY_CAUSES, FAULT_CAUSES, Cause
 from engines.features import WindowResult
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ _OVERLOADED = "give the monitor more CPU, fewer streams per instance, or lower a
 ALERTS: dict[str, Cause] = {c.alertname: c for c in (
     Cause("down", "FvqStreamDown", "critical", "the stream delivers no frames",
           "check the publisher: encoder running, its network, the stream URL and key"),
+    *FAULT_CAUSES,
     *FAMILY_CAUSES,
     Cause("framing", "FvqNoFace", "warning", "no face in the picture",
           "framing: put the face in the frame (camera angle, distance, crop)"),
@@ -48,7 +49,11 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
 
 # Causes the monitor raises itself, in priority order: when a stream has several at once, the first raised
 # is its current recommendation.
-MONITOR_CAUSES = ("down", *(c.name for c in FAMILY_CAUSES), "framing", "low_quality")
+# The faults read from the decoder (engines/families.FAULT_CAUSES) name what broke: those that explain the
+# picture's causes come before them, a format change after.
+MONITOR_CAUSES = ("down", "black_picture", "transport_damage", "rendition_down", *(c.name for c in FAMILY_CAUSES),
+                  "format_change", "framing", "low_quality")
+FAULTS = frozenset(c.name for c in FAULT_CAUSES)
 CAUSES: dict[str, Cause] = {c.name: c for c in ALERTS.values() if c.name in MONITOR_CAUSES}
 
 
@@ -86,6 +91,7 @@ class _Track:
 @dataclass
 class _StreamRecommendation:
     window_causes: set[str] = field(default_factory=set)
+    faults: set[str] = field(default_factory=set)  # from the decoder's facts (StreamState.live_faults)
     down: bool = False
     tracks: dict[str, _Track] = field(default_factory=dict)
     current: tuple[str, str] | None = None  # (cause, action) exported as the metric
@@ -121,6 +127,7 @@ class Recommender:
         with self._lock:
             rec = self._streams.setdefault(state.name, _StreamRecommendation())
             rec.window_causes = causes
+            rec.faults = state.live_faults()
             rec.down = False
             self._update(state, rec, self.clock())
 
@@ -134,6 +141,7 @@ class Recommender:
                 rec.down = state.state in ("down", "error")
                 if state.state in ("down", "error", "ended"):
                     rec.window_causes = set()  # a picture that is not there has no causes
+                rec.faults = state.live_faults()
                 self._update(state, rec, now)
             names = {s.name for s in states}
             for name in [n for n in self._streams if n not in names]:
@@ -163,7 +171,10 @@ class Recommender:
 
     # state
     def _update(self, state: StreamState, rec: _StreamRecommendation, now: float) -> None:
-        active = {"down"} if rec.down else rec.window_causes
+        active = {"down"} if rec.down else rec.window_causes | rec.faults
+        # a fault explains the picture's causes it brings while it is seen or raised (the windows lag behind it)
+        for fault in FAULTS & (rec.faults | set(rec.tracks)):
+            active = active - set(EXPLAINS[fault])
         cfg = self.config
         for name in MONITOR_CAUSES:
             track = rec.tracks.get(name)
@@ -171,7 +182,8 @@ class Recommender:
                 if track is None:
                     track = rec.tracks[name] = _Track(seen_since=now)
                 track.gone_since = None
-                if track.raised_at is None and now - (track.seen_since or now) >= cfg.raise_after_s:
+                hold = cfg.fault_raise_after_s if name in FAULTS else cfg.raise_after_s
+                if track.raised_at is None and now - (track.seen_since or now) >= hold:
                     track.raised_at = now
                     self._emit("firing", state.name, name, track.raised_at, None)
             elif track is not None:
