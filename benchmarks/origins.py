@@ -197,7 +197,8 @@ def _raw_values(rows: list[dict], key: str, faults: tuple[str, ...], of_faults: 
 
 def held_out_constants(rows: list[dict]) -> dict:
     """black_tint's and skin_hue_off's x50 chosen per fold on the other origins (geometric middle of the worst clean
-    value and the mildest fault value of the faults each is for), and how the held-out origin's clips fall on it."""
+    value and the mildest fault value of the faults each is for, both floored at 1), and how the held-out origin's
+    clips fall on it. Clips where the measurement does not apply (skin on a drawn face) are left out."""
     from engines.signals import CURVES
 
     faults_of = {"black_tint": ("tint-magenta", "tint-green", "chroma-offset"), "skin_hue_off": ("swap-uv", "swap-rb")}
@@ -212,7 +213,7 @@ def held_out_constants(rows: list[dict]) -> dict:
             mildest = min(_raw_values(train, key, faults, True), default=None)
             if mildest is None:
                 continue
-            x50 = math.sqrt(max(worst_clean, 1e-3) * mildest)
+            x50 = math.sqrt(max(worst_clean, 1.0) * max(mildest, 1.0))
             clean_t, fault_t = _raw_values(test, key, faults, False), _raw_values(test, key, faults, True)
             folds[origin] = {"x50": round(x50, 2), "clean_below": f"{sum(v < x50 for v in clean_t)}/{len(clean_t)}",
                              "faults_above": f"{sum(v > x50 for v in fault_t)}/{len(fault_t)}"}

@@ -90,16 +90,19 @@ BLACK_SHARE = 0.03  # the darkest share of the pixels read as the picture's blac
 # gives a dark grey the chroma (-0.669, 0.581) x a x luma; across it lies magenta (+) / green (-).
 LOCUS_UV = np.array([-0.755, 0.656])
 ACROSS_UV = np.array([0.656, 0.755])
-# Chroma along the locus that a light or a grade leaves on the blacks (code values): a candle-lit scene's shadows
-# are dark brown, a teal-orange grade's teal (up to ~18 on the portraits); an offset puts its chroma on black whatever
-# the light, and the magenta/green part of it no light explains.
-BLACK_ALONG_FREE = 20.0
+# Chroma that a light or a grade leaves on the blacks, in code values, free plus per code value of the blacks' luma:
+# a light multiplies, so its chroma grows with the "blacks'" luma (a drawn picture's darkest pixels are coloured
+# outlines, luma ~60); along the locus a candle-lit scene's shadows are dark brown and a teal-orange grade's teal
+# (up to ~18 on the portraits, ~50 on a drawn avatar's outlines under a candle); across it a stage gel pair on those
+# outlines (~23). An offset puts its chroma on black whatever its luma: 20 and more across at a 15% tint.
+BLACK_ALONG_FREE, BLACK_ALONG_PER_LUMA = 20.0, 0.5
+BLACK_ACROSS_PER_LUMA = 0.2
 
 
 def black_tint(rgb_small: np.ndarray) -> dict[str, float]:
     """The chroma (U, V in BT.601 code values) of the picture's blacks (its darkest BLACK_SHARE), and how much of
-    it no light or grade explains: `black_tint`, the magenta/green part in full and the part along the black-body
-    locus beyond BLACK_ALONG_FREE. A chroma offset, a tinting range conversion or a green/magenta pedestal put their
+    it no light or grade explains: `black_tint`, the magenta/green part (across the black-body locus) and the part
+    along it, each beyond what a light leaves there (the constants above). A chroma offset, a tinting range conversion or a green/magenta pedestal put their
     chroma on black; a light multiplies and leaves black black, a grade's lift (faded blacks) is grey."""
     px = rgb_small.reshape(-1, 3).astype(np.float32)
     nan = float("nan")
@@ -109,10 +112,13 @@ def black_tint(rgb_small: np.ndarray) -> dict[str, float]:
     k = max(16, int(BLACK_SHARE * y.size))
     idx = np.argpartition(y, k)[:k]
     r, g, b = (float(np.median(px[idx, c])) for c in range(3))
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
     uv = np.array([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b])
     across, along = float(uv @ ACROSS_UV), float(uv @ LOCUS_UV)
-    return {"black_luma": 0.299 * r + 0.587 * g + 0.114 * b, "black_chroma": float(np.hypot(*uv)),
-            "black_across": across, "black_tint": math.hypot(across, max(0.0, abs(along) - BLACK_ALONG_FREE))}
+    return {"black_luma": luma, "black_chroma": float(np.hypot(*uv)),
+            "black_across": across,
+            "black_tint": math.hypot(max(0.0, abs(across) - BLACK_ACROSS_PER_LUMA * luma),
+                                     max(0.0, abs(along) - BLACK_ALONG_FREE - BLACK_ALONG_PER_LUMA * luma))}
 
 
 CLIP_HIGH = 253  # a channel at or above this is clipped
@@ -129,35 +135,35 @@ def chroma_clipped_share(rgb_small: np.ndarray) -> float:
 
 
 SKIN_HUE_SPAN = (335.0, 55.0)  # degrees: skin of every tone under every plausible light, the candle's included
-DRAWN_FLAT_SHARE = 0.62  # a face core this flat (pixels equal to their neighbours) is drawn, not photographed
+# A drawn face's skin is flat fill: the luma of the skin-coloured pixels of its core spreads over a few code values
+# at most (0-5 on the avatars, whatever the look); a photographed face is shaded by its 3D form (9-150).
+DRAWN_SHADING = 7.0
+SKIN_CLUSTER_DEG = 20.0  # the skin pixels: within this hue of the core's median hue
 
 
 def skin_plausibility(face: np.ndarray) -> dict[str, float]:
     """A photographed face's skin hue against human skin's under any plausible light: `skin_hue_off`, degrees
     outside SKIN_HUE_SPAN (blue skin from swapped channels or chroma planes, green or magenta from a tint), NaN on
-    a drawn face (`skin_flat_share` over DRAWN_FLAT_SHARE: an avatar's blue or green skin is its look)."""
+    a drawn face (`skin_shading`, the inter-quartile range of the skin pixels' luma, under DRAWN_SHADING: an
+    avatar's blue or green skin is its look)."""
     h, w = face.shape[:2]
     core = np.ascontiguousarray(face[h // 4: 3 * h // 4, w // 4: 3 * w // 4])
     hsv = cv2.cvtColor(core, cv2.COLOR_RGB2HSV).reshape(-1, 3)
-    lit = hsv[:, 2] > 40
-    out = {"skin_flat_share": float("nan"), "skin_hue_off": float("nan")}
-    if int(np.count_nonzero(lit)) < 16:
-        return out
-    # drawn skin is flat fill: a pixel equal to its right and lower neighbours (within 1 code, every channel);
-    # photographed skin has texture and sensor noise
-    c16 = core.astype(np.int16)
-    still = (np.abs(c16[:-1, :-1] - c16[1:, :-1]).max(axis=2) <= 1) & (np.abs(c16[:-1, :-1] - c16[:-1, 1:]).max(axis=2) <= 1)
-    flat = float(np.count_nonzero(still & lit.reshape(core.shape[:2])[:-1, :-1])) / int(np.count_nonzero(lit))
-    out["skin_flat_share"] = flat
-    if flat > DRAWN_FLAT_SHARE:
-        return out
-    # a hue of grey has no meaning: judge the coloured skin pixels only
-    coloured = lit & (hsv[:, 1] > 20)
+    luma = cv2.cvtColor(core, cv2.COLOR_RGB2GRAY).reshape(-1).astype(np.float32)
+    out = {"skin_shading": float("nan"), "skin_hue_off": float("nan")}
+    coloured = (hsv[:, 2] > 40) & (hsv[:, 1] > 20)  # a hue of grey has no meaning: the coloured pixels only
     if int(np.count_nonzero(coloured)) < 16:
         return out
     hue = 2.0 * hsv[coloured, 0].astype(np.float32)
     shifted = np.where(hue > 180.0, hue - 360.0, hue)
     med_hue = float(np.median(shifted))  # -180..180 around red
+    skin = np.abs((shifted - med_hue + 180.0) % 360.0 - 180.0) < SKIN_CLUSTER_DEG
+    if int(np.count_nonzero(skin)) < 16:
+        return out
+    q75, q25 = np.percentile(luma[coloured][skin], [75, 25])
+    out["skin_shading"] = float(q75 - q25)
+    if out["skin_shading"] < DRAWN_SHADING:
+        return out
     lo, hi = SKIN_HUE_SPAN[0] - 360.0, SKIN_HUE_SPAN[1]
     out["skin_hue_off"] = max(0.0, lo - med_hue, med_hue - hi)
     return out
