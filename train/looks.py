@@ -164,3 +164,25 @@ def apply_fault(frames: np.ndarray, fault: str, level: int) -> np.ndarray:
     y = _luma(x)
     factor = 1.0 - v if fault == "desaturate" else 1.0 + v
     return _u8(y + (x - y) * factor)
+
+
+def look_for(clip_seed: int, share: float) -> str:
+    """The look a corpus clip is shot in: "none" for 1 - `share` of the clips, else one of LOOKS, drawn from the
+    clip's own seed (a generator apart from the corpus plan's, so a share of 0 leaves every plan as it was)."""
+    if share <= 0:
+        return "none"
+    rng = np.random.default_rng([clip_seed, 0x100C])
+    if rng.random() >= share:
+        return "none"
+    names = list(LOOKS)
+    return names[int(rng.integers(len(names)))]
+
+
+def relit(clip, look: str):
+    """A RenderedClip (train.media) shot in `look`: its frames under the look, everything else as it was. The corpus
+    uses the result as the clip's reference, so a look alone is clean and distortions are judged on top of it."""
+    if look == "none":
+        return clip
+    from dataclasses import replace
+
+    return replace(clip, frames=apply_look(clip.frames, look), meta={**clip.meta, "look": look})
