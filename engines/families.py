@@ -84,6 +84,9 @@ FAMILIES: tuple[Family, ...] = (
                # a photographed face's skin hue outside human skin's under any light (swapped chroma planes or
                # channels: 70-130 degrees; a stage-lit face under a second gel: up to ~37)
                "skin_hue_off": ("falling", 55.0, 5.0),
+               # oversaturation: a photographed face's skin saturation with the light divided out, beyond natural
+               # skin's (0.58); oversaturated 2.5-3.1x reads 0-0.32 beyond
+               "skin_excess_lit": ("falling", 0.12, 3.0),
            },
            CAMERA, None, ("desaturate", "cast", "saturate"), "engines.signals.colour"),
     Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,

@@ -41,7 +41,7 @@ from engines.signals.colour import (
     _skin,
     colorfulness_at_contrast,
 )
-from engines.signals.colour_pipeline import skin_plausibility
+from engines.signals.colour_pipeline import skin_plausibility, skin_saturation_under_light
 from engines.signals.common import (
     BRIGHT_LEVEL,
     CURVES,
@@ -127,6 +127,10 @@ def frame_signals(
             out["face"] = _region_signals(np.ascontiguousarray(crop))
             out["face"].update(_skin(crop))
             out["face"].update(skin_plausibility(crop))
+            if math.isfinite(out["face"].get("skin_hue_off", math.nan)):  # a photographed face
+                frame = out["frame"]
+                out["face"].update(skin_saturation_under_light(
+                    crop, frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)))
     return out
 
 
@@ -232,6 +236,7 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
         # the face, counts for the whole picture's colour
         raw["face"]["black_tint"] = raw["frame"].get("black_tint", float("nan"))
         raw["frame"]["skin_hue_off"] = raw["face"].get("skin_hue_off", float("nan"))
+        raw["frame"]["skin_excess_lit"] = raw["face"].get("skin_excess_lit", float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):
         if region == "face" and not rows["face"]:

@@ -167,3 +167,26 @@ def skin_plausibility(face: np.ndarray) -> dict[str, float]:
     lo, hi = SKIN_HUE_SPAN[0] - 360.0, SKIN_HUE_SPAN[1]
     out["skin_hue_off"] = max(0.0, lo - med_hue, med_hue - hi)
     return out
+
+
+SKIN_SATURATION_LIT_MAX = 0.58  # natural skin, its light divided out: 0.09-0.56 on every look of the origins
+LIGHT_JUDGED_MAX = 1.0  # |log B/G| of a light beyond which its blue is clipped (a candle): skin is not judged
+
+
+def skin_saturation_under_light(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> dict[str, float]:
+    """The face core's median saturation with the scene light's colour divided out (`skin_saturation_lit`), and
+    `skin_excess_lit`, how far it is beyond natural skin's: oversaturation raises it, a warm light does not (a
+    tungsten-lit face reads 0.63-0.76 before the division, 0.27-0.48 after). NaN for a light so warm its blue is
+    clipped (nothing to divide back) or an unknown light."""
+    nan = {"skin_saturation_lit": float("nan"), "skin_excess_lit": float("nan")}
+    if not (math.isfinite(light_log_rg) and math.isfinite(light_log_bg)) or abs(light_log_bg) > LIGHT_JUDGED_MAX:
+        return nan
+    h, w = face.shape[:2]
+    core = face[h // 4: 3 * h // 4, w // 4: 3 * w // 4].astype(np.float32)
+    c = core / np.array([math.exp(light_log_rg), 1.0, math.exp(light_log_bg)], np.float32)
+    mx, mn = c.max(axis=2), c.min(axis=2)
+    lit = mx > 40
+    if int(np.count_nonzero(lit)) < 16:
+        return nan
+    sat = float(np.median(((mx - mn) / np.maximum(mx, 1.0))[lit]))
+    return {"skin_saturation_lit": sat, "skin_excess_lit": max(0.0, sat - SKIN_SATURATION_LIT_MAX)}
