@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from engines.signals.colour_pipeline import agreed_off_locus, black_tint, chroma_clipped_share
+from engines.signals.colour_pipeline import agreed_off_locus, black_tint
 
 
 def _color(rgb: np.ndarray) -> dict[str, float]:
@@ -48,7 +48,6 @@ def _color(rgb: np.ndarray) -> dict[str, float]:
             res["light_log_rg"] = math.log(float(grey_light[0] / grey_light[1]))
             res["light_log_bg"] = math.log(float(grey_light[2] / grey_light[1]))
     res.update(black_tint(small))
-    res["chroma_clipped_share"] = chroma_clipped_share(small)
     return res
 
 

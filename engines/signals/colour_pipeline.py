@@ -121,19 +121,6 @@ def black_tint(rgb_small: np.ndarray) -> dict[str, float]:
                                      max(0.0, abs(along) - BLACK_ALONG_FREE - BLACK_ALONG_PER_LUMA * luma))}
 
 
-CLIP_HIGH = 253  # a channel at or above this is clipped
-
-
-def chroma_clipped_share(rgb_small: np.ndarray) -> float:
-    """Share of the pixels whose colour is clipped at the top: one channel at 255 while another sits well below white,
-    what oversaturation does to skin, lips and lit colours. (Clipping at 0 is left out: a candle-lit picture has
-    no blue at all, and it is clean.)"""
-    mx = rgb_small.max(axis=2).astype(np.int16)
-    mn = rgb_small.min(axis=2).astype(np.int16)
-    clipped = (mx >= CLIP_HIGH) & (mn < 200)
-    return float(np.count_nonzero(clipped)) / max(1, clipped.size)
-
-
 SKIN_HUE_SPAN = (335.0, 55.0)  # degrees: skin of every tone under every plausible light, the candle's included
 # A drawn face's skin is flat fill: the luma of the skin-coloured pixels of its core spreads over a few code values
 # at most (0-5 on the avatars, whatever the look); a photographed face is shaded by its 3D form (9-150).
