@@ -104,10 +104,18 @@ FAMILIES: tuple[Family, ...] = (
     Family("color", "colr", "washed-out, oversaturated or cast colours", PICTURE,
            {
                # colourfulness at a typical clean contrast (engines/signals.colorfulness_at_contrast): a flat
-               # picture's lost chroma is luminance's
+               # picture's lost chroma is luminance's; desaturation towards grey lowers it
                "colorfulness_at_contrast": ("rising", 10.0, 2.0),
-               "cast_excess_deg": ("falling", 4.0, 2.0),  # grey_cast_deg beyond CAST_TOLERANCE_DEG
-               "skin_excess": ("falling", 0.1, 2.0),  # skin saturation beyond natural skin's (oversaturation)
+               # version 3 (engines/signals/colour_pipeline.py): a light's colour is a look, not damage; what no light
+               # does is: chroma on the blacks beyond a light's or a grade's (offsets, tints), ~7 at most on clean
+               # pictures of every look, 20 and more at a 15% offset
+               "black_tint": ("falling", 13.0, 6.0),
+               # a photographed face's skin hue outside human skin's under any light (swapped chroma planes or
+               # channels: 70-130 degrees; a stage-lit face under a second gel: up to ~37)
+               "skin_hue_off": ("falling", 55.0, 5.0),
+               # oversaturation: a photographed face's skin saturation with the light divided out, beyond natural
+               # skin's (0.58); oversaturated 2.5-3.1x reads 0-0.32 beyond
+               "skin_excess_lit": ("falling", 0.12, 3.0),
            },
            CAMERA, None, ("desaturate", "cast", "saturate"), "engines.signals.colour"),
     Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,

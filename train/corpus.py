@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from train import distortions as D
+from train import looks
 from train import pseudo_mos as P
 from train.face_sources import face_sources, source_by_name
 from train.media import face_mask, read_mp4, render, render_cut, window_height, write_mp4
@@ -79,6 +80,7 @@ class ClipPlan:
     cut_at: float | None = None
     pair_id: str | None = None
     pair_role: str | None = None  # "face" or "background"
+    look: str = "none"  # the clean look it is shot in (train/looks.py): part of its reference, so labelled clean
 
 
 def sources_by_split() -> dict[str, list[str]]:
@@ -115,7 +117,7 @@ def _split_counts(n: int) -> dict[str, int]:
 
 
 def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
-                extra_train: int = 0) -> list[list[ClipPlan]]:
+                extra_train: int = 0, look_share: float = 0.0) -> list[list[ClipPlan]]:
     """Jobs (one clip, or the two clips of a PSNR-matched pair) for a corpus of `n_clips` clips, then
     `extra_train` more training clips planned after val and test: the first `n_clips` are the same clips
     with or without them, so a larger training set leaves val and test (and their figures) as they were."""
@@ -144,7 +146,8 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
                     cut_to = others[int(rng.integers(len(others)))]
                     cut_at = round(float(rng.uniform(0.3, 0.7)) * duration, 3)
 
-            base = ClipPlan("", split, source, width, height, fps, duration, clip_seed)
+            base = ClipPlan("", split, source, width, height, fps, duration, clip_seed,
+                            look=looks.look_for(clip_seed, look_share))
             cut = replace(base, cut_to=cut_to, cut_at=cut_at)
 
             def plan(ds: list[D.Distortion], tag: str, base: ClipPlan = base, **extra: str) -> ClipPlan:
@@ -245,6 +248,7 @@ def build_job(job: Sequence[ClipPlan], out: str) -> list[dict]:
     else:
         ref = render_cut(first.source, first.cut_to, first.cut_at, first.width, first.height, first.fps,
                          first.duration, seed=first.seed)
+    ref = looks.relit(ref, first.look)
     masks = face_mask(ref.boxes, first.width, first.height)
     records = []
     background_strength = target_psnr = None
@@ -285,6 +289,7 @@ def build_job(job: Sequence[ClipPlan], out: str) -> list[dict]:
             "pair_role": plan.pair_role,
             "pair_target_psnr": None if target_psnr is None else round(target_psnr, 3),
             "seed": plan.seed,
+            "look": plan.look,
         }
         records.append(record)
     return records
@@ -321,7 +326,7 @@ def _init_worker() -> None:
 
 
 def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, duration: float = DEFAULT_DURATION,
-                 workers: int = 2, progress: bool = True, extra_train: int = 0) -> dict:
+                 workers: int = 2, progress: bool = True, extra_train: int = 0, look_share: float = 0.0) -> dict:
     """Build the whole corpus under `out`; returns the summary also written to `out/corpus.json`."""
     from tqdm import tqdm
 
@@ -329,14 +334,14 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
     out = Path(out)
     for split in SPLITS:
         (out / split / "videos").mkdir(parents=True, exist_ok=True)
-    jobs = plan_corpus(clips, seed, duration, extra_train)
+    jobs = plan_corpus(clips, seed, duration, extra_train, look_share)
     records: list[dict] = []
     bar = tqdm(total=sum(len(j) for j in jobs), desc="corpus", unit="clip", disable=not progress)
     # Each finished job leaves its meta records in out/.jobs/, so a rerun after a crash or Ctrl-C picks up
     # where it stopped (same seed, same plan: a finished job's clips are already there).
     done_dir = out / ".jobs"
     done_dir.mkdir(exist_ok=True)
-    settings = f"{seed}-{clips}-{duration:g}"
+    settings = f"{seed}-{clips}-{duration:g}" + (f"-looks{look_share:g}" if look_share else "")
 
     def done_path(job: Sequence[ClipPlan]) -> Path:
         return done_dir / f"{settings}-{Path(job[0].name).stem}.json"
@@ -382,6 +387,7 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
         "seed": seed,
         "clips": counts,
         "extra_train": extra_train,
+        "look_share": look_share,
         "duration": duration,
         "resolutions": [list(r) for r in RESOLUTIONS],
         "frame_rates": list(FRAME_RATES),
@@ -404,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra-train", type=int, default=0,
                         help="this many more training clips, planned after val and test (which stay as without them)")
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="clip length in seconds")
+    parser.add_argument("--look-share", type=float, default=0.0,
+                        help="share of clips shot in a clean look (train/looks.py: lights, grades, low/high key), "
+                             "labelled clean, distortions on top (default 0: the shipped corpus)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="process pool size")
     args = parser.parse_args(argv)
     if args.clips < 3:
@@ -412,7 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--extra-train must be 0 or more")
     if args.duration <= 0.2:
         parser.error("--duration must be above 0.2 s")
-    summary = build_corpus(args.out, args.seed, args.clips, args.duration, args.workers, extra_train=args.extra_train)
+    if not 0 <= args.look_share <= 1:
+        parser.error("--look-share must be between 0 and 1")
+    summary = build_corpus(args.out, args.seed, args.clips, args.duration, args.workers, extra_train=args.extra_train,
+                           look_share=args.look_share)
     print(f"wrote {sum(summary['clips'].values())} clips {summary['clips']} to {args.out} "
           f"in {summary['build_seconds']} s", file=sys.stderr)
     return 0

@@ -41,12 +41,14 @@ from engines.signals.colour import (
     _skin,
     colorfulness_at_contrast,
 )
+from engines.signals.colour_pipeline import skin_plausibility, skin_saturation_under_light
 from engines.signals.common import (
     BRIGHT_LEVEL,
     CURVES,
     DARK_LEVEL,
     LEGACY_CURVES,
     TIMING_MEASUREMENTS,
+    V2_CURVES,
     _falling,
     _luma,
     _percentile,
@@ -76,7 +78,7 @@ __all__ = [  # the measurements' names, read from here by the rest of the projec
     "CHROMA_CONTRAST_REF", "CHROMA_ESTIMATE", "COARSE_SIGMA", "CURVES", "DARK_LEVEL", "FINE_SIGMA",
     "FREEZE_MIN_INTERVALS", "GRAIN_MIN_PX", "GREY_SATURATION", "HELD_GAP_S", "HELD_MAD", "HELD_MIN_S", "LEGACY_CURVES", "LEGACY_REPEAT", "LEGACY_REPEAT_MAD",
     "MID_GREY", "MIN_EDGES", "MIN_GREY_SHARE", "REPEAT_MAD", "REPEAT_SHARE", "SIGNALS_VERSION", "SKIN_HUES",
-    "SKIN_SATURATION_MAX", "STALL_FACTOR", "STARVED_QP", "STILL_MOTION", "TIMING_MEASUREMENTS",
+    "SKIN_SATURATION_MAX", "STALL_FACTOR", "STARVED_QP", "STILL_MOTION", "TIMING_MEASUREMENTS", "V2_CURVES",
     "_agreed_cast", "_angle_to_white", "_blockiness", "_color", "_falling", "_grain_sigma", "_grey_pixel_light",
     "_luma", "_luminance", "_noise_and_blur", "_percentile", "_rising", "_robust_sigma", "_skin",
     "add_quantiser", "analyse_frame_signals", "colorfulness_at_contrast", "dimension_score", "dimensions_by_version",
@@ -87,7 +89,8 @@ __all__ = [  # the measurements' names, read from here by the rest of the projec
 
 # Part of the training feature cache's key (train/clip_features.py): bump it whenever a measurement changes or is added,
 # or cached features computed before would be read as current. 3: a held picture is a freeze in any scene
-# (temporal.HELD_MAD); bundles trained on 1 or 2 read the measurements of their version (the shipped one: 1).
+# (temporal.HELD_MAD), and a light's colour is a look (engines/signals/colour_pipeline.py); bundles trained on 1 or 2
+# read the measurements of their version (the shipped one: 1).
 SIGNALS_VERSION = 3
 
 
@@ -128,6 +131,11 @@ def frame_signals(
         if crop is not None:
             out["face"] = _region_signals(np.ascontiguousarray(crop))
             out["face"].update(_skin(crop))
+            out["face"].update(skin_plausibility(crop))
+            if math.isfinite(out["face"].get("skin_hue_off", math.nan)):  # a photographed face
+                frame = out["frame"]
+                out["face"].update(skin_saturation_under_light(
+                    crop, frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)))
     return out
 
 
@@ -145,7 +153,8 @@ def analyse_frame_signals(record: FrameRecord) -> dict[str, dict[str, float]] | 
 def dimension_score(dimension: str, raw: dict[str, float], version: int = SIGNALS_VERSION) -> float:
     """0..100 (higher is better) for one dimension from its raw measurements (NaN when none are known)."""
     factors = []
-    for name, (kind, x50, p) in (CURVES if version >= 2 else LEGACY_CURVES)[dimension].items():
+    curves = CURVES if version >= 3 else V2_CURVES if version == 2 else LEGACY_CURVES
+    for name, (kind, x50, p) in curves[dimension].items():
         x = raw.get(name, float("nan"))
         v = (_falling if kind == "falling" else _rising)(x, x50, p)
         if math.isfinite(v):
@@ -182,7 +191,9 @@ def window_dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None =
     repeat was any pair under 0.35 levels, and the face's colour cast was read from the face crop, where a skin
     tone (or an avatar's painted skin) looks like a cast. Version 2 judges repeats against the
     stream's own motion (see thumb_signals) and reads the cast of both regions from the whole scene. Version 3
-    (published) also reads a held picture as a freeze in any scene, with no catch-up (temporal.HELD_MAD).
+    (published) also reads a held picture as a freeze in any scene, with no catch-up (temporal.HELD_MAD), reads a
+    light's colour as a look, and colour damage from what no light does: chroma on the blacks and implausible skin
+    on a photographed face (engines/signals/colour_pipeline.py).
     """
     return dimensions_by_version(frames, nominal_fps, (version,))[version]
 
@@ -226,6 +237,12 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
             raw["face"][key] = raw["frame"].get(key, float("nan"))
         # oversaturated skin is judged on the face and counts for the whole picture's colour
         raw["frame"]["skin_excess"] = raw["face"].get("skin_excess", float("nan"))
+    if version >= 3 and "face" in raw and "frame" in raw:
+        # blacks are the picture's (a face crop's darkest pixels are hair and eyes); implausible skin, judged on
+        # the face, counts for the whole picture's colour
+        raw["face"]["black_tint"] = raw["frame"].get("black_tint", float("nan"))
+        raw["frame"]["skin_hue_off"] = raw["face"].get("skin_hue_off", float("nan"))
+        raw["frame"]["skin_excess_lit"] = raw["face"].get("skin_excess_lit", float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):
         if region == "face" and not rows["face"]:

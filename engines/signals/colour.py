@@ -7,6 +7,8 @@ import math
 import cv2
 import numpy as np
 
+from engines.signals.colour_pipeline import agreed_off_locus, black_tint
+
 
 def _color(rgb: np.ndarray) -> dict[str, float]:
     """Colourfulness (Hasler-Suesstrunk on luma-normalised opponents), saturation, grey-edge cast angle."""
@@ -37,8 +39,15 @@ def _color(rgb: np.ndarray) -> dict[str, float]:
     norm = float(np.linalg.norm(e))
     if norm > 0:
         res["cast_deg"] = _angle_to_white(e)
-        res["grey_cast_deg"] = _agreed_cast(e, _grey_pixel_light(r, g, b, ok, e))
+        grey_light = _grey_pixel_light(r, g, b, ok, e)
+        res["grey_cast_deg"] = _agreed_cast(e, grey_light)
         res["cast_excess_deg"] = max(0.0, res["grey_cast_deg"] - CAST_TOLERANCE_DEG)
+        # version 3: the light's colour off the black-body locus, and what pipelines leave on blacks and channels
+        res["light_off_locus"] = abs(agreed_off_locus(e / max(float(e.mean()), 1e-6), grey_light))
+        if float(np.min(grey_light)) > 0:  # the light's colour, for a stream's colour against its own past
+            res["light_log_rg"] = math.log(float(grey_light[0] / grey_light[1]))
+            res["light_log_bg"] = math.log(float(grey_light[2] / grey_light[1]))
+    res.update(black_tint(small))
     return res
 
 

@@ -46,6 +46,12 @@ LEGACY_CURVES = {**CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "cas
                  "noise": {"noise_sigma": ("falling", 7.0, 2.0)}}
 
 
+# Version 2's colour (SIGNALS_VERSION 2): the light's cast off white beyond 5 degrees and skin saturation beyond
+# natural skin's, which read a warm or cool look (tungsten, candle, shade) as damage and missed chroma offsets.
+V2_CURVES = {**CURVES, "color": {"colorfulness_at_contrast": ("rising", 10.0, 2.0),
+                                 "cast_excess_deg": ("falling", 4.0, 2.0), "skin_excess": ("falling", 0.1, 2.0)}}
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
 

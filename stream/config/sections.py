@@ -174,6 +174,20 @@ class AlertConfig(_Strict):
     no_face_ratio: float = Field(
         0.2, ge=0, le=1, description="Face presence below this share of sampled frames means: no face (framing)."
     )
+    baseline_window_s: float = Field(
+        1800.0, gt=0, description="A stream's own baseline: the median of each dimension over this many seconds."
+    )
+    baseline_drop_points: float = Field(
+        30.0, gt=0, le=100, description="A dimension this many points below the stream's baseline is a cause "
+        "(below_baseline), whatever the absolute floor says."
+    )
+    baseline_min_history_s: float = Field(
+        300.0, ge=0, description="The baseline judges a stream once it has this much history."
+    )
+    colour_shift: float = Field(
+        0.12, gt=0, description="The scene light's colour moving this far (log R/G, log B/G) from the stream's "
+        "baseline is a cause (colour_shift): a camera's white balance jumping, a pipeline switching."
+    )
     webhook_timeout_s: float = Field(5.0, gt=0, le=60, description="Timeout of one webhook request.")
     webhook_retries: int = Field(4, ge=0, le=20, description="Retries of a failed webhook request, with backoff.")
     webhook_backoff_s: float = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -194,6 +195,11 @@ def summarise_window(window: Window) -> WindowResult:
     from engines.signals import SIGNALS_VERSION, measure_window
 
     m = measure_window(window)
+    light = {}
+    for key in ("light_log_rg", "light_log_bg"):  # the scene light's colour: a stream's own baseline reads it
+        values = [v for f in window.sampled if f.signals and math.isfinite(v := f.signals["frame"].get(key, math.nan))]
+        if values:
+            light[key] = float(np.median(values))
     return WindowResult(
         stream=window.stream,
         start=window.start,
@@ -203,6 +209,7 @@ def summarise_window(window: Window) -> WindowResult:
         face_presence=m.faces.presence,
         face_size=m.faces.size,
         identity_stability=m.faces.identity_stability,
+        details=light,
     )
 
 

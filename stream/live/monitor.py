@@ -354,6 +354,9 @@ class Monitor:
             for dim in DIMENSIONS:
                 if dim in dims:
                     m.dimension_score.labels(name, dim, region).set(dims[dim])
+        for key, ratio in (("light_log_rg", "red_green"), ("light_log_bg", "blue_green")):
+            if key in r.details:
+                m.picture_light.labels(name, ratio).set(r.details[key])
         m.face_presence.labels(name).set(r.face_presence)
         m.face_size.labels(name).set(r.face_size)
         if r.identity_stability is not None:

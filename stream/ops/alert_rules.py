@@ -45,6 +45,10 @@ class RuleSettings:
     no_face_ratio: float = AlertConfig().no_face_ratio
     drop_points: float = 25.0  # a sudden drop: this many points below the best score of the drop window
     drop_window: str = "5m"
+    baseline_window: str = "30m"  # a stream's own baseline: each dimension's median over this span
+    baseline_drop_points: float = AlertConfig().baseline_drop_points  # this far below the baseline is a cause
+    baseline_min_history: str = "5m"  # a stream is judged against its baseline once it has this much history
+    colour_shift: float = AlertConfig().colour_shift  # the light's colour this far from its baseline (log ratios)
     frame_drop_ratio: float = 0.05  # share of received frames the monitor may drop before it alerts
     sustain_for: str = "2m"  # low quality, no face, camera or lighting
     cause_for: str = "1m"  # compression, degraded picture, stalls
@@ -59,8 +63,8 @@ class RuleSettings:
     job: str = "fvq"
 
     def check(self) -> None:
-        for name in ("drop_window", "sustain_for", "cause_for", "down_for", "sudden_for", "drops_for",
-                     "shed_for", "keep_firing_for", "rate_window", "fault_for"):
+        for name in ("drop_window", "baseline_window", "baseline_min_history", "sustain_for", "cause_for",
+                     "down_for", "sudden_for", "drops_for", "shed_for", "keep_firing_for", "rate_window", "fault_for"):
             value = getattr(self, name)
             if not _DURATION.match(value):
                 option = "--for" if name == "sustain_for" else "--" + name.replace("_", "-")
@@ -127,6 +131,18 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
                     f" < {_num(s.low_bits_per_pixel)})",
         },
     ]
+    baseline = "fvq:dimension_score:baseline"
+    shift = "fvq:picture_light:shift"
+    records += [
+        # the stream's own level: each dimension's median over the baseline window (the stream judged against itself)
+        {"record": baseline,
+         "expr": f"quantile_over_time(0.5, fvq:dimension_score:preferred[{s.baseline_window}])"},
+        # how far the scene light's colour is from its median over the baseline window (log R/G, log B/G)
+        {"record": shift,
+         "expr": "sqrt(sum by (stream) ((fvq_picture_light_log_ratio"
+                 f" - quantile_over_time(0.5, fvq_picture_light_log_ratio[{s.baseline_window}])) ^ 2))"},
+    ]
+    history = f"offset {s.baseline_min_history}"  # the series existed that long ago: the baseline has history
     bitrate_text = f"below {_mbps(s.low_bitrate_bps)} or {_num(s.low_bits_per_pixel)} bits per pixel"
     alerts = [
         alert("FvqStreamDown", "fvq_stream_up == 0", s.down_for,
@@ -154,6 +170,18 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
               "The stream's pixel format, colour space or frame rate changed in the last minute, or its format "
               "differs from its source's `expect`.", keep=s.keep_firing_for),
         *(family_alert(c) for c in FAMILY_CAUSES),
+        alert("FvqBelowBaseline",
+              f"{baseline} - fvq:dimension_score:preferred > {_num(s.baseline_drop_points)}"
+              f" and fvq:dimension_score:preferred {history} {up}",
+              s.cause_for,
+              f"{where.capitalize()} is {value} points below the stream's own median of the last "
+              f"{s.baseline_window}.", keep=s.keep_firing_for),
+        alert("FvqColourShift",
+              f'{shift} > {_num(s.colour_shift)} and on(stream) fvq_picture_light_log_ratio{{ratio="red_green"}}'
+              f" {history} {up}",
+              s.cause_for,
+              "The light's colour moved {{ $value | printf \"%.2f\" }} (log ratio) from the stream's own median of "
+              f"the last {s.baseline_window}: white balance or a colour conversion changed.", keep=s.keep_firing_for),
         alert("FvqNoFace", f"fvq_face_presence_ratio < {_num(s.no_face_ratio)} {up}", s.sustain_for,
               f"A face is in {{{{ $value | humanizePercentage }}}} of the sampled frames "
               f"(below {_num(s.no_face_ratio)}) for {s.sustain_for}."),
@@ -190,6 +218,7 @@ def settings_from_args(args: argparse.Namespace) -> RuleSettings:
         a = load_config(args.config).alerts
         s.low_quality, s.dimension_threshold = a.low_quality_threshold, a.dimension_threshold
         s.low_bitrate_bps, s.low_bits_per_pixel, s.no_face_ratio = a.low_bitrate_bps, a.low_bits_per_pixel, a.no_face_ratio
+        s.baseline_drop_points, s.colour_shift = a.baseline_drop_points, a.colour_shift
     if args.all_for is not None:
         for name in ("sustain_for", "cause_for", "down_for", "sudden_for", "drops_for", "shed_for", "fault_for"):
             setattr(s, name, args.all_for)
@@ -215,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-face-ratio", type=float, help=f"face presence below this is no face ({d.no_face_ratio:g})")
     p.add_argument("--drop-points", type=float, help=f"a sudden drop in points ({d.drop_points:g})")
     p.add_argument("--drop-window", help=f"...below the best score of this span ({d.drop_window})")
+    p.add_argument("--baseline-window", help=f"a stream's own baseline: the median over this span ({d.baseline_window})")
+    p.add_argument("--baseline-drop-points", type=float,
+                   help=f"a dimension this far below its baseline is a cause ({d.baseline_drop_points:g})")
+    p.add_argument("--baseline-min-history", help=f"history a baseline needs first ({d.baseline_min_history})")
+    p.add_argument("--colour-shift", type=float,
+                   help=f"the light's colour this far from its baseline, in log ratios ({d.colour_shift:g})")
     p.add_argument("--frame-drop-ratio", type=float, help=f"dropped / received frames ({d.frame_drop_ratio:g})")
     p.add_argument("--for", dest="sustain_for", help=f"low quality, no face, camera or lighting ({d.sustain_for})")
     p.add_argument("--cause-for", help=f"compression, degraded picture, stalls ({d.cause_for})")

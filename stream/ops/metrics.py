@@ -38,6 +38,7 @@ class Metrics:
     quality_score: Gauge
     quality_level: Gauge
     dimension_score: Gauge
+    picture_light: Gauge
     face_presence: Gauge
     face_size: Gauge
     face_stability: Gauge
@@ -62,6 +63,7 @@ class Metrics:
             self.queue_depth, self.reconnects, self.stream_errors, self.frames_corrupt, self.format_changes,
             self.stream_fault, self.quality_score, self.quality_level,
             self.dimension_score, self.face_presence, self.face_size, self.face_stability, self.recommendation,
+            self.picture_light,
         ):
             with metric._lock:  # prometheus_client has no public "remove all children matching"
                 for labels in list(metric._metrics):
@@ -154,6 +156,12 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
             "fvq_dimension_score",
             "Per-distortion quality of the last window, 0-100, higher is better.",
             s + ["dimension", "region"], registry=r,
+        ),
+        picture_light=Gauge(
+            "fvq_picture_light_log_ratio",
+            "The scene light's colour in the last window (grey surfaces): log of red/green or blue/green; a jump "
+            "away from the stream's own recent values is a white balance or pipeline change.",
+            s + ["ratio"], registry=r,
         ),
         face_presence=Gauge(
             "fvq_face_presence_ratio", "Share of sampled frames in the last window with a face.", s, registry=r

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from engines.families import EXPLAINS, FAMILIES, FAMILY_CAUSES, FAULT_CAUSES, Cause
 from engines.features import WindowResult
+from stream.ops.baseline import BELOW_BASELINE, COLOUR_SHIFT, StreamBaseline
 
 if TYPE_CHECKING:
     from stream.config import AlertConfig
@@ -32,6 +33,12 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
     *FAMILY_CAUSES,
     Cause("framing", "FvqNoFace", "warning", "no face in the picture",
           "framing: put the face in the frame (camera angle, distance, crop)"),
+    # Against the stream's own recent past (stream/ops/baseline.py): beside the absolute floors above.
+    Cause(BELOW_BASELINE, "FvqBelowBaseline", "warning", "a dimension fell well below the stream's own recent level",
+          "look at what changed on the publisher (camera, lighting, encoder, a pipeline step); the dimension says what"),
+    Cause(COLOUR_SHIFT, "FvqColourShift", "warning", "the picture's colour changed suddenly",
+          "check the camera's white balance (auto white balance, a preset switched) and any colour conversion "
+          "upstream (a pipeline or transcoder switched)"),
     Cause("low_quality", "FvqQualityLow", "warning", "quality is low",
           "see the stream's cause alerts and its dimension scores on the dashboard; if none, check it by eye"),
     # Prometheus only: these need history or the monitor's own counters, not one window.
@@ -52,7 +59,8 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
 # The faults read from the decoder (engines/families.FAULT_CAUSES) name what broke: those that explain the
 # picture's causes come before them, a format change after.
 MONITOR_CAUSES = ("down", "black_picture", "transport_damage", "rendition_down", *(c.name for c in FAMILY_CAUSES),
-                  "format_change", "framing", "low_quality")
+                  "format_change", "framing", BELOW_BASELINE, COLOUR_SHIFT,
+                  "low_quality")
 FAULTS = frozenset(c.name for c in FAULT_CAUSES)
 CAUSES: dict[str, Cause] = {c.name: c for c in ALERTS.values() if c.name in MONITOR_CAUSES}
 
@@ -95,6 +103,7 @@ class _StreamRecommendation:
     down: bool = False
     tracks: dict[str, _Track] = field(default_factory=dict)
     current: tuple[str, str] | None = None  # (cause, action) exported as the metric
+    baseline: StreamBaseline = field(default_factory=StreamBaseline)  # the stream's own recent past
 
 
 Notice = Callable[[str, str, "Cause", float, float | None], None]  # (status, stream, cause, starts_at, ends_at)
@@ -126,10 +135,11 @@ class Recommender:
         causes = window_causes(result, low, self.config)
         with self._lock:
             rec = self._streams.setdefault(state.name, _StreamRecommendation())
-            rec.window_causes = causes
+            now = self.clock()
+            rec.window_causes = causes | rec.baseline.observe(result, self.config, now)
             rec.faults = state.live_faults()
             rec.down = False
-            self._update(state, rec, self.clock())
+            self._update(state, rec, now)
 
     def tick(self, states: list[StreamState]) -> None:
         """Streams that publish no windows: down ones raise "down", and every cause keeps its clock running.

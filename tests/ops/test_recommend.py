@@ -153,3 +153,45 @@ def test_down_stream_raises_down_and_drops_picture_causes(setup):
     rec.tick([])  # the stream was removed: its series and its open alerts go
     assert sample(metrics, "down") is None
     assert notices[-1] == ("resolved", "cam", "down")
+
+
+# the stream's own past -----------------------------------------------------------------------------------------
+
+
+def lit(colour: float, light: tuple[float, float] = (0.0, 0.0)) -> WindowResult:
+    r = result(face={"color": colour})
+    r.details.update({"light_log_rg": light[0], "light_log_bg": light[1]})
+    return r
+
+
+def test_a_fall_below_the_streams_own_baseline_is_a_cause_above_the_floor(setup):
+    metrics, state, clock, rec, notices = setup
+    run(rec, state, clock, lit(92), 400)  # more than baseline_min_history_s (300 s) of a clean stream
+    run(rec, state, clock, lit(55), 15)  # 37 points below its median, still above the floor of 45
+    assert ("firing", "cam", "below_baseline") in notices
+    assert sample(metrics, "below_baseline") == 1.0
+    assert state.recommendation["cause"] == "below_baseline"
+
+
+def test_a_steady_unusual_look_is_judged_against_itself(setup):
+    metrics, state, clock, rec, notices = setup
+    run(rec, state, clock, lit(55, (0.5, -0.8)), 400)  # a warm candle-lit look from the start: never a cause
+    run(rec, state, clock, lit(50, (0.52, -0.79)), 60)
+    assert notices == [] and state.recommendation is None
+
+
+def test_a_young_stream_has_no_baseline_yet(setup):
+    metrics, state, clock, rec, notices = setup
+    run(rec, state, clock, lit(92), 100)  # under baseline_min_history_s
+    run(rec, state, clock, lit(55), 30)
+    assert notices == []
+
+
+def test_a_white_balance_jump_is_a_colour_shift_though_colour_stays_high(setup):
+    metrics, state, clock, rec, notices = setup
+    run(rec, state, clock, lit(95, (0.0, 0.0)), 400)
+    run(rec, state, clock, lit(95, (0.2, -0.25)), 15)  # daylight to tungsten: a look, colour reads clean
+    assert notices == [("firing", "cam", "colour_shift")]
+    # once the new light has been the stream's for most of the baseline window it is its baseline: resolved
+    run(rec, state, clock, lit(95, (0.2, -0.25)), 1800)
+    assert notices[-1] == ("resolved", "cam", "colour_shift")

@@ -24,7 +24,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_promtool_checks_the_rules():
     r = promtool("check", "rules", str(RULES))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 18 rules found" in r.stdout
+    assert "SUCCESS: 22 rules found" in r.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -57,10 +57,11 @@ def test_shipped_file_is_the_generators_default_output():
 
 def test_generator_options_and_monitor_config(tmp_path):
     cfg = tmp_path / "fvq.yaml"
-    cfg.write_text("alerts:\n  low_quality_threshold: 55\n  dimension_threshold: 30\n")
+    cfg.write_text("alerts:\n  low_quality_threshold: 55\n  dimension_threshold: 30\n  baseline_drop_points: 20\n")
     out = tmp_path / "rules.yml"
     r = subprocess.run([sys.executable, "-m", "stream.ops.alert_rules", "--config", str(cfg), "--all-for", "5s",
-                        "--keep-firing-for", "3s", "--low-bitrate", "800000", "--job", "fvq-edge", "--out", str(out)],
+                        "--keep-firing-for", "3s", "--low-bitrate", "800000", "--job", "fvq-edge",
+                        "--baseline-window", "1h", "--colour-shift", "0.2", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     rules = {x.get("alert") or x["record"]: x for g in yaml.safe_load(out.read_text())["groups"] for x in g["rules"]}
@@ -69,6 +70,10 @@ def test_generator_options_and_monitor_config(tmp_path):
     assert "< 30 " in rules["FvqCompression"]["expr"]
     assert "< 800000 " in rules["fvq:stream_bitrate_bits_per_second:low"]["expr"]
     assert rules["FvqMonitorDown"]["expr"] == 'up{job="fvq-edge"} == 0'
+    # the stream's own baseline: its window, how far below it, and the colour shift, from the config and options
+    assert "[1h])" in rules["fvq:dimension_score:baseline"]["expr"]
+    assert rules["FvqBelowBaseline"]["expr"].startswith("fvq:dimension_score:baseline - fvq:dimension_score:preferred > 20 ")
+    assert rules["FvqColourShift"]["expr"].startswith("fvq:picture_light:shift > 0.2 ")
     check = promtool("check", "rules", str(out))
     assert check.returncode == 0, check.stdout + check.stderr
 

@@ -1,0 +1,179 @@
+"""Colour as pipelines break it (signals version 3): a light's colour off the black-body locus, a chroma offset that
+tints the blacks, implausible skin on a photographed face, and channels clipped by oversaturation.
+
+A light multiplies the scene's linear RGB by its colour; every light a production uses (a candle, tungsten, daylight,
+shade) lies on or near the black-body (Planckian) locus, so a warm or cool look is a move ALONG it. Pipelines break
+colour in ways no light does: an offset adds the same chroma to every pixel, the blacks included (a light leaves
+black black); a white balance beyond any light moves the picture across the locus (magenta, green); swapped chroma
+planes or channels turn skin blue; oversaturation clips channels. docs/signals.md explains the constants.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+# sRGB (D65) from CIE XYZ
+_XYZ_TO_RGB = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
+
+
+def planckian_xy(kelvin: float) -> tuple[float, float]:
+    """Chromaticity (x, y) of a black body at `kelvin` (Kim et al.'s cubic spline of the Planckian locus,
+    1667-25000 K)."""
+    t = float(np.clip(kelvin, 1667.0, 25000.0))
+    if t <= 4000:
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222:
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000:
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
+    return x, y
+
+
+def light_rgb(kelvin: float) -> np.ndarray:
+    """Linear sRGB of a black body's light at `kelvin`, green = 1 (D65, ~6504 K, is about (1, 1, 1))."""
+    x, y = planckian_xy(kelvin)
+    rgb = _XYZ_TO_RGB @ np.array([x / y, 1.0, (1.0 - x - y) / y])
+    rgb = np.maximum(rgb, 1e-4)
+    return rgb / rgb[1]
+
+
+# The lights a clean stream may show: a candle's flame to deep shade (kelvin).
+LIGHT_SPAN_K = (1700.0, 12000.0)
+ENCODING_GAMMA = 2.2  # a linear gain g shows in the encoded picture as about g ** (1 / 2.2)
+
+
+def _locus() -> np.ndarray:
+    """The black-body locus in the encoded picture's log-chromaticity (log R/G, log B/G), relative to D65,
+    sampled evenly in mired over LIGHT_SPAN_K."""
+    mireds = np.linspace(1e6 / LIGHT_SPAN_K[1], 1e6 / LIGHT_SPAN_K[0], 240)
+    white = light_rgb(6504.0)
+    pts = [np.log(light_rgb(1e6 / m)[[0, 2]] / white[[0, 2]]) / ENCODING_GAMMA for m in mireds]
+    return np.array(pts)
+
+
+LOCUS = _locus()
+
+
+def off_locus(light: np.ndarray) -> float:
+    """How far a light's colour (an RGB vector, encoded picture) lies from the black-body locus within
+    LIGHT_SPAN_K, in log-chromaticity units (0.1 is about a 10% gain across the locus), signed: + on the magenta
+    side (green low), - on the green side; NaN for an unusable estimate."""
+    if not np.all(np.isfinite(light)) or float(light.min()) <= 0:
+        return float("nan")
+    q = np.log(np.array([light[0] / light[1], light[2] / light[1]]))
+    d = LOCUS - q
+    i = int(np.argmin((d * d).sum(1)))
+    dist = float(math.hypot(*d[i]))
+    # magenta (R/G and B/G both up) is the + side of the locus, whose direction runs from (+, -) to (-, +)
+    return dist if float(q.sum() - LOCUS[i].sum()) >= 0 else -dist
+
+
+def agreed_off_locus(edge: np.ndarray, grey: np.ndarray) -> float:
+    """The off-locus distance both light estimates (grey-edge, grey-pixel) agree on: the smaller, when both lie on
+    the same side of the locus (a tint moves every surface and edge alike), else 0 (a tinted surface of the scene
+    pulls one estimate only)."""
+    a, b = off_locus(edge), off_locus(grey)
+    if not (math.isfinite(a) and math.isfinite(b)) or a * b <= 0:
+        return 0.0 if math.isfinite(a) and math.isfinite(b) else float("nan")
+    return math.copysign(min(abs(a), abs(b)), a)
+
+
+BLACK_SHARE = 0.03  # the darkest share of the pixels read as the picture's blacks
+# The black-body locus's direction in the (U, V) plane for small chroma: a warm light's gain (1 + a, 1, 1 - a)
+# gives a dark grey the chroma (-0.669, 0.581) x a x luma; across it lies magenta (+) / green (-).
+LOCUS_UV = np.array([-0.755, 0.656])
+ACROSS_UV = np.array([0.656, 0.755])
+# Chroma that a light or a grade leaves on the blacks, in code values, free plus per code value of the blacks' luma:
+# a light multiplies, so its chroma grows with the "blacks'" luma (a drawn picture's darkest pixels are coloured
+# outlines, luma ~60); along the locus a candle-lit scene's shadows are dark brown and a teal-orange grade's teal
+# (up to ~18 on the portraits, ~50 on a drawn avatar's outlines under a candle); across it a stage gel pair on those
+# outlines (~23). An offset puts its chroma on black whatever its luma: 20 and more across at a 15% tint.
+BLACK_ALONG_FREE, BLACK_ALONG_PER_LUMA = 20.0, 0.5
+BLACK_ACROSS_PER_LUMA = 0.2
+
+
+def black_tint(rgb_small: np.ndarray) -> dict[str, float]:
+    """The chroma (U, V in BT.601 code values) of the picture's blacks (its darkest BLACK_SHARE), and how much of
+    it no light or grade explains: `black_tint`, the magenta/green part (across the black-body locus) and the part
+    along it, each beyond what a light leaves there (the constants above). A chroma offset, a tinting range conversion or a green/magenta pedestal put their
+    chroma on black; a light multiplies and leaves black black, a grade's lift (faded blacks) is grey."""
+    px = rgb_small.reshape(-1, 3).astype(np.float32)
+    nan = float("nan")
+    if px.shape[0] < 64:
+        return {"black_luma": nan, "black_chroma": nan, "black_across": nan, "black_tint": nan}
+    y = px @ np.array([0.299, 0.587, 0.114], np.float32)
+    k = max(16, int(BLACK_SHARE * y.size))
+    idx = np.argpartition(y, k)[:k]
+    r, g, b = (float(np.median(px[idx, c])) for c in range(3))
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    uv = np.array([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b])
+    across, along = float(uv @ ACROSS_UV), float(uv @ LOCUS_UV)
+    return {"black_luma": luma, "black_chroma": float(np.hypot(*uv)),
+            "black_across": across,
+            "black_tint": math.hypot(max(0.0, abs(across) - BLACK_ACROSS_PER_LUMA * luma),
+                                     max(0.0, abs(along) - BLACK_ALONG_FREE - BLACK_ALONG_PER_LUMA * luma))}
+
+
+SKIN_HUE_SPAN = (335.0, 55.0)  # degrees: skin of every tone under every plausible light, the candle's included
+# A drawn face's skin is flat fill: the luma of the skin-coloured pixels of its core spreads over a few code values
+# at most (0-5 on the avatars, whatever the look); a photographed face is shaded by its 3D form (9-150).
+DRAWN_SHADING = 7.0
+SKIN_CLUSTER_DEG = 20.0  # the skin pixels: within this hue of the core's median hue
+
+
+def skin_plausibility(face: np.ndarray) -> dict[str, float]:
+    """A photographed face's skin hue against human skin's under any plausible light: `skin_hue_off`, degrees
+    outside SKIN_HUE_SPAN (blue skin from swapped channels or chroma planes, green or magenta from a tint), NaN on
+    a drawn face (`skin_shading`, the inter-quartile range of the skin pixels' luma, under DRAWN_SHADING: an
+    avatar's blue or green skin is its look)."""
+    h, w = face.shape[:2]
+    core = np.ascontiguousarray(face[h // 4: 3 * h // 4, w // 4: 3 * w // 4])
+    hsv = cv2.cvtColor(core, cv2.COLOR_RGB2HSV).reshape(-1, 3)
+    luma = cv2.cvtColor(core, cv2.COLOR_RGB2GRAY).reshape(-1).astype(np.float32)
+    out = {"skin_shading": float("nan"), "skin_hue_off": float("nan")}
+    coloured = (hsv[:, 2] > 40) & (hsv[:, 1] > 20)  # a hue of grey has no meaning: the coloured pixels only
+    if int(np.count_nonzero(coloured)) < 16:
+        return out
+    hue = 2.0 * hsv[coloured, 0].astype(np.float32)
+    shifted = np.where(hue > 180.0, hue - 360.0, hue)
+    med_hue = float(np.median(shifted))  # -180..180 around red
+    skin = np.abs((shifted - med_hue + 180.0) % 360.0 - 180.0) < SKIN_CLUSTER_DEG
+    if int(np.count_nonzero(skin)) < 16:
+        return out
+    q75, q25 = np.percentile(luma[coloured][skin], [75, 25])
+    out["skin_shading"] = float(q75 - q25)
+    if out["skin_shading"] < DRAWN_SHADING:
+        return out
+    lo, hi = SKIN_HUE_SPAN[0] - 360.0, SKIN_HUE_SPAN[1]
+    out["skin_hue_off"] = max(0.0, lo - med_hue, med_hue - hi)
+    return out
+
+
+SKIN_SATURATION_LIT_MAX = 0.58  # natural skin, its light divided out: 0.09-0.56 on every look of the origins
+LIGHT_JUDGED_MAX = 1.0  # |log B/G| of a light beyond which its blue is clipped (a candle): skin is not judged
+
+
+def skin_saturation_under_light(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> dict[str, float]:
+    """The face core's median saturation with the scene light's colour divided out (`skin_saturation_lit`), and
+    `skin_excess_lit`, how far it is beyond natural skin's: oversaturation raises it, a warm light does not (a
+    tungsten-lit face reads 0.63-0.76 before the division, 0.27-0.48 after). NaN for a light so warm its blue is
+    clipped (nothing to divide back) or an unknown light."""
+    nan = {"skin_saturation_lit": float("nan"), "skin_excess_lit": float("nan")}
+    if not (math.isfinite(light_log_rg) and math.isfinite(light_log_bg)) or abs(light_log_bg) > LIGHT_JUDGED_MAX:
+        return nan
+    h, w = face.shape[:2]
+    core = face[h // 4: 3 * h // 4, w // 4: 3 * w // 4].astype(np.float32)
+    c = core / np.array([math.exp(light_log_rg), 1.0, math.exp(light_log_bg)], np.float32)
+    mx, mn = c.max(axis=2), c.min(axis=2)
+    lit = mx > 40
+    if int(np.count_nonzero(lit)) < 16:
+        return nan
+    sat = float(np.median(((mx - mn) / np.maximum(mx, 1.0))[lit]))
+    return {"skin_saturation_lit": sat, "skin_excess_lit": max(0.0, sat - SKIN_SATURATION_LIT_MAX)}
