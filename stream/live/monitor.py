@@ -367,7 +367,8 @@ class Monitor:
         m.windows_analysed.labels(name).inc()
         stream.state.latest = r
         try:  # before the listeners: a cause the recommendations raise on this window has its evidence already
-            self.evidence.observe(stream.state, window, r)
+            with self.analyzer.stage("evidence"):
+                self.evidence.observe(stream.state, window, r)
         except Exception:
             log.exception("evidence frames failed for stream %s", name)
         r.details["publish_latency_s"] = time.monotonic() - closed_at
