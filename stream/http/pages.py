@@ -139,6 +139,7 @@ def timeline_svg(tl: dict[str, list], width: int = 720, height: int = 180, span_
     if not t:
         return '<p class="muted">no windows yet</p>'
     end = time.time()
+    span_s = min(span_s, max(60.0, end - t[0]))  # the hour, or what the stream has had of it (a minute at least)
     start = end - span_s
     lines = []
     for name, colour in COLOURS.items():
@@ -160,8 +161,8 @@ def timeline_svg(tl: dict[str, list], width: int = 720, height: int = 180, span_
     legend = "".join(f'<span style="color:{c}">&#9632; {n}</span>' for n, c in COLOURS.items())
     return (f'<svg id="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
             f'aria-label="score and dimensions, last hour"><rect width="{width}" height="{height}" fill="#fff"/>'
-            f'{grid}{"".join(lines)}</svg><div class="legend">{legend} <span class="muted">(last hour, 0-100)'
-            "</span></div>")
+            f'{grid}{"".join(lines)}</svg><div class="legend">{legend} <span class="muted">(last '
+            f"{span_s / 60:.0f} min, 0-100)</span></div>")
 
 
 def stream_html(s: dict[str, Any], timeline: dict[str, list] | None, frames: bool) -> str:

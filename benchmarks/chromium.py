@@ -1,5 +1,6 @@
-"""A real headless Chromium for tests, driven over the DevTools protocol (a websocket, with aiohttp): open a page,
-wait for it to load, evaluate JavaScript in it, take a screenshot. Nothing is downloaded; the browser is Debian's."""
+"""A real headless Chromium for the page benchmark and the tests, driven over the DevTools protocol (a websocket,
+with aiohttp): open a page, wait for it to load, evaluate JavaScript in it, take a screenshot. Nothing is
+downloaded; the browser is Debian's."""
 
 from __future__ import annotations
 
