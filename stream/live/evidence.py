@@ -61,7 +61,8 @@ class Evidence:
 class _StreamFrames:
     owner: int  # id() of the StreamState this belongs to: a stream replaced under the same name starts afresh
     timeline: Timeline
-    latest: bytes | None = None
+    latest: bytes | None = None  # encoded when first asked for (most frames are never looked at)
+    latest_frame: tuple[np.ndarray, Any] | None = None  # (image, face) it is encoded from, until then
     latest_at: float = 0.0
     latest_size: tuple[int, int] = (0, 0)
     clean: bytes | None = None
@@ -102,12 +103,14 @@ class EvidenceStore:
         low = is_low_bitrate(state.bitrate_bps, state.width, state.height, state.fps, self.alerts)
         causes = window_causes(result, low, self.alerts)
         last = frames[-1]
-        latest = encode_jpeg(annotate(last.image, last.main_face))
+        clean_due = not causes and now - sf.clean_at >= self.CLEAN_EVERY_S
+        clean_jpeg = encode_jpeg(annotate(last.image, last.main_face)) if clean_due else None
         new: dict[str, Evidence] = {}
         with self._lock:
-            sf.latest, sf.latest_at, sf.latest_size = latest, now, _size(last.image)
-            if not causes and now - sf.clean_at >= self.CLEAN_EVERY_S:
-                sf.clean, sf.clean_at = latest, now
+            sf.latest, sf.latest_frame = clean_jpeg, (None if clean_jpeg else (last.image, last.main_face))
+            sf.latest_at, sf.latest_size = now, _size(last.image)
+            if clean_jpeg is not None:
+                sf.clean, sf.clean_at = clean_jpeg, now
             for cause in list(sf.episodes):
                 if cause not in causes:
                     del sf.episodes[cause]  # the episode is over: its evidence stays until evicted
@@ -166,8 +169,19 @@ class EvidenceStore:
             self._streams.pop(name, None)
 
     def latest_jpeg(self, name: str) -> bytes | None:
-        sf = self._streams.get(name)
-        return None if sf is None else sf.latest
+        """The latest analysed frame with its face box, encoded once when first asked for."""
+        with self._lock:
+            sf = self._streams.get(name)
+            if sf is None:
+                return None
+            if sf.latest is not None or sf.latest_frame is None:
+                return sf.latest
+            frame = sf.latest_frame
+        jpeg = encode_jpeg(annotate(*frame))
+        with self._lock:
+            if sf.latest_frame is frame:  # no newer frame came meanwhile
+                sf.latest, sf.latest_frame = jpeg, None
+        return jpeg
 
     def clean_jpeg(self, name: str) -> bytes | None:
         sf = self._streams.get(name)
@@ -207,7 +221,7 @@ class EvidenceStore:
             if sf is None:
                 return {"frames": None, "evidence": []}
             frames = {
-                "latest": f"{base}/frame.jpg" if sf.latest else None, "latest_at": round(sf.latest_at, 3),
+                "latest": f"{base}/frame.jpg" if sf.latest or sf.latest_frame else None, "latest_at": round(sf.latest_at, 3),
                 "size": list(sf.latest_size), "clean": f"{base}/clean.jpg" if sf.clean else None,
                 "clean_at": round(sf.clean_at, 3) if sf.clean else None,
             }
@@ -224,6 +238,8 @@ class EvidenceStore:
             total = 0
             for sf in self._streams.values():
                 total += sf.timeline.nbytes
+                if sf.latest is None and sf.latest_frame is not None:
+                    total += sf.latest_frame[0].nbytes  # held until encoded
                 blobs = [sf.latest, sf.clean] + [b for e in sf.evidence.values() for b in (e.jpeg, e.clean_jpeg)]
                 for b in blobs:
                     if b is not None:
