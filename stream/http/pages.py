@@ -136,10 +136,12 @@ def overview_html(streams: list[dict[str, Any]], sparks: dict[str, list], frames
 def timeline_svg(tl: dict[str, list], width: int = 720, height: int = 180, span_s: float = 3600.0) -> str:
     """Score and dimensions over the last hour, one polyline each, on a 0-100 scale."""
     t = tl.get("t") or []
-    if not t:
+    columns = [tl.get(name) or [None] * len(t) for name in COLOURS]
+    known = [x for i, x in enumerate(t) if any(c[i] is not None for c in columns)]
+    if not known:
         return '<p class="muted">no windows yet</p>'
     end = time.time()
-    span_s = min(span_s, max(60.0, end - t[0]))  # the hour, or what the stream has had of it (a minute at least)
+    span_s = min(span_s, max(60.0, end - known[0]))  # the hour, or what the stream has had of it (a minute at least)
     start = end - span_s
     lines = []
     for name, colour in COLOURS.items():

@@ -132,11 +132,7 @@ class Viewer:
 
     def sparklines(self) -> dict[str, list]:
         ev = self.monitor.evidence
-        out = {}
-        for name in list(self.monitor.streams):
-            tl = ev.timeline(name, SPARK_MINUTES * 60, SPARK_POINTS)
-            out[name] = tl["score"] if tl and tl["t"] else []
-        return out
+        return {name: ev.spark(name, SPARK_MINUTES * 60, SPARK_POINTS) for name in list(self.monitor.streams)}
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["stream"]
@@ -155,7 +151,8 @@ class Viewer:
         info = self.describe(name)
         if info is None:
             raise web.HTTPNotFound(text=f"no stream named {name!r}\n")
-        response = html_response(stream_html(info, self.monitor.evidence.timeline(name), self.frames))
+        # the hour in 720 spans of 5 s: a point per pixel of the chart
+        response = html_response(stream_html(info, self.monitor.evidence.timeline(name, 3600, 720), self.frames))
         given, in_query = _given_token(request)
         if in_query and given:
             response.set_cookie(VIEWER_COOKIE, given, httponly=True, samesite="Strict", path="/")

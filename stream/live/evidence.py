@@ -231,6 +231,10 @@ class EvidenceStore:
         sf = self._streams.get(name)
         return None if sf is None else sf.timeline.to_json(since_s, points)
 
+    def spark(self, name: str, since_s: float, points: int) -> list[float | None]:
+        sf = self._streams.get(name)
+        return [] if sf is None else sf.timeline.spark(since_s, points)
+
     def memory_bytes(self) -> int:
         """The bytes the store holds: JPEGs (shared ones counted once) and timelines."""
         with self._lock:

@@ -59,17 +59,38 @@ class Timeline:
         now = time.time() if now is None else now
         t, v = self.since(now - since_s)
         if points and len(t):
-            edges = np.linspace(now - since_s, now, points + 1)
-            idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, points - 1)
-            sums = np.zeros((points, v.shape[1]))
-            counts = np.zeros((points, v.shape[1]))
-            finite = np.isfinite(v)
-            np.add.at(sums, idx, np.where(finite, v, 0.0))
-            np.add.at(counts, idx, finite)
-            with np.errstate(invalid="ignore"):
-                v = sums / counts
-            t = (edges[:-1] + edges[1:]) / 2
-        out: dict[str, Any] = {"t": [round(float(x), 3) for x in t]}
+            t, v = _buckets(t, v, now - since_s, now, points)
+        out: dict[str, Any] = {"t": np.round(t, 3).tolist()}
         for k, name in enumerate(SERIES):
-            out[name] = [None if not math.isfinite(x) else round(float(x), 1) for x in v[:, k]] if len(t) else []
+            out[name] = _values(v[:, k]) if len(t) else []
         return out
+
+    def spark(self, since_s: float, points: int, now: float | None = None) -> list[float | None]:
+        """The score alone, as the mean of each of `points` equal spans of the last `since_s` seconds."""
+        import time
+
+        now = time.time() if now is None else now
+        t, v = self.since(now - since_s)
+        if not len(t):
+            return []
+        return _values(_buckets(t, v[:, :1], now - since_s, now, points)[1][:, 0])
+
+
+def _buckets(t: np.ndarray, v: np.ndarray, start: float, end: float, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """(span centres, the mean of each column's finite values in each span: NaN where none)."""
+    edges = np.linspace(start, end, points + 1)
+    idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, points - 1)
+    finite = np.isfinite(v)
+    means = np.empty((points, v.shape[1]))
+    for k in range(v.shape[1]):
+        sums = np.bincount(idx, np.where(finite[:, k], v[:, k], 0.0), points)
+        counts = np.bincount(idx, finite[:, k], points)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[:, k] = sums / counts
+    return (edges[:-1] + edges[1:]) / 2, means
+
+
+def _values(x: np.ndarray) -> list[float | None]:
+    """Rounded to 0.1, NaN as None (JSON null)."""
+    rounded = np.round(x.astype(np.float64), 1).tolist()
+    return [None if not math.isfinite(r) else r for r in rounded]
