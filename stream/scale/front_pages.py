@@ -1,5 +1,5 @@
-"""The front's status page: every worker's streams on one page at `/`; a stream's page, frames and timeline are
-forwarded to the worker that owns the stream, which renders them."""
+"""The front's status page: every worker's streams on one page at `/` (a stream's own page, frames and timeline
+come from the worker that owns it, which renders them)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from aiohttp import web
 from stream.http.pages import overview_html
 from stream.http.viewer import guarded, html_response
 from stream.scale.front import Front
-from stream.scale.front_http import add_owner_routes
 
 
 def add_front_pages(app: web.Application, front: Front) -> None:
-    """`/` from the merged /streams and the workers' /sparklines; `/streams/{stream}/...` to the owner."""
+    """`/` from the merged /streams and the workers' /sparklines (a stream's page, frames and timeline are forwarded
+    to its owner by stream.scale.front_http)."""
     guard = guarded(lambda request: front.config.server)
 
     async def overview(request: web.Request) -> web.Response:
@@ -25,4 +25,3 @@ def add_front_pages(app: web.Application, front: Front) -> None:
         return html_response(overview_html(streams, sparks, front.config.server.frames))
 
     app.router.add_get("/", guard(overview))
-    add_owner_routes(app, front, "/streams/{stream}/{rest:.+}", ("GET",))  # frames, evidence, timeline
