@@ -52,13 +52,13 @@ class Timeline:
         return t[keep], v[keep]
 
     def to_json(self, since_s: float, points: int = 0, now: float | None = None) -> dict[str, Any]:
-        """{"t": [...], "score": [...], "blur": [...], ...} over the last `since_s` seconds; with `points`, the
-        mean of each of that many equal spans (empty spans null)."""
+        """{"t": [...], "score": [...], "blur": [...], ...} over the last `since_s` seconds; with `points`, when
+        there are more windows than that, the mean of each of that many equal spans (empty spans null)."""
         import time
 
         now = time.time() if now is None else now
         t, v = self.since(now - since_s)
-        if points and len(t):
+        if points and len(t) > points:
             t, v = _buckets(t, v, now - since_s, now, points)
         out: dict[str, Any] = {"t": np.round(t, 3).tolist()}
         for k, name in enumerate(SERIES):
