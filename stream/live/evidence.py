@@ -235,6 +235,16 @@ class EvidenceStore:
         sf = self._streams.get(name)
         return [] if sf is None else sf.timeline.spark(since_s, points)
 
+    def publish_memory(self, registry) -> None:
+        """`fvq_status_frames_bytes` on the monitor's registry: what memory_bytes() says, at each scrape."""
+        from prometheus_client import Gauge
+
+        try:
+            Gauge("fvq_status_frames_bytes", "Bytes the status pages' frames (latest, clean, evidence) and the "
+                  "streams' timelines hold in memory.", registry=registry).set_function(self.memory_bytes)
+        except ValueError:  # already there: a registry shared by another monitor in this process
+            pass
+
     def memory_bytes(self) -> int:
         """The bytes the store holds: JPEGs (shared ones counted once) and timelines."""
         with self._lock:

@@ -116,6 +116,7 @@ class Monitor:
         self.rtmp = RtmpListeners(self)  # the bundled nginx-rtmp of RTMP listen sources, started when one is added
         # each stream's timeline, and (server.frames) its latest, clean and evidence frames: the status pages'
         self.evidence = EvidenceStore(config.alerts, config.window.hop_s, frames=config.server.frames)
+        self.evidence.publish_memory(self.metrics.registry)
 
     # streams
     def add_stream(self, source: SourceConfig) -> Stream | None:

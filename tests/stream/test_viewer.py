@@ -111,6 +111,7 @@ def test_pages_and_frames_follow_the_tokens_and_frames_off(tmp_path):
         # the viewer token opens the pages, never the stream API
         assert get(h.url + "/api/v1/streams", {"Authorization": "Bearer look-only"})[0] == 401
         assert get(h.url + "/streams/cam")[0] == 200  # the JSON stays as open as /streams and /metrics
+        assert (h.value("fvq_status_frames_bytes") or 0) > 50_000  # its timeline (the hour, fixed) and frames
     cfg = MonitorConfig.model_validate({"workers": 1, "no_model": True, "sources": [source("cam", CLEAN)],
                                         "server": {"frames": False}})
     with MonitorHarness(cfg, build_analyzer(cfg)) as h:
