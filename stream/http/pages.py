@@ -108,7 +108,7 @@ def overview_html(streams: list[dict[str, Any]], sparks: dict[str, list], frames
         level = latest.get("level")
         thumb = ""
         if frames and latest:
-            thumb = (f'<a href="{href}"><img class="thumb" loading="lazy" alt="{_e(name)}" '
+            thumb = (f'<a href="{href}"><img class="thumb" alt="{_e(name)}" '
                      f'src="{href}/frame.jpg?v={_e(latest.get("end"))}"></a>')
         cells = "".join(
             f'<td class="num dim{" low" if (v := dims.get(d)) is not None and v < 45 else ""}" data-dim="{d}">'
