@@ -157,7 +157,8 @@ def ffmpeg_cost(clip: Path, filters: str | None) -> float:
     return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / duration
 
 
-def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle: str | None) -> dict:
+def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle: str | None,
+                frames: bool = True) -> dict:
     from stream.config import MonitorConfig
     from stream.live.analysis import build_analyzer
     from stream.live.monitor import Monitor
@@ -168,7 +169,7 @@ def run_monitor(clip: Path, streams: int, seconds: float, no_model: bool, bundle
             {"name": f"s{i:02d}", "url": str(clip), "realtime": True, "loop": True, "drop_policy": "drop_oldest"}
             for i in range(streams)
         ],
-        "no_model": no_model,
+        "no_model": no_model, "server": {"frames": frames},
         **({"bundle": bundle} if bundle else {}),
     })
     metrics = build_metrics()
@@ -258,7 +259,8 @@ def _histogram_quantiles(buckets: dict[float, float], qs: tuple[float, ...]) -> 
     return tuple(next(b for b in bounds if buckets[b] >= q * total) for q in qs)
 
 
-def run_served(clip: Path, streams: int, seconds: float, workers: int | str, no_model: bool, bundle: str | None) -> dict:
+def run_served(clip: Path, streams: int, seconds: float, workers: int | str, no_model: bool, bundle: str | None,
+               frames: bool = True) -> dict:
     """`fvq serve --workers N` in a subprocess (N=1: the single process), measured from outside the same way for
     every N: CPU of its whole process tree, windows and drops from its /metrics."""
     import json
@@ -271,7 +273,8 @@ def run_served(clip: Path, streams: int, seconds: float, workers: int | str, no_
 
     names = [f"s{i:02d}" for i in range(streams)]
     cfg = {"sources": [{"name": n, "url": str(clip), "loop": True, "drop_policy": "drop_oldest"} for n in names],
-           "no_model": no_model, "workers": workers, "worker_spares": 0, **({"bundle": bundle} if bundle else {})}
+           "no_model": no_model, "workers": workers, "worker_spares": 0, "server": {"frames": frames},
+           **({"bundle": bundle} if bundle else {})}
     tmp = Path(tempfile.mkdtemp(prefix="fvq-bench-served-"))
     (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
     with socket.socket() as s:
@@ -289,7 +292,8 @@ def run_served(clip: Path, streams: int, seconds: float, workers: int | str, no_
         for fam in text_string_to_metric_families(text):
             for smp in fam.samples:
                 # summed over the labels not in the key (a histogram's buckets over the workers)
-                key = (smp.name, smp.labels.get("stream", ""), smp.labels.get("reason", smp.labels.get("le", "")))
+                key = (smp.name, smp.labels.get("stream", smp.labels.get("stage", "")),
+                       smp.labels.get("reason", smp.labels.get("le", "")))
                 out[key] = out.get(key, 0.0) + smp.value
         return out
 
@@ -336,7 +340,9 @@ def run_served(clip: Path, streams: int, seconds: float, workers: int | str, no_
             "cpu_per_stream_s": (c1 - c0) / (wall * streams), "cpu_cores": (c1 - c0) / wall, "windows": windows, "expected_windows": expected * streams,
             "sustained": sustained, "dropped": sum(d for d, _, _ in per.values()),
             "late": sum(lt for _, _, lt in per.values()),
-            "per_worker": {w: placed.count(w) for w in sorted(set(placed))}}
+            "per_worker": {w: placed.count(w) for w in sorted(set(placed))},
+            # the status pages' frames (stream.live.evidence), timed in the analysis thread
+            "evidence_per_stream_s": delta(("fvq_stage_duration_seconds_sum", "evidence", "")) / (wall * streams)}
 
 
 def _captured_features(clip: Path, bundle: str | None) -> tuple[list, object]:
@@ -482,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readers", type=int, metavar="N",
                    help="only the decode path: N reader threads unpaced, paced, paced with the thumbnail, paced with "
                         "the whole frame conversion (--seconds of the clip each), against plain decoding")
+    p.add_argument("--frames", choices=("on", "off"), nargs="+", default=["on"],
+                   help="server.frames (evidence and latest frames for the status pages) in each run, e.g. "
+                        "`--frames on off` for what they cost")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="fvq-bench-"))
     clip = args.clip or make_clip(tmp / "face720p30.mp4")
@@ -505,10 +514,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workers:
         base = None
-        for n in args.workers:
-            r = run_served(clip, args.streams, args.seconds, n, args.no_model, args.bundle)
+        for n, frames in ((n, f) for f in args.frames for n in args.workers):
+            r = run_served(clip, args.streams, args.seconds, n, args.no_model, args.bundle, frames == "on")
             base = base or r
-            print(f"fvq serve --workers {n}, {args.streams} streams x {r['wall']:.0f} s "
+            print(f"fvq serve --workers {n}, frames {frames}, {args.streams} streams x {r['wall']:.0f} s "
                   f"(streams per worker {r['per_worker']}):")
             print(f"  sustained {r['sustained']}/{args.streams}; windows {r['windows']:.0f} of "
                   f"{r['expected_windows']:.0f} expected, {r['late']:.0f} late; frames dropped {r['dropped']:.0f}")
@@ -519,10 +528,20 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['cpu_cores'] * r['wall'] / max(r['windows'], 1):.3f} CPU-s per window published; "
                   f"against the first: {r['cpu_per_stream_s'] / base['cpu_per_stream_s']:.2f}x CPU, "
                   f"{r['windows'] / max(base['windows'], 1):.2f}x windows", flush=True)
+            print(f"  frames and timelines (evidence stage): {r['evidence_per_stream_s'] * 1000:.2f} ms per "
+                  f"stream-second = {100 * r['evidence_per_stream_s'] / r['cpu_per_stream_s']:.2f}% of the CPU per "
+                  f"stream-second, {100 * r['evidence_per_stream_s'] / dec:.2f}% of plain decode", flush=True)
         return 0
-    r = run_monitor(clip, args.streams, args.seconds, args.no_model, args.bundle)
-    print(f"fvq-live, {args.streams} streams x {r['wall']:.0f} s, model {'on' if r['model'] else 'off'}:")
-    print(f"  streams sustained without dropped frames/windows: {r['sustained']}/{args.streams} "
+    for frames in args.frames:
+        report_monitor(run_monitor(clip, args.streams, args.seconds, args.no_model, args.bundle, frames == "on"),
+                       args.streams, frames, dec, ff_filters)
+    print(f"plain decode again:                      {plain_decode_cost(clip):.3f} CPU-s per stream-second")
+    return 0
+
+
+def report_monitor(r: dict, streams: int, frames: str, dec: float, ff_filters: float) -> None:
+    print(f"fvq-live, {streams} streams x {r['wall']:.0f} s, model {'on' if r['model'] else 'off'}, frames {frames}:")
+    print(f"  streams sustained without dropped frames/windows: {r['sustained']}/{streams} "
           f"(frames dropped {r['dropped']:.0f}, windows {r['windows']:.0f} of {r['expected_windows']:.0f} expected, "
           f"{r['late_windows']:.0f} skipped as late)")
     print("  load shedding: seconds at level " + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(r["shed_levels"].items()))
@@ -535,7 +554,6 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in sorted(r["stages"].items(), key=lambda kv: -kv[1])))
     print("  CPU per stream-second by thread: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["threads"].items())
           + f"; the analysis thread was busy {100 * r['analysis_busy']:.0f}% of the time")
-    return 0
 
 
 if __name__ == "__main__":

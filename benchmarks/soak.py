@@ -437,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             "whip_ended": {k.split('"')[1]: v for k, v in samples(text).items()
                            if k.startswith("fvq_whip_sessions_ended_total")},
             "rtmp_kills": kills,
+            # the status pages' frames and timelines (server.frames), summed over the workers
+            "status_frames_mib": round(sum(v for k, v in last_metrics.items()
+                                           if k.startswith("fvq_status_frames_bytes")) / 2**20, 2),
             "server_cpu_s_per_file_stream_s": round((last_cpu - warm_cpu) / (last_at - warm_at) / max(1, args.files), 3),
             "plain_decode_cpu_s_per_video_s": round(plain_decode_cost(clip), 3),
             "log_growth_bytes": log_path.stat().st_size - log_start,

@@ -124,6 +124,31 @@ class ServerConfig(_Strict):
         "Off by default, so an offer cannot make the server send STUN to internal addresses.",
     )
     ice_max_candidates: int = Field(16, ge=1, le=256, description="ICE candidates used from one offer at most.")
+    frames: bool = Field(
+        True, description="Keep each stream's latest analysed frame, its evidence frames and its last clean frame "
+        "in memory (bounded, never on disk) and show them on the status pages (/ and /streams/{name}); false "
+        "turns the frame routes off and leaves the pages without pictures.",
+    )
+    public_url: str | None = Field(
+        None, description="The monitor's address as operators reach it (e.g. https://fvq.example.com): alert "
+        "annotations and webhook notices link to its stream pages and evidence frames; default: the address "
+        "it serves on.",
+    )
+    viewer_token: str | None = Field(
+        None, description="A read-only token for the status pages and frames (`Authorization: Bearer <token>`, or "
+        "`?token=` once in a browser, kept in a cookie): it opens the pages, never the stream API. The API token "
+        "opens them too; with neither set, only loopback clients see them.",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        u = urlparse(v)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise ValueError(f"{v!r} is not an http(s) URL (e.g. https://fvq.example.com)")
+        return v.rstrip("/")
 
     @field_validator("limit_exempt_clients")
     @classmethod

@@ -51,14 +51,6 @@ async def streams_handler(request: web.Request) -> web.Response:
     return web.json_response({"streams": request.app[MONITOR_KEY].snapshot()})
 
 
-async def stream_handler(request: web.Request) -> web.Response:
-    name = request.match_info["stream"]
-    for s in request.app[MONITOR_KEY].snapshot():
-        if s["name"] == name:
-            return web.json_response(s)
-    raise web.HTTPNotFound(text=f"no stream named {name!r}\n")
-
-
 REJECT_LOG_INTERVAL_S = 10.0
 # what a refused client is told, by fvq_http_rejected_total reason
 REASONS = {
@@ -307,7 +299,9 @@ def build_app(monitor: Monitor, limits: ConnectionLimits | None = None) -> web.A
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz_handler)
     app.router.add_get("/streams", streams_handler)
-    app.router.add_get("/streams/{stream}", stream_handler)
+    from stream.http.viewer import add_viewer_routes
+
+    add_viewer_routes(app, monitor)  # `/`, `/streams/{stream}` (a page for browsers), its frames and timeline
     from stream.http.whip import add_whip_routes
 
     add_whip_routes(app, monitor)

@@ -20,6 +20,7 @@ from stream.ingest.queues import END, FrameQueue
 from stream.ingest.rtmp import RtmpListeners, internal_url
 from stream.ingest.video_facts import FrameFacts
 from stream.live.analysis import Analyzer
+from stream.live.evidence import EvidenceStore
 from stream.live.load_shedding import SHED_LEVELS, LoadShedder
 from stream.live.scoring import assemble, rate
 from stream.live.stream_state import StreamState
@@ -116,6 +117,9 @@ class Monitor:
         a = config.analysis
         self.shedder = LoadShedder(a.shed_backlog_s, a.shed_recover_s)
         self.rtmp = RtmpListeners(self)  # the bundled nginx-rtmp of RTMP listen sources, started when one is added
+        # each stream's timeline, and (server.frames) its latest, clean and evidence frames: the status pages'
+        self.evidence = EvidenceStore(config.alerts, config.window.hop_s, frames=config.server.frames)
+        self.evidence.publish_memory(self.metrics.registry)
 
     # streams
     def add_stream(self, source: SourceConfig) -> Stream | None:
@@ -166,6 +170,7 @@ class Monitor:
             stream.reader.stop()
         stream.queue.close()
         self.metrics.forget_stream(name)
+        self.evidence.forget(name)
 
     # lifecycle
     # The analysis thread shares the GIL with one decode thread per stream and gives it up at every native call
@@ -213,6 +218,7 @@ class Monitor:
         stream.state.detached = True
         stream.queue.close()
         self.metrics.forget_stream(stream.name)
+        self.evidence.forget(stream.name)
 
     def retire_ended(self, now: float | None = None) -> list[str]:
         """Removes the streams that ended more than limits.ended_retention_s ago (and whose last frames were
@@ -284,7 +290,7 @@ class Monitor:
                 batch = self._drop_late(batch, time.monotonic())
             rated = rate(self.analyzer, batch)
             for w, result in zip(batch, rated, strict=True):
-                self._publish(w.closed_at, result)
+                self._publish(w.closed_at, result, w)
             results.extend(rated)
         # The newest frames of every stream, oldest first, in batches across streams, for at most a time
         # budget: a window that closes meanwhile waits for no other stream's frames, only for its own.
@@ -345,7 +351,7 @@ class Monitor:
             kept.append(w)
         return kept
 
-    def _publish(self, closed_at: float, r: WindowResult) -> None:
+    def _publish(self, closed_at: float, r: WindowResult, window: Window | None = None) -> None:
         stream = self.streams.get(r.stream)
         if stream is None:
             return
@@ -367,6 +373,11 @@ class Monitor:
             m.quality_level.labels(name).set(LEVEL_INDEX[r.level])
         m.windows_analysed.labels(name).inc()
         stream.state.latest = r
+        try:  # before the listeners: a cause the recommendations raise on this window has its evidence already
+            with self.analyzer.stage("evidence"):
+                self.evidence.observe(stream.state, window, r)
+        except Exception:
+            log.exception("evidence frames failed for stream %s", name)
         r.details["publish_latency_s"] = time.monotonic() - closed_at
         for listener in self.listeners:
             try:

@@ -262,7 +262,10 @@ def start_recommendations(monitor: Monitor, external_url: str = "") -> Recommend
     if monitor.config.alerts.webhook_url:
         from stream.ops.webhook import WebhookNotifier
 
-        hook = WebhookNotifier(monitor.config.alerts, monitor.metrics.registry, external_url).start()
+        # notices link the stream's page and the cause's evidence frame, at server.public_url when it is set
+        hook = WebhookNotifier(monitor.config.alerts, monitor.metrics.registry,
+                               monitor.config.server.public_url or external_url,
+                               evidence=monitor.evidence.evidence_id if monitor.config.server.frames else None).start()
         recommender.notify.append(hook.notice)
         recommender.on_stop.append(hook.stop)
     recommender.attach(monitor)

@@ -9,8 +9,10 @@ import queue
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -41,22 +43,30 @@ def fingerprint(labels: dict[str, str]) -> str:
     return f"{h:016x}"
 
 
+def stream_url(external_url: str, stream: str) -> str:
+    """The stream's page on the monitor (`/streams/{name}`, HTML in a browser)."""
+    return f"{external_url}/streams/{quote(stream, safe='')}"
+
+
 def alert_json(status: str, stream: str, cause: Cause, starts_at: float, ends_at: float | None,
-               external_url: str) -> dict[str, Any]:
+               external_url: str, evidence_id: str | None = None) -> dict[str, Any]:
     labels = {"alertname": cause.alertname, "stream": stream, "severity": cause.severity, "cause": cause.name}
     annotations = {
         "summary": f"{stream}: {cause.summary}",
         "description": f"The monitor {'raised' if status == 'firing' else 'cleared'} cause {cause.name!r} "
                        f"for stream {stream!r}.",
         "action": cause.action,
+        "stream_url": stream_url(external_url, stream),
     }
+    if evidence_id is not None:  # the frame that shows the cause, from the window that raised it
+        annotations["evidence_url"] = f"{stream_url(external_url, stream)}/evidence/{evidence_id}.jpg"
     return {
         "status": status,
         "labels": labels,
         "annotations": annotations,
         "startsAt": rfc3339(starts_at),
         "endsAt": rfc3339(ends_at) if status == "resolved" else ZERO_TIME,
-        "generatorURL": f"{external_url}/streams/{stream}",
+        "generatorURL": stream_url(external_url, stream),
         "fingerprint": fingerprint(labels),
     }
 
@@ -86,7 +96,8 @@ class WebhookNotifier:
     Outcomes are counted in `fvq_webhook_notifications_total{outcome="sent|failed|dropped"}`.
     """
 
-    def __init__(self, config: AlertConfig, registry: CollectorRegistry | None, external_url: str = "") -> None:
+    def __init__(self, config: AlertConfig, registry: CollectorRegistry | None, external_url: str = "",
+                 evidence: Callable[[str, str], str | None] | None = None) -> None:
         if not config.webhook_url:
             raise ValueError("alerts.webhook_url is not set")
         # credentials in the URL travel as Basic auth (urllib would put them in the host name) and are never logged
@@ -96,6 +107,7 @@ class WebhookNotifier:
         self.url = redact_url(config.webhook_url)  # what logs and errors show
         self.config = config
         self.external_url = external_url.rstrip("/")
+        self.evidence = evidence  # (stream, cause) -> the id of the evidence frame of that cause, if one was kept
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=config.webhook_queue_size)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
@@ -117,7 +129,8 @@ class WebhookNotifier:
 
     # called from the analysis thread: must never wait
     def notice(self, status: str, stream: str, cause: Cause, starts_at: float, ends_at: float | None) -> None:
-        message = notification(alert_json(status, stream, cause, starts_at, ends_at, self.external_url),
+        evidence_id = self.evidence(stream, cause.name) if self.evidence is not None else None
+        message = notification(alert_json(status, stream, cause, starts_at, ends_at, self.external_url, evidence_id),
                                self.external_url)
         while True:
             try:

@@ -190,6 +190,10 @@ def build_front_app(front: Front, catalog=None, limits=None) -> web.Application:
     app.router.add_post("/whip/{stream}", _whip_post(front))
     app.router.add_route("OPTIONS", "/whip/{stream}", _whip_options)
     add_owner_routes(app, front, "/whip/{stream}/{session}", ("OPTIONS", "DELETE", "PATCH"))
+    add_owner_routes(app, front, "/streams/{stream}/{rest:.+}", ("GET",))  # its frames, evidence and timeline
+    from stream.scale.front_pages import add_front_pages
+
+    add_front_pages(app, front)  # `/`: every worker's streams
     if catalog is not None:
         from stream.scale.front_api import add_front_api_routes
 

@@ -57,6 +57,20 @@ def test_dashboard_shape_and_variables():
         assert metric in exprs, metric
 
 
+def test_stream_panels_link_to_the_stream_pages():
+    dash = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["fvq_url"]["type"] == "textbox" and variables["fvq_url"]["query"].startswith("http")
+    assert dash["links"][0]["url"] == "${fvq_url}/"
+    panels = {p["title"]: p for p in dash["panels"]}
+    for title in ("Quality per stream", "Worst streams now", "Quality score"):
+        (link,) = panels[title]["fieldConfig"]["defaults"]["links"]
+        assert link["url"] == "${fvq_url}/streams/${__field.labels.stream}", title
+    (override,) = panels["Current causes and actions"]["fieldConfig"]["overrides"]
+    assert override["matcher"]["options"] == "stream"
+    assert override["properties"][0]["value"][0]["url"] == "${fvq_url}/streams/${__value.raw}"
+
+
 def test_provisioning_files():
     dashboards = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "fvq.yaml").read_text())
     assert dashboards["apiVersion"] == 1

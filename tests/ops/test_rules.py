@@ -57,7 +57,8 @@ def test_shipped_file_is_the_generators_default_output():
 
 def test_generator_options_and_monitor_config(tmp_path):
     cfg = tmp_path / "fvq.yaml"
-    cfg.write_text("alerts:\n  low_quality_threshold: 55\n  dimension_threshold: 30\n  baseline_drop_points: 20\n")
+    cfg.write_text("alerts:\n  low_quality_threshold: 55\n  dimension_threshold: 30\n  baseline_drop_points: 20\n"
+                   "server:\n  public_url: https://fvq.example.com/\n")
     out = tmp_path / "rules.yml"
     r = subprocess.run([sys.executable, "-m", "stream.ops.alert_rules", "--config", str(cfg), "--all-for", "5s",
                         "--keep-firing-for", "3s", "--low-bitrate", "800000", "--job", "fvq-edge",
@@ -74,6 +75,12 @@ def test_generator_options_and_monitor_config(tmp_path):
     assert "[1h])" in rules["fvq:dimension_score:baseline"]["expr"]
     assert rules["FvqBelowBaseline"]["expr"].startswith("fvq:dimension_score:baseline - fvq:dimension_score:preferred > 20 ")
     assert rules["FvqColourShift"]["expr"].startswith("fvq:picture_light:shift > 0.2 ")
+    # the stream's page and the cause's evidence frame, at the config's server.public_url
+    notes = rules["FvqCompression"]["annotations"]
+    assert notes["stream_url"] == "https://fvq.example.com/streams/{{ $labels.stream }}"
+    assert notes["evidence_url"] == "https://fvq.example.com/streams/{{ $labels.stream }}/evidence/compression.jpg"
+    assert "evidence_url" not in rules["FvqStreamDown"]["annotations"]  # no picture to show
+    assert "stream_url" not in rules["FvqMonitorDown"]["annotations"]  # not a stream's alert
     check = promtool("check", "rules", str(out))
     assert check.returncode == 0, check.stdout + check.stderr
 
