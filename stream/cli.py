@@ -293,9 +293,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"fvq: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        from engines.base_model import BaseModelError
-
-        if not isinstance(exc, BaseModelError):
+        base_model = sys.modules.get("engines.base_model")  # imports torch: only a torch rater has loaded it
+        if base_model is None or not isinstance(exc, base_model.BaseModelError):
             raise
         return refuse_bundle(exc)
 
