@@ -33,8 +33,9 @@ class MissingExtraError(RuntimeError):
     def __init__(self, extra: str, needed_by: str, missing: list[str]) -> None:
         self.extra = extra
         self.missing = missing
-        super().__init__(f"{needed_by} needs the {extra} extra ({EXTRAS[extra][0]}; missing here: "
-                         f"{', '.join(missing)}): pip install '{DIST}[{extra}]'")
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        super().__init__(f"{needed_by} needs the {extra} extra, for {EXTRAS[extra][0]} ({missing[0]}{more} not "
+                         f"installed): {install_line(extra)}")
 
 
 def install_line(extra: str) -> str:
