@@ -75,6 +75,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = _serve_overrides(args)
     cfg = load_config(args.config, overrides)
     if cfg.cluster is not None or cfg.worker_count() > 1:
+        if not cfg.no_model:  # a missing bundle or a rater this install cannot run: said here, not by each worker
+            from engines.bundle import bundle_to_load
+            from engines.load import check_rater_importable
+
+            bundle = bundle_to_load(cfg.bundle)
+            if bundle is not None:
+                check_rater_importable(bundle)
         return _serve_front(cfg, args, overrides)
     metrics = build_metrics(bundle=str(cfg.bundle or "default"))
     monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)

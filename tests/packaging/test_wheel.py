@@ -130,6 +130,7 @@ def test_commands_that_need_an_extra_name_it_in_one_line(base_install):
         (("export", "--help"), {}, "export"),
         (("eval", "corpus"), {}, "train"),
         (("score", "clean.mp4"), {"FVQ_BUNDLE": str(torch_bundle)}, "train"),
+        (("serve", "--port", "0", "cam=clean.mp4"), {"FVQ_BUNDLE": str(torch_bundle)}, "train"),
         (("serve", "--ray", "auto", "cam=clean.mp4"), {}, "cluster"),
     ]
     for argv, env, extra in cases:
