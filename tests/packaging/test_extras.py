@@ -16,6 +16,7 @@ from fvq.extras import EXTRAS, extra_for_module
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+MODULE_DISTRIBUTIONS = importlib.metadata.packages_distributions()  # top-level module -> distributions installed
 HEAVY = {"torch", "transformers", "peft", "onnxscript", "ray", "tensorrt", "scipy", "scikit-learn", "onnxruntime-gpu"}
 
 
@@ -34,7 +35,7 @@ def _names(requirements: list[str]) -> set[str]:
 
 def _distributions(module: str) -> set[str]:
     """The distributions that install top-level `module` here (its own name when none is installed: tensorrt)."""
-    found = importlib.metadata.packages_distributions().get(module)
+    found = MODULE_DISTRIBUTIONS.get(module)
     return {d.lower() for d in found} if found else {module.lower()}
 
 
