@@ -59,6 +59,11 @@ def bundle_to_load(configured: Path | None) -> Path | None:
     raise FileNotFoundError(f"model bundle {bundle}{named} has no {MANIFEST}")
 
 
+def bundle_label(configured: Path | None) -> str:
+    """What fvq_build's `bundle` label says: the configured folder, else $FVQ_BUNDLE's, else "default"."""
+    return str(configured or os.environ.get(BUNDLE_ENV) or "default")
+
+
 DEFAULT_BUNDLE = shipped_bundle()  # kept for callers that read the constant; new code calls the functions above
 
 
@@ -280,7 +285,7 @@ def prior_entry(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 __all__ = ["BUNDLE_ENV", "DEFAULT_BUNDLE", "EXPORTED_FORMAT", "FORMAT_VERSION", "KNOWN_VERSIONS", "MANIFEST", "TRAINING_FORMAT",
-           "BundleError", "bundle_to_load", "check_format", "default_bundle", "default_rater", "file_entries", "file_entry", "file_sha256", "has_manifest",
+           "BundleError", "bundle_label", "bundle_to_load", "check_format", "default_bundle", "default_rater", "file_entries", "file_entry", "file_sha256", "has_manifest",
            "is_exported", "learned_heads", "model_family", "precision_entry", "prior_entry", "publish_staged", "rater_kind", "swap_in",
            "rates_dimensions", "read_manifest", "save_manifest", "shipped_bundle", "update_manifest", "verify_bundle",
            "write_manifest"]

@@ -7,6 +7,7 @@ line (or its --help is asked for): `fvq serve` never imports train or export.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -111,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:  # an optional module some path needs (a torch bundle, TensorRT, Ray)
         command = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMAND_EXTRA), None)
         extra = extra_for_module(exc.name, command)
-        if extra is None:
+        top = (exc.name or "").split(".")[0]
+        if extra is None or importlib.util.find_spec(top) is not None:  # installed, but broken: not an extra's job
             raise
-        return _refuse_missing(f"{exc.name} is not installed (it comes with the {extra} extra): "
-                               f"{install_line(extra)}")
+        return _refuse_missing(f"{top} is not installed (it comes with the {extra} extra): {install_line(extra)}")
 
 
 def _refuse_missing(line: str) -> int:

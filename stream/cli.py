@@ -64,6 +64,7 @@ def _positive_int(value: str, option: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from engines.bundle import bundle_label
     from stream.config import ConfigError, load_config
     from stream.http.catalog import attach_catalog
     from stream.http.server import PortInUseError, start_server
@@ -83,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if bundle is not None:
                 check_rater_importable(bundle)
         return _serve_front(cfg, args, overrides)
-    metrics = build_metrics(bundle=str(cfg.bundle or "default"))
+    metrics = build_metrics(bundle=bundle_label(cfg.bundle))
     monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)
     catalog = attach_catalog(monitor, args.config, overrides)
 
