@@ -6,7 +6,7 @@
 Each `--install LABEL=PYTHON[@PYTHONPATH]` names an interpreter that runs `python -m fvq` (`@DIR` sets PYTHONPATH to
 DIR; a bare `@` or none clears it, so the interpreter's own installed fvq-live runs). Every command runs from a
 scratch folder outside any checkout, on the demo's two sample streams (paced in real time, looped, default workers),
-with `--port 0`; the first window counts when /metrics shows `fvq_windows_analysed_total` above zero. Runs
+with `--port 0` (and `--workers N` when given); the first window counts when /metrics shows `fvq_windows_analysed_total` above zero. Runs
 alternate between installs so that a loaded host weighs on each alike; the plain decode of the clean sample
 (PyAV, every frame, in this process) is timed in each round as the host-load reference.
 """
@@ -44,10 +44,12 @@ def help_seconds(python: str, pythonpath: str | None, cwd: Path) -> float:
     return time.perf_counter() - t0
 
 
-def first_window_seconds(python: str, pythonpath: str | None, cwd: Path, timeout: float = 120.0) -> float:
+def first_window_seconds(python: str, pythonpath: str | None, cwd: Path, workers: str | None = None,
+                         timeout: float = 120.0) -> float:
     """From Popen to the first /metrics answer that counts an analysed window."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([python, "-m", "fvq", "serve", "--config", "demo.yaml", "--port", "0"], cwd=cwd,
+    extra = ["--workers", workers] if workers else []
+    proc = subprocess.Popen([python, "-m", "fvq", "serve", "--config", "demo.yaml", "--port", "0", *extra], cwd=cwd,
                             env=_env(pythonpath), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = None
@@ -92,6 +94,7 @@ def main() -> int:
     p.add_argument("--install", action="append", required=True, metavar="LABEL=PYTHON[@PYTHONPATH]")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--help-runs", type=int, default=5)
+    p.add_argument("--workers", help="passed to `fvq serve` (default: the config's, `auto`)")
     args = p.parse_args()
     installs = []
     for spec in args.install:
@@ -113,7 +116,7 @@ def main() -> int:
         for r in range(args.runs):
             decodes.append(plain_decode_seconds(cwd / "clean.mp4"))
             for label, python, pythonpath in installs:
-                starts[label].append(first_window_seconds(python, pythonpath, cwd))
+                starts[label].append(first_window_seconds(python, pythonpath, cwd, args.workers))
                 print(f"run {r + 1}: {label} first window after {starts[label][-1]:.2f} s", flush=True)
     print(f"plain decode of clean.mp4 (PyAV, this process): median {statistics.median(decodes):.3f} s over "
           f"{len(decodes)} rounds")
