@@ -89,9 +89,11 @@ export: setup
 	$(BIN)/fvq export build/fvq-tiny --out $(DEFAULT_BUNDLE) --eval-root corpus/synthetic --eval-split test
 
 # The wheel users install (`pip install dist/fvq_live-*.whl`, extras as `'dist/fvq_live-...whl[train]'`): the
-# code and the default bundle; its dependencies come from the package index when it is installed.
+# code and the default bundle; its dependencies come from the package index when it is installed. Built from a
+# copy of the packaged files, so that setuptools' build/ and egg-info stay out of the checkout.
 wheel: $(STAMP)
-	$(BIN)/pip wheel -q --no-deps -w dist .
+	rm -rf dist/src && mkdir -p dist/src && cp -r pyproject.toml README.md fvq stream engines export train dist/src/
+	$(BIN)/pip wheel -q --no-deps -w dist dist/src && rm -rf dist/src
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info
