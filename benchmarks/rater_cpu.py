@@ -29,13 +29,14 @@ def _best_ms(fn, reps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engines.bundle import default_bundle
     from engines.load import load_rater
     from stream.config import MonitorConfig
-    from stream.live.analysis import DEFAULT_BUNDLE, build_analyzer
+    from stream.live.analysis import build_analyzer
     from stream.live.offline import analyse_file
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.rater_cpu", description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    p.add_argument("--bundle", type=Path, default=default_bundle())
     p.add_argument("--clip", type=Path, default=Path("samples/clean.mp4"))
     p.add_argument("--batch", type=int, default=16, help="frames/windows per call (streams batched together)")
     p.add_argument("--reps", type=int, default=15)

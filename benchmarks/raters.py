@@ -83,13 +83,13 @@ def _frames_per_hop() -> float:
 
 
 def ensure_exported(bundle: Path | None, workdir: Path) -> Path:
-    """An exported bundle: the one given or bundles/default when exported, else an export of it (or of an
+    """An exported bundle: the one given or the shipped one when exported, else an export of it (or of an
     untrained tiny rater when no bundle exists) into `workdir`."""
-    from engines.bundle import DEFAULT_BUNDLE, has_manifest, is_exported, read_manifest
+    from engines.bundle import has_manifest, is_exported, read_manifest, shipped_bundle
     from export.cli import run_export
 
     if bundle is None:
-        bundle = DEFAULT_BUNDLE if has_manifest(DEFAULT_BUNDLE) else None
+        bundle = shipped_bundle() if has_manifest(shipped_bundle()) else None
     if bundle is not None and is_exported(read_manifest(bundle)):
         return bundle
     if bundle is None:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     hop = _frames_per_hop()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    print(f"bundle {args.bundle or 'bundles/default'}; {cpu}, {os.cpu_count()} cores, 1 thread a process; "
+    print(f"bundle {args.bundle or 'the shipped one'}; {cpu}, {os.cpu_count()} cores, 1 thread a process; "
           f"encoder frames per new window: {hop:g}")
     print(f"{'variant':<24} {'enc ms/frame':>12} {'rater ms/win b1':>15} {'rater ms/win b16':>16} "
           f"{'live ms/win':>11} {'windows/s':>9} {'peak RSS MiB':>12} {'of it model':>11}")

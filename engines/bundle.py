@@ -17,6 +17,7 @@ not match, or whose format version it does not know, naming the file or the vers
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,40 @@ TRAINING_FORMAT = 1  # python -m train.fit: the torch rater's files
 EXPORTED_FORMAT = 2  # fvq export: ONNX graphs (or merged torch weights) at precisions, with the runtime chosen
 FORMAT_VERSION = EXPORTED_FORMAT  # what write_manifest writes
 KNOWN_VERSIONS = (TRAINING_FORMAT, EXPORTED_FORMAT)
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "default"  # ships with the repository
+BUNDLE_ENV = "FVQ_BUNDLE"  # a bundle folder that replaces the shipped one when no --bundle (nor config `bundle`) is given
+
+
+def shipped_bundle() -> Path:
+    """The default bundle that ships inside the package (package data, engines/bundles/default): the one place
+    that knows where it lies, so that it is found from any working directory and from an installed wheel."""
+    return Path(__file__).resolve().parent / "bundles" / "default"
+
+
+def default_bundle() -> Path:
+    """The bundle `fvq serve` and `fvq score` load when neither --bundle nor the config's `bundle` names one:
+    the folder in $FVQ_BUNDLE when it is set, else the shipped one."""
+    override = os.environ.get(BUNDLE_ENV)
+    return Path(override).expanduser() if override else shipped_bundle()
+
+
+def bundle_to_load(configured: Path | None) -> Path | None:
+    """The bundle folder to load: the one configured (--bundle, the config's `bundle`), else default_bundle().
+    FileNotFoundError when a named folder has no manifest; None when the shipped one is absent (signals only)."""
+    bundle = Path(configured) if configured is not None else default_bundle()
+    if has_manifest(bundle):
+        return bundle
+    if configured is None and bundle == shipped_bundle():
+        return None
+    named = "" if configured is not None else f" (${BUNDLE_ENV})"
+    raise FileNotFoundError(f"model bundle {bundle}{named} has no {MANIFEST}")
+
+
+def bundle_label(configured: Path | None) -> str:
+    """What fvq_build's `bundle` label says: the configured folder, else $FVQ_BUNDLE's, else "default"."""
+    return str(configured or os.environ.get(BUNDLE_ENV) or "default")
+
+
+DEFAULT_BUNDLE = shipped_bundle()  # kept for callers that read the constant; new code calls the functions above
 
 
 class BundleError(ValueError):
@@ -250,8 +284,8 @@ def prior_entry(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     return (manifest or {}).get("prior") or None
 
 
-__all__ = ["DEFAULT_BUNDLE", "EXPORTED_FORMAT", "FORMAT_VERSION", "KNOWN_VERSIONS", "MANIFEST", "TRAINING_FORMAT",
-           "BundleError", "check_format", "default_rater", "file_entries", "file_entry", "file_sha256", "has_manifest",
+__all__ = ["BUNDLE_ENV", "DEFAULT_BUNDLE", "EXPORTED_FORMAT", "FORMAT_VERSION", "KNOWN_VERSIONS", "MANIFEST", "TRAINING_FORMAT",
+           "BundleError", "bundle_label", "bundle_to_load", "check_format", "default_bundle", "default_rater", "file_entries", "file_entry", "file_sha256", "has_manifest",
            "is_exported", "learned_heads", "model_family", "precision_entry", "prior_entry", "publish_staged", "rater_kind", "swap_in",
-           "rates_dimensions", "read_manifest", "save_manifest", "update_manifest", "verify_bundle",
+           "rates_dimensions", "read_manifest", "save_manifest", "shipped_bundle", "update_manifest", "verify_bundle",
            "write_manifest"]

@@ -30,4 +30,14 @@ def load_rater(bundle_dir: Path, device: str = "cpu") -> Rater:
     return FVQRater.load(bundle_dir, manifest=manifest, device=device)
 
 
-__all__ = ["load_rater"]
+def check_rater_importable(bundle_dir: Path) -> None:
+    """Before workers start: ModuleNotFoundError (named) when the bundle's rater needs a module this install lacks
+    (torch, for a training bundle or a torch-runtime one: the train extra), without importing anything heavy."""
+    import importlib.util
+
+    bundle_dir = Path(bundle_dir)
+    if rater_kind(bundle_dir, read_manifest(bundle_dir)) == "torch" and importlib.util.find_spec("torch") is None:
+        raise ModuleNotFoundError(f"the rater of {bundle_dir} runs on torch, which is not installed", name="torch")
+
+
+__all__ = ["check_rater_importable", "load_rater"]

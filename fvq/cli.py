@@ -7,21 +7,28 @@ line (or its --help is asked for): `fvq serve` never imports train or export.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from fvq.extras import COMMAND_EXTRA, MissingExtraError, extra_for_module, install_line, require_extra
 from stream import cli as serving  # light: it imports the serving layer only when a subcommand runs
 
 
 class LazySubcommand(argparse.ArgumentParser):
-    """A subcommand's parser that adds its arguments (importing the module that owns them) when first used."""
+    """A subcommand's parser that adds its arguments (importing the module that owns them) when first used; one
+    that needs an extra checks first that the extra is installed (MissingExtraError names it)."""
 
-    def __init__(self, *args, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs):
+    def __init__(self, *args, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 extra: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._add_arguments = add_arguments
+        self._extra = extra
 
     def _ready(self) -> None:
+        if self._extra is not None:
+            require_extra(self._extra, f"`{self.prog}`")
         if self._add_arguments is not None:
             add, self._add_arguments = self._add_arguments, None
             add(self)
@@ -85,20 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_common_arguments(p)
     sub = p.add_subparsers(dest="command", required=True, parser_class=LazySubcommand)
     for name, help_, add_arguments in SUBCOMMANDS:
-        sub.add_parser(name, help=help_, add_arguments=add_arguments)
+        sub.add_parser(name, help=help_, add_arguments=add_arguments, extra=COMMAND_EXTRA.get(name))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return serving.run(args)
-    except ValueError as exc:
-        from engines.bundle import BundleError
+        args = build_parser().parse_args(argv)
+        try:
+            return serving.run(args)
+        except ValueError as exc:
+            from engines.bundle import BundleError
 
-        if not isinstance(exc, BundleError):
+            if not isinstance(exc, BundleError):
+                raise
+            return serving.refuse_bundle(exc)
+    except MissingExtraError as exc:
+        return _refuse_missing(str(exc))
+    except ModuleNotFoundError as exc:  # an optional module some path needs (a torch bundle, TensorRT, Ray)
+        command = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMAND_EXTRA), None)
+        extra = extra_for_module(exc.name, command)
+        top = (exc.name or "").split(".")[0]
+        if extra is None or importlib.util.find_spec(top) is not None:  # installed, but broken: not an extra's job
             raise
-        return serving.refuse_bundle(exc)
+        return _refuse_missing(f"{top} is not installed (it comes with the {extra} extra): {install_line(extra)}")
+
+
+def _refuse_missing(line: str) -> int:
+    """The one line a command says when an extra it needs is not installed (exit code 2)."""
+    print(f"fvq: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

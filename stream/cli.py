@@ -64,6 +64,7 @@ def _positive_int(value: str, option: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from engines.bundle import bundle_label
     from stream.config import ConfigError, load_config
     from stream.http.catalog import attach_catalog
     from stream.http.server import PortInUseError, start_server
@@ -75,8 +76,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = _serve_overrides(args)
     cfg = load_config(args.config, overrides)
     if cfg.cluster is not None or cfg.worker_count() > 1:
+        if not cfg.no_model:  # a missing bundle or a rater this install cannot run: said here, not by each worker
+            from engines.bundle import bundle_to_load
+            from engines.load import check_rater_importable
+
+            bundle = bundle_to_load(cfg.bundle)
+            if bundle is not None:
+                check_rater_importable(bundle)
         return _serve_front(cfg, args, overrides)
-    metrics = build_metrics(bundle=str(cfg.bundle or "default"))
+    metrics = build_metrics(bundle=bundle_label(cfg.bundle))
     monitor = Monitor(cfg, build_analyzer(cfg, metrics), metrics)
     catalog = attach_catalog(monitor, args.config, overrides)
 
@@ -293,9 +301,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"fvq: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        from engines.base_model import BaseModelError
-
-        if not isinstance(exc, BaseModelError):
+        base_model = sys.modules.get("engines.base_model")  # imports torch: only a torch rater has loaded it
+        if base_model is None or not isinstance(exc, base_model.BaseModelError):
             raise
         return refuse_bundle(exc)
 

@@ -96,9 +96,9 @@ def bundle_with_share(out, share: float):
     is 0, where the live path skips the model): for tests of the model's own path."""
     import shutil
 
-    from engines.bundle import DEFAULT_BUNDLE, read_manifest, save_manifest
+    from engines.bundle import read_manifest, save_manifest, shipped_bundle
 
-    shutil.copytree(DEFAULT_BUNDLE, out)
+    shutil.copytree(shipped_bundle(), out)
     manifest = read_manifest(out)
     manifest["prior"]["model_weight"] = share
     save_manifest(out, manifest)

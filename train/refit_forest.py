@@ -1,6 +1,6 @@
 """Refits only a bundle's signal forest (forest.npz and the manifest's prior entry): same model and graphs.
 
-`python -m train.refit_forest --bundle bundles/default --root corpus/synthetic --out DIR [--forest-inputs quality]`
+`python -m train.refit_forest --bundle engines/bundles/default --root corpus/synthetic --out DIR [--forest-inputs quality]`
 
 The model, its merged ONNX graphs, the calibration and the tokenizer stay byte for byte; the features are the
 ones train.fit extracts (train.clip_features) (the live path's analysis with the bundle's own frame encoder and signals version, cached

@@ -1,6 +1,6 @@
 """The model's share of the published score, chosen by leaving each training person out (not on val's two people).
 
-`python -m train.share --bundle bundles/default --root corpus/synthetic [--out DIR] [--threads 1]`
+`python -m train.share --bundle engines/bundles/default --root corpus/synthetic [--out DIR] [--threads 1]`
 
 The share w in `score = (1 - w) * forest + w * model` was chosen on val, which holds two people: val and the
 test split's two people disagreed on it (BENCHMARKS.md in git as of 5ed058a, "Why a forest, and how the share was chosen"). Here every

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -213,7 +214,7 @@ def summarise_window(window: Window) -> WindowResult:
     )
 
 
-from engines.bundle import DEFAULT_BUNDLE  # noqa: E402  (re-exported: tools and tests read it here)
+from engines.bundle import DEFAULT_BUNDLE  # noqa: E402,F401  (kept for callers; new code calls engines.bundle.default_bundle)
 
 
 def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: stream.config.MonitorConfig
@@ -227,20 +228,18 @@ def build_analyzer(cfg, metrics: Metrics | None = None) -> Analyzer:  # cfg: str
     )
     rater = None
     if not cfg.no_model:
-        from engines.bundle import MANIFEST, has_manifest, verify_bundle
+        from engines.bundle import bundle_to_load, verify_bundle
         from engines.load import load_rater
 
-        bundle = cfg.bundle or DEFAULT_BUNDLE
-        if not has_manifest(bundle):
-            if cfg.bundle is not None:
-                raise FileNotFoundError(f"model bundle {bundle} has no {MANIFEST}")
-            log.warning("no default bundle at %s: scoring with signal measurements only", bundle)
+        bundle = bundle_to_load(cfg.bundle)  # --bundle, the config's `bundle`, $FVQ_BUNDLE, the shipped one
+        if bundle is None:
+            log.warning("no shipped bundle in this checkout: scoring with signal measurements only")
         else:
-            import torch
-
-            torch.set_num_threads(1)  # the analysis loop is one thread; decode threads need the other cores
             verify_bundle(bundle)  # refuses a bundle whose files changed or whose format is unknown, with the reason
             rater = load_rater(bundle)
+            torch = sys.modules.get("torch")  # only a torch rater imports it: the ONNX path never does
+            if torch is not None:
+                torch.set_num_threads(1)  # the analysis loop is one thread; decode threads need the other cores
     model_every = max(1, round(cfg.analysis.sample_fps / cfg.analysis.model_fps))
     embed_every = max(1, round(cfg.analysis.sample_fps / cfg.analysis.embed_fps)) if cfg.analysis.embed_faces else 0
     return Analyzer(face, rater, metrics, embed_every=embed_every, sample_fps=cfg.analysis.sample_fps,

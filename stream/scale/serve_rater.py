@@ -27,13 +27,15 @@ def rater_app(bundle: str | None, max_batch: int = 64, num_gpus: float = 0.0, nu
                       ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus})
     class FvqRater:
         def __init__(self, bundle: str | None) -> None:
-            import torch
+            import sys
 
-            from engines.bundle import DEFAULT_BUNDLE
+            from engines.bundle import default_bundle
             from engines.load import load_rater
 
-            torch.set_num_threads(1)
-            self.rater = load_rater(bundle or DEFAULT_BUNDLE, device="cuda" if num_gpus > 0 else "cpu")
+            self.rater = load_rater(bundle or default_bundle(), device="cuda" if num_gpus > 0 else "cpu")
+            torch = sys.modules.get("torch")  # a torch rater's; the ONNX rater runs without torch
+            if torch is not None:
+                torch.set_num_threads(1)
             self.batches: list[int] = []
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=batch_wait_s)

@@ -181,6 +181,7 @@ class WorkerRuntime:
             self._ready.set()
 
     async def _main(self) -> None:
+        from engines.bundle import bundle_label
         from stream.http.server import build_app
         from stream.live.analysis import build_analyzer
         from stream.live.monitor import Monitor
@@ -188,7 +189,7 @@ class WorkerRuntime:
         from stream.ops.recommend import start_recommendations
 
         cfg = self.config
-        metrics = build_metrics(bundle=str(cfg.bundle or "default"))
+        metrics = build_metrics(bundle=bundle_label(cfg.bundle))
         analyzer = build_analyzer(cfg, metrics)
         await asyncio.get_running_loop().run_in_executor(None, warm_up, analyzer, cfg.analysis.width)
         monitor = Monitor(cfg, analyzer, metrics)

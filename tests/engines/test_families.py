@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engines import families as F
 from engines import signals
+from engines.bundle import shipped_bundle
 from stream.config import AlertConfig
 from stream.ops.alert_rules import RuleSettings, build_rules
 from stream.ops.recommend import ALERTS, MONITOR_CAUSES, window_causes
@@ -21,7 +22,7 @@ def test_dimension_order_is_the_trained_bundles_slot_order():
     # the learned dimension head has one output per family in catalogue order (engines.rater.ratings_from_outputs):
     # a reordered catalogue would make every trained bundle's heads read the wrong slots
     assert F.DIMENSIONS == ("blur", "noise", "color", "artifact", "luminance", "temporal")
-    manifest = json.loads((ROOT / "bundles" / "default" / "manifest.json").read_text())
+    manifest = json.loads((shipped_bundle() / "manifest.json").read_text())
     assert set(manifest["dimensions"]["learned_heads"]) <= set(F.DIMENSIONS)
     assert F.family("noise") is F.FAMILIES[1]
 

@@ -11,12 +11,13 @@ import time
 
 import pytest
 
+from engines.bundle import shipped_bundle
 from stream.config import MonitorConfig
-from stream.live.analysis import DEFAULT_BUNDLE, build_analyzer
+from stream.live.analysis import build_analyzer
 from tests.harness import MonitorHarness
 from train import distortions as D
 
-HAVE_BUNDLE = (DEFAULT_BUNDLE / "manifest.json").is_file()
+HAVE_BUNDLE = (shipped_bundle() / "manifest.json").is_file()
 STREAMS = {
     "clean": [],
     "blur": [D.Distortion("blur", "gaussian", 5)],

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from engines.bundle import shipped_bundle
 from stream.config import MonitorConfig
-from stream.live.analysis import DEFAULT_BUNDLE, build_analyzer
+from stream.live.analysis import build_analyzer
 from stream.ops.alert_rules import RuleSettings, render
 from stream.ops.recommend import ALERTS, start_recommendations
 from tests.conftest import free_port, make_face_clip, need
@@ -27,7 +28,7 @@ from tests.ops.test_grafana import DASHBOARD, dashboard_exprs
 
 pytestmark = pytest.mark.slow
 
-HAVE_BUNDLE = (DEFAULT_BUNDLE / "manifest.json").is_file()
+HAVE_BUNDLE = (shipped_bundle() / "manifest.json").is_file()
 ACTION = ALERTS["FvqCompression"].action
 # x264 at 30 kb/s as any encoder would run it (deblocking on): the grid is smoothed away, but the decoder's
 # quantiser, which the artifact score reads from the bitstream, shows how starved the encoder is.

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engines.bundle import shipped_bundle
 from engines.features import DIMENSIONS
-from stream.live.analysis import DEFAULT_BUNDLE
 from train import distortions as D
 from train.diagnosis import pairs
 from train.diagnosis import verdict as G
 
-HAVE_BUNDLE = (DEFAULT_BUNDLE / "manifest.json").is_file()
+HAVE_BUNDLE = (shipped_bundle() / "manifest.json").is_file()
 
 
 def _clip(tmp_path, source: str, ds: list[D.Distortion], name: str, seconds: float = 4.0, frames=None):
@@ -226,7 +226,7 @@ def test_close_up_before_a_tinted_wall_reads_no_colour_cast(tmp_path, signal_ana
     assert dims["color"] > 85, dims
 
 
-@pytest.mark.skipif(not HAVE_BUNDLE, reason="needs the shipped bundle (bundles/default)")
+@pytest.mark.skipif(not HAVE_BUNDLE, reason="needs the shipped bundle (engines/bundles/default)")
 def test_face_only_blur_scores_below_background_only_blur_on_people_outside_training(tmp_path):
     """Pairs at equal full-frame PSNR (the corpus's own matching) on the test split's people: blurring the face
     costs more than blurring the background."""
@@ -255,7 +255,7 @@ def test_face_only_blur_scores_below_background_only_blur_on_people_outside_trai
     assert all(lower), lower
 
 
-@pytest.mark.skipif(not HAVE_BUNDLE, reason="needs the shipped bundle (bundles/default)")
+@pytest.mark.skipif(not HAVE_BUNDLE, reason="needs the shipped bundle (engines/bundles/default)")
 def test_published_score_is_steady_on_a_steady_stream():
     """The demo's degraded sample repeats the same damage every 5 s (blur, noise, a starved encoder, a 1 s freeze);
     one window in five misses the freeze. Its raw window scores jump; the published ones stay within 5 points."""
