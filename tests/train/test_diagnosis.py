@@ -145,26 +145,36 @@ def _cast(strength: float, warm: bool):
     return apply
 
 
+def _tint(fault: str, level: int):
+    from train.looks import apply_fault
+
+    return lambda frames: np.stack([apply_fault(f, fault, level) for f in frames]) if level else frames
+
+
 @pytest.mark.parametrize(("source", "warm"), [("avatar-blue", True), ("avatar-green", False), ("sunak-v0", True),
                                               ("ardern-2018-v0", False), ("ardern-stage", True),
                                               ("ardern-2022-v1", True)])
-def test_colour_cast_ladder_lowers_colour_and_only_colour(tmp_path, signal_analyzer, source, warm):
-    """A white-balance error that grows step by step: the colour dimension never rises (by more than 3 points: a
-    mild cast can first cancel a scene's own tint, which the scene cast tolerates) and ends far below the
-    alert threshold's clean side; no other dimension moves by more than 10 points. The content on its own (blue
-    or green painted skin, two coloured stage gels) raises no colour cause."""
+def test_a_light_is_a_look_and_a_tint_is_colour_damage(tmp_path, signal_analyzer, source, warm):
+    """A warm or cool white balance of up to 20% (red and blue gains apart, as a tungsten or shade light
+    does: colour version 3 reads a light's colour as a look) keeps colour on the clean side of the alert threshold;
+    a magenta or green tint that grows (each channel offset, as a wrong chroma offset or range conversion does)
+    never lifts colour by more than 3 points and ends below the threshold. Neither moves another dimension by more
+    than 10 points. The content on its own (blue or green painted skin, two coloured stage gels) raises nothing."""
     cfg, analyzer = signal_analyzer
     t = cfg.alerts.dimension_threshold
-    ladder = [_dims(_clip(tmp_path, source, [], f"cast{k}.mp4", seconds=2.0, frames=_cast(v, warm)), cfg, analyzer)
-              for k, v in enumerate((0.0, 0.12, 0.2, 0.3, 0.42))]
+    light = [_dims(_clip(tmp_path, source, [], f"cast{k}.mp4", seconds=2.0, frames=_cast(v, warm)), cfg, analyzer)
+             for k, v in enumerate((0.0, 0.12, 0.2))]
+    assert all(d["color"] > t + 10 for d in light), [d["color"] for d in light]
+    fault = "tint-magenta" if warm else "tint-green"
+    ladder = [light[0]] + [_dims(_clip(tmp_path, source, [], f"tint{lv}.mp4", seconds=2.0, frames=_tint(fault, lv)),
+                                 cfg, analyzer) for lv in (1, 2, 3, 4)]
     colour = [d["color"] for d in ladder]
-    assert colour[0] > t + 10, colour
     assert all(b < a + 3 for a, b in zip(colour, colour[1:], strict=False)), colour
     assert colour[-1] < t and colour[-1] < colour[0] - 30, colour
     for dim in DIMENSIONS:
         if dim != "color":
-            moves = [abs(d[dim] - ladder[0][dim]) for d in ladder[1:]]
-            assert max(moves) < 10, (dim, [round(d[dim]) for d in ladder])
+            moves = [abs(d[dim] - ladder[0][dim]) for d in ladder[1:] + light[1:]]
+            assert max(moves) < 10, (dim, [round(d[dim]) for d in ladder + light])
 
 
 @pytest.mark.parametrize("source", ["ardern-stage", "sunak-v0", "avatar-blue"])
