@@ -140,7 +140,7 @@ def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
         def factory(token, poke):
             return RayPool(cfg, token, poke)
     else:
-        from stream.scale.workers import LocalPool
+        from stream.scale.local_pool import LocalPool
 
         def factory(token, poke):
             pool = LocalPool(cfg, cfg.worker_count(), cfg.worker_spares, token, on_change=poke)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stream.config import MonitorConfig
-from stream.ingest.rtmp import NginxRtmp, RtmpListenError
+from stream.ingest.nginx_rtmp import NginxRtmp, RtmpListenError
 from stream.live.analysis import Analyzer
 from tests.conftest import free_port, make_face_clip, need
 from tests.harness import MonitorHarness
