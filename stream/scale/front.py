@@ -22,10 +22,12 @@ import aiohttp
 
 from stream.admission import NoWorkerError, StreamCapError, StreamPlacedError, WorkerRefusedError
 from stream.config import MonitorConfig, SourceConfig
+from stream.http.control import ControlLane, LaneBusyError
 from stream.redact import redact_url
 from stream.scale.front_metrics import FrontMetrics, front_exposition
 from stream.scale.placement import (
     HANG_S,
+    PROBE_TIMEOUT_S,
     REFERENCE_COST,
     REFERENCE_PIXEL_RATE,
     TICK_S,
@@ -56,6 +58,7 @@ class Front:
         self.wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._probes = ControlLane("source probe", threads=2, max_queued=16, start_within_s=PROBE_TIMEOUT_S)
 
     # lifecycle
     async def start(self, sources: Iterable[SourceConfig] = ()) -> None:
@@ -75,6 +78,7 @@ class Front:
                 pass
         if self.session is not None:
             await self.session.close()
+        self._probes.close()
 
     def poke(self) -> None:
         """Reconcile now (thread-safe when called through loop.call_soon_threadsafe)."""
@@ -97,6 +101,16 @@ class Front:
         pixels = probe_pixel_rate(source) or REFERENCE_PIXEL_RATE
         return pixels * self.cost_per_pixel
 
+    async def estimate_soon(self, source: SourceConfig) -> float:
+        """The estimate, probed on the probe lane (threads no other work holds) within PROBE_TIMEOUT_S; the
+        reference cost when the probe is slow or the lane busy (the measured cost replaces it soon after)."""
+        try:
+            return await asyncio.wait_for(self._probes.run(self.estimate, source), PROBE_TIMEOUT_S)
+        except (TimeoutError, LaneBusyError):
+            log.warning("front: the cost of stream %s was not probed within %g s: placed at the reference cost",
+                        source.name, PROBE_TIMEOUT_S)
+            return REFERENCE_PIXEL_RATE * self.cost_per_pixel
+
     def worker_loads(self, live: Iterable[str]) -> dict[str, float]:
         loads = {wid: 0.0 for wid in live}
         for p in self.placements.values():
@@ -116,9 +130,7 @@ class Front:
 
     async def add_source(self, source: SourceConfig, pushed: bool = False, start: bool = True) -> Placement:
         """Places a stream (a config/CLI source, or a WHIP publisher's) on the least loaded worker."""
-        loop = asyncio.get_running_loop()
-        cost = await loop.run_in_executor(None, self.estimate, source) if not pushed else \
-            REFERENCE_PIXEL_RATE * self.cost_per_pixel
+        cost = await self.estimate_soon(source) if not pushed else REFERENCE_PIXEL_RATE * self.cost_per_pixel
         if source.name in self.placements:
             raise StreamPlacedError(f"a stream named {source.name!r} is already being watched")
         active = len(self.placements)
@@ -295,6 +307,8 @@ class Front:
                     continue
                 if name in held:
                     self._seen(p, held[name], load["incarnation"])
+                elif p.held and p.state == "ended" and p.incarnation == load["incarnation"]:
+                    self._drop(p, "it ended and its worker retired it after limits.ended_retention_s")
                 elif p.pushed:
                     if p.held or now - p.placed_at > WHIP_GRACE_S:
                         self._drop(p, "its WHIP session ended with its worker")

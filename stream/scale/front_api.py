@@ -24,7 +24,7 @@ from stream.sources import source_type
 
 log = logging.getLogger(__name__)
 
-CALL_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 12.0  # a placement's steps have their own timeouts (probe 3 s, worker 10 s)
 
 
 class FrontStreams:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from stream.admission import not_a_regular_file
 from stream.config import SourceConfig
 from stream.sources import source_type
 
@@ -12,6 +13,7 @@ TICK_S = 0.5
 REFERENCE_PIXEL_RATE = 1280 * 720 * 30  # a 720p30 stream: the estimate for a source not opened yet
 REFERENCE_COST = 0.12  # CPU-s per second of a 720p30 stream in this monitor (BENCHMARKS.md), until measured
 HANG_S = 10.0  # a local worker process alive but silent this long is killed (and restarted)
+PROBE_TIMEOUT_S = 3.0  # a source's header read for its cost estimate; past it the reference cost is used
 WHIP_GRACE_S = 10.0  # a WHIP stream placed but not yet held by its worker (POST in flight) is kept this long
 
 
@@ -56,12 +58,12 @@ class Placement:
 
 def probe_pixel_rate(source: SourceConfig) -> float | None:
     """Width x height x fps of a file source (a cheap header read); None for live sources (not opened here)."""
-    if not source_type(source.kind).ends:
-        return None
+    if not source_type(source.kind).ends or not_a_regular_file(source) is not None:
+        return None  # a FIFO or a device would block the open: never opened here
     try:
         import av
 
-        with av.open(source.url, options=source.options or None, timeout=5) as c:
+        with av.open(source.url, options=source.options or None, timeout=PROBE_TIMEOUT_S) as c:
             v = c.streams.video[0]
             fps = float(v.average_rate or v.guessed_rate or 25)
             return float(v.codec_context.width * v.codec_context.height * fps)
