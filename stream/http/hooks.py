@@ -45,7 +45,7 @@ def map_publish(hooks: HooksConfig, fields: dict[str, str]) -> SourceConfig | No
     try:
         return SourceConfig(
             name=name or "stream", url=hooks.pull_url.format(**values),
-            labels={k: v.format(**values) for k, v in hooks.labels.items()},
+            labels={k: v.format(**values) for k, v in hooks.labels.items()}, expected=hooks.expected,
         )
     except ValidationError as exc:
         raise ValueError(str(exc).splitlines()[-1] if exc.errors() else str(exc)) from None
@@ -85,6 +85,9 @@ class Hooks:
         if event == "unpublish":
             if catalog.origin.get(source.name) != "hook":
                 return "ignored"
+            if self.monitor.config.hooks.expected:  # stays listed, `down`, until its publisher is back
+                catalog.monitor.publisher_left(source.name, True)
+                return "down"
             catalog.remove(source.name)
             return "removed"
         try:

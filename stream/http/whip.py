@@ -232,7 +232,7 @@ class WhipEndpoint:
                 # a stream that has just ended is replaceable once the analysis loop has drained its END
                 old = self.monitor.streams.get(name)
                 live = any(s.stream_name == name for s in self.sessions.values())
-                if old is None or live or old.state.state not in ("ended", "error") or loop.time() > deadline:
+                if old is None or live or old.state.state not in ("ended", "error", "down") or loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.05)
 

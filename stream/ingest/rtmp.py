@@ -96,12 +96,10 @@ class RtmpListeners:
                     log.error("nginx-rtmp on port %d exited (%s); starting it again", server.port,
                               server.proc.returncode if server.proc else "?")
                     with self._lock:  # its publishers are gone, and no on_publish_done will say so
-                        orphans = [n for (p, _), a in self.apps.items() if p == server.port for n in a.streams]
-                        for (p, _), a in self.apps.items():
-                            if p == server.port:
-                                a.streams.clear()
-                    for name in orphans:
-                        self.monitor.remove_stream(name)
+                        orphans = [(n, a.source.expected) for (p, _), a in self.apps.items() if p == server.port
+                                   for n in a.streams]
+                    for name, expected in orphans:
+                        self.monitor.publisher_left(name, expected)
                     try:
                         with self._lock:
                             server.start()
@@ -253,9 +251,8 @@ class RtmpListeners:
                 stream = key_stream_name(found[2])
                 with self._lock:
                     ours = stream in found[1].streams
-                    found[1].streams.discard(stream)
-                if ours:
-                    self.monitor.remove_stream(stream)
+                if ours:  # `down` if the app's keys are expected, else `ended`: it leaves after the retention
+                    self.monitor.publisher_left(stream, found[1].source.expected)
             return 200, "ok"
         if found is None:
             metrics.rtmp_rejected.labels("key").inc()
@@ -286,8 +283,12 @@ class RtmpListeners:
         src = entry.source
         source = SourceConfig(
             name=name, url=f"rtmp://{_url_host(pull_host(host))}:{port}/{app}/{key}", kind=SourceKind.rtmp_pull,
-            queue_frames=src.queue_frames, options=src.options, labels=src.labels,
+            queue_frames=src.queue_frames, options=src.options, labels=src.labels, expected=src.expected,
         )
+        with self._lock:
+            returning = name in entry.streams
+        if returning:  # its publisher is back: the `down` (or `ended`) stream it left starts afresh
+            self.monitor.remove_stream(name)
         try:
             self.monitor.add_stream(source)
         except StreamLimitError as exc:

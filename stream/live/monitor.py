@@ -40,7 +40,7 @@ class Stream:
         self.facts = source_type(source.kind)
         self.name = source.name
         m = monitor.metrics
-        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m)
+        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m, expected=source.expected)
         policy = source.drop_policy or DropPolicy.drop_oldest
         self.queue = FrameQueue(
             source.queue_frames, policy, on_drop=lambda reason: m.frames_dropped.labels(self.name, reason).inc()
@@ -73,7 +73,7 @@ class Stream:
     @property
     def active(self) -> bool:
         """Holds a slot under the stream cap: not ended (an ended stream's name can be taken again)."""
-        return not self.finished and self.state.state != "ended"
+        return not self.finished and self.state.state != "ended" and self.state.ended_at is None
 
     def push(self, frame: av.VideoFrame) -> None:
         """For pushed sources (WHIP): convert a decoded frame and queue it. Call from a worker thread."""
@@ -163,6 +163,22 @@ class Monitor:
             stream.reader.stop()
         stream.queue.close()
         self.metrics.forget_stream(name)
+
+    def publisher_left(self, name: str, expected: bool | None = None) -> None:
+        """A media server says the publisher of a stream it fed left (RTMP listen, hooks): the stream stops pulling
+        and reads `down` if it is expected (it stays until the publisher comes back or it is deleted), else
+        `ended` (it leaves after limits.ended_retention_s). Either way fvq_stream_up reads 0 and its slot is free."""
+        stream = self.streams.get(name)
+        if stream is None:
+            return
+        if expected is not None:
+            stream.state.expected = expected
+        stream.state.ended("publisher_left")
+        if stream.reader is not None:
+            stream.reader.stop()
+        stream.queue.put(END)
+        with self._lock:
+            self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
 
     # lifecycle
     # The analysis thread shares the GIL with one decode thread per stream and gives it up at every native call

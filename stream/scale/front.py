@@ -133,8 +133,9 @@ class Front:
         cost = await self.estimate_soon(source) if not pushed else REFERENCE_PIXEL_RATE * self.cost_per_pixel
         if source.name in self.placements:
             raise StreamPlacedError(f"a stream named {source.name!r} is already being watched")
-        active = len(self.placements)
+        active = sum(1 for p in self.placements.values() if not p.ended)  # ended ones wait out their retention
         if active >= self.config.limits.max_streams:
+            self.metrics.streams_refused.labels("limit").inc()
             raise StreamCapError(
                 f"the monitor already holds {active} streams (limits.max_streams={self.config.limits.max_streams})")
         wid = self.choose(cost)
@@ -166,6 +167,15 @@ class Front:
             return p  # reconciliation retries
         self._drop(p, f"worker {p.worker} refused it ({r.status}): {text}")
         raise WorkerRefusedError(text, 429 if r.status == 503 else 400)
+
+    async def publisher_left(self, name: str, expected: bool | None) -> None:
+        """The publisher of a stream the front's RTMP listen or a hook feeds left: its worker marks it."""
+        p = self.placements.get(name)
+        w = self.owner(name)
+        if p is None or w is None:
+            return
+        p.ended = not (expected if expected is not None else p.source.expected)
+        await self._request("POST", w, f"/worker/streams/{name}/left", {"expected": expected})
 
     async def remove_source(self, name: str) -> None:
         p = self.placements.pop(name, None)
@@ -307,7 +317,7 @@ class Front:
                     continue
                 if name in held:
                     self._seen(p, held[name], load["incarnation"])
-                elif p.held and p.state == "ended" and p.incarnation == load["incarnation"]:
+                elif p.held and p.ended and p.incarnation == load["incarnation"]:
                     self._drop(p, "it ended and its worker retired it after limits.ended_retention_s")
                 elif p.pushed:
                     if p.held or now - p.placed_at > WHIP_GRACE_S:
@@ -328,6 +338,7 @@ class Front:
         if p.incarnation is not None and p.incarnation != incarnation and p.held:
             p.gap_since = p.gap_since or p.last_window  # the worker restarted between two ticks
         p.held, p.incarnation, p.state = True, incarnation, s.get("state")
+        p.ended = bool(s.get("ended", p.state == "ended"))
         last = s.get("last_window")
         if last is None:
             return

@@ -34,7 +34,8 @@ class FrontStreams:
     def __init__(self, front: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.front, self.loop = front, loop
         self.config = front.config
-        self.metrics = SimpleNamespace(hook_events=front.metrics.hook_events, rtmp_rejected=front.metrics.rtmp_rejected)
+        self.metrics = SimpleNamespace(hook_events=front.metrics.hook_events, rtmp_rejected=front.metrics.rtmp_rejected,
+                                       streams_refused=front.metrics.streams_refused)
         from stream.ingest.rtmp import RtmpListeners
 
         self.rtmp = RtmpListeners(self)  # type: ignore[arg-type] - the front's one nginx-rtmp per listen port
@@ -95,6 +96,9 @@ class FrontStreams:
             raise CatalogError(str(exc), 503) from None
         except WorkerRefusedError as exc:
             raise CatalogError(str(exc), exc.status) from None
+
+    def publisher_left(self, name: str, expected: bool | None = None) -> None:
+        self._call(self.front.publisher_left(name, expected))
 
     def remove_stream(self, name: str) -> None:
         self.listen.pop(name, None)

@@ -54,6 +54,7 @@ class Placement:
     last_resume_s: float | None = None  # from the last window before an interruption to the first after
     client: str | None = None  # WHIP: the publisher's address, as the front saw it (the per-client cap)
     state: str | None = None  # as its worker last reported it
+    ended: bool = False  # it ended (or its publisher vanished): waits out its retention, holds no slot
 
 
 def probe_pixel_rate(source: SourceConfig) -> float | None:

@@ -4,7 +4,8 @@ The front (stream/scale/front.py) places streams on workers and talks to them ov
 local process (`python -m stream.scale.workers`, supervised by `LocalPool` in stream/scale/local_pool.py) or a Ray
 actor (stream/scale/cluster.py):
 
-- `POST /worker/streams` (a SourceConfig as JSON) adds a stream, `DELETE /worker/streams/{stream}` removes it;
+- `POST /worker/streams` (a SourceConfig as JSON) adds a stream, `DELETE /worker/streams/{stream}` removes it,
+  `POST /worker/streams/{stream}/left` says its publisher left (it goes `down` or `ended`, and stays a while);
 - `GET /worker/load` reports the process's CPU time and, per stream, its state, pixel rate and windows published,
   from which the front measures the cost of each stream;
 - `POST /worker/identity` renames a warm spare when it takes over a dead worker's slot.
@@ -67,7 +68,7 @@ class WorkerState:
             st = s.state
             fps = st.fps or st.nominal_fps or 0.0
             streams[name] = {
-                "state": st.state, "kind": st.kind, "pixels_per_s": float(st.width * st.height * fps),
+                "state": st.state, "ended": st.ended_at is not None, "kind": st.kind, "pixels_per_s": float(st.width * st.height * fps),
                 "windows": self.windows.get(name, 0), "last_window": self.last_window.get(name),
             }
         return {
@@ -119,6 +120,20 @@ async def _remove(request: web.Request) -> web.Response:
     return web.json_response({"removed": name})
 
 
+async def _left(request: web.Request) -> web.Response:
+    """The front's RTMP listen or hooks saw the publisher of a stream leave (Monitor.publisher_left)."""
+    if not _authorized(request):
+        return _refuse(401, f"control requests need the front's {TOKEN_HEADER}")
+    try:
+        body = await request.json()
+    except ValueError:
+        body = {}
+    expected = body.get("expected") if isinstance(body, dict) else None
+    request.app[WORKER_KEY].monitor.publisher_left(request.match_info["stream"],
+                                                   expected if isinstance(expected, bool) else None)
+    return web.json_response({"left": request.match_info["stream"]})
+
+
 async def _load(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _refuse(401, f"control requests need the front's {TOKEN_HEADER}")
@@ -137,6 +152,7 @@ def add_worker_routes(app: web.Application, state: WorkerState) -> None:
     app[WORKER_KEY] = state
     app.router.add_post("/worker/streams", _add)
     app.router.add_delete("/worker/streams/{stream}", _remove)
+    app.router.add_post("/worker/streams/{stream}/left", _left)
     app.router.add_get("/worker/load", _load)
     app.router.add_post("/worker/identity", _identity)
 
