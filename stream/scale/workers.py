@@ -252,7 +252,8 @@ def warm_up(analyzer: Any, width: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="One fvq worker process (started by `fvq serve --workers N`).")
-    p.add_argument("--config", type=Path, required=True, help="the monitor config as JSON")
+    p.add_argument("--config", required=True, help="the monitor config as JSON: a file, or - for the first line of "
+                   "stdin (how the front passes it: no secret written to disk)")
     p.add_argument("--id", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--front-url", default="")
@@ -266,12 +267,18 @@ def main(argv: list[str] | None = None) -> int:
         print("fvq worker: FVQ_WORKER_TOKEN is not set (workers are started by `fvq serve --workers N`)",
               file=sys.stderr)
         return 2
-    cfg = MonitorConfig.model_validate_json(args.config.read_text())
+    text = sys.stdin.readline() if args.config == "-" else Path(args.config).read_text()
+    cfg = MonitorConfig.model_validate_json(text)
     runtime = WorkerRuntime(cfg, args.id, token, args.host, args.front_url)
     url = runtime.start()
     assert runtime.state is not None
-    print(READY_PREFIX + json.dumps({"url": url, "pid": os.getpid(), "incarnation": runtime.state.incarnation}),
-          flush=True)
+    try:
+        print(READY_PREFIX + json.dumps({"url": url, "pid": os.getpid(), "incarnation": runtime.state.incarnation}),
+              flush=True)
+    except BrokenPipeError:  # the front exited while we started (e.g. its RTMP port was taken): leave quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no "Exception ignored" at exit
+        runtime.stop()
+        return 0
     # the front holds our stdin: its end (the front exiting, or closing it) stops the worker
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()

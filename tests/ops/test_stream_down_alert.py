@@ -65,6 +65,12 @@ def test_kill_9_of_an_expected_publisher_fires_stream_down(tmp_path: Path, small
         served.wait(lambda: _state(served, "talk") == "ended", "talk to end", 15)
         pubs.append(_publish(small_clip, f"{base}/shows/next"))
         served.wait(lambda: _state(served, "next") == "up", "a new key in the slot the ended stream freed", 30)
+        # now the cap is full (cam1 down but expected, next up): a third key is refused, and the front counts it
+        pubs.append(_publish(small_clip, f"{base}/shows/third"))
+        served.wait(lambda: [v for n, labels, v in served.samples() if n == "fvq_streams_refused_total"
+                             and labels == {"reason": "limit"}] >= [1.0], "the refusal counted by the front", 20)
+        pubs[-1].kill()
+        pubs[-1].wait()
         # the camera comes back: cam1 is up again and the alert resolves
         pubs.append(_publish(small_clip, f"{base}/studio/cam1"))
         served.wait(lambda: _state(served, "cam1") == "up", "cam1 back up", 30)

@@ -4,6 +4,7 @@ seconds, every stream scored, a FIFO source refused at once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -93,11 +94,26 @@ def test_fifty_api_posts_and_fifty_nginx_hooks_at_once_through_the_front(tmp_pat
             served.wait(all_scored, "every stream of both bursts to publish a window", 180)
         except AssertionError:
             raise AssertionError(f"never scored: {sorted(set(names) - scored)}") from None
-        # nothing applied twice, nothing refused
-        status, body = served.get("/api/v1/streams")
-        assert status == 200
         samples = served.samples()
         refused = [v for n, labels, v in samples if n == "fvq_hook_events_total" and labels["result"] != "added"]
         assert not any(refused), [(labels, v) for n, labels, v in samples if n == "fvq_hook_events_total"]
+        # the 101 files have ended and wait out their retention, still listed: they hold no slot under the cap (101)
+        def all_ended() -> bool:
+            states = {s["name"]: s["state"] for s in json.loads(served.get("/streams")[1])["streams"]}
+            return len(states) == 2 * BURST + 1 and set(states.values()) == {"ended"}
+
+        served.wait(all_ended, "every file to end", 60)
+        [(status, _, text)] = asyncio.run(_burst([("POST", served.url + "/api/v1/streams",
+                                                   {"json": {"name": "one-more", "url": str(tiny_clip)}})]))
+        assert status == 201, text
+        # JSON nested past the bound: 400 from the API, success from the hooks (as documented), never a 500
+        deep = "[" * 30_000 + "]" * 30_000  # under the 64 KiB body limit, far past Python's recursion limit
+        results = asyncio.run(_burst([
+            ("POST", served.url + "/api/v1/streams", {"data": deep, "headers": {"Content-Type": "application/json"}}),
+            ("POST", served.url + "/hooks/nms", {"data": deep}),
+            ("POST", served.url + "/hooks/srs/on_publish", {"data": deep})]))
+        assert [s for s, _, _ in results] == [400, 200, 200], results
+        assert "deeper than 32" in results[0][2]
+        assert "Traceback" not in served.tail()
     finally:
         served.stop()
