@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from stream.config import MonitorConfig, SourceConfig, SourceKind, load_config
 from stream.live.monitor import Monitor
+from stream.redact import redact_options
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class Catalog:
         # secrets stay out of the answer: the URL as /streams shows it, publish tokens masked
         shown["url"] = stream.state.url if stream is not None else source.url
         shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
+        shown["options"] = redact_options(source.options)
         return {
             "name": name,
             "origin": origin,

@@ -14,6 +14,7 @@ import time
 from urllib.parse import urlparse
 
 from stream.config import RtmpConfig
+from stream.ops.reaper import reap_on_exit
 
 NGINX_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 START_TIMEOUT_S = 10.0
@@ -55,6 +56,7 @@ class NginxRtmp:
         self.host, self.port, self.hook_url, self.cfg = host, port, hook_url, cfg
         self.apps: set[str] = set()
         self.dir = tempfile.mkdtemp(prefix=f"fvq-rtmp-{port}-")
+        reap_on_exit(self.dir)  # removed even when the monitor is killed (stop() removes it otherwise)
         os.makedirs(os.path.join(self.dir, "logs"))
         self.proc: subprocess.Popen | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +20,7 @@ from aiohttp import web
 from stream.config import SourceConfig, SourceKind
 from stream.http.api import StreamApi, add_routes
 from stream.http.catalog import Catalog, CatalogError, _scrub
-from stream.redact import redact_url
+from stream.redact import redact_options, redact_url
 from stream.sources import source_type
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class FrontStreams:
 
         self.rtmp = RtmpListeners(self)  # type: ignore[arg-type] - the front's one nginx-rtmp per listen port
         self.listen: dict[str, SourceConfig] = {}  # named listen sources as configured; each placed as a pull
+        self.closing = threading.Event()  # the front is stopping: a placement under way stops
 
     def _call(self, coro) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT_S)
@@ -112,6 +114,8 @@ class FrontStreams:
         from stream.ingest.rtmp import RtmpListenError
 
         for source in sources:
+            if self.closing.is_set():
+                return
             try:
                 self.add_stream(source)
             except RtmpListenError:
@@ -164,6 +168,7 @@ class FrontCatalog(Catalog):
         shown = source.model_dump(mode="json")
         shown["url"] = redact_url(source.url)  # stream/redact.py, as /streams shows it
         shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
+        shown["options"] = redact_options(source.options)
         origin = self.origin.get(name) or ("whip" if source_type(source.kind).pushed else "rtmp")
         if p is None:  # an RTMP listen app for many publishers: its keys are streams of their own
             status = {"state": "listening"}

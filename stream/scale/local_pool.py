@@ -7,12 +7,10 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from stream.config import MonitorConfig
 from stream.scale.workers import READY_PREFIX, TOKEN_HEADER
@@ -52,18 +50,24 @@ class LocalPool:
         self._spares: list[tuple[subprocess.Popen, dict]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._dir = Path(tempfile.mkdtemp(prefix="fvq-workers-"))
-        self._config_path = self._dir / "config.json"
-        worker_cfg = config.model_copy(update={"sources": [], "workers": 1})
-        self._config_path.write_text(worker_cfg.model_dump_json())
+        # the config (tokens, the webhook's password) goes to each worker over its stdin, never to a file
+        self._config_json = config.model_copy(update={"sources": [], "workers": 1}).model_dump_json()
         self._threads: list[threading.Thread] = []
 
     # processes
     def _spawn(self, worker_id: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "stream.scale.workers", "--config", str(self._config_path), "--id", worker_id]
+        cmd = [sys.executable, "-m", "stream.scale.workers", "--config", "-", "--id", worker_id]
         env = {**os.environ, "FVQ_WORKER_TOKEN": self.token}
-        # stdin stays a pipe the worker watches: when the front dies, for any reason, its workers follow
-        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
+        # stdin carries the config (one line), then stays a pipe the worker watches: when the front dies, for
+        # any reason, its workers follow
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(self._config_json + "\n")
+            proc.stdin.flush()
+        except OSError:  # it died at once: _wait_ready reports it
+            pass
+        return proc
 
     @staticmethod
     def _wait_ready(proc: subprocess.Popen, timeout: float = 180.0) -> dict | None:
