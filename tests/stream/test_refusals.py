@@ -12,6 +12,7 @@ from pathlib import Path
 
 from stream.ops.logs import LogHygiene
 from tests.conftest import free_port
+from tests.stream.test_whip import face_frames as face_frames  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,3 +63,56 @@ def test_front_exits_cleanly_when_its_rtmp_port_is_taken(tmp_path: Path) -> None
             )
             assert cli.returncode == 2 and f"RTMP port {port}" in cli.stderr, cli.stderr
             assert "Traceback" not in cli.stderr and "BrokenPipe" not in cli.stderr, cli.stderr
+
+
+def test_nat64_and_6to4_forms_of_private_addresses_are_dropped() -> None:
+    from stream.ingest.whip import filter_candidates
+
+    def cand(i: int, addr: str) -> str:
+        return f"a=candidate:{i} 1 udp 2122260223 {addr} 5000{i} typ host\r\n"
+
+    private = ["64:ff9b::a00:1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:c0a8:101::1", "2002:7f00:1::1",
+               "64:ff9b:1::a00:1", "::ffff:192.168.1.1"]
+    public = ["64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111"]
+    sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n" + "".join(
+        cand(i, a) for i, a in enumerate(private + public))
+    filtered, kept, dropped = filter_candidates(sdp, allow_private=False, max_candidates=16)
+    assert (kept, dropped) == (len(public), len(private)), filtered
+    assert all(a not in filtered for a in private) and all(a in filtered for a in public)
+
+
+def test_bound_beyond_loopback_without_exempt_clients_warns() -> None:
+    from stream.cli import ingest_notice
+    from stream.config import MonitorConfig
+
+    assert "warning" not in ingest_notice(MonitorConfig.model_validate({"server": {"host": "127.0.0.1"}}))
+    text = ingest_notice(MonitorConfig.model_validate({"server": {"host": "0.0.0.0"}}))
+    assert "warning" in text and "limit_exempt_clients" in text
+    assert "warning" not in ingest_notice(MonitorConfig.model_validate(
+        {"server": {"host": "0.0.0.0", "limit_exempt_clients": ["10.0.0.5/32"]}}))
+
+
+def test_a_whip_session_is_ended_only_by_its_own_publisher(face_frames) -> None:  # noqa: F811
+    import aiohttp
+
+    from tests.stream.test_whip import Client, harness, run
+
+    with harness() as h:
+
+        async def body(c: Client) -> None:
+            pub = await c.publish("mine", face_frames)
+            try:
+                await c.wait_flowing("mine")
+                # another client (another loopback address) with the same right to publish cannot end it
+                conn = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+                async with aiohttp.ClientSession(connector=conn) as other, \
+                        other.delete(h.url + pub.location) as r:
+                    assert r.status == 403, await r.text()
+                streams = {s["name"]: s for s in h.monitor.snapshot()}
+                assert streams["mine"]["state"] == "up"
+                status, _, _ = await c.request("DELETE", pub.location)
+                assert status == 200
+            finally:
+                await pub.close()
+
+        run(h, body)
