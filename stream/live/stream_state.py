@@ -124,7 +124,7 @@ class StreamState(SourceEvents):
         self._m.reconnects.labels(self.name).inc()
 
     # how a publisher can vanish without saying goodbye (WHIP); the stream reads `down`, not `ended`
-    UNCLEAN_ENDS = frozenset({"silent", "disconnected", "undecodable", "never_connected", "publisher_lost"})
+    UNCLEAN_ENDS = frozenset({"silent", "disconnected", "undecodable"})
 
     def ended(self, reason: str | None = None) -> None:
         """The source stopped. An expected stream goes `down` and stays (no retention: it waits for its publisher
