@@ -165,6 +165,9 @@ class Front:
                 text = (await r.text()).strip()
         except (aiohttp.ClientError, TimeoutError, OSError):
             return p  # reconciliation retries
+        except asyncio.CancelledError:  # its caller gave up and was told so: nothing stays applied
+            self._drop(p, "its caller timed out")
+            raise
         self._drop(p, f"worker {p.worker} refused it ({r.status}): {text}")
         raise WorkerRefusedError(text, 429 if r.status == 503 else 400)
 

@@ -44,7 +44,13 @@ class FrontStreams:
         self.closing = threading.Event()  # the front is stopping: a placement under way stops
 
     def _call(self, coro) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT_S)
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(CALL_TIMEOUT_S)
+        except TimeoutError:
+            fut.cancel()  # the caller is told it failed: what it started is undone (Front.place drops its placement)
+            raise CatalogError(f"the front did not finish this within {CALL_TIMEOUT_S:g} s; nothing was applied, "
+                               "try again shortly", 503) from None
 
     def add_stream(self, source: SourceConfig) -> None:
         """As Monitor.add_stream: an RTMP listen source is served by the front's nginx-rtmp, and what the workers

@@ -84,3 +84,59 @@ def test_kill_9_of_an_expected_publisher_fires_stream_down(tmp_path: Path, small
         if prom is not None:
             prom.close()
         served.stop()
+
+
+WHIP_PUBLISHER = """
+import asyncio, sys
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+
+async def main(url):
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as s, s.post(url, data=pc.localDescription.sdp,
+                                                    headers={"Content-Type": "application/sdp"}) as r:
+        answer = await r.text()
+        assert r.status == 201, answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_kill_9_of_a_whip_peer_fires_stream_down(tmp_path: Path) -> None:
+    import sys
+
+    config = {
+        "window": {"length_s": 1.0, "hop_s": 0.5}, "no_model": True, "workers": 2, "worker_spares": 0,
+        "server": {"ice_allow_private": True, "whip_idle_timeout_s": 3},
+    }
+    served = Served(tmp_path, config)
+    prom = peer = None
+    try:
+        served.wait(lambda: served.get("/healthz")[0] == 200, "the front to be ready", 120)
+        prom = Prometheus(tmp_path, served.port)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        peer = subprocess.Popen([sys.executable, "-c", WHIP_PUBLISHER, served.url + "/whip/peer"], env=env,
+                                start_new_session=True)
+        served.wait(lambda: _state(served, "peer") == "up", "the WHIP peer up", 60)
+        served.wait(lambda: prom.value('fvq_stream_up{stream="peer"}') == 1, "Prometheus to see the peer up", 30)
+        os.kill(peer.pid, signal.SIGKILL)  # no DELETE, no goodbye
+        peer.wait()
+        killed_at = time.monotonic()
+        served.wait(lambda: _state(served, "peer") == "down", "the vanished peer to read down (not error)", 30)
+        served.wait(lambda: any(a["labels"].get("stream") == "peer" for a in prom.alerts("FvqStreamDown")),
+                    "FvqStreamDown for the WHIP peer", 60)
+        fired_after = time.monotonic() - killed_at
+        print(f"\nFvqStreamDown fired {fired_after:.1f} s after kill -9 of the WHIP peer "
+              "(whip_idle_timeout_s 3, down_for 3s)")
+        assert fired_after < 60
+    finally:
+        if peer is not None and peer.poll() is None:
+            peer.kill()
+            peer.wait()
+        if prom is not None:
+            prom.close()
+        served.stop()

@@ -116,3 +116,42 @@ def test_a_whip_session_is_ended_only_by_its_own_publisher(face_frames) -> None:
                 await pub.close()
 
         run(h, body)
+
+
+def test_a_control_lane_refuses_unrun_never_late() -> None:
+    import asyncio
+    import threading
+
+    from stream.http.control import ControlLane, LaneBusyError
+
+    refused: list[str] = []
+    ran: list[str] = []
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        ran.append("slow")
+        return "slow"
+
+    def quick(name: str) -> str:
+        ran.append(name)
+        return name
+
+    async def main() -> None:
+        lane = ControlLane("test", threads=1, max_queued=3, start_within_s=0.3, on_refused=refused.append)
+        first = asyncio.ensure_future(lane.run(slow))
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.ensure_future(lane.run(quick, f"q{i}")) for i in range(2)]
+        with_full_queue = asyncio.ensure_future(lane.run(quick, "over"))
+        results = await asyncio.gather(*waiting, with_full_queue, return_exceptions=True)
+        statuses = [r.status if isinstance(r, LaneBusyError) else r for r in results]
+        assert statuses == [503, 503, 429], statuses  # not started in time: taken back; past the cap: at once
+        release.set()
+        assert await first == "slow"
+        await asyncio.sleep(0.2)
+        assert ran == ["slow"], ran  # nothing refused ran later
+        assert await lane.run(quick, "after") == "after"  # the queue is free again
+        lane.close()
+
+    asyncio.run(main())
+    assert sorted(refused) == ["busy", "timeout", "timeout"]
