@@ -75,6 +75,11 @@ class Stream:
         """Holds a slot under the stream cap: not ended (an ended stream's name can be taken again)."""
         return not self.finished and self.state.state != "ended" and self.state.ended_at is None
 
+    @property
+    def holds_slot(self) -> bool:
+        """Counts under limits.max_streams: live, or expected and waiting `down` for its publisher to come back."""
+        return self.active or (self.state.expected and self.state.ended_at is None)
+
     def push(self, frame: av.VideoFrame) -> None:
         """For pushed sources (WHIP): convert a decoded frame and queue it. Call from a worker thread."""
         assert self.converter is not None, "push() is for pushed sources"
@@ -128,7 +133,7 @@ class Monitor:
             old = self.streams.get(source.name)
             if old is not None and old.active:
                 raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
-            active = sum(1 for s in self.streams.values() if s.active)
+            active = sum(1 for s in self.streams.values() if s.holds_slot and s is not old)
             if active >= self.config.limits.max_streams:
                 self.metrics.streams_refused.labels("limit").inc()
                 raise StreamLimitError(
@@ -140,7 +145,7 @@ class Monitor:
                 self.rtmp.attach(source)  # takes the publisher of its key; the reader plays it from there
             stream = Stream(source, self)
             self.streams[source.name] = stream
-            self.metrics.streams_active.set(active + 1)
+            self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
             self._evict_ended()
         if stream.reader is not None:
             stream.reader.start()
