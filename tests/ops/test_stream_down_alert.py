@@ -11,11 +11,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port, need
 from tests.ops.test_prometheus_e2e import Prometheus
 from tests.stream.test_workers import Served
 from tests.stream.test_workers import small_clip as small_clip  # noqa: F401 - the fixture
 
+pytestmark = pytest.mark.slow  # end to end: workers, many streams or a real Prometheus
 
 def _publish(clip: Path, url: str) -> subprocess.Popen:
     return subprocess.Popen([need("ffmpeg"), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",

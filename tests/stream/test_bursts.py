@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import make_face_clip
 from tests.stream.test_workers import Served, windows
 
+pytestmark = pytest.mark.slow  # end to end: workers, many streams or a real Prometheus
+
 BURST = 50
 ANSWER_WITHIN_S = 5.0
 

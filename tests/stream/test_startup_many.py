@@ -8,8 +8,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port
 from tests.stream.test_workers import Served
+
+pytestmark = pytest.mark.slow  # end to end: workers, many streams or a real Prometheus
 
 SOURCES = 2000
 DURATION_S = 25
