@@ -8,6 +8,7 @@ growth, and whether any secret reached /streams, /metrics, stdout or the log.
     python -m benchmarks.soak --minutes 60
     python -m benchmarks.soak --minutes 3 --hostile-total 20000 --whip-every 0
     python -m benchmarks.soak --minutes 15 --whip-sessions 1000 --whip-hold 0.5 --whip-parallel 8
+    python -m benchmarks.soak --minutes 60 --api-churn-every 120     # a burst of 20 POSTs and DELETEs every 2 min
 """
 
 from __future__ import annotations
@@ -255,6 +256,38 @@ async def whip_churn(url: str, clip: Path, stop: threading.Event, every_s: float
     stats["sessions"] = counter
 
 
+async def api_churn(url: str, clip: Path, stop: threading.Event, every_s: float, burst: int, stats: dict) -> None:
+    """Every `every_s`: `burst` stream API POSTs at once (looping file streams, new names), held 10 s, then as many
+    DELETEs at once, as orchestration does; counts the answers by status and keeps the slowest."""
+    import aiohttp
+
+    rounds = 0
+
+    async def timed(http: aiohttp.ClientSession, method: str, path: str, **kw) -> None:
+        t0 = time.monotonic()
+        try:
+            async with http.request(method, url + path, **kw) as r:
+                await r.read()
+                key = f"{method} {r.status}"
+        except Exception as exc:  # counted, never fatal
+            key = f"{method} {type(exc).__name__}"
+        stats[key] = stats.get(key, 0) + 1
+        stats["slowest_s"] = round(max(stats.get("slowest_s", 0.0), time.monotonic() - t0), 3)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        while not stop.wait(0):
+            t0 = time.monotonic()
+            rounds += 1
+            names = [f"churn{rounds}-{i}" for i in range(burst)]
+            await asyncio.gather(*(timed(http, "POST", "/api/v1/streams",
+                                         json={"name": n, "url": str(clip), "loop": True}) for n in names))
+            await asyncio.sleep(10)
+            await asyncio.gather(*(timed(http, "DELETE", f"/api/v1/streams/{n}") for n in names))
+            stats["rounds"] = rounds
+            while not stop.is_set() and time.monotonic() - t0 < every_s:
+                await asyncio.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=5.0)
@@ -271,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hostile-addresses", type=int, default=1,
                    help="loopback source addresses the hostile client spreads over (past max_connections_per_client "
                         "each, the overall cap bites; the scraper at 127.0.0.1 is exempt)")
+    p.add_argument("--api-churn-every", type=float, default=0.0,
+                   help="seconds between stream API bursts (POSTs, then DELETEs 10 s later; 0: none)")
+    p.add_argument("--api-churn", type=int, default=20, help="streams in each API burst")
     p.add_argument("--retention", type=float, default=30.0, help="limits.ended_retention_s of the server")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds before the first RSS sample counts")
     p.add_argument("--sample-every", type=float, default=5.0)
@@ -331,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         whip_thread = threading.Thread(target=lambda: asyncio.run(whip_churn(
             base, clip, stop, args.whip_every, args.whip_hold, args.whip_sessions, args.whip_parallel, whip_stats)),
             daemon=True, name="whip")
+        api_stats: dict = {}
+        api_thread = threading.Thread(target=lambda: asyncio.run(api_churn(
+            base, clip, stop, args.api_churn_every, args.api_churn, api_stats)), daemon=True, name="api-churn")
         kills = 0
         next_kill = started + args.rtmp_kill_every if args.rtmp_kill_every else float("inf")
 
@@ -376,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                     hostile.start()
                 if args.whip_every or args.whip_sessions:
                     whip_thread.start()
+                if args.api_churn_every:
+                    api_thread.start()
             print(f"  t={row['t']:7.1f}s rss={row['rss_mib']:7.1f} MiB fds={row['fds']:5d} "
                   f"threads={row['threads']:3d} series={row['series']:5d} /metrics {latency * 1000:6.1f} ms "
                   f"hostile={hostile.attempts} whip={whip_stats.get('sessions', '-')}", flush=True)
@@ -386,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             publisher.kill()
             publisher.wait()
         whip_thread.join(60) if whip_thread.is_alive() else None
+        api_thread.join(60) if api_thread.is_alive() else None
         hostile.join(30) if hostile.is_alive() else None
         # the ended WHIP streams must leave within the retention
         time.sleep(args.retention + 3 * 1.0)
@@ -434,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             "http_rejected": {k.split('"')[1]: v for k, v in samples(text).items()
                               if k.startswith("fvq_http_rejected_total")},
             "whip": {k: v for k, v in whip_stats.items()},
+            "api_churn": dict(api_stats),
             "whip_ended": {k.split('"')[1]: v for k, v in samples(text).items()
                            if k.startswith("fvq_whip_sessions_ended_total")},
             "rtmp_kills": kills,

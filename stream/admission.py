@@ -29,3 +29,28 @@ class WorkerRefusedError(RuntimeError):
 
 class StreamCapError(RuntimeError):
     """`limits.max_streams` streams are placed already."""
+
+
+def not_a_regular_file(source) -> str | None:
+    """Why a file source's path cannot be opened without blocking (a FIFO, a device, a socket), else None. A
+    missing path or a URL is not judged here: the reader reports those."""
+    import os
+    import stat
+
+    from stream.sources import source_type
+
+    if not source_type(source.kind).ends:
+        return None
+    path = source.url[len("file:"):] if source.url.startswith("file:") else source.url
+    if "://" in path and not path.startswith("///"):
+        return None
+    path = path[2:] if path.startswith("///") else path
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    what = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+        "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+    return f"{source.url}: is {what}, not a regular file (opening it would block); give a file or a stream URL"

@@ -95,8 +95,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except PortInUseError as exc:
             raise ConfigError(f"{exc.strerror} (server.port / --port)") from None
         print(ingest_notice(cfg), flush=True)
-        try:
-            monitor.start()
+        try:  # off the loop: /healthz and the API answer while thousands of sources start
+            await loop.run_in_executor(None, monitor.start)
         except Exception:
             await loop.run_in_executor(None, monitor.stop)
             await runner.cleanup()
@@ -148,7 +148,7 @@ def _serve_front(cfg, args: argparse.Namespace, overrides: dict) -> int:
         def factory(token, poke):
             return RayPool(cfg, token, poke)
     else:
-        from stream.scale.workers import LocalPool
+        from stream.scale.local_pool import LocalPool
 
         def factory(token, poke):
             pool = LocalPool(cfg, cfg.worker_count(), cfg.worker_spares, token, on_change=poke)
@@ -187,7 +187,15 @@ def ingest_notice(cfg) -> str:
                "refused until you set one, or server.allow_anonymous_ingest: true)")
     cors = ", ".join(s.cors_origins) if s.cors_origins else "none"
     ice = "any address" if s.ice_allow_private else "public addresses only (server.ice_allow_private: false)"
-    return f"fvq: {who}; CORS origins: {cors}; ICE candidates: {ice}"
+    notice = f"fvq: {who}; CORS origins: {cors}; ICE candidates: {ice}"
+    from stream.http.access import is_loopback
+
+    if s.host != "localhost" and not is_loopback(s.host) and not s.limit_exempt_clients:
+        notice += (f"\nfvq: warning: serving on {s.host} beyond loopback with server.limit_exempt_clients empty: a "
+                   f"connection flood from other hosts can hold your Prometheus scraper under the per-client cap "
+                   f"({s.max_connections_per_client}) and the total cap ({s.max_connections}); list its address, "
+                   "e.g. limit_exempt_clients: [10.0.0.5/32]")
+    return notice
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -66,3 +66,13 @@ def url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     hostport = parts.netloc.rsplit("@", 1)[1]
     bare = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
     return bare, (unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+# input options whose whole value may carry a secret: HTTP headers (Authorization, cookies), passwords, keys
+_SECRET_OPTION = re.compile(r"(header|cookie|auth|pass|pwd|secret|token|key|credential|user_agent)", re.IGNORECASE)
+
+
+def redact_options(options: dict[str, str]) -> dict[str, str]:
+    """A source's ffmpeg/PyAV `options` as answers show them: values of secret-looking options masked, URLs in
+    the others redacted."""
+    return {k: MASK if _SECRET_OPTION.search(k) else redact_text(v) for k, v in options.items()}

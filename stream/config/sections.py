@@ -245,6 +245,10 @@ class HooksConfig(_Strict):
     apps: list[str] = Field(
         default_factory=list, description="Only publishes to these apps are followed; empty: every app."
     )
+    expected: bool = Field(
+        False, description="Streams that hooks add are expected (see the source field `expected`): an unpublish "
+        "leaves them listed as `down` (fvq_stream_up 0) until the publisher comes back, instead of removing them.",
+    )
 
     @field_validator("labels")
     @classmethod

@@ -78,6 +78,12 @@ class SourceConfig(_Strict):
     persist: bool = Field(
         False, description="Streams added through the stream API: keep them across restarts (in the state file)."
     )
+    expected: bool = Field(
+        False,
+        description="The stream should always be live: when its publisher vanishes it stays listed with "
+        "state `down` and fvq_stream_up 0 (FvqStreamDown fires) until it comes back or is deleted, instead of "
+        "ending. On an RTMP listen app for many publishers (rtmp_server): every key published there.",
+    )
     allow_keys: list[str] = Field(
         default_factory=list,
         description="rtmp_server listen sources: stream keys accepted (shell patterns such as cam-*); empty: any key.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -12,13 +11,17 @@ from pydantic import ValidationError
 from stream.config import ConfigError, SourceConfig
 from stream.http.access import authorized
 from stream.http.catalog import CatalogError, catalog_for
+from stream.http.control import MAX_JSON_DEPTH, ControlLane, LaneBusyError, json_depth_exceeded
 from stream.live.monitor import Monitor
 
 PREFIX = "/api/v1"
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    resp = web.json_response({"error": message}, status=status)
+    if status in (429, 503):  # a refusal for now (busy, the stream cap, no worker up): when to try again
+        resp.headers["Retry-After"] = "2"
+    return resp
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -30,9 +33,27 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _busy(exc: LaneBusyError) -> web.Response:
+    resp = _error(exc.status, str(exc))
+    resp.headers["Retry-After"] = str(exc.retry_after_s)
+    return resp
+
+
+API_THREADS = 4  # changes under way at once (each mostly waits: on a worker, a reader's start)
+API_QUEUE = 256  # stream API changes waiting at most; past it a call is refused at once (429)
+API_START_WITHIN_S = 4.0  # a change not started this long after it arrived is refused (503), never applied later
+
+
 class StreamApi:
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
+        # changes run on threads of their own (the catalog claims each name, so two calls never race on one);
+        # reads never queue behind them
+        self.lane = ControlLane("stream API", threads=API_THREADS, max_queued=API_QUEUE, start_within_s=API_START_WITHIN_S,
+                                on_refused=self._refused)
+
+    def _refused(self, reason: str) -> None:
+        self.monitor.metrics.streams_refused.labels(reason).inc()
 
     @property
     def catalog(self):
@@ -52,8 +73,16 @@ class StreamApi:
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            text = (await request.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            text = "\ufffd"  # not JSON: answered below
+        if json_depth_exceeded(text):
+            raise web.HTTPBadRequest(text=json.dumps({"error": f"the body nests deeper than {MAX_JSON_DEPTH} levels: "
+                                                               "a source is a flat JSON object"}),
+                                     content_type="application/json")
+        try:
+            body = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object (a source)"}),
                                      content_type="application/json") from None
         if not isinstance(body, dict):
@@ -69,7 +98,7 @@ class StreamApi:
                                      content_type="application/json") from None
 
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        return await self.lane.run(fn, *args)
 
     async def _describe(self, name: str) -> dict[str, Any] | None:
         """One stream as the API shows it (the front overrides this and `_list`: its answers come from workers)."""
@@ -85,6 +114,8 @@ class StreamApi:
         source = self._source(await self._body(request))
         try:
             await self._run(self.catalog.add, source)
+        except LaneBusyError as exc:
+            return _busy(exc)
         except CatalogError as exc:
             return _error(exc.status, str(exc))
         return web.json_response(await self._describe(source.name), status=201,
@@ -105,19 +136,27 @@ class StreamApi:
         source = self._source(body)
         try:
             created = await self._run(self.catalog.replace, source)
+        except LaneBusyError as exc:
+            return _busy(exc)
         except CatalogError as exc:
             return _error(exc.status, str(exc))
         return web.json_response(await self._describe(name), status=201 if created else 200)
 
     async def delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if not await self._run(self.catalog.remove, name):
+        try:
+            removed = await self._run(self.catalog.remove, name)
+        except LaneBusyError as exc:
+            return _busy(exc)
+        if not removed:
             return _error(404, f"no stream named {name!r}")
         return web.Response(status=204)
 
     async def reload(self, request: web.Request) -> web.Response:
         try:
             summary = await self._run(self.catalog.reload)
+        except LaneBusyError as exc:
+            return _busy(exc)
         except CatalogError as exc:
             return _error(exc.status, str(exc))
         except ConfigError as exc:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from stream.config import MonitorConfig, SourceConfig, SourceKind, load_config
 from stream.live.monitor import Monitor
+from stream.redact import redact_options
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Catalog:
         self.config_sources: dict[str, SourceConfig] = {s.name: s for s in monitor.config.sources}
         self.persisted: dict[str, SourceConfig] = {}
         self._lock = threading.RLock()
+        self._adding: set[str] = set()  # names whose add is under way
 
     # the state file
     @property
@@ -99,22 +101,32 @@ class Catalog:
 
     # changes
     def add(self, source: SourceConfig, origin: str = "api", save: bool = True) -> None:
-        from stream.admission import StreamExistsError, StreamLimitError
+        from stream.admission import StreamExistsError, StreamLimitError, not_a_regular_file
         from stream.ingest.rtmp import RtmpListenError
 
+        blocking = not_a_regular_file(source)
+        if blocking is not None:
+            raise CatalogError(blocking, 400)
         if source.kind == SourceKind.whip:
             raise CatalogError("WHIP streams are created by their publisher (POST /whip/{stream}), not by the API")
         if source.persist and origin == "api" and self.state_path is None:
             raise CatalogError("`persist: true` needs a config file (fvq serve --config) or server.state_file")
+        with self._lock:  # the name is claimed here; starting it (a reader, a placement) runs beside other calls
+            if source.name in self._adding:
+                raise CatalogError(f"a stream named {source.name!r} is being added by another call", 409)
+            self._adding.add(source.name)
+        try:
+            self.monitor.add_stream(source)
+        except StreamExistsError as exc:
+            raise CatalogError(str(exc), 409) from None
+        except StreamLimitError as exc:
+            raise CatalogError(str(exc), 429) from None
+        except RtmpListenError as exc:
+            raise CatalogError(str(exc), 409) from None
+        finally:
+            with self._lock:
+                self._adding.discard(source.name)
         with self._lock:
-            try:
-                self.monitor.add_stream(source)
-            except StreamExistsError as exc:
-                raise CatalogError(str(exc), 409) from None
-            except StreamLimitError as exc:
-                raise CatalogError(str(exc), 429) from None
-            except RtmpListenError as exc:
-                raise CatalogError(str(exc), 409) from None
             self.origin[source.name] = origin
             if origin == "api" and source.persist:
                 self.persisted[source.name] = source
@@ -164,6 +176,7 @@ class Catalog:
         # secrets stay out of the answer: the URL as /streams shows it, publish tokens masked
         shown["url"] = stream.state.url if stream is not None else source.url
         shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
+        shown["options"] = redact_options(source.options)
         return {
             "name": name,
             "origin": origin,

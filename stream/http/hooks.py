@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -13,11 +12,24 @@ from pydantic import ValidationError
 from stream.config import HooksConfig, SourceConfig
 from stream.http.access import authorized
 from stream.http.catalog import Catalog, CatalogError, catalog_for
+from stream.http.control import ControlLane, LaneBusyError, json_depth_exceeded
 from stream.live.monitor import Monitor
 
 log = logging.getLogger(__name__)
 
 SRS_OK = {"code": 0}  # SRS takes code 0 as "allow"; anything else would refuse the publisher
+HOOK_QUEUE = 1024  # notifications waiting at most; past it one is counted `busy` and not followed
+HOOK_WAIT_S = 3.0  # a notification is answered when followed or after this long (it is followed all the same)
+
+
+def _json_object(raw: bytes) -> dict:
+    """A hook's JSON body as a dict; anything else (not JSON, nested too deep, not an object) is {}."""
+    try:
+        text = raw.decode("utf-8")
+        body = None if json_depth_exceeded(text) else json.loads(text)
+    except (ValueError, RecursionError):
+        body = None
+    return body if isinstance(body, dict) else {}
 
 
 def map_publish(hooks: HooksConfig, fields: dict[str, str]) -> SourceConfig | None:
@@ -33,7 +45,7 @@ def map_publish(hooks: HooksConfig, fields: dict[str, str]) -> SourceConfig | No
     try:
         return SourceConfig(
             name=name or "stream", url=hooks.pull_url.format(**values),
-            labels={k: v.format(**values) for k, v in hooks.labels.items()},
+            labels={k: v.format(**values) for k, v in hooks.labels.items()}, expected=hooks.expected,
         )
     except ValidationError as exc:
         raise ValueError(str(exc).splitlines()[-1] if exc.errors() else str(exc)) from None
@@ -57,6 +69,8 @@ class Hooks:
     def __init__(self, monitor: Monitor, catalog: Catalog | None = None) -> None:
         self.monitor = monitor
         self.catalog = catalog  # the front's (several workers); else the monitor's own
+        # notifications are followed one at a time, in the order they came, on a thread no other work uses
+        self.lane = ControlLane("hook", threads=1, max_queued=HOOK_QUEUE, start_within_s=HOOK_WAIT_S)
 
     def follow(self, server: str, event: str, fields: dict[str, str]) -> str:
         """Adds or removes the stream of a notification; returns the result counted."""
@@ -71,6 +85,9 @@ class Hooks:
         if event == "unpublish":
             if catalog.origin.get(source.name) != "hook":
                 return "ignored"
+            if self.monitor.config.hooks.expected:  # stays listed, `down`, until its publisher is back
+                catalog.monitor.publisher_left(source.name, True)
+                return "down"
             catalog.remove(source.name)
             return "removed"
         try:
@@ -90,12 +107,20 @@ class Hooks:
             log.warning("%s hook from %s ignored: %s", server, request.remote, why)
             metrics.hook_events.labels(server, event, "unauthorized").inc()
             return
+        def follow_and_count() -> None:
+            try:
+                result = self.follow(server, event, fields)
+            except Exception:  # never let the monitor refuse a publisher
+                log.exception("%s hook %s failed", server, event)
+                result = "error"
+            metrics.hook_events.labels(server, event, result).inc()
+
         try:
-            result = await asyncio.get_running_loop().run_in_executor(None, self.follow, server, event, fields)
-        except Exception:  # never let the monitor refuse a publisher
-            log.exception("%s hook %s failed", server, event)
-            result = "error"
-        metrics.hook_events.labels(server, event, result).inc()
+            await self.lane.run_detached(follow_and_count, wait_s=HOOK_WAIT_S)
+        except LaneBusyError as exc:
+            log.warning("%s hook %s for %s/%s not followed: %s", server, event, fields.get("app"), fields.get("name"),
+                        exc)
+            metrics.hook_events.labels(server, event, "busy").inc()
 
     async def nginx(self, request: web.Request) -> web.Response:
         """nginx-rtmp `on_publish` / `on_publish_done` (form-encoded; 2xx lets the publisher go on)."""
@@ -116,22 +141,14 @@ class Hooks:
         event = {"on_publish": "publish", "on_unpublish": "unpublish"}.get(call)
         if event is None:
             raise web.HTTPNotFound(text="SRS hooks are /hooks/srs/on_publish and /hooks/srs/on_unpublish\n")
-        try:
-            body = await request.json()
-        except Exception:
-            body = {}
-        await self._handle(request, "srs", event, _fields(body if isinstance(body, dict) else {}))
+        await self._handle(request, "srs", event, _fields(_json_object(await request.read())))
         return web.json_response(SRS_OK)
 
 
     async def nms(self, request: web.Request) -> web.Response:
         """node-media-server (v4) `notify.url`: JSON with `action` postPublish/donePublish, sent without waiting;
         any answer but 200 would make it close the session, so every notification is answered 200."""
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
+        body = _json_object(await request.read())
         event = {"postPublish": "publish", "donePublish": "unpublish"}.get(str(body.get("action")))
         if event is not None:  # play and record notifications (the monitor's own pulls among them) are not ours
             await self._handle(request, "nms", event, _fields(body))

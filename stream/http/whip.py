@@ -153,7 +153,7 @@ class WhipEndpoint:
         session.codec = codec
         self.sessions[session.id] = session
         session.tasks.append(asyncio.create_task(self._watchdog(session)))
-        log.info("whip: stream %s published (session %s, %s)", name, session.id, codec)
+        log.info("whip: stream %s published (session %s..., %s)", name, session.id[:6], codec)  # the id is a key
         headers = {"Location": f"/whip/{name}/{session.id}", "Content-Type": SDP}
         return web.Response(status=201, body=local.encode(), headers=headers)
 
@@ -163,6 +163,8 @@ class WhipEndpoint:
         session = self.sessions.get(request.match_info["session"])
         if session is None or session.stream_name != request.match_info["stream"]:
             return _error(404, "no such WHIP session (it ended, or the URL is not one this server returned)")
+        if self.client(request) != session.client:  # the token lets one publish, not end another's session
+            return _error(403, "only the publisher that created this WHIP session (from its address) may end it")
         await self.close_session(session, "deleted by the publisher", "deleted")
         return web.Response(status=200)
 
@@ -194,7 +196,7 @@ class WhipEndpoint:
             await ingest.settle()  # a frame still being converted must not arrive after END
         await session.pc.close()
         session.stream.end(code)
-        log.info("whip: stream %s ended (session %s): %s", session.stream_name, session.id, reason)
+        log.info("whip: stream %s ended (session %s...): %s", session.stream_name, session.id[:6], reason)
 
     async def close_all(self, app: web.Application | None = None) -> None:
         await asyncio.gather(
@@ -232,7 +234,7 @@ class WhipEndpoint:
                 # a stream that has just ended is replaceable once the analysis loop has drained its END
                 old = self.monitor.streams.get(name)
                 live = any(s.stream_name == name for s in self.sessions.values())
-                if old is None or live or old.state.state not in ("ended", "error") or loop.time() > deadline:
+                if old is None or live or old.state.state not in ("ended", "error", "down") or loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.05)
 

@@ -194,4 +194,26 @@ def _public(address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False  # a host name (mDNS .local): resolving it is contacting an internal resolver
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:  # NAT64, 6to4, mapped and compatible forms reach the IPv4 address inside
+            return _public(str(embedded))
     return ip.is_global and not ip.is_multicast
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_6TO4 = ipaddress.ip_network("2002::/16")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, where it is a translation of one (else None)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _NAT64_LOCAL:  # a site's own translator: whatever it embeds is on the inside
+        return ipaddress.IPv4Address("10.0.0.0")
+    if ip in _6TO4:
+        return ip.sixtofour
+    return None

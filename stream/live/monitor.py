@@ -42,7 +42,8 @@ class Stream:
         self.facts = source_type(source.kind)
         self.name = source.name
         m = monitor.metrics
-        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m, expect=source.expect)
+        self.state = StreamState(source.name, source.kind.value, redact_url(source.url), m, expect=source.expect,
+                                 expected=source.expected)
         policy = source.drop_policy or DropPolicy.drop_oldest
         self.queue = FrameQueue(
             source.queue_frames, policy, on_drop=lambda reason: m.frames_dropped.labels(self.name, reason).inc()
@@ -76,7 +77,12 @@ class Stream:
     @property
     def active(self) -> bool:
         """Holds a slot under the stream cap: not ended (an ended stream's name can be taken again)."""
-        return not self.finished and self.state.state != "ended"
+        return not self.finished and self.state.state != "ended" and self.state.ended_at is None
+
+    @property
+    def holds_slot(self) -> bool:
+        """Counts under limits.max_streams: live, or expected and waiting `down` for its publisher to come back."""
+        return self.active or (self.state.expected and self.state.ended_at is None)
 
     def push(self, frame: av.VideoFrame) -> None:
         """For pushed sources (WHIP): convert a decoded frame and queue it. Call from a worker thread."""
@@ -135,7 +141,7 @@ class Monitor:
             old = self.streams.get(source.name)
             if old is not None and old.active:
                 raise StreamExistsError(f"a stream named {source.name!r} is already being watched")
-            active = sum(1 for s in self.streams.values() if s.active)
+            active = sum(1 for s in self.streams.values() if s.holds_slot and s is not old)
             if active >= self.config.limits.max_streams:
                 self.metrics.streams_refused.labels("limit").inc()
                 raise StreamLimitError(
@@ -147,7 +153,7 @@ class Monitor:
                 self.rtmp.attach(source)  # takes the publisher of its key; the reader plays it from there
             stream = Stream(source, self)
             self.streams[source.name] = stream
-            self.metrics.streams_active.set(active + 1)
+            self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
             self._evict_ended()
         if stream.reader is not None:
             stream.reader.start()
@@ -171,6 +177,22 @@ class Monitor:
         stream.queue.close()
         self.metrics.forget_stream(name)
         self.evidence.forget(name)
+
+    def publisher_left(self, name: str, expected: bool | None = None) -> None:
+        """A media server says the publisher of a stream it fed left (RTMP listen, hooks): the stream stops pulling
+        and reads `down` if it is expected (it stays until the publisher comes back or it is deleted), else
+        `ended` (it leaves after limits.ended_retention_s). Either way fvq_stream_up reads 0 and its slot is free."""
+        stream = self.streams.get(name)
+        if stream is None:
+            return
+        if expected is not None:
+            stream.state.expected = expected
+        stream.state.ended("publisher_left")
+        if stream.reader is not None:
+            stream.reader.stop()
+        stream.queue.put(END)
+        with self._lock:
+            self.metrics.streams_active.set(sum(1 for s in self.streams.values() if s.active))
 
     # lifecycle
     # The analysis thread shares the GIL with one decode thread per stream and gives it up at every native call

@@ -45,7 +45,7 @@ class StreamState(SourceEvents):
     kind: str
     url: str
     metrics: Metrics
-    state: str = "starting"  # starting, up, down, ended, error
+    state: str = "starting"  # starting, up, down, ended, error (docs/operations.md, "Stream lifecycle")
     last_error: str | None = None
     width: int = 0
     height: int = 0
@@ -64,6 +64,7 @@ class StreamState(SourceEvents):
     end_reason: str | None = None
     expect: Any = None  # the source's ExpectedFormat (what the channel should carry), or None
     faults: LiveFaults = field(default_factory=LiveFaults)
+    expected: bool = False  # the source's `expected`: its publisher leaving makes it `down`, never `ended`
     _error_logged_at: float = -float("inf")
     _errors_held: int = 0
     _bytes: collections.deque = field(default_factory=collections.deque)
@@ -154,7 +155,7 @@ class StreamState(SourceEvents):
         self._log_error(message)
         self.last_error = message
         self._m.stream_errors.labels(self.name, kind).inc()
-        if kind != "decode":
+        if kind not in ("decode", "silent"):  # a silent publisher is down (or ended), not a broken source
             self.mark_down("error")
 
     def _log_error(self, message: str, count: int = 1) -> None:
@@ -170,13 +171,25 @@ class StreamState(SourceEvents):
     def reconnecting(self, delay: float) -> None:
         self._m.reconnects.labels(self.name).inc()
 
+    # how a publisher can vanish without saying goodbye (WHIP); the stream reads `down`, not `ended`
+    UNCLEAN_ENDS = frozenset({"silent", "disconnected", "undecodable"})
+
     def ended(self, reason: str | None = None) -> None:
-        if self.state != "error":
+        """The source stopped. An expected stream goes `down` and stays (no retention: it waits for its publisher
+        or a delete); a publisher that vanished uncleanly leaves the stream `down`, one that said goodbye (or a
+        file that finished) `ended`; both leave after limits.ended_retention_s. A reader that ends on an error
+        keeps `error`."""
+        self._m.stream_up.labels(self.name).set(0)
+        if self.expected:
+            self.state, self.end_reason = "down", reason or self.end_reason or "finished"
+            return
+        if reason in self.UNCLEAN_ENDS:
+            self.state = "down"
+        elif self.state != "error" or reason is not None:
             self.state = "ended"
         if self.ended_at is None:
             self.ended_at = time.monotonic()
             self.end_reason = reason or self.end_reason or ("error" if self.state == "error" else "finished")
-        self._m.stream_up.labels(self.name).set(0)
 
     def mark_down(self, state: str = "down") -> None:
         self.state = state

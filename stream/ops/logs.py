@@ -30,7 +30,9 @@ class LogHygiene(logging.Filter):
             text = redact_text(record.getMessage())
         except Exception:  # a bad format string: let logging report it as it would
             return True
-        key = (record.name, record.levelno, text)
+        # an error's own cause is part of what repeats: a different exception (type, message, where it was raised)
+        # is a new message with its traceback, the same one again is held back and counted
+        key = (record.name, record.levelno, text, _exception_signature(record))
         now = self._clock()
         with self._lock:
             entry = self._seen.get(key)
@@ -50,6 +52,17 @@ class LogHygiene(logging.Filter):
         elif record.exc_text:
             record.exc_text = redact_text(record.exc_text)
         return True
+
+
+def _exception_signature(record: logging.LogRecord) -> tuple[str, ...]:
+    if not record.exc_info or record.exc_info[1] is None:
+        return ()
+    exc = record.exc_info[1]
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return (type(exc).__name__, str(exc)[:200], where)
 
 
 def configure(level: int, fmt: str) -> LogHygiene:

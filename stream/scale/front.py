@@ -16,65 +16,30 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
 from stream.admission import NoWorkerError, StreamCapError, StreamPlacedError, WorkerRefusedError
 from stream.config import MonitorConfig, SourceConfig
+from stream.http.control import ControlLane, LaneBusyError
 from stream.redact import redact_url
 from stream.scale.front_metrics import FrontMetrics, front_exposition
+from stream.scale.placement import (
+    HANG_S,
+    PROBE_TIMEOUT_S,
+    REFERENCE_COST,
+    REFERENCE_PIXEL_RATE,
+    TICK_S,
+    WHIP_GRACE_S,
+    Placement,
+    Pool,
+    Worker,
+    probe_pixel_rate,
+)
 from stream.scale.workers import TOKEN_HEADER
-from stream.sources import source_type
 
 log = logging.getLogger(__name__)
-
-TICK_S = 0.5
-REFERENCE_PIXEL_RATE = 1280 * 720 * 30  # a 720p30 stream: the estimate for a source not opened yet
-REFERENCE_COST = 0.12  # CPU-s per second of a 720p30 stream in this monitor (BENCHMARKS.md), until measured
-HANG_S = 10.0  # a local worker process alive but silent this long is killed (and restarted)
-WHIP_GRACE_S = 10.0  # a WHIP stream placed but not yet held by its worker (POST in flight) is kept this long
-
-
-
-class Worker(Protocol):
-    id: str
-    url: str | None
-    capacity: float  # CPUs it may use: placement divides load by it
-    node: str
-    restarts: int  # times its process or actor was restarted
-
-
-class Pool(Protocol):
-    """Worker processes or actors: which are up now, and where they answer."""
-
-    reassign_lost: bool  # a worker that stops answering loses its streams to the others (cluster), or keeps them
-
-    def workers(self) -> dict[str, Worker]: ...
-    def kill(self, worker_id: str) -> None: ...
-    def stop(self) -> None: ...
-
-
-@dataclass
-class Placement:
-    """Where one stream runs, what it costs there, and what its moves cost it."""
-
-    source: SourceConfig
-    worker: str
-    cost: float  # CPU-s per second, estimated then measured
-    pushed: bool  # WHIP: the publisher feeds the worker directly; it cannot be re-added elsewhere
-    placed_at: float
-    held: bool = False  # the worker reported holding it
-    incarnation: str | None = None  # of the worker when it was last seen held
-    windows: int = 0
-    last_window: float | None = None  # epoch of its last window published (any worker)
-    gap_since: float | None = None  # a move or restart interrupted it: the last window before that
-    interruptions: int = 0
-    last_resume_s: float | None = None  # from the last window before an interruption to the first after
-    client: str | None = None  # WHIP: the publisher's address, as the front saw it (the per-client cap)
-    state: str | None = None  # as its worker last reported it
-
 
 class Front:
     """Placement, reconciliation and the merged views, over a pool of workers reached by HTTP."""
@@ -93,6 +58,7 @@ class Front:
         self.wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._probes = ControlLane("source probe", threads=2, max_queued=16, start_within_s=PROBE_TIMEOUT_S)
 
     # lifecycle
     async def start(self, sources: Iterable[SourceConfig] = ()) -> None:
@@ -112,6 +78,7 @@ class Front:
                 pass
         if self.session is not None:
             await self.session.close()
+        self._probes.close()
 
     def poke(self) -> None:
         """Reconcile now (thread-safe when called through loop.call_soon_threadsafe)."""
@@ -134,6 +101,16 @@ class Front:
         pixels = probe_pixel_rate(source) or REFERENCE_PIXEL_RATE
         return pixels * self.cost_per_pixel
 
+    async def estimate_soon(self, source: SourceConfig) -> float:
+        """The estimate, probed on the probe lane (threads no other work holds) within PROBE_TIMEOUT_S; the
+        reference cost when the probe is slow or the lane busy (the measured cost replaces it soon after)."""
+        try:
+            return await asyncio.wait_for(self._probes.run(self.estimate, source), PROBE_TIMEOUT_S)
+        except (TimeoutError, LaneBusyError):
+            log.warning("front: the cost of stream %s was not probed within %g s: placed at the reference cost",
+                        source.name, PROBE_TIMEOUT_S)
+            return REFERENCE_PIXEL_RATE * self.cost_per_pixel
+
     def worker_loads(self, live: Iterable[str]) -> dict[str, float]:
         loads = {wid: 0.0 for wid in live}
         for p in self.placements.values():
@@ -153,13 +130,12 @@ class Front:
 
     async def add_source(self, source: SourceConfig, pushed: bool = False, start: bool = True) -> Placement:
         """Places a stream (a config/CLI source, or a WHIP publisher's) on the least loaded worker."""
-        loop = asyncio.get_running_loop()
-        cost = await loop.run_in_executor(None, self.estimate, source) if not pushed else \
-            REFERENCE_PIXEL_RATE * self.cost_per_pixel
+        cost = await self.estimate_soon(source) if not pushed else REFERENCE_PIXEL_RATE * self.cost_per_pixel
         if source.name in self.placements:
             raise StreamPlacedError(f"a stream named {source.name!r} is already being watched")
-        active = len(self.placements)
+        active = sum(1 for p in self.placements.values() if not p.ended)  # ended ones wait out their retention
         if active >= self.config.limits.max_streams:
+            self.metrics.streams_refused.labels("limit").inc()
             raise StreamCapError(
                 f"the monitor already holds {active} streams (limits.max_streams={self.config.limits.max_streams})")
         wid = self.choose(cost)
@@ -189,8 +165,20 @@ class Front:
                 text = (await r.text()).strip()
         except (aiohttp.ClientError, TimeoutError, OSError):
             return p  # reconciliation retries
+        except asyncio.CancelledError:  # its caller gave up and was told so: nothing stays applied
+            self._drop(p, "its caller timed out")
+            raise
         self._drop(p, f"worker {p.worker} refused it ({r.status}): {text}")
         raise WorkerRefusedError(text, 429 if r.status == 503 else 400)
+
+    async def publisher_left(self, name: str, expected: bool | None) -> None:
+        """The publisher of a stream the front's RTMP listen or a hook feeds left: its worker marks it."""
+        p = self.placements.get(name)
+        w = self.owner(name)
+        if p is None or w is None:
+            return
+        p.ended = not (expected if expected is not None else p.source.expected)
+        await self._request("POST", w, f"/worker/streams/{name}/left", {"expected": expected})
 
     async def remove_source(self, name: str) -> None:
         p = self.placements.pop(name, None)
@@ -332,6 +320,8 @@ class Front:
                     continue
                 if name in held:
                     self._seen(p, held[name], load["incarnation"])
+                elif p.held and p.ended and p.incarnation == load["incarnation"]:
+                    self._drop(p, "it ended and its worker retired it after limits.ended_retention_s")
                 elif p.pushed:
                     if p.held or now - p.placed_at > WHIP_GRACE_S:
                         self._drop(p, "its WHIP session ended with its worker")
@@ -351,6 +341,7 @@ class Front:
         if p.incarnation is not None and p.incarnation != incarnation and p.held:
             p.gap_since = p.gap_since or p.last_window  # the worker restarted between two ticks
         p.held, p.incarnation, p.state = True, incarnation, s.get("state")
+        p.ended = bool(s.get("ended", p.state == "ended"))
         last = s.get("last_window")
         if last is None:
             return
@@ -443,18 +434,3 @@ class Front:
                             "state": "placing",
                             "worker": p.worker, "last_error": None, "latest": None})
         return sorted(out, key=lambda s: s["name"])
-
-
-def probe_pixel_rate(source: SourceConfig) -> float | None:
-    """Width x height x fps of a file source (a cheap header read); None for live sources (not opened here)."""
-    if not source_type(source.kind).ends:
-        return None
-    try:
-        import av
-
-        with av.open(source.url, options=source.options or None, timeout=5) as c:
-            v = c.streams.video[0]
-            fps = float(v.average_rate or v.guessed_rate or 25)
-            return float(v.codec_context.width * v.codec_context.height * fps)
-    except Exception:  # the worker reports the real error when it opens it
-        return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,12 +20,12 @@ from aiohttp import web
 from stream.config import SourceConfig, SourceKind
 from stream.http.api import StreamApi, add_routes
 from stream.http.catalog import Catalog, CatalogError, _scrub
-from stream.redact import redact_url
+from stream.redact import redact_options, redact_url
 from stream.sources import source_type
 
 log = logging.getLogger(__name__)
 
-CALL_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 12.0  # a placement's steps have their own timeouts (probe 3 s, worker 10 s)
 
 
 class FrontStreams:
@@ -34,14 +35,22 @@ class FrontStreams:
     def __init__(self, front: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.front, self.loop = front, loop
         self.config = front.config
-        self.metrics = SimpleNamespace(hook_events=front.metrics.hook_events, rtmp_rejected=front.metrics.rtmp_rejected)
+        self.metrics = SimpleNamespace(hook_events=front.metrics.hook_events, rtmp_rejected=front.metrics.rtmp_rejected,
+                                       streams_refused=front.metrics.streams_refused)
         from stream.ingest.rtmp import RtmpListeners
 
         self.rtmp = RtmpListeners(self)  # type: ignore[arg-type] - the front's one nginx-rtmp per listen port
         self.listen: dict[str, SourceConfig] = {}  # named listen sources as configured; each placed as a pull
+        self.closing = threading.Event()  # the front is stopping: a placement under way stops
 
     def _call(self, coro) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT_S)
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(CALL_TIMEOUT_S)
+        except TimeoutError:
+            fut.cancel()  # the caller is told it failed: what it started is undone (Front.place drops its placement)
+            raise CatalogError(f"the front did not finish this within {CALL_TIMEOUT_S:g} s; nothing was applied, "
+                               "try again shortly", 503) from None
 
     def add_stream(self, source: SourceConfig) -> None:
         """As Monitor.add_stream: an RTMP listen source is served by the front's nginx-rtmp, and what the workers
@@ -96,6 +105,9 @@ class FrontStreams:
         except WorkerRefusedError as exc:
             raise CatalogError(str(exc), exc.status) from None
 
+    def publisher_left(self, name: str, expected: bool | None = None) -> None:
+        self._call(self.front.publisher_left(name, expected))
+
     def remove_stream(self, name: str) -> None:
         self.listen.pop(name, None)
         if self.rtmp.detach(name) and name not in self.front.placements:
@@ -108,6 +120,8 @@ class FrontStreams:
         from stream.ingest.rtmp import RtmpListenError
 
         for source in sources:
+            if self.closing.is_set():
+                return
             try:
                 self.add_stream(source)
             except RtmpListenError:
@@ -160,6 +174,7 @@ class FrontCatalog(Catalog):
         shown = source.model_dump(mode="json")
         shown["url"] = redact_url(source.url)  # stream/redact.py, as /streams shows it
         shown["publish_tokens"] = {k: "***" for k in source.publish_tokens}
+        shown["options"] = redact_options(source.options)
         origin = self.origin.get(name) or ("whip" if source_type(source.kind).pushed else "rtmp")
         if p is None:  # an RTMP listen app for many publishers: its keys are streams of their own
             status = {"state": "listening"}

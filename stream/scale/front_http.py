@@ -17,6 +17,7 @@ from stream.admission import NoWorkerError, StreamCapError
 from stream.config import MonitorConfig, SourceConfig, SourceKind, check_stream_name
 from stream.scale.front import Front, Worker
 from stream.scale.workers import CLIENT_HEADER, TOKEN_HEADER
+from stream.sources import source_type
 
 log = logging.getLogger("stream.scale.front")  # the logger these lines have always had
 
@@ -126,7 +127,7 @@ def _whip_post(front: Front):
         if (refused := ingest_refusal(server, client, request.headers.get("Authorization", ""))) is not None:
             return refused
         held = sum(1 for q in front.placements.values()
-                   if q.pushed and q.client == client and q.state not in ("ended", "error"))
+                   if q.pushed and q.client == client and not q.ended and q.state != "error")
         if held >= server.whip_max_sessions_per_client:
             return web.Response(status=429, headers={"Retry-After": "5"}, text=(
                 f"your address holds {held} WHIP sessions already (server.whip_max_sessions_per_client="
@@ -145,9 +146,11 @@ def _whip_post(front: Front):
                 placed = p = await front.add_source(source, pushed=True)
                 p.client = client
             except NoWorkerError as exc:
+                front.metrics.streams_refused.labels("no_worker").inc()
                 return web.Response(status=503, text=f"{exc}\n", headers={"Retry-After": "1"})
-            except StreamCapError as exc:
-                return web.Response(status=503, text=f"{exc}; try again when a stream has ended\n")
+            except StreamCapError as exc:  # counted by add_source
+                return web.Response(status=503, text=f"{exc}; try again when a stream has ended\n",
+                                    headers={"Retry-After": "5"})
         w = front.pool.workers().get(p.worker)
         if w is None or not w.url:
             return web.Response(status=503, text="the stream's worker is restarting; try again\n",
@@ -229,14 +232,16 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
         raise
     front = Front(config, pool, token)
     front_box.append(front)
-    runner = catalog = None
+    runner = catalog = placing = None
     try:
         from stream.scale.front_api import FrontCatalog
 
         await front.start()
         catalog = FrontCatalog(front, loop, config_path, overrides)
-        await loop.run_in_executor(None, catalog.streams.start, config.sources)  # RTMP listen: the front's nginx
-        await loop.run_in_executor(None, catalog.load_state)  # persisted API streams, placed once, by the front
+        # RTMP listen first (the front's nginx; a port in use stops the start), then the HTTP is served while the
+        # other sources are placed: with thousands of them /healthz answers from the start, and --duration holds
+        listen = [s for s in config.sources if source_type(s.kind).rtmp_listener]
+        await loop.run_in_executor(None, catalog.streams.start, listen)
         await front.reconcile()  # the placement's series are right from the first request
         # the single process's limits: timeouts, connection caps (503 + reason), keep-alive and header bounds
         limits = ConnectionLimits(config.server, front.metrics)
@@ -250,6 +255,14 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
               f"({len(pool.workers())} workers)", flush=True)
         if ready is not None:
             ready(front, url)
+        rest = [s for s in config.sources if not source_type(s.kind).rtmp_listener]
+
+        def place_the_rest() -> None:
+            catalog.streams.start(rest)
+            if not catalog.streams.closing.is_set():
+                catalog.load_state()  # persisted API streams, placed once, by the front
+
+        placing = loop.run_in_executor(None, place_the_rest)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -271,6 +284,9 @@ async def serve_front(config: MonitorConfig, pool_factory, duration: float = 0.0
         if runner is None:
             listening.close()
         if catalog is not None:
+            catalog.streams.closing.set()  # the placement still going on stops at its next stream
+            if placing is not None:
+                await asyncio.wait({placing}, timeout=15)
             await loop.run_in_executor(None, catalog.streams.close)
         await front.stop()
         if runner is not None:

@@ -41,6 +41,9 @@ class FrontMetrics:
             "fvq_http_rejected_total", "HTTP connections or requests refused, by reason (connections, "
             "client_connections, header_timeout, body_timeout, body_too_large, header_too_large, bad_request).",
             ["reason"], registry=r)
+        self.streams_refused = Counter(  # the front's own refusals; the workers' are added in front_exposition
+            "fvq_streams_refused_total", "Streams refused, by reason (limit: the stream cap; busy, timeout: the "
+            "stream API's queue was full or did not reach the call in time).", ["reason"], registry=r)
         for reason in ("lost", "rebalance"):
             self.moves.labels(reason)
 
@@ -104,11 +107,31 @@ def merge_expositions(texts: dict[str, str], owned_by) -> list[Metric]:
     return list(merged.values())
 
 
+ADDED = {"fvq_streams_refused"}  # counted where the refusal happens, front or worker: one series per reason, summed
+
+
+def _added(own: Metric, workers: Metric | None) -> Metric:
+    out = Metric(own.name, own.documentation, own.type, own.unit)
+    totals: dict[tuple, float] = {}
+    for fam in (own, workers):
+        for s in fam.samples if fam is not None else ():
+            if s.name.endswith("_total"):
+                key = tuple(sorted((k, v) for k, v in s.labels.items() if k != "worker"))
+                totals[key] = totals.get(key, 0.0) + s.value
+    for key, value in sorted(totals.items()):
+        out.add_sample(own.name + "_total", dict(key), value)
+    return out
+
+
 def front_exposition(metrics: FrontMetrics, texts: dict[str, str], owned_by) -> bytes:
-    """The front's /metrics body: its own series, then the workers' merged (streams_active summed over them)."""
-    own = {m.name for m in metrics.registry.collect()}  # hooks and RTMP listen are counted by the front
-    families = [_summed(f) if f.name in SUMMED else f
-                for f in merge_expositions(texts, owned_by) if f.name not in own]
+    """The front's /metrics body: its own series, then the workers' merged (streams_active summed over them,
+    refusals added to the front's own)."""
+    own = list(metrics.registry.collect())  # hooks and RTMP listen are counted by the front
+    own_names = {m.name for m in own}
+    merged = merge_expositions(texts, owned_by)
+    by_name = {f.name: f for f in merged}
+    families = [_added(f, by_name.get(f.name)) if f.name in ADDED else f for f in own]
+    families += [_summed(f) if f.name in SUMMED else f for f in merged if f.name not in own_names]
     registry = CollectorRegistry()
     registry.register(_Families(families))
-    return generate_latest(metrics.registry) + generate_latest(registry)
+    return generate_latest(registry)

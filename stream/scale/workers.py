@@ -1,9 +1,11 @@
 """A worker: one Monitor owning a share of the streams, its HTTP (the usual app plus a control API), and its process.
 
 The front (stream/scale/front.py) places streams on workers and talks to them over HTTP only, whether a worker is a
-local process (`python -m stream.scale.workers`, supervised by `LocalPool` here) or a Ray actor (stream/scale/cluster.py):
+local process (`python -m stream.scale.workers`, supervised by `LocalPool` in stream/scale/local_pool.py) or a Ray
+actor (stream/scale/cluster.py):
 
-- `POST /worker/streams` (a SourceConfig as JSON) adds a stream, `DELETE /worker/streams/{stream}` removes it;
+- `POST /worker/streams` (a SourceConfig as JSON) adds a stream, `DELETE /worker/streams/{stream}` removes it,
+  `POST /worker/streams/{stream}/left` says its publisher left (it goes `down` or `ended`, and stays a while);
 - `GET /worker/load` reports the process's CPU time and, per stream, its state, pixel rate and windows published,
   from which the front measures the cost of each stream;
 - `POST /worker/identity` renames a warm spare when it takes over a dead worker's slot.
@@ -22,14 +24,10 @@ import json
 import logging
 import os
 import resource
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +68,7 @@ class WorkerState:
             st = s.state
             fps = st.fps or st.nominal_fps or 0.0
             streams[name] = {
-                "state": st.state, "kind": st.kind, "pixels_per_s": float(st.width * st.height * fps),
+                "state": st.state, "ended": st.ended_at is not None, "kind": st.kind, "pixels_per_s": float(st.width * st.height * fps),
                 "windows": self.windows.get(name, 0), "last_window": self.last_window.get(name),
             }
         return {
@@ -122,6 +120,20 @@ async def _remove(request: web.Request) -> web.Response:
     return web.json_response({"removed": name})
 
 
+async def _left(request: web.Request) -> web.Response:
+    """The front's RTMP listen or hooks saw the publisher of a stream leave (Monitor.publisher_left)."""
+    if not _authorized(request):
+        return _refuse(401, f"control requests need the front's {TOKEN_HEADER}")
+    try:
+        body = await request.json()
+    except ValueError:
+        body = {}
+    expected = body.get("expected") if isinstance(body, dict) else None
+    request.app[WORKER_KEY].monitor.publisher_left(request.match_info["stream"],
+                                                   expected if isinstance(expected, bool) else None)
+    return web.json_response({"left": request.match_info["stream"]})
+
+
 async def _load(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _refuse(401, f"control requests need the front's {TOKEN_HEADER}")
@@ -140,6 +152,7 @@ def add_worker_routes(app: web.Application, state: WorkerState) -> None:
     app[WORKER_KEY] = state
     app.router.add_post("/worker/streams", _add)
     app.router.add_delete("/worker/streams/{stream}", _remove)
+    app.router.add_post("/worker/streams/{stream}/left", _left)
     app.router.add_get("/worker/load", _load)
     app.router.add_post("/worker/identity", _identity)
 
@@ -238,190 +251,10 @@ def warm_up(analyzer: Any, width: int) -> None:
         analyzer.metrics = metrics
 
 
-# the local pool: worker processes supervised by the front
-
-@dataclass
-class LocalWorker:
-    """A worker slot on this machine: its current process and what it reported when ready."""
-
-    id: str
-    proc: subprocess.Popen | None = None
-    url: str | None = None
-    incarnation: str | None = None
-    restarts: int = 0
-    capacity: float = 1.0
-    node: str = "local"
-    alive: bool = False
-    events: list[str] = field(default_factory=list)
-
-
-class LocalPool:
-    """Worker processes on this machine. A worker that exits is replaced at once by a warm spare (a started
-    worker with its models loaded, holding no stream) when one is ready, else by a new process, and keeps its
-    slot: its streams go back to it, never to another worker. `on_change` is called (from a supervision
-    thread) whenever a worker's address changes, so the front re-adds its streams without waiting for a tick."""
-
-    reassign_lost = False  # a lost worker comes back in its slot, with its streams
-
-    def __init__(self, config: MonitorConfig, count: int, spares: int, token: str,
-                 on_change: Callable[[], None] | None = None, on_restart: Callable[[str], None] | None = None) -> None:
-        self.config, self.count, self.spares_wanted, self.token = config, count, spares, token
-        self.on_change = on_change or (lambda: None)
-        self.on_restart = on_restart or (lambda worker_id: None)
-        self.slots = {f"w{i}": LocalWorker(f"w{i}") for i in range(count)}
-        self._spares: list[tuple[subprocess.Popen, dict]] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._dir = Path(tempfile.mkdtemp(prefix="fvq-workers-"))
-        self._config_path = self._dir / "config.json"
-        worker_cfg = config.model_copy(update={"sources": [], "workers": 1})
-        self._config_path.write_text(worker_cfg.model_dump_json())
-        self._threads: list[threading.Thread] = []
-
-    # processes
-    def _spawn(self, worker_id: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "stream.scale.workers", "--config", str(self._config_path), "--id", worker_id]
-        env = {**os.environ, "FVQ_WORKER_TOKEN": self.token}
-        # stdin stays a pipe the worker watches: when the front dies, for any reason, its workers follow
-        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
-
-    @staticmethod
-    def _wait_ready(proc: subprocess.Popen, timeout: float = 180.0) -> dict | None:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                return None  # exited before it was ready
-            if line.startswith(READY_PREFIX):
-                return json.loads(line[len(READY_PREFIX):])
-        return None
-
-    def start(self) -> None:
-        """Starts every worker (in parallel) and the spares; returns once the workers are ready."""
-        procs = {wid: self._spawn(wid) for wid in self.slots}
-        for wid, proc in procs.items():
-            info = self._wait_ready(proc)
-            if info is None:
-                self.stop()
-                raise RuntimeError(f"worker {wid} exited before it was ready (exit status {proc.poll()}); see its log")
-            self._install(wid, proc, info)
-        self._refill_spares()
-
-    def _install(self, worker_id: str, proc: subprocess.Popen, info: dict) -> None:
-        with self._lock:
-            slot = self.slots[worker_id]
-            slot.proc, slot.url, slot.incarnation, slot.alive = proc, info["url"], info["incarnation"], True
-        t = threading.Thread(target=self._supervise, args=(worker_id, proc), name=f"supervise-{worker_id}",
-                             daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def _refill_spares(self) -> None:
-        def make() -> None:
-            proc = self._spawn("spare")
-            info = self._wait_ready(proc)
-            if info is None or self._stopping.is_set():
-                _terminate(proc)
-                return
-            with self._lock:
-                self._spares.append((proc, info))
-
-        with self._lock:
-            missing = self.spares_wanted - len(self._spares)
-        for _ in range(max(0, missing)):
-            threading.Thread(target=make, name="spare-start", daemon=True).start()
-
-    def _supervise(self, worker_id: str, proc: subprocess.Popen) -> None:
-        code = proc.wait()
-        if self._stopping.is_set():
-            return
-        log.warning("worker %s (pid %d) exited with status %s: restarting it", worker_id, proc.pid, code)
-        with self._lock:
-            slot = self.slots[worker_id]
-            if slot.proc is not proc:
-                return
-            slot.alive, slot.url = False, None
-            slot.restarts += 1
-            spare = self._spares.pop(0) if self._spares else None
-        self.on_restart(worker_id)
-        self.on_change()
-        while not self._stopping.is_set():
-            if spare is not None and spare[0].poll() is None:
-                new, info = spare
-                try:
-                    _post_json(info["url"] + "/worker/identity", {"id": worker_id}, self.token)
-                except OSError as exc:
-                    log.warning("spare worker pid %d did not take slot %s: %s", new.pid, worker_id, exc)
-                    _terminate(new)
-                    spare = None
-                    continue
-            else:
-                new = self._spawn(worker_id)
-                info = self._wait_ready(new)
-                if info is None:
-                    log.error("worker %s failed to restart (status %s); trying again in 1 s", worker_id, new.poll())
-                    self._stopping.wait(1.0)
-                    continue
-            self._install(worker_id, new, info)
-            log.info("worker %s is back (pid %d, %s)", worker_id, new.pid, "a warm spare" if spare else "cold start")
-            self.on_change()
-            self._refill_spares()
-            return
-
-    def spares_ready(self) -> int:
-        with self._lock:
-            return sum(1 for proc, _ in self._spares if proc.poll() is None)
-
-    def kill(self, worker_id: str) -> None:
-        """For tests and benchmarks: SIGKILL a worker's process (the pool restarts it)."""
-        proc = self.slots[worker_id].proc
-        if proc is not None:
-            proc.kill()
-
-    def workers(self) -> dict[str, LocalWorker]:
-        with self._lock:
-            return {wid: slot for wid, slot in self.slots.items() if slot.alive}
-
-    def stop(self) -> None:
-        self._stopping.set()
-        with self._lock:
-            procs = [s.proc for s in self.slots.values() if s.proc is not None] + [p for p, _ in self._spares]
-            self._spares.clear()
-        for proc in procs:
-            _terminate(proc, wait=False)
-        for proc in procs:
-            _terminate(proc)
-
-
-def _terminate(proc: subprocess.Popen, wait: bool = True, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()  # the worker stops when its stdin closes
-        except OSError:
-            pass
-        proc.terminate()
-    if wait:
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _post_json(url: str, body: dict, token: str, timeout: float = 5.0) -> dict:
-    import urllib.request
-
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", TOKEN_HEADER: token})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="One fvq worker process (started by `fvq serve --workers N`).")
-    p.add_argument("--config", type=Path, required=True, help="the monitor config as JSON")
+    p.add_argument("--config", required=True, help="the monitor config as JSON: a file, or - for the first line of "
+                   "stdin (how the front passes it: no secret written to disk)")
     p.add_argument("--id", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--front-url", default="")
@@ -435,12 +268,18 @@ def main(argv: list[str] | None = None) -> int:
         print("fvq worker: FVQ_WORKER_TOKEN is not set (workers are started by `fvq serve --workers N`)",
               file=sys.stderr)
         return 2
-    cfg = MonitorConfig.model_validate_json(args.config.read_text())
+    text = sys.stdin.readline() if args.config == "-" else Path(args.config).read_text()
+    cfg = MonitorConfig.model_validate_json(text)
     runtime = WorkerRuntime(cfg, args.id, token, args.host, args.front_url)
     url = runtime.start()
     assert runtime.state is not None
-    print(READY_PREFIX + json.dumps({"url": url, "pid": os.getpid(), "incarnation": runtime.state.incarnation}),
-          flush=True)
+    try:
+        print(READY_PREFIX + json.dumps({"url": url, "pid": os.getpid(), "incarnation": runtime.state.incarnation}),
+              flush=True)
+    except BrokenPipeError:  # the front exited while we started (e.g. its RTMP port was taken): leave quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no "Exception ignored" at exit
+        runtime.stop()
+        return 0
     # the front holds our stdin: its end (the front exiting, or closing it) stops the worker
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()

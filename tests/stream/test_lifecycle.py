@@ -99,7 +99,8 @@ def test_silent_and_undecodable_peers_time_out_and_free_their_slot(face_frames, 
             async def ended(name: str, reason: str):
                 async def check() -> bool:
                     s = await c.stream(name)
-                    return s["state"] in ("ended", "error") and s["end_reason"] == reason
+                    # a peer that vanished without a goodbye is down (not a broken source: never `error`)
+                    return s["state"] == "down" and s["end_reason"] == reason
                 return check
 
             await c.wait_for(await ended("quiet", "silent"), "the silent peer to be ended", 8)

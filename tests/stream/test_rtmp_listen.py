@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stream.config import MonitorConfig
-from stream.ingest.rtmp import NginxRtmp, RtmpListenError
+from stream.ingest.nginx_rtmp import NginxRtmp, RtmpListenError
 from stream.live.analysis import Analyzer
 from tests.conftest import free_port, make_face_clip, need
 from tests.harness import MonitorHarness
@@ -85,11 +85,13 @@ def test_twenty_publishers_on_one_port(face_extractor, small_flv):
             assert status == 200 and b'"listening"' in body
             status, body = h.get(f"/api/v1/streams/{keys[3]}")
             assert status == 200 and b'"origin": "rtmp"' in body
-            # one publisher is killed: its stream leaves, the other 19 go on
+            # one publisher is killed: its key is not expected, so its stream ends (listed, down to 0, its slot
+            # free, gone after the retention); the other 19 go on
             before = {k: windows(h, k) for k in keys[1:]}
             pubs[0].kill()
             pubs[0].wait()
-            h.wait_for(lambda: keys[0] not in h.streams(), 15, "the killed publisher's stream removed")
+            h.wait_for(lambda: h.streams()[keys[0]]["state"] == "ended", 15, "the killed publisher's stream ended")
+            assert h.value("fvq_stream_up", stream=keys[0]) == 0
             h.wait_for(lambda: all(windows(h, k) >= before[k] + 2 for k in keys[1:]), 30, "the others scored on")
             streams = h.streams()
             assert all(streams[k]["state"] == "up" for k in keys[1:])
@@ -247,7 +249,7 @@ def test_nginx_killed_is_started_again_and_its_publishers_streams_leave(face_ext
             first = server.proc.pid
             server.proc.kill()  # the master; its worker follows
             h.wait_for(lambda: server.alive and server.proc.pid != first, 10, "nginx started again")
-            h.wait_for(lambda: "k1" not in h.streams(), 5, "the orphaned stream removed")
+            h.wait_for(lambda: h.streams()["k1"]["state"] == "ended", 5, "the orphaned stream ended")
             pubs[0].kill()
             pubs[0].wait()
             pubs.append(publish(small_flv, f"{base}/k2"))
