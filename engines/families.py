@@ -115,7 +115,17 @@ FAMILIES: tuple[Family, ...] = (
                "skin_hue_off": ("falling", 55.0, 5.0),
                # oversaturation: a photographed face's skin saturation with the light divided out, beyond natural
                # skin's (0.58); oversaturated 2.5-3.1x reads 0-0.32 beyond
-               "skin_excess_lit": ("falling", 0.12, 3.0),
+               "skin_excess_lit": ("falling", 0.04, 3.0),
+               # oversaturation clips skin at black: the lit face core's share with a channel at 0 (clean <= 0.006,
+               # not judged under a candle; 2.5-3.1x saturation 0.001-0.37)
+               "skin_clipped_share": ("falling", 0.012, 3.0),
+               # desaturation: a photographed face's skin chroma (0.20-0.31 clean under every look, the desaturated
+               # grade's included; 80 % desaturated 0.06-0.12, grey 0)
+               "skin_chroma": ("rising", 0.145, 10.0),
+               # range mix-ups: limited shown as full (every channel inside 16-235), full squeezed as limited
+               # (both ends clipped: clean pictures <= 0.0002 of pixels at both, crushed 0.0006-0.035)
+               "range_washed": ("falling", 0.5, 4.0),
+               "range_crushed": ("falling", 0.0004, 5.0),
            },
            CAMERA, None, ("desaturate", "cast", "saturate"), "engines.signals.colour"),
     Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,

@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from engines.signals.colour_pipeline import agreed_off_locus, black_tint
+from engines.signals.colour_pipeline import agreed_off_locus, black_tint, range_signature
 
 
 def _color(rgb: np.ndarray) -> dict[str, float]:
@@ -48,6 +48,8 @@ def _color(rgb: np.ndarray) -> dict[str, float]:
             res["light_log_rg"] = math.log(float(grey_light[0] / grey_light[1]))
             res["light_log_bg"] = math.log(float(grey_light[2] / grey_light[1]))
     res.update(black_tint(small))
+    step = max(1, max(h, w) // 320)  # every step-th pixel, not an average: the extremes are what it reads
+    res.update(range_signature(rgb[::step, ::step]))
     return res
 
 

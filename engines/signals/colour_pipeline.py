@@ -156,7 +156,7 @@ def skin_plausibility(face: np.ndarray) -> dict[str, float]:
     return out
 
 
-SKIN_SATURATION_LIT_MAX = 0.58  # natural skin, its light divided out: 0.09-0.56 on every look of the origins
+SKIN_SATURATION_LIT_MAX = 0.55  # natural skin, its light divided out: 0.08-0.55 on every look of the origins but the candle
 LIGHT_JUDGED_MAX = 1.0  # |log B/G| of a light beyond which its blue is clipped (a candle): skin is not judged
 
 
@@ -177,3 +177,76 @@ def skin_saturation_under_light(face: np.ndarray, light_log_rg: float, light_log
         return nan
     sat = float(np.median(((mx - mn) / np.maximum(mx, 1.0))[lit]))
     return {"skin_saturation_lit": sat, "skin_excess_lit": max(0.0, sat - SKIN_SATURATION_LIT_MAX)}
+
+
+# Oversaturation clips skin: a pushed chroma drives a skin pixel's blue (or green) channel to 0 while it is well lit.
+# Light divided out or not, a clean face under every look but the candle (whose blue is gone, left unjudged as above)
+# has at most 0.6 % of its lit core so clipped; a 2.5-3.1x saturation boost 0.1-37 %.
+SKIN_CLIP_LOW = 2  # a channel at or below this code value is clipped at black
+SKIN_DRAWN_FLAT = 0.4  # share of the core within 3 code values of its median luma: drawn fill 0.48-0.52, photos <= 0.3
+
+
+def _core(face: np.ndarray) -> np.ndarray:
+    h, w = face.shape[:2]
+    return face[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
+
+
+def skin_clipped_share(face: np.ndarray, light_log_bg: float) -> float:
+    """Share of the face core's lit pixels (a channel above 60) with a channel clipped at black (oversaturation);
+    NaN when the light is so warm its blue is clipped anyway (a candle) or unknown."""
+    if not math.isfinite(light_log_bg) or abs(light_log_bg) > LIGHT_JUDGED_MAX:
+        return float("nan")
+    core = _core(face)
+    mx, mn = core.max(axis=2), core.min(axis=2)
+    lit = mx > 60
+    n = int(np.count_nonzero(lit))
+    return float(np.count_nonzero(lit & (mn <= SKIN_CLIP_LOW))) / n if n >= 16 else float("nan")
+
+
+def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> float:
+    """A photographed face's skin chroma: the face core's median saturation (lit pixels), before or after dividing out
+    the scene light, whichever is higher (a cool light or a teal grade lowers one of them, never both). Skin has a
+    chroma floor under any light and grade: 0.20-0.31 on the clean looks of every origin, the desaturated grade
+    (a third of the colour out) included; 80 % desaturation leaves 0.06-0.12. NaN on a drawn face (flat fill, whose
+    grey is its look) or too dark a core."""
+    core = _core(face).astype(np.float32)
+    luma = core @ np.array([0.299, 0.587, 0.114], np.float32)
+    if luma.size < 64 or float(np.mean(np.abs(luma - np.median(luma)) < 3.0)) >= SKIN_DRAWN_FLAT:
+        return float("nan")
+    mx, mn = core.max(axis=2), core.min(axis=2)
+    lit = mx > 40
+    if int(np.count_nonzero(lit)) < 16:
+        return float("nan")
+    sat = float(np.median(((mx - mn) / np.maximum(mx, 1.0))[lit]))
+    if math.isfinite(light_log_rg) and math.isfinite(light_log_bg) and abs(light_log_bg) <= LIGHT_JUDGED_MAX:
+        c = core / np.array([math.exp(light_log_rg), 1.0, math.exp(light_log_bg)], np.float32)
+        m2, n2 = c.max(axis=2), c.min(axis=2)
+        sat = max(sat, float(np.median(((m2 - n2) / np.maximum(m2, 1.0))[lit])))
+    return sat
+
+
+# Range mix-ups. Limited-range video (black 16, white 235) shown as full range puts every channel of the picture
+# inside 16-235: its blacks at 16-25 (a clean picture's are under 12, a faded grade lifts them to 31 and more) and its
+# whites at 229-235 (a clean picture with such blacks reaches 243 and more). Full range squeezed as if limited
+# clips both ends: more than RANGE_CLIP_SHARE of pixels at black AND at white in the same picture.
+RANGE_BLACK = (10.0, 13.0, 27.0, 30.0)  # the lowest channel's 0.2 % point: ramps up, flat, ramps down
+RANGE_WHITE = (190.0, 205.0, 236.0, 240.0)  # the highest channel's 99.8 % point
+
+
+def _ramp(x: float, edges: tuple[float, float, float, float]) -> float:
+    a, b, c, d = edges
+    return float(np.clip(min((x - a) / (b - a), (d - x) / (d - c)), 0.0, 1.0))
+
+
+def range_signature(rgb: np.ndarray) -> dict[str, float]:
+    """`range_washed` (0-1: every channel inside limited range's 16-235, with the blacks and whites there) and
+    `range_crushed` (the smaller of the shares of pixels at black, luma <= 4, and at white, luma >= 251)."""
+    px = rgb.reshape(-1, 3)
+    if px.shape[0] < 64:
+        return {"range_washed": float("nan"), "range_crushed": float("nan")}
+    black = float(np.percentile(px, 0.2, axis=0).min())
+    white = float(np.percentile(px, 99.8, axis=0).max())
+    y = px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    crushed = min(float(np.mean(y <= 4.0)), float(np.mean(y >= 251.0)))
+    return {"range_washed": _ramp(black, RANGE_BLACK) * _ramp(white, RANGE_WHITE), "range_crushed": crushed,
+            "range_black": black, "range_white": white}
