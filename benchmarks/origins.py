@@ -108,9 +108,9 @@ def clips_of(source, out: Path, ladders: bool = True) -> list[dict]:
 
 # the raw colour measurements each clip reports (window medians), with the region each is measured on
 RAW_KEYS = (("black_tint", "frame"), ("skin_hue_off", "face"), ("skin_chroma", "face"), ("skin_excess_lit", "face"),
-            ("skin_saturation_lit", "face"), ("skin_clipped_share", "face"), ("range_washed", "frame"),
+            ("skin_saturation_lit", "face"), ("range_washed", "frame"),
             ("range_clipped_both", "frame"), ("range_black", "frame"), ("range_white", "frame"),
-            ("light_off_locus", "frame"))
+            ("light_off_locus", "frame"), ("wb_off_locus", "frame"))
 
 
 def view(path: str, cfg, analyzer) -> dict:
@@ -232,6 +232,47 @@ def held_out_constants(rows: list[dict]) -> dict:
     return out
 
 
+# Version 3's pipeline-fault measurements and the raw value at which each reads colour 50 as shipped
+# (engines/families.py: a free allowance plus the curve's x50), with the faults each is for and whether a fault
+# lowers it (skin chroma) or raises it.
+THRESHOLDS = {
+    "skin_chroma": (("desaturate",), True, 0.16 - 0.02),
+    "skin_saturation_lit": (("oversaturate",), False, 0.56 + 0.01),
+    "range_washed": (("range-washed",), False, 0.5),
+    "range_clipped_both": (("range-crushed",), False, 0.0005 + 0.0003),
+    "wb_off_locus": (("wb-off-locus",), False, 0.02),
+}
+
+
+def held_out_thresholds(rows: list[dict]) -> dict:
+    """Each THRESHOLDS measurement's threshold chosen per fold on the other origins (the geometric middle of the
+    worst clean value and the mildest fault value, floored at 1e-4) and how the held-out origin's clips fall on it,
+    beside the shipped threshold's."""
+    out: dict = {}
+    for key, (faults, falls, shipped) in THRESHOLDS.items():
+        folds = {}
+        for origin in sorted({r["origin"] for r in rows}):
+            train = [r for r in rows if r["origin"] != origin]
+            test = [r for r in rows if r["origin"] == origin]
+            clean, bad = _raw_values(train, key, faults, False), _raw_values(train, key, faults, True)
+            if not clean or not bad:
+                continue
+            worst, mildest = (min(clean), max(bad)) if falls else (max(clean), min(bad))
+            x = math.sqrt(max(worst, 1e-4) * max(mildest, 1e-4))
+            clean_t, fault_t = _raw_values(test, key, faults, False), _raw_values(test, key, faults, True)
+
+            def flagged(v: float, t: float, falls: bool = falls) -> bool:
+                return v < t if falls else v > t
+
+            folds[origin] = {"threshold": round(x, 5),
+                             "clean_flagged": f"{sum(flagged(v, x) for v in clean_t)}/{len(clean_t)}",
+                             "faults_flagged": f"{sum(flagged(v, x) for v in fault_t)}/{len(fault_t)}",
+                             "shipped_clean_flagged": f"{sum(flagged(v, shipped) for v in clean_t)}/{len(clean_t)}",
+                             "shipped_faults_flagged": f"{sum(flagged(v, shipped) for v in fault_t)}/{len(fault_t)}"}
+        out[key] = {"shipped": shipped, "folds": folds}
+    return out
+
+
 def run(out: Path, progress: bool = True, ladders: bool = True) -> dict:
     from stream.config import MonitorConfig
     from stream.live.analysis import build_analyzer
@@ -250,7 +291,7 @@ def run(out: Path, progress: bool = True, ladders: bool = True) -> dict:
                           f"score {v['score']} colour {v['dims'].get('color')} causes {v['causes']}",
                           file=sys.stderr)
     return {"rows": rows, "summary": summarise(rows, cfg.alerts.dimension_threshold),
-            "held_out_constants": held_out_constants(rows)}
+            "held_out_constants": held_out_constants(rows), "held_out_thresholds": held_out_thresholds(rows)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.out, ladders=not args.colour_only)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    print(json.dumps({"summary": result["summary"], "held_out_constants": result["held_out_constants"]}, indent=1))
+    print(json.dumps({k: result[k] for k in ("summary", "held_out_constants", "held_out_thresholds")}, indent=1))
     return 0
 
 

@@ -114,21 +114,19 @@ FAMILIES: tuple[Family, ...] = (
                # channels: 70-130 degrees; a stage-lit face under a second gel: up to ~37)
                "skin_hue_off": ("falling", 55.0, 5.0),
                # oversaturation: a photographed face's skin saturation with the light divided out, beyond natural
-               # skin's (0.58); oversaturated 2.5-3.1x reads 0-0.32 beyond
-               "skin_excess_lit": ("falling", 0.04, 3.0),
-               # oversaturation clips skin at black: the lit face core's share with a channel at 0 (clean <= 0.006,
-               # not judged under a candle; 2.5-3.1x saturation 0.001-0.37)
-               "skin_clipped_share": ("falling", 0.012, 3.0),
-               # desaturation: a photographed face's skin chroma under its floor, 0.19 (0.20-0.31 clean under
-               # every look, the desaturated grade's included; 80 % desaturated 0.06-0.12, grey 0)
-               "skin_chroma_short": ("falling", 0.04, 3.0),
-               # range mix-ups: limited shown as full (every channel inside 16-235), full squeezed as limited
-               # (pixels at both black and white beyond 0.02 %: crushed 0.04-3.5 % beyond)
+               # skin's (0.56, a low-key face's 0.559 the highest clean); 2.5x saturation reads 0-0.26 beyond, 3.1x
+               # 0.09-0.34 (benchmarks/origins.py)
+               "skin_excess_lit": ("falling", 0.01, 3.0),
+               # desaturation: a photographed face's skin chroma under its floor, 0.16 (0.159-0.35 at the least on
+               # the clean looks of every origin, the desaturated grade's included; 80 % desaturated 0.065-0.125)
+               "skin_chroma_short": ("falling", 0.02, 3.0),
+               # range mix-ups: limited shown as full (luma inside 16-235), full squeezed as limited (pixels at
+               # both black and white beyond 0.05 %: clean <= 0.04 %, crushed 0.09-3 %)
                "range_washed": ("falling", 0.5, 4.0),
-               "range_crushed": ("falling", 0.0002, 3.0),
+               "range_crushed": ("falling", 0.0003, 3.0),
                # white balance beyond any light: the off-locus light every part of the picture agrees on, beyond
-               # 0.07 (clean looks, stage gels included: 0; a 30-40 % green-gain cut 0.005-0.17 beyond)
-               "wb_off_locus": ("falling", 0.03, 2.0),
+               # 0.02 (clean looks, stage gels included: 0; a 30 % green-gain cut 0-0.13 beyond, 40 % 0.065-0.21)
+               "wb_off_locus": ("falling", 0.02, 2.0),
            },
            CAMERA, None, ("desaturate", "cast", "saturate"), "engines.signals.colour"),
     Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,

@@ -43,7 +43,6 @@ from engines.signals.colour import (
 )
 from engines.signals.colour_pipeline import (
     skin_chroma,
-    skin_clipped_share,
     skin_plausibility,
     skin_saturation_under_light,
 )
@@ -142,7 +141,6 @@ def frame_signals(
             out["face"].update(skin_chroma(crop, light_rg, light_bg))
             if math.isfinite(out["face"].get("skin_hue_off", math.nan)):  # a photographed face
                 out["face"].update(skin_saturation_under_light(crop, light_rg, light_bg))
-                out["face"]["skin_clipped_share"] = skin_clipped_share(crop, light_bg)
     return out
 
 
@@ -249,7 +247,7 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
         # the face, counts for the whole picture's colour
         for key in ("black_tint", "range_washed", "range_crushed", "wb_off_locus"):
             raw["face"][key] = raw["frame"].get(key, float("nan"))
-        for key in ("skin_hue_off", "skin_excess_lit", "skin_chroma_short", "skin_clipped_share"):
+        for key in ("skin_hue_off", "skin_excess_lit", "skin_chroma_short"):
             raw["frame"][key] = raw["face"].get(key, float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):

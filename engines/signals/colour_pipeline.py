@@ -156,7 +156,7 @@ def skin_plausibility(face: np.ndarray) -> dict[str, float]:
     return out
 
 
-SKIN_SATURATION_LIT_MAX = 0.55  # natural skin, its light divided out: 0.08-0.55 on every look of the origins but the candle
+SKIN_SATURATION_LIT_MAX = 0.56  # natural skin, its light divided out: 0.08-0.559 on every look of the origins but the candle
 LIGHT_JUDGED_MAX = 1.0  # |log B/G| of a light beyond which its blue is clipped (a candle): skin is not judged
 
 
@@ -179,10 +179,6 @@ def skin_saturation_under_light(face: np.ndarray, light_log_rg: float, light_log
     return {"skin_saturation_lit": sat, "skin_excess_lit": max(0.0, sat - SKIN_SATURATION_LIT_MAX)}
 
 
-# Oversaturation clips skin: a pushed chroma drives a skin pixel's blue (or green) channel to 0 while it is well lit.
-# Light divided out or not, a clean face under every look but the candle (whose blue is gone, left unjudged as above)
-# has at most 0.6 % of its lit core so clipped; a 2.5-3.1x saturation boost 0.1-37 %.
-SKIN_CLIP_LOW = 2  # a channel at or below this code value is clipped at black
 SKIN_DRAWN_FLAT = 0.4  # share of the core within 3 code values of its median luma: drawn fill 0.48-0.52, photos <= 0.3
 
 
@@ -191,19 +187,7 @@ def _core(face: np.ndarray) -> np.ndarray:
     return face[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
 
 
-def skin_clipped_share(face: np.ndarray, light_log_bg: float) -> float:
-    """Share of the face core's lit pixels (a channel above 60) with a channel clipped at black (oversaturation);
-    NaN when the light is so warm its blue is clipped anyway (a candle) or unknown."""
-    if not math.isfinite(light_log_bg) or abs(light_log_bg) > LIGHT_JUDGED_MAX:
-        return float("nan")
-    core = _core(face)
-    mx, mn = core.max(axis=2), core.min(axis=2)
-    lit = mx > 60
-    n = int(np.count_nonzero(lit))
-    return float(np.count_nonzero(lit & (mn <= SKIN_CLIP_LOW))) / n if n >= 16 else float("nan")
-
-
-SKIN_CHROMA_FLOOR = 0.19  # the lowest skin chroma of a clean photographed face under any look (0.197 measured)
+SKIN_CHROMA_FLOOR = 0.16  # the lowest skin chroma of a clean photographed face under any look (0.159 through x264)
 
 
 def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> dict[str, float]:
@@ -215,8 +199,8 @@ def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> d
 def _skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> float:
     """A photographed face's skin chroma: the face core's median saturation (lit pixels), before or after dividing out
     the scene light, whichever is higher (a cool light or a teal grade lowers one of them, never both). Skin has a
-    chroma floor under any light and grade: 0.20-0.31 on the clean looks of every origin, the desaturated grade
-    (a third of the colour out) included; 80 % desaturation leaves 0.06-0.12. NaN on a drawn face (flat fill, whose
+    chroma floor under any light and grade: 0.16-0.35 at the least on the clean looks of every origin (a shade light
+    the lowest), the desaturated grade (a third of the colour out) included; 80 % desaturation leaves 0.065-0.125. NaN on a drawn face (flat fill, whose
     grey is its look) or too dark a core."""
     core = _core(face).astype(np.float32)
     luma = core @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -234,34 +218,38 @@ def _skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> 
     return sat
 
 
-# Range mix-ups. Limited-range video (black 16, white 235) shown as full range puts every channel of the picture
-# inside 16-235: its blacks at 16-25 (a clean picture's are under 12, a faded grade lifts them to 31 and more) and its
-# whites at 229-235 (a clean picture with such blacks reaches 243 and more). Full range squeezed as if limited
-# clips both ends: pixels at black AND at white in the same picture, beyond RANGE_CLIP_FREE of them (a clean
-# photograph may have a few of each: up to 0.02 %; a crushed one 0.06-3.5 %).
-RANGE_BLACK = (10.0, 13.0, 27.0, 30.0)  # the lowest channel's 0.2 % point: ramps up, flat, ramps down
-RANGE_WHITE = (190.0, 205.0, 236.0, 240.0)  # the highest channel's 99.8 % point
-RANGE_CLIP_FREE = 0.0002
+# Range mix-ups. Limited-range video (black 16, white 235) shown as full range keeps the picture's luma inside 16-235:
+# its blacks at 15-24 (a clean picture's are under 10, a faded grade lifts them to 30 and more, a high-key one to 21
+# but with whites at 242-250) and its whites at 209-233, every channel under 240 (a drawn picture whose own black is
+# 15 under a stage's gels reaches 255 in red or blue). Full range squeezed as if limited clips both ends: pixels
+# at black AND at white in the same picture, beyond RANGE_CLIP_FREE of them (a clean picture may have a few of each:
+# up to 0.04 % through the encoder; a crushed one 0.09-3 %, one origin's 0.03 %). Measured on the origins' clips
+# through x264 (benchmarks/origins.py).
+RANGE_BLACK = (10.0, 13.0, 25.0, 29.0)  # the luma's 0.2 % point: ramps up, flat, ramps down
+RANGE_WHITE = (195.0, 205.0, 236.0, 240.0)  # the luma's 99.8 % point
+RANGE_CHANNEL_WHITE = (0.0, 0.0, 240.0, 248.0)  # the highest channel's 99.8 % point
+RANGE_CLIP_FREE = 0.0005
 
 
 def _ramp(x: float, edges: tuple[float, float, float, float]) -> float:
     a, b, c, d = edges
-    return float(np.clip(min((x - a) / (b - a), (d - x) / (d - c)), 0.0, 1.0))
+    up = 1.0 if b <= a else (x - a) / (b - a)
+    return float(np.clip(min(up, (d - x) / (d - c)), 0.0, 1.0))
 
 
 def range_signature(rgb: np.ndarray) -> dict[str, float]:
-    """`range_washed` (0-1: every channel inside limited range's 16-235, with the blacks and whites there) and
+    """`range_washed` (0-1: the picture inside limited range's 16-235, its blacks and whites there) and
     `range_crushed` (the smaller of the shares of pixels at black, luma <= 4, and at white, luma >= 251,
     `range_clipped_both`, beyond RANGE_CLIP_FREE)."""
     px = rgb.reshape(-1, 3)
     if px.shape[0] < 64:
         return {"range_washed": float("nan"), "range_crushed": float("nan"), "range_clipped_both": float("nan")}
-    black = float(np.percentile(px, 0.2, axis=0).min())
-    white = float(np.percentile(px, 99.8, axis=0).max())
     y = px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    black, white = (float(v) for v in np.percentile(y, [0.2, 99.8]))
+    channel_white = float(np.percentile(px, 99.8, axis=0).max())
     crushed = min(float(np.mean(y <= 4.0)), float(np.mean(y >= 251.0)))
-    return {"range_washed": _ramp(black, RANGE_BLACK) * _ramp(white, RANGE_WHITE), "range_clipped_both": crushed,
-            "range_crushed": max(0.0, crushed - RANGE_CLIP_FREE),
+    washed = _ramp(black, RANGE_BLACK) * _ramp(white, RANGE_WHITE) * _ramp(channel_white, RANGE_CHANNEL_WHITE)
+    return {"range_washed": washed, "range_clipped_both": crushed, "range_crushed": max(0.0, crushed - RANGE_CLIP_FREE),
             "range_black": black, "range_white": white}
 
 
@@ -269,10 +257,11 @@ def range_signature(rgb: np.ndarray) -> dict[str, float]:
 # across the locus alike, where a stage's gels (the only clean look lit off the locus) light each side of the scene
 # differently. The picture is cut into a 3x3 grid, each cell's light estimated by grey-edge; the offset every cell
 # agrees on (the lower quartile of their signed off-locus distances, on the side of their median) less their spread
-# (inter-quartile range), beyond WB_UNIFORM_FREE: clean looks of the origins read at most 0.07 before the free part,
-# a 30-40 % green-gain cut 0.075-0.24 (magenta).
+# (inter-quartile range), beyond WB_UNIFORM_FREE: every clean look of the origins reads 0 through x264 (the stage
+# included, whose own light reads up to 0.58 off the locus), a 30 % green-gain cut 0.001-0.15, a 40 % one
+# 0.085-0.23 (magenta).
 WB_GRID = 3
-WB_UNIFORM_FREE = 0.07
+WB_UNIFORM_FREE = 0.02
 
 
 def uniform_off_locus(rgb_small: np.ndarray, unclipped: np.ndarray) -> float:
