@@ -233,13 +233,13 @@ def held_out_constants(rows: list[dict]) -> dict:
 
 
 # Version 3's pipeline-fault measurements and the raw value at which each reads colour 50 as shipped
-# (engines/families.py: a free allowance plus the curve's x50), with the faults each is for and whether a fault
-# lowers it (skin chroma) or raises it.
+# (engines/families.py: a free allowance plus the curve's x50; None: measured, not scored), with the faults each is
+# for and whether a fault lowers it (skin chroma) or raises it.
 THRESHOLDS = {
     "skin_chroma": (("desaturate",), True, 0.16 - 0.02),
     "skin_saturation_lit": (("oversaturate",), False, 0.56 + 0.01),
     "range_washed": (("range-washed",), False, 0.5),
-    "range_clipped_both": (("range-crushed",), False, 0.0005 + 0.0003),
+    "range_clipped_both": (("range-crushed",), False, None),  # measured, not scored
     "wb_off_locus": (("wb-off-locus",), False, 0.02),
 }
 
@@ -267,8 +267,9 @@ def held_out_thresholds(rows: list[dict]) -> dict:
             folds[origin] = {"threshold": round(x, 5),
                              "clean_flagged": f"{sum(flagged(v, x) for v in clean_t)}/{len(clean_t)}",
                              "faults_flagged": f"{sum(flagged(v, x) for v in fault_t)}/{len(fault_t)}",
-                             "shipped_clean_flagged": f"{sum(flagged(v, shipped) for v in clean_t)}/{len(clean_t)}",
-                             "shipped_faults_flagged": f"{sum(flagged(v, shipped) for v in fault_t)}/{len(fault_t)}"}
+                             **({} if shipped is None else {
+                                 "shipped_clean_flagged": f"{sum(flagged(v, shipped) for v in clean_t)}/{len(clean_t)}",
+                                 "shipped_faults_flagged": f"{sum(flagged(v, shipped) for v in fault_t)}/{len(fault_t)}"})}
         out[key] = {"shipped": shipped, "folds": folds}
     return out
 

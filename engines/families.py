@@ -120,10 +120,9 @@ FAMILIES: tuple[Family, ...] = (
                # desaturation: a photographed face's skin chroma under its floor, 0.16 (0.159-0.35 at the least on
                # the clean looks of every origin, the desaturated grade's included; 80 % desaturated 0.065-0.125)
                "skin_chroma_short": ("falling", 0.02, 3.0),
-               # range mix-ups: limited shown as full (luma inside 16-235), full squeezed as limited (pixels at
-               # both black and white beyond 0.05 %: clean <= 0.04 %, crushed 0.09-3 %)
+               # limited range shown as full: the luma inside 16-235, its blacks and whites there (a crushed range
+               # is not read here: an exposure gain or noise clips both ends as much)
                "range_washed": ("falling", 0.5, 4.0),
-               "range_crushed": ("falling", 0.0003, 3.0),
                # white balance beyond any light: the off-locus light every part of the picture agrees on, beyond
                # 0.02 (clean looks, stage gels included: 0; a 30 % green-gain cut 0-0.13 beyond, 40 % 0.065-0.21)
                "wb_off_locus": ("falling", 0.02, 2.0),

@@ -245,7 +245,7 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
     if version >= 3 and "face" in raw and "frame" in raw:
         # blacks are the picture's (a face crop's darkest pixels are hair and eyes); implausible skin, judged on
         # the face, counts for the whole picture's colour
-        for key in ("black_tint", "range_washed", "range_crushed", "wb_off_locus"):
+        for key in ("black_tint", "range_washed", "wb_off_locus"):
             raw["face"][key] = raw["frame"].get(key, float("nan"))
         for key in ("skin_hue_off", "skin_excess_lit", "skin_chroma_short"):
             raw["frame"][key] = raw["face"].get(key, float("nan"))

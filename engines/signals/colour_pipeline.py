@@ -221,14 +221,14 @@ def _skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> 
 # Range mix-ups. Limited-range video (black 16, white 235) shown as full range keeps the picture's luma inside 16-235:
 # its blacks at 15-24 (a clean picture's are under 10, a faded grade lifts them to 30 and more, a high-key one to 21
 # but with whites at 242-250) and its whites at 209-233, every channel under 240 (a drawn picture whose own black is
-# 15 under a stage's gels reaches 255 in red or blue). Full range squeezed as if limited clips both ends: pixels
-# at black AND at white in the same picture, beyond RANGE_CLIP_FREE of them (a clean picture may have a few of each:
-# up to 0.04 % through the encoder; a crushed one 0.09-3 %, one origin's 0.03 %). Measured on the origins' clips
-# through x264 (benchmarks/origins.py).
+# 15 under a stage's gels reaches 255 in red or blue). Full range squeezed as if limited clips both ends
+# (`range_clipped_both`, the share of pixels at black and at white, whichever is smaller: 0.01-3 % crushed, clean
+# looks up to 0.04 %), but so do an exposure gain on a picture with real blacks (2.4x: 2.9 %) and noise or JPEG
+# ringing on one that nearly touches both ends (0.12-0.14 %): it is measured for reports, not scored as colour.
+# Measured on the origins' clips through x264 (benchmarks/origins.py).
 RANGE_BLACK = (10.0, 13.0, 25.0, 29.0)  # the luma's 0.2 % point: ramps up, flat, ramps down
 RANGE_WHITE = (195.0, 205.0, 236.0, 240.0)  # the luma's 99.8 % point
 RANGE_CHANNEL_WHITE = (0.0, 0.0, 240.0, 248.0)  # the highest channel's 99.8 % point
-RANGE_CLIP_FREE = 0.0005
 
 
 def _ramp(x: float, edges: tuple[float, float, float, float]) -> float:
@@ -239,18 +239,16 @@ def _ramp(x: float, edges: tuple[float, float, float, float]) -> float:
 
 def range_signature(rgb: np.ndarray) -> dict[str, float]:
     """`range_washed` (0-1: the picture inside limited range's 16-235, its blacks and whites there) and
-    `range_crushed` (the smaller of the shares of pixels at black, luma <= 4, and at white, luma >= 251,
-    `range_clipped_both`, beyond RANGE_CLIP_FREE)."""
+    `range_clipped_both` (the smaller of the shares of pixels at black, luma <= 4, and at white, luma >= 251)."""
     px = rgb.reshape(-1, 3)
     if px.shape[0] < 64:
-        return {"range_washed": float("nan"), "range_crushed": float("nan"), "range_clipped_both": float("nan")}
+        return {"range_washed": float("nan"), "range_clipped_both": float("nan")}
     y = px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     black, white = (float(v) for v in np.percentile(y, [0.2, 99.8]))
     channel_white = float(np.percentile(px, 99.8, axis=0).max())
     crushed = min(float(np.mean(y <= 4.0)), float(np.mean(y >= 251.0)))
     washed = _ramp(black, RANGE_BLACK) * _ramp(white, RANGE_WHITE) * _ramp(channel_white, RANGE_CHANNEL_WHITE)
-    return {"range_washed": washed, "range_clipped_both": crushed, "range_crushed": max(0.0, crushed - RANGE_CLIP_FREE),
-            "range_black": black, "range_white": white}
+    return {"range_washed": washed, "range_clipped_both": crushed, "range_black": black, "range_white": white}
 
 
 # White balance beyond any light: a camera or pipeline gain off the black-body locus moves EVERY part of the picture
