@@ -50,7 +50,7 @@ def _color(rgb: np.ndarray) -> dict[str, float]:
             if abs(res["light_log_bg"]) <= 1.0:  # a light so warm its blue is clipped (a candle) is not judged
                 res["wb_off_locus"] = uniform_off_locus(small, unclipped)
     res.update(black_tint(small))
-    step = max(1, max(h, w) // 320)  # every step-th pixel, not an average: the extremes are what it reads
+    step = max(1, max(h, w) // 160)  # every step-th pixel, not an average: the extremes are what it reads
     res.update(range_signature(rgb[::step, ::step]))
     return res
 

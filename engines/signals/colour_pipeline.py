@@ -202,7 +202,9 @@ def _skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> 
     chroma floor under any light and grade: 0.16-0.35 at the least on the clean looks of every origin (a shade light
     the lowest), the desaturated grade (a third of the colour out) included; 80 % desaturation leaves 0.065-0.125. NaN on a drawn face (flat fill, whose
     grey is its look) or too dark a core."""
-    core = _core(face).astype(np.float32)
+    core = _core(face)
+    step = max(1, max(core.shape[:2]) // 64)  # every step-th pixel: a median needs no more than ~64x64
+    core = core[::step, ::step].astype(np.float32)
     luma = core @ np.array([0.299, 0.587, 0.114], np.float32)
     if luma.size < 64 or float(np.mean(np.abs(luma - np.median(luma)) < 3.0)) >= SKIN_DRAWN_FLAT:
         return float("nan")
@@ -265,19 +267,21 @@ WB_UNIFORM_FREE = 0.02
 def uniform_off_locus(rgb_small: np.ndarray, unclipped: np.ndarray) -> float:
     """`wb_off_locus`: the off-locus light every cell of the picture agrees on, beyond WB_UNIFORM_FREE (0 when the
     cells disagree: a stage, a coloured wall, mixed light); NaN when too few cells have edges."""
+    step = max(1, max(rgb_small.shape[:2]) // 160)  # a grid of 9 lights needs no more than ~160 px a side
+    rgb_small, unclipped = rgb_small[::step, ::step], unclipped[::step, ::step]
     h, w = rgb_small.shape[:2]
+    if h < 2 * WB_GRID or w < 2 * WB_GRID:
+        return float("nan")
     img = rgb_small.astype(np.float32)
     u = unclipped.astype(np.float32)
-    cells = []
-    for i in range(WB_GRID):
-        for j in range(WB_GRID):
-            ys, xs = slice(i * h // WB_GRID, (i + 1) * h // WB_GRID), slice(j * w // WB_GRID, (j + 1) * w // WB_GRID)
-            c, m = img[ys, xs], u[ys, xs]
-            wy, wx = m[1:] * m[:-1], m[:, 1:] * m[:, :-1]
-            e = np.array([float((np.abs(np.diff(c[..., k], axis=0)) * wy).sum()
-                                + (np.abs(np.diff(c[..., k], axis=1)) * wx).sum()) for k in range(3)])
-            if float(e.min()) > 0:
-                cells.append(off_locus(e / float(e.mean())))
+    # each channel's gradient magnitude, pairs with a clipped pixel left out, summed per grid cell in one pass
+    gy = np.abs(np.diff(img, axis=0)) * (u[1:] * u[:-1])[..., None]
+    gx = np.abs(np.diff(img, axis=1)) * (u[:, 1:] * u[:, :-1])[..., None]
+    rows = [i * h // WB_GRID for i in range(WB_GRID)]
+    cols = [j * w // WB_GRID for j in range(WB_GRID)]
+    sums = (np.add.reduceat(np.add.reduceat(gy, rows, axis=0), cols, axis=1)
+            + np.add.reduceat(np.add.reduceat(gx, rows, axis=0), cols, axis=1))
+    cells = [off_locus(e / float(e.mean())) for e in sums.reshape(-1, 3) if float(e.min()) > 0]
     q = np.array([v for v in cells if math.isfinite(v)])
     if q.size < WB_GRID * WB_GRID // 2 + 1:
         return float("nan")
