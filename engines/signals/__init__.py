@@ -138,7 +138,8 @@ def frame_signals(
             out["face"].update(skin_plausibility(crop))
             frame = out["frame"]
             light_rg, light_bg = frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)
-            out["face"].update(skin_chroma(crop, light_rg, light_bg))
+            luma_range = frame.get("range_white", math.nan) - frame.get("range_black", math.nan)
+            out["face"].update(skin_chroma(crop, light_rg, light_bg, luma_range))
             if math.isfinite(out["face"].get("skin_hue_off", math.nan)):  # a photographed face
                 out["face"].update(skin_saturation_under_light(crop, light_rg, light_bg))
     return out

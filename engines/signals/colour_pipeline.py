@@ -188,11 +188,20 @@ def _core(face: np.ndarray) -> np.ndarray:
 
 
 SKIN_CHROMA_FLOOR = 0.16  # the lowest skin chroma of a clean photographed face under any look (0.159 through x264)
+# A contrast cut (haze, a flat grade, the corpus's "contrast" kind) pulls every pixel to the mean and shrinks chroma
+# with luma: that loss is luminance's to report (as for colorfulness_at_contrast). Below this luma range (the
+# frame's 99.8 % less its 0.2 % point) skin chroma is read scaled up by the ratio, at most 4x: a clean picture spans
+# 136 (low-key) to 250, a desaturated one keeps its range, the strongest cut leaves 60-70.
+SKIN_CHROMA_RANGE_REF = 180.0
 
 
-def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> dict[str, float]:
-    """`skin_chroma` (below) and `skin_chroma_short`, how far it falls under SKIN_CHROMA_FLOOR (desaturation)."""
+def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float,
+                luma_range: float = float("nan")) -> dict[str, float]:
+    """`skin_chroma` (below, scaled up on a flat picture: SKIN_CHROMA_RANGE_REF) and `skin_chroma_short`, how far it
+    falls under SKIN_CHROMA_FLOOR (desaturation)."""
     sat = _skin_chroma(face, light_log_rg, light_log_bg)
+    if math.isfinite(luma_range):
+        sat *= min(4.0, max(1.0, SKIN_CHROMA_RANGE_REF / max(luma_range, 1.0)))
     return {"skin_chroma": sat, "skin_chroma_short": max(0.0, SKIN_CHROMA_FLOOR - sat) if math.isfinite(sat) else sat}
 
 
