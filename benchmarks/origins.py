@@ -69,7 +69,7 @@ def _noise(frames: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     return np.clip(frames + rng.normal(0.0, sigma, frames.shape), 0, 255).astype(np.uint8) if sigma > 0 else frames
 
 
-def clips_of(source, out: Path) -> list[dict]:
+def clips_of(source, out: Path, ladders: bool = True) -> list[dict]:
     """Writes one source's clips (each look, each fault at its two strongest levels, blur and noise ladders on its
     low-key look, or on itself for a drawn source) and returns a record per clip."""
     from train import looks
@@ -95,6 +95,8 @@ def clips_of(source, out: Path) -> list[dict]:
     for fault, levels in looks.FAULT_LEVELS.items():
         for level in FAULT_LEVELS if len(set(levels)) > 1 else FAULT_LEVELS[-1:]:
             put("fault", fault, level, looks.apply_fault(clip.frames, fault, level))
+    if not ladders:
+        return records
     base = clip.frames if drawn else looks.apply_look(clip.frames, "low-key")
     base_name = "drawn" if drawn else "low-key"
     for sigma in BLUR_SIGMAS:
@@ -102,6 +104,13 @@ def clips_of(source, out: Path) -> list[dict]:
     for sigma in NOISE_SIGMAS:
         put(f"noise-{base_name}", "noise", sigma, _noise(base, sigma))
     return records
+
+
+# the raw colour measurements each clip reports (window medians), with the region each is measured on
+RAW_KEYS = (("black_tint", "frame"), ("skin_hue_off", "face"), ("skin_chroma", "face"), ("skin_excess_lit", "face"),
+            ("skin_saturation_lit", "face"), ("range_washed", "frame"),
+            ("range_clipped_both", "frame"), ("range_black", "frame"), ("range_white", "frame"),
+            ("light_off_locus", "frame"), ("wb_off_locus", "frame"))
 
 
 def view(path: str, cfg, analyzer) -> dict:
@@ -116,11 +125,11 @@ def view(path: str, cfg, analyzer) -> dict:
     for r in results:
         for c in window_causes(r, False, cfg.alerts):  # a CRF 16 clip is never low bitrate
             votes[c] = votes.get(c, 0) + 1
-    raw: dict[str, list[float]] = {"black_tint": [], "skin_hue_off": []}
+    raw: dict[str, list[float]] = {k: [] for k, _ in RAW_KEYS}
     for wdw in analysis.windows:
         for f in wdw.sampled:
             sig = f.signals or {}
-            for key, region in (("black_tint", "frame"), ("skin_hue_off", "face")):
+            for key, region in RAW_KEYS:
                 v = sig.get(region, {}).get(key)
                 if v is not None and math.isfinite(v):
                     raw[key].append(float(v))
@@ -185,7 +194,8 @@ def summarise(rows: list[dict], threshold: float) -> dict:
         "look_spread_max": max(p["look_spread"] for p in per.values()),
         "look_max_move": max(max(p["look_max_move"].values()) for p in per.values()),
         "colour_named_min": min(p["colour_named"] for p in per.values()),
-        "monotonicity_min": min(min(p["monotonicity"].values()) for p in per.values()),
+        "monotonicity_min": min((min(p["monotonicity"].values()) for p in per.values() if p["monotonicity"]),
+                                default=None),
     }
     return {"per_origin": per, "worst": worst}
 
@@ -222,7 +232,49 @@ def held_out_constants(rows: list[dict]) -> dict:
     return out
 
 
-def run(out: Path, progress: bool = True) -> dict:
+# Version 3's pipeline-fault measurements and the raw value at which each reads colour 50 as shipped
+# (engines/families.py: a free allowance plus the curve's x50; None: measured, not scored), with the faults each is
+# for and whether a fault lowers it (skin chroma) or raises it.
+THRESHOLDS = {
+    "skin_chroma": (("desaturate",), True, 0.16 - 0.02),
+    "skin_saturation_lit": (("oversaturate",), False, 0.56 + 0.01),
+    "range_washed": (("range-washed",), False, 0.5),
+    "range_clipped_both": (("range-crushed",), False, None),  # measured, not scored
+    "wb_off_locus": (("wb-off-locus",), False, 0.02),
+}
+
+
+def held_out_thresholds(rows: list[dict]) -> dict:
+    """Each THRESHOLDS measurement's threshold chosen per fold on the other origins (the geometric middle of the
+    worst clean value and the mildest fault value, floored at 1e-4) and how the held-out origin's clips fall on it,
+    beside the shipped threshold's."""
+    out: dict = {}
+    for key, (faults, falls, shipped) in THRESHOLDS.items():
+        folds = {}
+        for origin in sorted({r["origin"] for r in rows}):
+            train = [r for r in rows if r["origin"] != origin]
+            test = [r for r in rows if r["origin"] == origin]
+            clean, bad = _raw_values(train, key, faults, False), _raw_values(train, key, faults, True)
+            if not clean or not bad:
+                continue
+            worst, mildest = (min(clean), max(bad)) if falls else (max(clean), min(bad))
+            x = math.sqrt(max(worst, 1e-4) * max(mildest, 1e-4))
+            clean_t, fault_t = _raw_values(test, key, faults, False), _raw_values(test, key, faults, True)
+
+            def flagged(v: float, t: float, falls: bool = falls) -> bool:
+                return v < t if falls else v > t
+
+            folds[origin] = {"threshold": round(x, 5),
+                             "clean_flagged": f"{sum(flagged(v, x) for v in clean_t)}/{len(clean_t)}",
+                             "faults_flagged": f"{sum(flagged(v, x) for v in fault_t)}/{len(fault_t)}",
+                             **({} if shipped is None else {
+                                 "shipped_clean_flagged": f"{sum(flagged(v, shipped) for v in clean_t)}/{len(clean_t)}",
+                                 "shipped_faults_flagged": f"{sum(flagged(v, shipped) for v in fault_t)}/{len(fault_t)}"})}
+        out[key] = {"shipped": shipped, "folds": folds}
+    return out
+
+
+def run(out: Path, progress: bool = True, ladders: bool = True) -> dict:
     from stream.config import MonitorConfig
     from stream.live.analysis import build_analyzer
 
@@ -232,7 +284,7 @@ def run(out: Path, progress: bool = True) -> dict:
     rows = []
     for origin, sources in origins().items():
         for src in sources:
-            for rec in clips_of(src, out):
+            for rec in clips_of(src, out, ladders):
                 rows.append({**rec, "origin": origin, "view": view(rec["path"], cfg, analyzer)})
                 if progress:
                     v = rows[-1]["view"]
@@ -240,18 +292,19 @@ def run(out: Path, progress: bool = True) -> dict:
                           f"score {v['score']} colour {v['dims'].get('color')} causes {v['causes']}",
                           file=sys.stderr)
     return {"rows": rows, "summary": summarise(rows, cfg.alerts.dimension_threshold),
-            "held_out_constants": held_out_constants(rows)}
+            "held_out_constants": held_out_constants(rows), "held_out_thresholds": held_out_thresholds(rows)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("corpus/origins"), help="where the clips are written")
     p.add_argument("--json", type=Path, help="write every row and the summary here")
+    p.add_argument("--colour-only", action="store_true", help="looks and colour faults only, no blur/noise ladders")
     args = p.parse_args(argv)
-    result = run(args.out)
+    result = run(args.out, ladders=not args.colour_only)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    print(json.dumps({"summary": result["summary"], "held_out_constants": result["held_out_constants"]}, indent=1))
+    print(json.dumps({k: result[k] for k in ("summary", "held_out_constants", "held_out_thresholds")}, indent=1))
     return 0
 
 

@@ -114,8 +114,18 @@ FAMILIES: tuple[Family, ...] = (
                # channels: 70-130 degrees; a stage-lit face under a second gel: up to ~37)
                "skin_hue_off": ("falling", 55.0, 5.0),
                # oversaturation: a photographed face's skin saturation with the light divided out, beyond natural
-               # skin's (0.58); oversaturated 2.5-3.1x reads 0-0.32 beyond
-               "skin_excess_lit": ("falling", 0.12, 3.0),
+               # skin's (0.56, a low-key face's 0.559 the highest clean); 2.5x saturation reads 0-0.26 beyond, 3.1x
+               # 0.09-0.34 (benchmarks/origins.py)
+               "skin_excess_lit": ("falling", 0.01, 3.0),
+               # desaturation: a photographed face's skin chroma under its floor, 0.16 (0.159-0.35 at the least on
+               # the clean looks of every origin, the desaturated grade's included; 80 % desaturated 0.065-0.125)
+               "skin_chroma_short": ("falling", 0.02, 3.0),
+               # limited range shown as full: the luma inside 16-235, its blacks and whites there (a crushed range
+               # is not read here: an exposure gain or noise clips both ends as much)
+               "range_washed": ("falling", 0.5, 4.0),
+               # white balance beyond any light: the off-locus light every part of the picture agrees on, beyond
+               # 0.02 (clean looks, stage gels included: 0; a 30 % green-gain cut 0-0.13 beyond, 40 % 0.065-0.21)
+               "wb_off_locus": ("falling", 0.02, 2.0),
            },
            CAMERA, None, ("desaturate", "cast", "saturate"), "engines.signals.colour"),
     Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,

@@ -41,7 +41,11 @@ from engines.signals.colour import (
     _skin,
     colorfulness_at_contrast,
 )
-from engines.signals.colour_pipeline import skin_plausibility, skin_saturation_under_light
+from engines.signals.colour_pipeline import (
+    skin_chroma,
+    skin_plausibility,
+    skin_saturation_under_light,
+)
 from engines.signals.common import (
     BRIGHT_LEVEL,
     CURVES,
@@ -132,10 +136,12 @@ def frame_signals(
             out["face"] = _region_signals(np.ascontiguousarray(crop))
             out["face"].update(_skin(crop))
             out["face"].update(skin_plausibility(crop))
+            frame = out["frame"]
+            light_rg, light_bg = frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)
+            luma_range = frame.get("range_white", math.nan) - frame.get("range_black", math.nan)
+            out["face"].update(skin_chroma(crop, light_rg, light_bg, luma_range))
             if math.isfinite(out["face"].get("skin_hue_off", math.nan)):  # a photographed face
-                frame = out["frame"]
-                out["face"].update(skin_saturation_under_light(
-                    crop, frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)))
+                out["face"].update(skin_saturation_under_light(crop, light_rg, light_bg))
     return out
 
 
@@ -240,9 +246,10 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
     if version >= 3 and "face" in raw and "frame" in raw:
         # blacks are the picture's (a face crop's darkest pixels are hair and eyes); implausible skin, judged on
         # the face, counts for the whole picture's colour
-        raw["face"]["black_tint"] = raw["frame"].get("black_tint", float("nan"))
-        raw["frame"]["skin_hue_off"] = raw["face"].get("skin_hue_off", float("nan"))
-        raw["frame"]["skin_excess_lit"] = raw["face"].get("skin_excess_lit", float("nan"))
+        for key in ("black_tint", "range_washed", "wb_off_locus"):
+            raw["face"][key] = raw["frame"].get(key, float("nan"))
+        for key in ("skin_hue_off", "skin_excess_lit", "skin_chroma_short"):
+            raw["frame"][key] = raw["face"].get(key, float("nan"))
     out: dict[str, dict[str, float]] = {}
     for region in ("frame", "face"):
         if region == "face" and not rows["face"]:

