@@ -108,7 +108,10 @@ def black_tint(rgb_small: np.ndarray) -> dict[str, float]:
     nan = float("nan")
     if px.shape[0] < 64:
         return {"black_luma": nan, "black_chroma": nan, "black_across": nan, "black_tint": nan}
-    y = px @ np.array([0.299, 0.587, 0.114], np.float32)
+    # the blacks are chosen by the luma averaged over 3x3: chosen by their own luma, a noisy flat region's darkest
+    # pixels are those whose green fell most (luma is mostly green), and sensor noise read as a magenta tint
+    y = cv2.blur(np.ascontiguousarray(rgb_small).astype(np.float32), (3, 3)).reshape(-1, 3) @ np.array(
+        [0.299, 0.587, 0.114], np.float32)
     k = max(16, int(BLACK_SHARE * y.size))
     idx = np.argpartition(y, k)[:k]
     r, g, b = (float(np.median(px[idx, c])) for c in range(3))
@@ -123,7 +126,9 @@ def black_tint(rgb_small: np.ndarray) -> dict[str, float]:
 
 SKIN_HUE_SPAN = (335.0, 55.0)  # degrees: skin of every tone under every plausible light, the candle's included
 # A drawn face's skin is flat fill: the luma of the skin-coloured pixels of its core spreads over a few code values
-# at most (0-5 on the avatars, whatever the look); a photographed face is shaded by its 3D form (9-150).
+# at most (0-5 on the avatars, whatever the look); a photographed face is shaded by its 3D form (9-150). The luma is
+# read through a 5x5 median (edges kept, most noise gone): sensor noise on a drawn face is not shading (read raw, the
+# corpus's strongest sensor noise spread a green avatar's fill to 21, and its skin was judged as a human's).
 DRAWN_SHADING = 7.0
 SKIN_CLUSTER_DEG = 20.0  # the skin pixels: within this hue of the core's median hue
 
@@ -136,7 +141,7 @@ def skin_plausibility(face: np.ndarray) -> dict[str, float]:
     h, w = face.shape[:2]
     core = np.ascontiguousarray(face[h // 4: 3 * h // 4, w // 4: 3 * w // 4])
     hsv = cv2.cvtColor(core, cv2.COLOR_RGB2HSV).reshape(-1, 3)
-    luma = cv2.cvtColor(core, cv2.COLOR_RGB2GRAY).reshape(-1).astype(np.float32)
+    luma = cv2.medianBlur(cv2.cvtColor(core, cv2.COLOR_RGB2GRAY), 5).reshape(-1).astype(np.float32)
     out = {"skin_shading": float("nan"), "skin_hue_off": float("nan")}
     coloured = (hsv[:, 2] > 40) & (hsv[:, 1] > 20)  # a hue of grey has no meaning: the coloured pixels only
     if int(np.count_nonzero(coloured)) < 16:
