@@ -23,6 +23,7 @@ from engines.signals.blur_noise import (
     _grain_sigma,
     _noise_and_blur,
     _robust_sigma,
+    temporal_grain,
 )
 from engines.signals.colour import (
     CAST_ESTIMATE,
@@ -47,6 +48,7 @@ from engines.signals.common import (
     DARK_LEVEL,
     LEGACY_CURVES,
     TIMING_MEASUREMENTS,
+    V2_CURVES,
     _falling,
     _luma,
     _percentile,
@@ -73,18 +75,20 @@ __all__ = [  # the measurements' names, read from here by the rest of the projec
     "CHROMA_CONTRAST_REF", "CHROMA_ESTIMATE", "COARSE_SIGMA", "CURVES", "DARK_LEVEL", "FINE_SIGMA",
     "FREEZE_MIN_INTERVALS", "GRAIN_MIN_PX", "GREY_SATURATION", "LEGACY_CURVES", "LEGACY_REPEAT", "LEGACY_REPEAT_MAD",
     "MID_GREY", "MIN_EDGES", "MIN_GREY_SHARE", "REPEAT_MAD", "REPEAT_SHARE", "SIGNALS_VERSION", "SKIN_HUES",
-    "SKIN_SATURATION_MAX", "STALL_FACTOR", "STARVED_QP", "STILL_MOTION", "TIMING_MEASUREMENTS",
+    "SKIN_SATURATION_MAX", "STALL_FACTOR", "STARVED_QP", "STILL_MOTION", "TIMING_MEASUREMENTS", "V2_CURVES",
     "_agreed_cast", "_angle_to_white", "_blockiness", "_color", "_falling", "_grain_sigma", "_grey_pixel_light",
     "_luma", "_luminance", "_noise_and_blur", "_percentile", "_rising", "_robust_sigma", "_skin",
     "add_quantiser", "analyse_frame_signals", "colorfulness_at_contrast", "dimension_score", "dimensions_by_version",
-    "frame_signals", "measure_window", "spatial_scores", "thumb_change", "thumb_changes", "thumb_signals",
+    "frame_signals", "measure_window", "spatial_scores", "temporal_grain", "thumb_change", "thumb_changes", "thumb_signals",
     "window_dimensions",
 ]
 
 
 # Part of the training feature cache's key (train/fit.py): bump it whenever a measurement changes or is added,
 # or cached features computed before would be read as current.
-SIGNALS_VERSION = 2
+# Version 3 (published): the blur curve calibrated on live-encoded faults at the analysed size (docs/signals.md);
+# the shipped bundle reads version 1.
+SIGNALS_VERSION = 3
 
 
 def _region_signals(rgb: np.ndarray) -> dict[str, float]:
@@ -141,7 +145,8 @@ def analyse_frame_signals(record: FrameRecord) -> dict[str, dict[str, float]] | 
 def dimension_score(dimension: str, raw: dict[str, float], version: int = SIGNALS_VERSION) -> float:
     """0..100 (higher is better) for one dimension from its raw measurements (NaN when none are known)."""
     factors = []
-    for name, (kind, x50, p) in (CURVES if version >= 2 else LEGACY_CURVES)[dimension].items():
+    curves = CURVES if version >= 3 else V2_CURVES if version == 2 else LEGACY_CURVES
+    for name, (kind, x50, p) in curves[dimension].items():
         x = raw.get(name, float("nan"))
         v = (_falling if kind == "falling" else _rising)(x, x50, p)
         if math.isfinite(v):
@@ -186,9 +191,14 @@ def dimensions_by_version(frames: Sequence[FrameRecord], nominal_fps: float | No
                           versions: Sequence[int]) -> dict[int, dict[str, dict[str, float]]]:
     """window_dimensions in each of `versions`, reading the frames' signals and thumbnail changes once for all."""
     rows: dict[str, list[dict[str, float]]] = {"frame": [], "face": []}
+    previous: FrameRecord | None = None
     for f in frames:
         sig = analyse_frame_signals(f)
+        if sig and "temporal_grain" not in sig["frame"] and previous is not None:
+            # against the previous sampled picture (kept on the record: overlapping windows share it)
+            sig["frame"]["temporal_grain"] = temporal_grain(_luma(previous.image), _luma(f.image))  # type: ignore[arg-type]
         if sig:
+            previous = f
             for region, raw in sig.items():
                 rows[region].append(raw)
     aggregated = {region: _aggregate(rows[region]) for region in ("frame", "face") if rows[region]}

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engines.families import FAMILIES, FAMILY_CAUSES, Cause
+from engines.families import BY_NAME, FAMILIES, FAMILY_CAUSES, Cause
 from engines.features import WindowResult
+from stream.ops.cause_model import SharpnessBaseline, side_effects
 
 if TYPE_CHECKING:
     from stream.config import AlertConfig
@@ -61,13 +62,29 @@ def is_low_bitrate(bitrate_bps: float, width: int, height: int, fps: float, cfg:
     return pixels_per_s > 0 and bitrate_bps / pixels_per_s < cfg.low_bits_per_pixel
 
 
+STARVED_ARTIFACT = 80.0  # artifact score below which a low bitrate shows in the picture (QP above ~30, or blocks)
+WHOLE_PICTURE = ("noise",)  # families judged on the lower of the face's and the whole frame's score
+
+
 def window_causes(result: WindowResult, low_bitrate: bool, cfg: AlertConfig) -> set[str]:
-    """The causes one window shows, from its dimension scores (the face region when there is one)."""
+    """The causes one window shows, from its dimension scores (the face region when there is one; WHOLE_PICTURE
+    families also from the frame)."""
     region = "face" if result.dimensions.get("face") else "frame"
-    dims = result.dimensions.get(region, {})
+    dims = dict(result.dimensions.get(region, {}))
+    frame = result.dimensions.get("frame", {})
+    for name in WHOLE_PICTURE:  # the camera's noise shows on the whole picture (grain between pictures: frame only)
+        if name in frame and frame[name] < dims.get(name, 100.0):
+            dims[name] = frame[name]
     t = cfg.dimension_threshold
-    causes = {f.cause_at(low_bitrate).name for f in FAMILIES if dims.get(f.name, 100.0) < t}
-    if result.face_presence < cfg.no_face_ratio:
+    # a dimension another fault pulled down (a dark picture's colour, grain's compression cost) is not a cause
+    explained = side_effects(dims, t)
+    # a low bitrate blames compression only when the encoder shows it (a high quantiser or blocks: the artifact score
+    # below STARVED_ARTIFACT); a soft picture coded at a low quantiser was soft before the encoder (a defocused
+    # camera's simple picture needs few bits)
+    starved = low_bitrate and dims.get("artifact", 100.0) < STARVED_ARTIFACT
+    causes = {f.cause_at(starved).name for f in FAMILIES if dims.get(f.name, 100.0) < t and f.name not in explained}
+    dark = frame.get("luminance", 100.0) < t
+    if result.face_presence < cfg.no_face_ratio and not dark:  # in the dark the face detector fails: darkness says it
         causes.add("framing")
     if not causes and result.score is not None and result.score < cfg.low_quality_threshold:
         causes.add("low_quality")
@@ -89,6 +106,7 @@ class _StreamRecommendation:
     down: bool = False
     tracks: dict[str, _Track] = field(default_factory=dict)
     current: tuple[str, str] | None = None  # (cause, action) exported as the metric
+    sharpness: SharpnessBaseline = field(default_factory=SharpnessBaseline)
 
 
 Notice = Callable[[str, str, "Cause", float, float | None], None]  # (status, stream, cause, starts_at, ends_at)
@@ -120,6 +138,9 @@ class Recommender:
         causes = window_causes(result, low, self.config)
         with self._lock:
             rec = self._streams.setdefault(state.name, _StreamRecommendation())
+            region = "face" if result.dimensions.get("face") else "frame"
+            if rec.sharpness.fell(result.end, result.dimensions.get(region, {}).get("blur")):
+                causes.add(BY_NAME["blur"].cause_at(low).name)  # a down-switch or lost focus: blur's cause
             rec.window_causes = causes
             rec.down = False
             self._update(state, rec, self.clock())
