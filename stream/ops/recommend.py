@@ -62,6 +62,9 @@ def is_low_bitrate(bitrate_bps: float, width: int, height: int, fps: float, cfg:
     return pixels_per_s > 0 and bitrate_bps / pixels_per_s < cfg.low_bits_per_pixel
 
 
+# The cause a rendition down-switch seen from the picture raises: the catalogue's own when it has one (the
+# coded-size check names it), else blur's ("source": "check ... any upscaling upstream").
+DOWN_SWITCH = "rendition_down"
 STARVED_ARTIFACT = 80.0  # artifact score below which a low bitrate shows in the picture (QP above ~30, or blocks)
 WHOLE_PICTURE = ("noise",)  # families judged on the lower of the face's and the whole frame's score
 
@@ -139,8 +142,10 @@ class Recommender:
         with self._lock:
             rec = self._streams.setdefault(state.name, _StreamRecommendation())
             region = "face" if result.dimensions.get("face") else "frame"
-            if rec.sharpness.fell(result.end, result.dimensions.get(region, {}).get("blur")):
-                causes.add(BY_NAME["blur"].cause_at(low).name)  # a down-switch or lost focus: blur's cause
+            blur = result.dimensions.get(region, {}).get("blur")
+            if rec.sharpness.fell(result.end, blur) and blur is not None and blur >= self.config.dimension_threshold:
+                # softer than the stream's own norm, not blurred outright (that is blur's own cause): a down-switch
+                causes.add(DOWN_SWITCH if DOWN_SWITCH in CAUSES else BY_NAME["blur"].cause_at(low).name)
             rec.window_causes = causes
             rec.down = False
             self._update(state, rec, self.clock())
