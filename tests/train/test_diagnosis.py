@@ -62,10 +62,12 @@ def test_compare_and_summary():
     assert s["confusion"]["blur"]["blur"] == 1 and s["confusion"]["blur"]["temporal"] == 1
     assert s["cross_talk"]["blur"]["temporal"] == pytest.approx(-45.0)
     assert G.by_level(rows)[1]["cause_accuracy"] == 0.0
-    # a picture cause is "compression" when the bitrate is low: the alert must name that one
-    starved = {**blur, "low_bitrate": True}
+    # a picture cause is "compression" when the bitrate is low and shows (the artifact score): the alert must
+    # name that one; a low bitrate coded at a low quantiser leaves it "source"
+    starved = {**blur, "low_bitrate": True, "dims": {**blur["dims"], "artifact": 60.0}}
     assert not G.compare(ref, starved, ["blur"])["alert_ok"]
     assert G.compare(ref, {**starved, "causes": ["compression"]}, ["blur"])["alert_ok"]
+    assert G.compare(ref, {**blur, "low_bitrate": True}, ["blur"])["alert_ok"]
 
 
 def test_no_visible_cause_is_scored_as_silence():
