@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # primary dimension -> {other dimension: its drop per point of the primary's drop}. Measured (drops, primary ->
-# others, per source of the ladders):
-#   low light (luma ~18, grainy): luminance 100 -> colour 80 / 100 / 81, artifact 3 / 3 / 58 (the issue's run),
-#     noise unmeasured (no unclipped flat pixels)
+# others, on the samples / carphone / t1 sources; the issue's own run where it differs):
+#   low light (luma ~18, grainy): luminance 100 -> colour 81 / 0 / 99 (100 in the issue's run), artifact 3 / 3 / 4
+#     (58 in the issue's run), noise unmeasured (no unclipped flat pixels); the face is lost (no "framing" then:
+#     recommend.window_causes)
 #   over-exposure washes colour out the same way (the corpus's "over" kind)
-#   sensor grain through x264 at 2 Mbit/s: noise 57-60 -> artifact 20-24 (QP 15 -> 31), and the issue's stronger
-#     grain took artifact below the threshold while the noise score barely moved (v2's lenient grain curve)
-#   a starved encoder (60 kbit/s): artifact 67-85 -> temporal 14-18 (its skips and holds), blur 0-6, noise none
+#   strong sensor grain through x264 at 2 Mbit/s: noise 77-95 -> artifact 21-40 (QP 12-15 -> 30-34); the issue's
+#     stronger grain took artifact below the threshold while v2's noise score barely moved
+#   a starved encoder (60 kbit/s): artifact 67-85 -> temporal 14-26 (its skips and holds), blur 0-6, noise none
 #     (it smooths grain away: the noise score rises)
 #   blur, colour and timing faults moved no other dimension by more than 6 points
 PULL: dict[str, dict[str, float]] = {
