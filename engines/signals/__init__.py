@@ -23,6 +23,7 @@ from engines.signals.blur_noise import (
     _grain_sigma,
     _noise_and_blur,
     _robust_sigma,
+    temporal_grain,
 )
 from engines.signals.colour import (
     CAST_ESTIMATE,
@@ -86,15 +87,16 @@ __all__ = [  # the measurements' names, read from here by the rest of the projec
     "_agreed_cast", "_angle_to_white", "_blockiness", "_color", "_falling", "_grain_sigma", "_grey_pixel_light",
     "_luma", "_luminance", "_noise_and_blur", "_percentile", "_rising", "_robust_sigma", "_skin",
     "add_quantiser", "analyse_frame_signals", "colorfulness_at_contrast", "dimension_score", "dimensions_by_version",
-    "frame_signals", "measure_window", "spatial_scores", "thumb_change", "thumb_changes", "thumb_signals",
+    "frame_signals", "measure_window", "spatial_scores", "temporal_grain", "thumb_change", "thumb_changes", "thumb_signals",
     "window_dimensions",
 ]
 
 
 # Part of the training feature cache's key (train/clip_features.py): bump it whenever a measurement changes or is added,
 # or cached features computed before would be read as current. 3: a held picture is a freeze in any scene
-# (temporal.HELD_MAD), and a light's colour is a look (engines/signals/colour_pipeline.py); bundles trained on 1 or 2
-# read the measurements of their version (the shipped one: 1).
+# (temporal.HELD_MAD), a light's colour is a look (engines/signals/colour_pipeline.py), the blur curve calibrated on
+# live-encoded faults at the analysed size and grain read between pictures (blur_noise.temporal_grain); bundles
+# trained on 1 or 2 read the measurements of their version (the shipped one: 1).
 SIGNALS_VERSION = 3
 
 
@@ -208,9 +210,14 @@ def dimensions_by_version(frames: Sequence[FrameRecord], nominal_fps: float | No
                           versions: Sequence[int]) -> dict[int, dict[str, dict[str, float]]]:
     """window_dimensions in each of `versions`, reading the frames' signals and thumbnail changes once for all."""
     rows: dict[str, list[dict[str, float]]] = {"frame": [], "face": []}
+    previous: FrameRecord | None = None
     for f in frames:
         sig = analyse_frame_signals(f)
+        if sig and "temporal_grain" not in sig["frame"] and previous is not None:
+            # against the previous sampled picture (kept on the record: overlapping windows share it)
+            sig["frame"]["temporal_grain"] = temporal_grain(_luma(previous.image), _luma(f.image))  # type: ignore[arg-type]
         if sig:
+            previous = f
             for region, raw in sig.items():
                 rows[region].append(raw)
     aggregated = {region: _aggregate(rows[region]) for region in ("frame", "face") if rows[region]}

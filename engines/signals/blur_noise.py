@@ -107,3 +107,27 @@ def _grain_sigma(y: np.ndarray) -> float:
     flat = unclipped & (gc <= _percentile(gc_u, 25))
     resid = np.abs(cv2.filter2D(half, cv2.CV_32F, _NOISE_KERNEL))
     return 2.0 * _robust_sigma(resid[flat])
+
+
+STATIC_LEVEL = 1.0  # luma levels: where two pictures' coarse (sigma 2) images differ less than this, nothing moved
+MIN_STATIC_PX = 400  # fewer static, unclipped pixels than this and the temporal grain is unknown (NaN)
+
+
+def temporal_grain(a: np.ndarray, b: np.ndarray) -> float:
+    """Noise that changes between two pictures of the stream at the same place (sensor grain is new in every picture;
+    texture, and blocks a live encoder held, are not): the sigma of the difference of the two pictures' fine detail
+    (luma minus its sigma-2 blur) on the flatter half of the pixels where the coarse picture did not move, from its
+    median absolute value. A live encoder smooths strong grain into blocks, so the spatial estimators barely read it
+    (grain_sigma 1.1 -> 2.9 levels); the grain it keeps still changes from picture to picture (0.7-0.9 -> 2.4-2.6
+    here, a starved encoder 0.0-0.3). NaN for pictures of different sizes or without enough static pixels."""
+    if a.shape != b.shape:
+        return float("nan")
+    ca = cv2.GaussianBlur(a, (0, 0), COARSE_SIGMA)
+    cb = cv2.GaussianBlur(b, (0, 0), COARSE_SIGMA)
+    static = (np.abs(ca - cb) < STATIC_LEVEL) & (ca > DARK_LEVEL + 4) & (ca < BRIGHT_LEVEL - 4)
+    if int(static.sum()) < MIN_STATIC_PX:
+        return float("nan")
+    gc = cv2.magnitude(cv2.Sobel(ca, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(ca, cv2.CV_32F, 0, 1, ksize=3))
+    flat = static & (gc <= _percentile(gc[static], 50))
+    diff = np.abs((a - ca) - (b - cb))[flat]
+    return 1.4826 * float(_percentile(diff, 50)) / math.sqrt(2.0)

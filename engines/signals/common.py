@@ -40,16 +40,21 @@ CURVES: dict[str, dict[str, tuple[str, float, float]]] = {f.name: dict(f.curves)
 TIMING_MEASUREMENTS = tuple(k for f in FAMILIES if f.measured_from == TIMING for k in f.curves)  # thumb_signals' keys
 
 
+# Version 2's curves where version 3 changed them (bundles trained on version 2 read these):
+# - blur's x50 was 2.2 px, so a sigma-6 defocus on a 640x360 stream (~2.1 px at the analysed size) raised nothing;
+# - noise did not read grain between pictures, so a live encoder's smoothed grain raised nothing either;
+# - colour read the light's cast off white beyond 5 degrees and skin saturation beyond natural skin's, which read
+#   a warm or cool look (tungsten, candle, shade) as damage and missed chroma offsets.
+V2_CURVES = {**CURVES, "blur": {"edge_blur_px": ("falling", 2.2, 3.0)},
+             "noise": {"noise_sigma": ("falling", 7.0, 2.0), "grain_sigma": ("falling", 11.0, 2.0)},
+             "color": {"colorfulness_at_contrast": ("rising", 10.0, 2.0),
+                       "cast_excess_deg": ("falling", 4.0, 2.0), "skin_excess": ("falling", 0.1, 2.0)}}
+
+
 # Version 1 read the colour cast from the grey-edge estimate of each region (the face crop's for the face).
 # Its noise read the full-resolution estimator alone.
-LEGACY_CURVES = {**CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "cast_deg": ("falling", 10.0, 3.0)},
+LEGACY_CURVES = {**V2_CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "cast_deg": ("falling", 10.0, 3.0)},
                  "noise": {"noise_sigma": ("falling", 7.0, 2.0)}}
-
-
-# Version 2's colour (SIGNALS_VERSION 2): the light's cast off white beyond 5 degrees and skin saturation beyond
-# natural skin's, which read a warm or cool look (tungsten, candle, shade) as damage and missed chroma offsets.
-V2_CURVES = {**CURVES, "color": {"colorfulness_at_contrast": ("rising", 10.0, 2.0),
-                                 "cast_excess_deg": ("falling", 4.0, 2.0), "skin_excess": ("falling", 0.1, 2.0)}}
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:

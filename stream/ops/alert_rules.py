@@ -21,7 +21,7 @@ import yaml
 
 from engines.families import FAMILY_CAUSES, Cause, families_causing
 from stream.config import AlertConfig, ConfigError, load_config
-from stream.ops.recommend import ALERTS
+from stream.ops.recommend import ALERTS, STARVED_ARTIFACT
 
 # Causes an operator waits longer for (sustain_for, like low quality) than for the others (cause_for): lighting
 # and camera settings change slowly and are rarely an emergency.
@@ -117,11 +117,14 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
         expr = f"fvq:dimension_score:preferred{{{matcher}}} < {t} {up}"
         subject = f"The {names[0]} score" if len(names) == 1 else where.capitalize()
         detail = f": {fams[0].what}" if len(names) == 1 else ""
+        # a low bitrate that shows in the picture (stream/ops/recommend.STARVED_ARTIFACT): the monitor's own rule
+        starved = (f"({low_rate} and on(stream) fvq:dimension_score:preferred{{dimension=\"artifact\"}}"
+                   f" < {_num(STARVED_ARTIFACT)})")
         if any(f.low_bitrate_cause == cause for f in fams):  # the family's cause at a low bitrate
-            expr += f" and on(stream) {low_rate}"
+            expr += f" and on(stream) {starved}"
             detail = f" and the bitrate is low ({bitrate_text})"
         elif any(f.low_bitrate_cause is not None for f in fams):  # ...and at a bitrate that is not low
-            expr += f" unless on(stream) {low_rate}"
+            expr += f" unless on(stream) {starved}"
             detail = " although the bitrate is not low"
         duration = s.sustain_for if cause.name in LINGERING_CAUSES else s.cause_for
         return alert(cause.alertname, expr, duration, f"{subject} is {value} (below {t}){detail}.",

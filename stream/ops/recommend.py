@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engines.families import EXPLAINS, FAMILIES, FAMILY_CAUSES, FAULT_CAUSES, Cause
+from engines.families import BY_NAME, EXPLAINS, FAMILIES, FAMILY_CAUSES, FAULT_CAUSES, Cause
 from engines.features import WindowResult
 from stream.ops.baseline import BELOW_BASELINE, COLOUR_SHIFT, StreamBaseline
+from stream.ops.cause_model import SharpnessBaseline, side_effects
 
 if TYPE_CHECKING:
     from stream.config import AlertConfig
@@ -74,13 +75,32 @@ def is_low_bitrate(bitrate_bps: float, width: int, height: int, fps: float, cfg:
     return pixels_per_s > 0 and bitrate_bps / pixels_per_s < cfg.low_bits_per_pixel
 
 
+# The cause a rendition down-switch seen from the picture raises: the catalogue's own when it has one (the
+# coded-size check names it), else blur's ("source": "check ... any upscaling upstream").
+DOWN_SWITCH = "rendition_down"
+STARVED_ARTIFACT = 80.0  # artifact score below which a low bitrate shows in the picture (QP above ~30, or blocks)
+WHOLE_PICTURE = ("noise",)  # families judged on the lower of the face's and the whole frame's score
+
+
 def window_causes(result: WindowResult, low_bitrate: bool, cfg: AlertConfig) -> set[str]:
-    """The causes one window shows, from its dimension scores (the face region when there is one)."""
+    """The causes one window shows, from its dimension scores (the face region when there is one; WHOLE_PICTURE
+    families also from the frame)."""
     region = "face" if result.dimensions.get("face") else "frame"
-    dims = result.dimensions.get(region, {})
+    dims = dict(result.dimensions.get(region, {}))
+    frame = result.dimensions.get("frame", {})
+    for name in WHOLE_PICTURE:  # the camera's noise shows on the whole picture (grain between pictures: frame only)
+        if name in frame and frame[name] < dims.get(name, 100.0):
+            dims[name] = frame[name]
     t = cfg.dimension_threshold
-    causes = {f.cause_at(low_bitrate).name for f in FAMILIES if dims.get(f.name, 100.0) < t}
-    if result.face_presence < cfg.no_face_ratio:
+    # a dimension another fault pulled down (a dark picture's colour, grain's compression cost) is not a cause
+    explained = side_effects(dims, t)
+    # a low bitrate blames compression only when the encoder shows it (a high quantiser or blocks: the artifact score
+    # below STARVED_ARTIFACT); a soft picture coded at a low quantiser was soft before the encoder (a defocused
+    # camera's simple picture needs few bits)
+    starved = low_bitrate and dims.get("artifact", 100.0) < STARVED_ARTIFACT
+    causes = {f.cause_at(starved).name for f in FAMILIES if dims.get(f.name, 100.0) < t and f.name not in explained}
+    dark = frame.get("luminance", 100.0) < t
+    if result.face_presence < cfg.no_face_ratio and not dark:  # in the dark the face detector fails: darkness says it
         causes.add("framing")
     if not causes and result.score is not None and result.score < cfg.low_quality_threshold:
         causes.add("low_quality")
@@ -104,6 +124,7 @@ class _StreamRecommendation:
     tracks: dict[str, _Track] = field(default_factory=dict)
     current: tuple[str, str] | None = None  # (cause, action) exported as the metric
     baseline: StreamBaseline = field(default_factory=StreamBaseline)  # the stream's own recent past
+    sharpness: SharpnessBaseline = field(default_factory=SharpnessBaseline)
 
 
 Notice = Callable[[str, str, "Cause", float, float | None], None]  # (status, stream, cause, starts_at, ends_at)
@@ -136,6 +157,11 @@ class Recommender:
         with self._lock:
             rec = self._streams.setdefault(state.name, _StreamRecommendation())
             now = self.clock()
+            region = "face" if result.dimensions.get("face") else "frame"
+            blur = result.dimensions.get(region, {}).get("blur")
+            if rec.sharpness.fell(result.end, blur) and blur is not None and blur >= self.config.dimension_threshold:
+                # softer than the stream's own norm, not blurred outright (that is blur's own cause): a down-switch
+                causes.add(DOWN_SWITCH if DOWN_SWITCH in CAUSES else BY_NAME["blur"].cause_at(low).name)
             rec.window_causes = causes | rec.baseline.observe(result, self.config, now)
             rec.faults = state.live_faults()
             rec.down = False

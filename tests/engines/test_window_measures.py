@@ -78,26 +78,27 @@ def test_carried_changes_give_the_very_same_temporal_measurements():
 
 def test_the_rater_reads_what_the_window_carries_in_its_bundles_version(monkeypatch):
     w = creeping_window()
-    now = signals.SIGNALS_VERSION  # the published version (3: a held picture is a freeze; this window holds none)
-    v1, v2 = window_dimensions(w.frames, FPS, version=1), window_dimensions(w.frames, FPS, version=now)
+    cur = signals.SIGNALS_VERSION  # what the monitor publishes (3 since the live-fault curves)
+    v1, v2 = window_dimensions(w.frames, FPS, version=1), window_dimensions(w.frames, FPS, version=2)
     assert v1["frame"]["temporal"] < v2["frame"]["temporal"] - 20  # the window tells the versions apart
+    published_version = window_dimensions(w.frames, FPS, version=cur)
 
     calls = []
     real = signals.dimensions_by_version
     monkeypatch.setattr(signals, "dimensions_by_version", lambda *a: calls.append(a[2]) or real(*a))
     published = summarise_window(w)  # the analysis: current version only
-    assert published.dimensions == v2 and calls == [[now]]
+    assert published.dimensions == published_version and calls == [[cur]]
     spec = FeatureSpec(frames=4, temporal_len=8, thumb_size=(16, 16), interval_len=8, spatial_shape=(7,),
                        portrait_shape=(7,), signals_version=1)
     stats = dict(zip(spec.signal_names(), assemble_window_features(w, spec).signals.tolist(), strict=True))
     # a version-1 bundle reads version 1's scores, measured once more for it only, never the published version
-    assert calls == [[now], [1]] and sorted(w.measures.dimensions) == [1, now]
+    assert calls == [[cur], [1]] and sorted(w.measures.dimensions) == [1, cur]
     assert stats["window.frame_temporal"] == pytest.approx(v1["frame"]["temporal"])
     # faces are counted once for both: what the rater reads is what the analysis published
     assert stats["window.face_presence"] == pytest.approx(published.face_presence) == 0.5
     assert stats["window.identity_stability"] == pytest.approx(published.identity_stability)
-    assemble_window_features(w, dataclasses.replace(spec, signals_version=now))
-    measure_window(w, (1, now))
-    assert calls == [[now], [1]]  # nothing measured twice
+    assemble_window_features(w, dataclasses.replace(spec, signals_version=cur))
+    measure_window(w, (1, cur))
+    assert calls == [[cur], [1]]  # nothing measured twice
     published.dimensions["frame"]["temporal"] = 0.0  # smoothing edits what is published, not what the window holds
-    assert w.measures.dimensions[now]["frame"]["temporal"] == v2["frame"]["temporal"]
+    assert w.measures.dimensions[cur]["frame"]["temporal"] == published_version["frame"]["temporal"]

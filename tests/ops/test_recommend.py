@@ -60,7 +60,10 @@ def test_causes_from_dimensions_face_region_first():
     assert window_causes(result(face={}, frame={"artifact": 10}), True, cfg) == set()
     assert window_causes(result(face={"artifact": 10}), True, cfg) == {"compression"}
     assert window_causes(result(face={"blur": 30}), False, cfg) == {"source"}
-    assert window_causes(result(frame={"blur": 30}), True, cfg) == {"compression"}  # no face: the frame
+    # no face: the frame; a low bitrate that shows in the picture (the quantiser) blames compression
+    assert window_causes(result(frame={"blur": 30, "artifact": 60}), True, cfg) == {"compression"}
+    # ...a picture coded at a low quantiser was soft before the encoder, whatever the bitrate
+    assert window_causes(result(frame={"blur": 30}), True, cfg) == {"source"}
     assert window_causes(result(face={"temporal": 20}), True, cfg) == {"stalls"}
     assert window_causes(result(face={"luminance": 20}), True, cfg) == {"camera"}
     assert window_causes(result(face={"noise": 20}), True, cfg) == {"camera"}

@@ -64,10 +64,12 @@ def test_compare_and_summary():
     assert s["confusion"]["blur"]["blur"] == 1 and s["confusion"]["blur"]["temporal"] == 1
     assert s["cross_talk"]["blur"]["temporal"] == pytest.approx(-45.0)
     assert G.by_level(rows)[1]["cause_accuracy"] == 0.0
-    # a picture cause is "compression" when the bitrate is low: the alert must name that one
-    starved = {**blur, "low_bitrate": True}
+    # a picture cause is "compression" when the bitrate is low and shows (the artifact score): the alert must
+    # name that one; a low bitrate coded at a low quantiser leaves it "source"
+    starved = {**blur, "low_bitrate": True, "dims": {**blur["dims"], "artifact": 60.0}}
     assert not G.compare(ref, starved, ["blur"])["alert_ok"]
     assert G.compare(ref, {**starved, "causes": ["compression"]}, ["blur"])["alert_ok"]
+    assert G.compare(ref, {**blur, "low_bitrate": True}, ["blur"])["alert_ok"]
 
 
 def test_no_visible_cause_is_scored_as_silence():
@@ -158,7 +160,7 @@ def test_a_light_is_a_look_and_a_tint_is_colour_damage(tmp_path, signal_analyzer
     """A warm or cool white balance of up to 20% (red and blue gains apart, as a tungsten or shade light
     does: colour version 3 reads a light's colour as a look) keeps colour on the clean side of the alert threshold;
     a magenta or green tint that grows (each channel offset, as a wrong chroma offset or range conversion does)
-    never lifts colour by more than 3 points and ends below the threshold. Neither moves another dimension by more
+    never lifts colour by more than 3 points and ends below the threshold. Neither lowers another dimension by more
     than 10 points. The content on its own (blue or green painted skin, two coloured stage gels) raises nothing."""
     cfg, analyzer = signal_analyzer
     t = cfg.alerts.dimension_threshold
@@ -171,10 +173,10 @@ def test_a_light_is_a_look_and_a_tint_is_colour_damage(tmp_path, signal_analyzer
     colour = [d["color"] for d in ladder]
     assert all(b < a + 3 for a, b in zip(colour, colour[1:], strict=False)), colour
     assert colour[-1] < t and colour[-1] < colour[0] - 30, colour
-    for dim in DIMENSIONS:
+    for dim in DIMENSIONS:  # no other dimension falls (a rise is no false cause)
         if dim != "color":
-            moves = [abs(d[dim] - ladder[0][dim]) for d in ladder[1:] + light[1:]]
-            assert max(moves) < 10, (dim, [round(d[dim]) for d in ladder + light])
+            falls = [ladder[0][dim] - d[dim] for d in ladder[1:] + light[1:]]
+            assert max(falls) < 10, (dim, [round(d[dim]) for d in ladder + light])
 
 
 @pytest.mark.parametrize("source", ["ardern-stage", "sunak-v0", "avatar-blue"])

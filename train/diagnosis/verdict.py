@@ -83,10 +83,14 @@ def clip_view(path: str | Path, cfg, analyzer) -> dict:
             "window_dims": [r.dimensions.get("face") or r.dimensions.get("frame", {}) for r in results]}
 
 
-def expected_cause(family: str, low_bitrate: bool) -> str:
+def expected_cause(family: str, low_bitrate: bool, artifact: float = 0.0) -> str:
+    """The cause the monitor should name: a picture family's is compression at a low bitrate that shows in the
+    picture (the artifact score under stream.ops.recommend.STARVED_ARTIFACT), else source."""
+    from stream.ops.recommend import STARVED_ARTIFACT
+
     if family in FAMILY_CAUSE:
         return FAMILY_CAUSE[family]
-    return PICTURE_CAUSES[0] if low_bitrate else PICTURE_CAUSES[1]
+    return PICTURE_CAUSES[0] if low_bitrate and artifact < STARVED_ARTIFACT else PICTURE_CAUSES[1]
 
 
 def compare(ref: dict, dist: dict, families: Sequence[str]) -> dict:
@@ -96,7 +100,7 @@ def compare(ref: dict, dist: dict, families: Sequence[str]) -> dict:
     top = sorted(move, key=lambda d: move[d])[:len(families)]  # the len(families) dimensions that fell most
     others = [d for d in move if d not in families]
     false = [d for d in others if move[d] < -FALSE_CAUSE_POINTS]
-    wanted = {expected_cause(f, dist["low_bitrate"]) for f in families}
+    wanted = {expected_cause(f, dist["low_bitrate"], dist["dims"].get("artifact", 100.0)) for f in families}
     raised = set(dist["causes"]) - set(GENERIC_CAUSES)
     new = raised - set(ref["causes"])
     alert_ok = wanted <= raised and not (new - wanted)
