@@ -25,7 +25,8 @@ from tests.harness import MonitorHarness
 pytestmark = pytest.mark.slow
 SECONDS = 12.0
 LEAD_S = 18.0  # the down-switched stream's clean past
-EXPECTED = {"clean": set(), "blur": {"source"}, "noise": {"camera"}, "lowlight": {"camera"}, "downswitch": {"source"}}
+# the upscaled down-switch: sharpness falls against the stream's own past, named as the catalogue's rendition_down
+EXPECTED = {"clean": set(), "blur": {"source"}, "noise": {"camera"}, "lowlight": {"camera"}, "downswitch": {"rendition_down"}}
 
 
 @pytest.fixture(scope="module")
