@@ -52,7 +52,8 @@ def _photo(rel: str, box: tuple[float, float, float, float], crop_h: float, seed
     def make(out: Path) -> None:
         import functools
 
-        from train.media import FaceSource, load_photo, render, write_mp4
+        from train.face_sources import FaceSource, load_photo
+        from train.media import render, write_mp4
 
         src = FaceSource(f"bench-{Path(rel).stem}", "bench", "still", functools.partial(load_photo, rel), box,
                          crop_h, (0.5, 0.42), seed, orientations=("landscape",))
