@@ -333,9 +333,13 @@ def test_streams_are_placed_by_cost_not_count(tmp_path: Path, small_clip: Path, 
                     == 4, "the four streams placed", 120)
         placed = {s["name"]: s["worker"] for s in json.loads(served.get("/streams")[1])["streams"]}
         assert placed["t0"] == placed["t1"] == placed["t2"] != placed["big"], placed
-        value = {(n, tuple(sorted(lb.items()))): v for n, lb, v in served.samples()}
-        assert value[("fvq_worker_streams", (("worker", placed["big"]),))] == 1
-        assert value[("fvq_worker_streams", (("worker", placed["t0"]),))] == 3
+
+        def counts() -> tuple[float | None, float | None]:  # the gauge is set at the front's next tick, not at placing
+            value = {(n, tuple(sorted(lb.items()))): v for n, lb, v in served.samples()}
+            return tuple(value.get(("fvq_worker_streams", (("worker", placed[n]),))) for n in ("big", "t0"))
+
+        served.wait(lambda: counts() == (1, 3), "fvq_worker_streams to count the placements", 30)
+        assert counts() == (1, 3), counts()
     finally:
         served.stop()
 
