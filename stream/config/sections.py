@@ -189,8 +189,9 @@ class AlertConfig(_Strict):
     raise_after_s: float = Field(10.0, ge=0, description="A cause must hold this long before it is raised.")
     clear_after_s: float = Field(20.0, ge=0, description="A raised cause must be gone this long before it clears.")
     fault_raise_after_s: float = Field(
-        3.0, ge=0, description="A fault read from the bitstream and the decoder (black picture, transport damage, "
-        "rendition down-switch, format change) must hold this long before it is raised.",
+        3.0, ge=0, description="A fault read from the transport, the bitstream and the decoder (a stream down, "
+        "black picture, transport damage, rendition down-switch, format change) must hold this long before it is "
+        "raised.",
     )
     low_bitrate_bps: float = Field(1_500_000, ge=0, description="Below this bitrate, artifacts mean: raise bitrate.")
     low_bits_per_pixel: float = Field(

@@ -176,14 +176,18 @@ class StreamState(SourceEvents):
 
     def ended(self, reason: str | None = None) -> None:
         """The source stopped. An expected stream goes `down` and stays (no retention: it waits for its publisher
-        or a delete); a publisher that vanished uncleanly leaves the stream `down`, one that said goodbye (or a
-        file that finished) `ended`; both leave after limits.ended_retention_s. A reader that ends on an error
+        or a delete); a publisher that vanished uncleanly, or stalled before it left, leaves the stream `down`, one
+        that said goodbye (or a file that finished) `ended`; both leave after limits.ended_retention_s. A reader that ends on an error
         keeps `error`."""
         self._m.stream_up.labels(self.name).set(0)
         if self.expected:
             self.state, self.end_reason = "down", reason or self.end_reason or "finished"
             return
-        if reason in self.UNCLEAN_ENDS:
+        if reason in self.UNCLEAN_ENDS or self.state == "down":
+            # a publisher that stalled (no frame for analysis.stale_after_s) and was then dropped, by the media
+            # server's idle timeout or its own failing link, did not say goodbye: the camera died, not the show
+            if self.state == "down" and reason not in self.UNCLEAN_ENDS:
+                reason = "stalled"
             self.state = "down"
         elif self.state != "error" or reason is not None:
             self.state = "ended"

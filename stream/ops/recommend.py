@@ -218,7 +218,8 @@ class Recommender:
                 if track is None:
                     track = rec.tracks[name] = _Track(seen_since=now)
                 track.gone_since = None
-                hold = cfg.fault_raise_after_s if name in FAULTS else cfg.raise_after_s
+                # what the transport and decoder say (no frames, damage, a new format) needs no window to settle
+                hold = cfg.fault_raise_after_s if name in FAULTS or name == "down" else cfg.raise_after_s
                 if track.raised_at is None and now - (track.seen_since or now) >= hold:
                     track.raised_at = now
                     self._emit("firing", state.name, name, track.raised_at, None)

@@ -158,6 +158,30 @@ def test_down_stream_raises_down_and_drops_picture_causes(setup):
     assert notices[-1] == ("resolved", "cam", "down")
 
 
+def test_down_is_raised_after_the_fault_hold_not_the_picture_hold(setup):
+    """No frames is read from the transport, not from windows: `down` takes alerts.fault_raise_after_s (3 s)."""
+    metrics, state, clock, rec, notices = setup
+    state.state = "down"
+    for _ in range(3):
+        rec.tick([state])
+        clock.t += 1
+    assert state.recommendation is None or state.recommendation.get("cause") != "down"
+    rec.tick([state])
+    assert state.recommendation["cause"] == "down" and ("firing", "cam", "down") in notices
+
+
+def test_a_stalled_stream_whose_publisher_then_leaves_stays_down(setup):
+    """A publisher that went silent and was then dropped (the media server's idle timeout) said no goodbye."""
+    metrics, state, clock, rec, notices = setup
+    state.mark_down("down")
+    state.ended("publisher_left")
+    assert state.state == "down" and state.end_reason == "stalled"
+    fresh = StreamState("cam2", "rtmp_listen", "rtmp://y", metrics)
+    fresh.state = "up"
+    fresh.ended("publisher_left")  # a goodbye while frames still came: the show ended
+    assert fresh.state == "ended"
+
+
 # the stream's own past -----------------------------------------------------------------------------------------
 
 

@@ -256,3 +256,36 @@ def test_nginx_killed_is_started_again_and_its_publishers_streams_leave(face_ext
             h.wait_for(lambda: (h.value("fvq_frames_received_total", stream="k2") or 0) > 0, 10, "k2 after restart")
         finally:
             kill_all(pubs)
+
+
+def test_a_key_whose_publisher_stalls_and_is_dropped_stays_down(face_extractor, small_flv):
+    """A publisher that hangs (SIGSTOP: no packet, no goodbye) reads `down`; when nginx then drops it for idleness
+    the stream stays `down` (end reason `stalled`), listed and at fvq_stream_up 0, so FvqStreamDown can fire for a
+    key nobody declared expected; a publisher that comes back on the key scores again."""
+    import signal
+
+    port = free_port()
+    base = f"rtmp://127.0.0.1:{port}/live"
+    with MonitorHarness(config({"name": "live", "url": base, "listen": True}, rtmp={"idle_publisher_s": 3},
+                               limits={"ended_retention_s": 120}), analyzer(face_extractor)) as h:
+        pubs = [publish(small_flv, f"{base}/cam")]
+        try:
+            h.wait_for(lambda: (h.value("fvq_frames_received_total", stream="cam") or 0) > 0, 15, "cam publishing")
+            os.kill(pubs[0].pid, signal.SIGSTOP)
+            h.wait_for(lambda: h.streams()["cam"]["state"] == "down", 10, "the stalled key down")
+            # nginx drops the silent publisher after 3 s and calls on_publish_done: the stream stays down
+            h.wait_for(lambda: h.streams()["cam"].get("end_reason") == "stalled", 15, "the publisher dropped")
+            time.sleep(1.0)
+            assert h.streams()["cam"]["state"] == "down"
+            assert h.value("fvq_stream_up", stream="cam") == 0
+            os.kill(pubs[0].pid, signal.SIGCONT)
+            kill_all(pubs)
+            pubs = [publish(small_flv, f"{base}/cam")]
+            h.wait_for(lambda: h.streams()["cam"]["state"] == "up", 15, "the key back up")
+        finally:
+            for p in pubs:
+                try:
+                    os.kill(p.pid, signal.SIGCONT)
+                except OSError:
+                    pass
+            kill_all(pubs)
