@@ -71,6 +71,7 @@ class Job:
     started: float = 0.0
     ended: float = 0.0
     rc: int | None = None
+    reconnects: int = 0  # an RTMP publisher the server dropped (a stall past rtmp.idle_publisher_s) comes back
     timeline: list[dict[str, Any]] = field(default_factory=list)
     windows: dict[str, float] = field(default_factory=dict)  # analysed and dropped, as last read
 
@@ -140,12 +141,14 @@ def read_metrics(text: str) -> tuple[dict[str, str], dict[str, dict[str, float]]
     return causes, windows
 
 
-def publisher(job: Job, monitor: Monitor) -> subprocess.Popen:
+def publisher(job: Job, monitor: Monitor, from_s: float = 0.0) -> subprocess.Popen:
+    """The job's publisher; `from_s` > 0 is an RTMP encoder reconnecting with its live feed from that second on."""
     if job.transport == "whip":
         cmd = [sys.executable, "-m", "benchmarks.whip_publish", f"{monitor.url}/whip/{job.stream}", str(job.clip)]
     else:
-        cmd = ["ffmpeg", "-nostdin", "-loglevel", "quiet", "-re", "-i", str(job.clip), "-c", "copy", "-f", "flv",
-               f"rtmp://127.0.0.1:{monitor.rtmp_port}/live/{job.stream}"]
+        seek = ["-ss", f"{from_s:.2f}"] if from_s > 0 else []
+        cmd = ["ffmpeg", "-nostdin", "-loglevel", "quiet", "-re", *seek, "-i", str(job.clip), "-c", "copy", "-f",
+               "flv", f"rtmp://127.0.0.1:{monitor.rtmp_port}/live/{job.stream}"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -180,7 +183,14 @@ def run_jobs(jobs: list[Job], monitor: Monitor, parallel: int, plan: Plan) -> fl
             })
             if job.stream in windows:
                 job.windows = windows[job.stream]
-            if proc.poll() is not None and job.rc is None:
+            if (proc.poll() is not None and proc.returncode != 0 and job.transport == "rtmp" and job.rc is None
+                    and t < total - 2 and job.reconnects < 3):
+                # dropped by the server (a stall past rtmp.idle_publisher_s): a live encoder reconnects at once
+                # and goes on with what its feed carries now
+                job.reconnects += 1
+                proc = publisher(job, monitor, from_s=t)
+                running[key] = (job, proc)
+            elif proc.poll() is not None and job.rc is None:
                 job.rc, job.ended = proc.returncode, time.monotonic()
             # watch past the clip's end until the cause could clear (or the stream is gone)
             if t > total + 12 or (job.rc is not None and t > total + 2 and not s):
@@ -306,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     stream_s = sum(sum(1 for p in j.timeline if p["state"] == "up") for j in jobs)
     plain = sum(plain_decode_cost(j.clip) for j in jobs if j.fault is None) / max(1, sum(j.fault is None for j in jobs))
     results = [{"stream": j.stream, "source": j.source.name, "origin": j.source.origin,
-                "fault": j.fault.name if j.fault else "clean", "transport": j.transport, "publisher_rc": j.rc,
+                "fault": j.fault.name if j.fault else "clean", "transport": j.transport, "publisher_rc": j.rc, "reconnects": j.reconnects,
                 "eval": evaluate(j, plan, known), "windows": j.windows, "timeline": j.timeline} for j in jobs]
     summary = report(results, plan)
     per = cpu / max(stream_s, 1)
