@@ -59,19 +59,25 @@ SHARPNESS_CEILING = 85.0  # ...and only when the score is below this (a sharp pi
 
 
 class SharpnessBaseline:
-    """One stream's recent blur scores: says when the current one fell suddenly below the stream's own norm."""
+    """One stream's recent blur scores: says when the current one fell suddenly below the stream's own norm. Each
+    region (face, frame) keeps its own past: a face lost for a while publishes the frame's blur, which reads on
+    another scale. Windows taken while a decoder fault is seen (damaged packets smear and block the picture, which
+    reads sharper) are judged but not learnt: they are not how the stream looks."""
 
     def __init__(self) -> None:
-        self.history: list[tuple[float, float]] = []  # (window end, published blur score)
+        self.history: list[tuple[float, str, float]] = []  # (window end, region, published blur score)
 
-    def fell(self, t: float, blur: float | None) -> bool:
+    def fell(self, t: float, blur: float | None, region: str = "frame", learn: bool = True) -> bool:
         if blur is None:
             return False
-        if self.history and t <= self.history[-1][0]:
+        if self.history and t <= max(s for s, _, _ in self.history):
             self.history = []  # the stream started over
-        self.history = [(s, v) for s, v in self.history if s > t - SHARPNESS_SPAN_S] + [(t, blur)]
-        if t - self.history[0][0] < SHARPNESS_MIN_HISTORY_S:
+        self.history = [h for h in self.history if h[0] > t - SHARPNESS_SPAN_S]
+        if learn:
+            self.history.append((t, region, blur))
+        mine = [(s, v) for s, r, v in self.history if r == region]
+        if not mine or t - mine[0][0] < SHARPNESS_MIN_HISTORY_S:
             return False
-        values = sorted(v for _, v in self.history)
+        values = sorted(v for _, v in mine)
         baseline = values[min(len(values) - 1, int(0.9 * len(values)))]
         return blur < SHARPNESS_CEILING and baseline - blur >= SHARPNESS_DROP

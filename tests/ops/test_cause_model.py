@@ -53,6 +53,26 @@ def test_a_sudden_fall_of_sharpness_against_the_streams_own_past_is_a_down_switc
     assert not restarted.fell(2, 70.0)
 
 
+def test_the_sharpness_norm_keeps_each_region_and_skips_what_a_decoder_fault_damaged():
+    """carphone through the live-fault benchmark: damaged packets lost the face and blocked the picture, so the
+    published blur read 91-95 for 20 s where the clean face reads 80-86; learnt, that was a 'fall' once the clean
+    picture came back (rendition_down for 13 s after the damage ended)."""
+    from stream.ops.cause_model import SharpnessBaseline
+
+    regions = SharpnessBaseline()
+    assert not any(regions.fell(t, 82.0, "face") for t in range(1, 31))
+    assert not any(regions.fell(t, 95.0, "frame") for t in range(31, 41))  # the face lost: the frame's scale
+    assert not regions.fell(41, 81.0, "face")  # against the face's own past, not the frame's
+    damaged = SharpnessBaseline()
+    assert not any(damaged.fell(t, 82.0, "face") for t in range(1, 31))
+    assert not any(damaged.fell(t, 94.0, "face", learn=False) for t in range(31, 51))
+    assert not damaged.fell(51, 81.0, "face")
+    learnt = SharpnessBaseline()  # what the old rule did with the same windows
+    assert not any(learnt.fell(t, 82.0, "face") for t in range(1, 31))
+    assert not any(learnt.fell(t, 94.0, "face") for t in range(31, 51))
+    assert learnt.fell(51, 81.0, "face")
+
+
 def test_the_recommender_raises_blur_cause_on_a_down_switch_above_the_threshold():
     from prometheus_client import CollectorRegistry
 
