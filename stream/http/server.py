@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.config import ServerConfig
@@ -61,6 +61,7 @@ REASONS = {
     "body_too_large": "the request body is larger than server.whip_max_body_bytes",
     "header_too_large": "a request line or header is longer than server.max_header_bytes",
     "bad_request": "the request is not valid HTTP/1.1",
+    "bad_body": "the request body cannot be read as sent (its Content-Encoding or chunked framing is broken)",
 }
 
 
@@ -258,6 +259,10 @@ def limits_middleware(limits: ConnectionLimits):
             except web.HTTPRequestEntityTooLarge:
                 limits.reject("body_too_large", client)
                 return _refused(413, "body_too_large", f" ({cfg.whip_max_body_bytes} bytes)")
+            except (RequestPayloadError, HttpProcessingError):  # gzip that is not gzip, broken chunks
+                limits.reject("bad_body", client)
+                request.content.feed_eof()  # nothing more is read from it (aiohttp would drain it, and raise again)
+                return _refused(400, "bad_body")
         response = await handler(request)
         if isinstance(proto, LimitedRequestHandler):
             proto.served += 1

@@ -132,3 +132,22 @@ def test_the_overall_cap_refuses_everyone_but_exempt_scrapers() -> None:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert b"200 OK" in s.recv(4096)
         s.close()
+
+
+def test_a_body_that_cannot_be_decoded_is_a_400_not_a_500(caplog) -> None:
+    """gzip claimed on a body that is not gzip (aiohttp raises while reading it): refused, counted, no traceback."""
+    caplog.set_level(logging.INFO)
+    with harness() as h:
+        s = connect(h.port)
+        body = b'{"name": "cam", "url": "clip.mp4"}'
+        s.sendall(b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Encoding: gzip\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        s.settimeout(5)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 400") and b"Content-Encoding" in answer, answer
+        assert h.value("fvq_http_rejected_total", reason="bad_body") == 1
+        assert timed_get(h, "/healthz") < 1.0
+    assert "Traceback" not in caplog.text and "Unhandled exception" not in caplog.text
