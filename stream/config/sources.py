@@ -99,6 +99,11 @@ class SourceConfig(_Strict):
     def _name(cls, v: str) -> str:
         return check_stream_name(v)
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_source_url(v)
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
@@ -123,6 +128,41 @@ class SourceConfig(_Strict):
         if self.publish_tokens and not facts.takes_publish_tokens:
             raise ValueError("publish_tokens is for RTMP listen sources (listen: true)")
         return self
+
+
+MAX_URL_CHARS = 4096
+NETWORK_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "srt", "http", "https", "udp", "tcp")
+
+
+def check_source_url(url: str) -> str:
+    """What no reader could ever open is refused when the source is added (a path or address that may appear later,
+    a server that is down now, is the reader's to report: the stream reads `error` and retries)."""
+    from urllib.parse import urlparse
+
+    from stream.redact import redact_url
+
+    if not url.strip():
+        raise ValueError("the URL is empty: give a file path or a stream URL")
+    if len(url) > MAX_URL_CHARS:
+        raise ValueError(f"the URL is {len(url)} characters long; at most {MAX_URL_CHARS}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError(f"the URL {redact_url(url)!r} holds a control character (a NUL, a line break)")
+    parsed = urlparse(url)
+    if parsed.scheme.lower() in NETWORK_SCHEMES:
+        try:
+            parsed.port
+            host = parsed.hostname
+        except ValueError as exc:
+            raise ValueError(f"the URL {redact_url(url)!r} has a bad address: {exc}") from None
+        if not host:
+            raise ValueError(f"the URL {redact_url(url)!r} names no host")
+    elif not parsed.scheme or parsed.scheme.lower() == "file":
+        import os
+
+        path = parsed.path if parsed.scheme else url
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: is a folder, not a video file")
+    return url
 
 
 def check_label_name(name: str) -> str:

@@ -57,3 +57,27 @@ def test_facts_the_decoder_and_monitor_read():
     assert SourceConfig(name="p", url="rtsp://h/cam").drop_policy == "drop_oldest"
     with pytest.raises(ValueError, match="allow_keys is for RTMP listen sources"):
         SourceConfig(name="k", url="rtmp://h/live/key", listen=True, allow_keys=["a*"])
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("", "the URL is empty"),
+    ("   ", "the URL is empty"),
+    ("clip\x00.mp4", "control character"),
+    ("rtsp://h/cam\nX-Injected: 1", "control character"),
+    ("rtmp:///live/key", "names no host"),
+    ("rtmp://127.0.0.1:99999/live/key", "bad address"),
+    ("srt://::::", "bad address"),
+    ("/" + "x" * 5000, "at most 4096"),
+])
+def test_a_url_no_reader_could_open_is_refused_when_added(url, message):
+    with pytest.raises(ValueError, match=message):
+        SourceConfig(name="cam", url=url)
+
+
+def test_a_folder_is_refused_and_what_may_appear_later_is_the_readers(tmp_path):
+    with pytest.raises(ValueError, match="is a folder"):
+        SourceConfig(name="cam", url=str(tmp_path))
+    # a file that is not there yet, a server that is down now: the stream reads `error` and retries
+    assert SourceConfig(name="cam", url=str(tmp_path / "later.mp4")).kind == SourceKind.file
+    assert SourceConfig(name="cam", url="rtsp://user:pw@127.0.0.1:1/x").kind == SourceKind.pull
+    assert SourceConfig(name="cam", url="srt://[::1]:9000").kind == SourceKind.pull
