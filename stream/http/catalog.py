@@ -100,9 +100,9 @@ class Catalog:
             raise
 
     # changes
-    def add(self, source: SourceConfig, origin: str = "api", save: bool = True) -> None:
-        from stream.admission import StreamExistsError, StreamLimitError, not_a_regular_file
-        from stream.ingest.rtmp import RtmpListenError
+    def _refuse_early(self, source: SourceConfig, origin: str) -> None:
+        """What is wrong with the source itself, found before anything is changed."""
+        from stream.admission import not_a_regular_file
 
         blocking = not_a_regular_file(source)
         if blocking is not None:
@@ -111,6 +111,12 @@ class Catalog:
             raise CatalogError("WHIP streams are created by their publisher (POST /whip/{stream}), not by the API")
         if source.persist and origin == "api" and self.state_path is None:
             raise CatalogError("`persist: true` needs a config file (fvq serve --config) or server.state_file")
+
+    def add(self, source: SourceConfig, origin: str = "api", save: bool = True) -> None:
+        from stream.admission import StreamExistsError, StreamLimitError
+        from stream.ingest.rtmp import RtmpListenError
+
+        self._refuse_early(source, origin)
         with self._lock:  # the name is claimed here; starting it (a reader, a placement) runs beside other calls
             if source.name in self._adding:
                 raise CatalogError(f"a stream named {source.name!r} is being added by another call", 409)
@@ -150,9 +156,20 @@ class Catalog:
             if old is not None and old == source:
                 return False
             origin = self.origin.get(source.name, "api")
+            new_origin = "api" if origin == "config" else origin
+            self._refuse_early(source, new_origin)  # a refused PUT leaves the stream as it was
             if old is not None:
                 self.remove(source.name)
-            self.add(source, "api" if origin == "config" else origin)
+            try:
+                self.add(source, new_origin)
+            except Exception:
+                if old is not None:  # the new source could not start: the old one comes back
+                    try:
+                        self.add(old, origin)
+                    except Exception:
+                        log.exception("stream %s: its old source could not be restored after a refused PUT",
+                                      source.name)
+                raise
             return old is None
 
     def exists(self, name: str) -> bool:

@@ -106,6 +106,14 @@ def test_add_replace_delete_with_labels(face_extractor, face_clip):
         assert h.value("fvq_stream_info", stream="b", channel="sport", region="eu-west") is None
         status, body = call(h, "PUT", "/api/v1/streams/b", src("other", face_clip))
         assert status == 400 and "other" in body["error"]
+        # a refused PUT leaves the stream as it was (a FIFO is found before anything is changed)
+        fifo = face_clip.parent / "put-fifo"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        kept = h.monitor.streams["b"]
+        status, body = call(h, "PUT", "/api/v1/streams/b", src("b", fifo))
+        assert status == 400 and "FIFO" in body["error"]
+        assert h.monitor.streams.get("b") is kept
 
         status, _ = call(h, "DELETE", "/api/v1/streams/b")
         assert status == 204
