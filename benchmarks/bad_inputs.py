@@ -79,8 +79,8 @@ def send(case: Case, ports: dict[str, int]) -> None:
                     break
                 data += chunk
             else:
-                case.outcome = "hang"
-    except (TimeoutError, socket.timeout):
+                case.outcome = "hang" if not data else ""
+    except TimeoutError:
         case.outcome = "hang" if not data else case.outcome
     except (ConnectionResetError, BrokenPipeError):
         pass

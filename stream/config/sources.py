@@ -150,7 +150,7 @@ def check_source_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme.lower() in NETWORK_SCHEMES:
         try:
-            parsed.port
+            _ = parsed.port  # raises on a port that is not a number in 0-65535
             host = parsed.hostname
         except ValueError as exc:
             raise ValueError(f"the URL {redact_url(url)!r} has a bad address: {exc}") from None
