@@ -301,7 +301,7 @@ class Monitor:
         for w in windows:
             s = self.streams.get(w.stream)
             if s is not None:
-                w.nominal_fps = s.state.nominal_fps
+                w.nominal_fps = s.state.expected_fps()
         # Windows first: they need only their own frames, which earlier passes analysed already (the frame
         # that closes a window lies past its end). They go in batches; a batch reached too late (the analysis
         # is behind) is skipped and counted rather than analysed, so one slow pass cannot snowball.

@@ -69,9 +69,14 @@ class StreamState(SourceEvents):
     _errors_held: int = 0
     _bytes: collections.deque = field(default_factory=collections.deque)
     _frames: collections.deque = field(default_factory=collections.deque)
+    _rates: collections.deque = field(default_factory=collections.deque)  # (monotonic time, fps) once a second
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     RATE_SPAN_S = 3.0
+    # A stream that declares no frame rate (WHIP): the rate it has kept (median of the last minute, once it has run
+    # 20 s) stands for one while the received rate is under COLLAPSE of it, so a collapse to a few frames a second
+    # reads as dropped frames, as it does against an RTMP stream's declared rate.
+    CUSTOMARY_SPAN_S, CUSTOMARY_MIN_S, COLLAPSE = 60.0, 20.0, 0.6
 
     def __post_init__(self) -> None:
         self.faults.expect = self.expect
@@ -210,8 +215,26 @@ class StreamState(SourceEvents):
             span = min(self.RATE_SPAN_S, max(0.5, now - first))
             self.fps = len(self._frames) / span
             self.bitrate_bps = 8 * sum(size for _, size in self._bytes) / span
+            if self._first_frame_at is not None and now - first >= self.RATE_SPAN_S and \
+                    (not self._rates or now - self._rates[-1][0] >= 1.0):
+                self._rates.append((now, self.fps))
+                while self._rates and self._rates[0][0] < now - self.CUSTOMARY_SPAN_S:
+                    self._rates.popleft()
         self._m.stream_fps.labels(self.name).set(self.fps)
         self._m.stream_bitrate.labels(self.name).set(self.bitrate_bps)
+
+    def expected_fps(self) -> float | None:
+        """The frame rate the windows are judged against: the declared one, else the customary one while the
+        received rate has collapsed under it (see CUSTOMARY_SPAN_S), else None (the windows' own median)."""
+        if self.nominal_fps:
+            return self.nominal_fps
+        with self._lock:
+            rates = [r for _, r in self._rates]
+            span = self._rates[-1][0] - self._rates[0][0] if self._rates else 0.0
+        if span < self.CUSTOMARY_MIN_S:
+            return None
+        customary = sorted(rates)[len(rates) // 2]
+        return customary if customary > 0 and self.fps < self.COLLAPSE * customary else None
 
     def to_json(self) -> dict[str, Any]:
         latest = self.latest

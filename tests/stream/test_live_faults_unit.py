@@ -207,3 +207,37 @@ def test_repeated_presentation_times_hold_the_picture_and_the_timeline_goes_on()
     assert all(records[i].thumb is records[30].thumb for i in range(31, 70))  # a player shows frame 30 held
     r = thumb_signals([x.thumb for x in records], pts, FPS, held_mad=HELD_MAD)
     assert r["frozen_share"] > 0.35 and dimension_score("temporal", r) < 10
+
+
+def test_a_stream_without_a_declared_rate_is_judged_against_the_rate_it_kept():
+    """WHIP declares no frame rate: a collapse from 25 to 4 frames a second read as a steady 4 fps stream (temporal
+    86-90 in the live-fault benchmark). The median of its last minute stands for the declared rate while the
+    received rate is under 0.6 of it; a steady stream, or one that only wavers, is judged on its own windows."""
+    from prometheus_client import CollectorRegistry
+
+    from stream.live.stream_state import StreamState
+    from stream.ops.metrics import build_metrics
+
+    state = StreamState("peer", "whip", "whip:peer", build_metrics(CollectorRegistry()))
+    t0 = 1000.0
+    state._first_frame_at = t0
+
+    def run(seconds: float, fps: float, start: float) -> float:
+        t = start
+        while t < start + seconds:
+            state._frames.append(t)
+            t += 1.0 / fps
+            if int(t) != int(t - 1.0 / fps):  # about once a second, as the analysis loop does more often
+                state.refresh_rates(t)
+        return start + seconds
+
+    t = run(10.0, 25.0, t0)
+    assert state.expected_fps() is None  # too young to have a custom
+    t = run(30.0, 25.0, t)
+    assert state.expected_fps() is None  # steady: its own windows judge it
+    t = run(5.0, 21.0, t)
+    assert state.expected_fps() is None  # a browser wavering to 21 fps is not a collapse
+    t = run(5.0, 4.0, t)
+    assert state.expected_fps() == pytest.approx(25.0, abs=1.0)
+    state.nominal_fps = 30.0  # a declared rate always wins
+    assert state.expected_fps() == 30.0
