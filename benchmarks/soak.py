@@ -9,6 +9,7 @@ growth, and whether any secret reached /streams, /metrics, stdout or the log.
     python -m benchmarks.soak --minutes 3 --hostile-total 20000 --whip-every 0
     python -m benchmarks.soak --minutes 15 --whip-sessions 1000 --whip-hold 0.5 --whip-parallel 8
     python -m benchmarks.soak --minutes 60 --api-churn-every 120     # a burst of 20 POSTs and DELETEs every 2 min
+    python -m benchmarks.soak --minutes 80 --api-churn-every 120 --settle 1200   # RSS growth after 20 min of load
 """
 
 from __future__ import annotations
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-churn", type=int, default=20, help="streams in each API burst")
     p.add_argument("--retention", type=float, default=30.0, help="limits.ended_retention_s of the server")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds before the first RSS sample counts")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="seconds of the full load (after the warm-up starts WHIP, churn and the hostile client) "
+                        "before a second RSS baseline, so a working set the bursts reach once is told from growth")
     p.add_argument("--sample-every", type=float, default=5.0)
     p.add_argument("--model", action="store_true", help="run the quality model (default: signals only)")
     p.add_argument("--json", type=Path, help="also write the figures here")
@@ -380,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.rtmp_kill_every:
             publisher = publish()
-        rows, first, metric_latency = [], None, []
+        rows, first, settled, metric_latency = [], None, None, []
         warm_metrics: dict[str, float] | None = None
+        warm_at = 0.0
         burst_only = args.whip_sessions and not args.whip_every
         while time.monotonic() < end:
             if burst_only and whip_thread.ident is not None and not whip_thread.is_alive():
@@ -408,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                    "threads": st["Threads"], "series": len(m), "metrics_s": round(latency, 3),
                    "load1": round(os.getloadavg()[0], 2)}
             rows.append(row)
+            if first is not None and settled is None and now - warm_at >= args.settle:
+                settled = row
             if first is None and now - started >= args.warmup:
                 first, warm_metrics, warm_at, warm_cpu = row, m, now, proc.cpu_s()
                 baseline_series = len(m)  # before any WHIP session or hostile client
@@ -456,7 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         figures.update({
             "duration_s": round(last_at - started, 1),
             "rss_mib": {"first_after_warmup": first["rss_mib"], "last": rows[-1]["rss_mib"], "max": max(rss),
-                        "growth_pct": round(100 * (rows[-1]["rss_mib"] - first["rss_mib"]) / first["rss_mib"], 2)},
+                        "growth_pct": round(100 * (rows[-1]["rss_mib"] - first["rss_mib"]) / first["rss_mib"], 2),
+                        **({"after_settle": settled["rss_mib"], "settle_s": args.settle, "growth_after_settle_pct":
+                            round(100 * (rows[-1]["rss_mib"] - settled["rss_mib"]) / settled["rss_mib"], 2)}
+                           if settled is not None and args.settle else {})},
             # RSS every 5 minutes from the first sample after warm-up (a step shows where it happened)
             "rss_mib_every_5_min": {f"{round((r['t'] - first['t']) / 60)} min": r["rss_mib"] for r in rows
                                     if r["t"] >= first["t"] and round(r["t"] - first["t"]) % 300 < args.sample_every},
