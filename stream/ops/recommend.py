@@ -160,13 +160,14 @@ class Recommender:
             region = "face" if result.dimensions.get("face") else "frame"
             blur = result.dimensions.get(region, {}).get("blur")
             # the windows lag the decoder by seconds: a fault seen now, or raised and not yet cleared, taints them
-            tainted = bool(FAULTS & (state.live_faults() | rec.faults | set(rec.tracks)))
+            faults = state.live_faults()
+            tainted = bool(FAULTS & (faults | rec.faults | set(rec.tracks)))
             if rec.sharpness.fell(result.end, blur, region, learn=not tainted) and blur is not None \
                     and blur >= self.config.dimension_threshold:
                 # softer than the stream's own norm, not blurred outright (that is blur's own cause): a down-switch
                 causes.add(DOWN_SWITCH if DOWN_SWITCH in CAUSES else BY_NAME["blur"].cause_at(low).name)
             rec.window_causes = causes | rec.baseline.observe(result, self.config, now)
-            rec.faults = state.live_faults()
+            rec.faults = faults
             rec.down = False
             self._update(state, rec, now)
 
