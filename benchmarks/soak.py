@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -289,6 +290,15 @@ async def api_churn(url: str, clip: Path, stop: threading.Event, every_s: float,
                 await asyncio.sleep(0.5)
 
 
+def _medians_per_5_min(rows: list[dict], start_t: float) -> dict[str, float]:
+    """{"0 min": median RSS of the samples in [0, 5) minutes after `start_t`, "5 min": ..., ...}"""
+    bins: dict[int, list[float]] = {}
+    for r in rows:
+        if r["t"] >= start_t:
+            bins.setdefault(int((r["t"] - start_t) // 300), []).append(r["rss_mib"])
+    return {f"{k * 5} min": round(float(statistics.median(v)), 1) for k, v in sorted(bins.items())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=5.0)
@@ -460,6 +470,13 @@ def main(argv: list[str] | None = None) -> int:
         outputs = {"log": log_text, "stdout": out_path.read_text(), "/streams": streams, "/metrics": text}
         leaks = sorted({f"{secret} in {where}" for where, body in outputs.items() for secret in SECRETS.values()
                         if secret in body})
+        medians = _medians_per_5_min(rows, first["t"])
+        if settled is not None and args.settle and len(medians) > 1:
+            settle_bin = f"{int((settled['t'] - first['t']) // 300) * 5} min"
+            base_median = medians.get(settle_bin)
+            if base_median:
+                figures["rss_median_growth_after_settle_pct"] = round(
+                    100 * (list(medians.values())[-1] - base_median) / base_median, 2)
         figures.update({
             "duration_s": round(last_at - started, 1),
             "rss_mib": {"first_after_warmup": first["rss_mib"], "last": rows[-1]["rss_mib"], "max": max(rss),
@@ -470,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
             # RSS every 5 minutes from the first sample after warm-up (a step shows where it happened)
             "rss_mib_every_5_min": {f"{round((r['t'] - first['t']) / 60)} min": r["rss_mib"] for r in rows
                                     if r["t"] >= first["t"] and round(r["t"] - first["t"]) % 300 < args.sample_every},
+            # the median of each 5-minute stretch from the first sample after warm-up: the bursts swing single
+            # samples by tens of MiB, so growth is read between these medians
+            "rss_mib_median_per_5_min": _medians_per_5_min(rows, first["t"]),
             "load_average_1min": {"first": first["load1"], "median": sorted(r["load1"] for r in rows)[len(rows) // 2],
                                   "max": max(r["load1"] for r in rows)},
             "fds": {"first": first["fds"], "last": rows[-1]["fds"], "max": max(r["fds"] for r in rows)},
