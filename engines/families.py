@@ -132,7 +132,7 @@ FAMILIES: tuple[Family, ...] = (
                # 0.02 (clean looks, stage gels included: 0; a 30 % green-gain cut 0-0.13 beyond, 40 % 0.065-0.21)
                "wb_off_locus": ("falling", 0.02, 2.0),
            },
-           CAMERA, None, ("desaturate", "cast", "saturate"), "engines.signals.colour"),
+           CAMERA, None, ("desaturate", "cast", "saturate", "tint"), "engines.signals.colour"),
     Family("artifact", "artf", "compression blocks and a starved encoder", PICTURE,
            {
                "blockiness": ("falling", 0.3, 2.5),

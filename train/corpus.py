@@ -97,10 +97,18 @@ def _is_grey(source: str) -> bool:
     return source.startswith("cameraman")
 
 
-def _random_distortion(rng: np.random.Generator, family: str, source: str, region: str | None = None) -> D.Distortion:
+# With looks in the clean class (--look-share), a white-balance shift along the lights' locus is a look, so the
+# corpus's colour damage is drawn from what no light does: a tint in place of the warm/cool cast.
+LOOK_COLOUR_KINDS = ("desaturate", "tint", "saturate")
+
+
+def _random_distortion(rng: np.random.Generator, family: str, source: str, region: str | None = None,
+                       looks_on: bool = False) -> D.Distortion:
     kinds = D.KINDS[family]
-    if family == "color" and _is_grey(source):
-        kinds = ("cast",)  # desaturating a grey photo does nothing
+    if family == "color":
+        kinds = LOOK_COLOUR_KINDS if looks_on else tuple(k for k in kinds if k != "tint")
+        if _is_grey(source):
+            kinds = ("tint",) if looks_on else ("cast",)  # desaturating a grey photo does nothing
     kind = kinds[int(rng.integers(len(kinds)))]
     level = int(rng.integers(1, 6))
     if family == "temporal":
@@ -170,9 +178,10 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
                 ds: list[D.Distortion] = []
             elif u < PAIR_SHARE + PRISTINE_SHARE + COMBINED_SHARE:
                 fams = rng.choice(D.FAMILIES, size=2, replace=False)
-                ds = [_random_distortion(rng, str(f), source) for f in fams]
+                ds = [_random_distortion(rng, str(f), source, looks_on=look_share > 0) for f in fams]
             else:
-                ds = [_random_distortion(rng, D.FAMILIES[int(rng.integers(len(D.FAMILIES)))], source)]
+                ds = [_random_distortion(rng, D.FAMILIES[int(rng.integers(len(D.FAMILIES)))], source,
+                                         looks_on=look_share > 0)]
             ds.sort(key=lambda d: D.ORDER.index(d.family))
             tag = "-".join(d.family for d in ds) or "pristine"
             jobs.append([plan(ds, tag + ("-cut" if cut_to else ""), base=cut)])

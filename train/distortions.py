@@ -31,6 +31,9 @@ LADDER: dict[tuple[str, str], tuple[float, ...]] = {
     ("color", "desaturate"): (0.25, 0.45, 0.62, 0.8, 1.0),  # share of saturation removed
     ("color", "cast"): (0.06, 0.12, 0.2, 0.3, 0.42),  # white-balance error (R/B gain offset)
     ("color", "saturate"): (0.3, 0.6, 1.0, 1.5, 2.1),  # extra saturation (1 + s times)
+    # each channel offset by this share of its range, magenta (R+ G- B+) or green: a wrong chroma offset or range
+    # conversion, what no light does (train/looks.py's tint faults at levels 1-4 are 0.06-0.22)
+    ("color", "tint"): (0.03, 0.06, 0.10, 0.15, 0.22),
     ("artifact", "crf"): (28.0, 33.0, 38.0, 44.0, 51.0),  # x264 constant rate factor
     ("artifact", "bitrate"): (0.1, 0.05, 0.025, 0.012, 0.006),  # x264 bits per pixel per frame
     ("luminance", "under"): (0.75, 0.58, 0.43, 0.3, 0.2),  # exposure gain
@@ -154,11 +157,17 @@ def _color(frames: np.ndarray, kind: str, value: float, rng: np.random.Generator
         before = float(np.mean([_luma(f.astype(np.float32)).mean() for f in frames]))
         after = float(np.mean([_luma(f.astype(np.float32) * gains).mean() for f in frames]))
         gains = gains * np.float32(before / max(after, 1e-3))
+    offset = None
+    if kind == "tint":
+        sign = 1.0 if rng.random() < 0.5 else -1.0  # magenta or green
+        offset = (sign * value * 255.0 * np.array([1.0, -1.0, 1.0])).astype(np.float32)
     out = np.empty_like(frames)
     for i, f in enumerate(frames):
         x = f.astype(np.float32)
         if gains is not None:
             x *= gains
+        elif offset is not None:
+            x += offset
         else:
             y = _luma(x)
             x = y + (x - y) * (1.0 - value if kind == "desaturate" else 1.0 + value)
