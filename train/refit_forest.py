@@ -46,7 +46,8 @@ def extract(rater, root: Path, cache: Path, splits: Sequence[str] | None = None)
 
 
 def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", seed: int = 0,
-          cache: Path | None = None, run_eval: bool = False, log=print) -> dict[str, Any]:
+          cache: Path | None = None, run_eval: bool = False, log=print,
+          model_weight: float | None = None) -> dict[str, Any]:
     """Writes the bundle with a refitted forest to `out` (replacing it when it exists) and returns its manifest."""
     from engines.bundle import file_entry, read_manifest, save_manifest, swap_in, verify_bundle
     from engines.forest import FOREST_FILE
@@ -66,6 +67,15 @@ def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", s
     args = SimpleNamespace(seed=seed, fold_val=False, model_weight=None, forest_inputs=forest_inputs,
                            no_forest_refit=False)
     entry, _ = fit_prior(rater, data, args, log)
+    if model_weight is not None:
+        # the share is kept as given (train.share chose it on people left out; val only records the candidates),
+        # the forest still learns from train and val as when the share is chosen on val
+        from engines.forest import ScorePrior
+
+        entry["model_weight_rule"] = (f"given (--model-weight {model_weight:g}); val's choice would have been "
+                                      f"{entry['model_weight']:g}")
+        entry["model_weight"] = float(model_weight)
+        rater.prior = ScorePrior(rater.prior.forest, float(model_weight))
     metrics = {s: evaluate_dataset(rater, d) for s, d in data.items() if d is not None}
     log("published score after the refit: " + ", ".join(f"{s} SRCC {m['srcc']:.3f} PLCC {m['plcc']:.3f}"
                                                         for s, m in metrics.items()))
@@ -74,7 +84,8 @@ def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", s
         "what": "forest.npz and this prior entry only: the model, its graphs, calibration and tokenizer are the "
                 "bundle's as they were",
         "command": f"python -m train.refit_forest --bundle {bundle} --root {root} --out {out} "
-                   f"--forest-inputs {forest_inputs} --seed {seed}",
+                   f"--forest-inputs {forest_inputs} --seed {seed}"
+                   + (f" --model-weight {model_weight:g}" if model_weight is not None else ""),
         "date": datetime.date.today().isoformat(),
         "corpus": {"root": str(root), "command": f"python -m train.corpus --out {root} --seed {corpus.get('seed', 0)}",
                    "clips": {s: len(c) for s, c in clips.items()}},
@@ -128,9 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, help="feature cache folder (default ROOT/.cache/features)")
     p.add_argument("--eval", action="store_true", help="also score the test split through the live path")
+    p.add_argument("--model-weight", type=float, help="keep the model's share at this value (default: chosen on val)")
     args = p.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    manifest = refit(args.bundle, args.root, args.out, args.forest_inputs, args.seed, args.cache, args.eval, log)
+    if args.model_weight is not None and not 0.0 <= args.model_weight <= 1.0:
+        p.error("--model-weight must be within 0..1")
+    manifest = refit(args.bundle, args.root, args.out, args.forest_inputs, args.seed, args.cache, args.eval, log,
+                     model_weight=args.model_weight)
     print(json.dumps({"out": str(args.out), "prior": {k: manifest["prior"][k] for k in
                                                        ("inputs", "input_set", "model_weight", "val", "test_report")},
                       "metrics": manifest["metrics"], "refit_eval": manifest.get("refit_eval")}, indent=2))

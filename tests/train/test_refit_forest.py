@@ -70,3 +70,18 @@ def test_refit_replaces_only_the_forest_and_says_so(tmp_path, dozen_corpus):
     verify_bundle(out)
     assert again["files"]["forest.npz"]["sha256"] == m["files"]["forest.npz"]["sha256"]
     assert not (tmp_path / "refitted.refit-staging").exists() and not (tmp_path / "refitted.refit-old").exists()
+
+
+def test_a_given_model_share_is_kept_and_the_forest_still_learns_from_val(tmp_path, dozen_corpus):
+    """--model-weight keeps the share train.share chose (the live path then runs no model at 0) while the forest is
+    refitted on train and val as when val chooses the share; the manifest says which rule set it."""
+    from engines.load import load_rater
+    from train.refit_forest import refit
+
+    root, _ = dozen_corpus
+    bundle = _bundle(tmp_path, root)
+    m = refit(bundle, root, tmp_path / "kept", "quality", cache=tmp_path / "cache", log=lambda msg: None,
+              model_weight=0.0)
+    assert m["prior"]["model_weight"] == 0.0 and m["prior"]["model_weight_rule"].startswith("given")
+    assert "--model-weight 0" in m["prior"]["refit"]["command"]
+    assert load_rater(tmp_path / "kept").prior.model_weight == 0.0
