@@ -87,7 +87,8 @@ def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", s
                    f"--forest-inputs {forest_inputs} --seed {seed}"
                    + (f" --model-weight {model_weight:g}" if model_weight is not None else ""),
         "date": datetime.date.today().isoformat(),
-        "corpus": {"root": str(root), "command": f"python -m train.corpus --out {root} --seed {corpus.get('seed', 0)}",
+        "corpus": {"root": str(root), "command": f"python -m train.corpus --out {root} --seed {corpus.get('seed', 0)}"
+                   + (f" --look-share {corpus['look_share']:g}" if corpus.get("look_share") else ""),
                    "clips": {s: len(c) for s, c in clips.items()}},
         "features": "train.clip_features.FeatureExtractor with the bundle's own frame encoder and signals version "
                     f"{rater.spec.signals_version}",

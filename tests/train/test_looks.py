@@ -17,8 +17,20 @@ def test_no_look_share_leaves_the_plan_as_it_was_and_a_share_changes_only_the_lo
     every = [p for job in plan_corpus(60, seed=5, look_share=1.0) for p in job]
     assert all(p.look in looks.LOOKS for p in every)
     assert len({p.look for p in every}) >= 5  # drawn from all the looks, not one
-    # the looks come from a generator of their own: sources, sizes, seeds and distortions are the same clips
-    assert [dataclasses.replace(p, look="none") for p in every] == base
+    # the looks come from a generator of their own: sources, sizes, seeds and distortions are the same clips, but
+    # for the colour damage: with looks on, a warm or cool cast is a look, so a tint takes the cast's place
+    def as_without_looks(p):
+        ds = [{**d, "kind": "cast", "strength": None} if d["kind"] == "tint" else d for d in p.distortions]
+        return dataclasses.replace(p, look="none", distortions=ds)
+
+    def strengthless(p):
+        return dataclasses.replace(p, distortions=[{**d, "strength": None} if d["kind"] == "cast" else d
+                                                   for d in p.distortions])
+
+    assert [as_without_looks(p) for p in every] == [strengthless(p) for p in base]
+    assert {d["kind"] for p in every for d in p.distortions if d["family"] == "color"} <= {"desaturate", "tint",
+                                                                                           "saturate"}
+    assert "cast" in {d["kind"] for p in base for d in p.distortions if d["family"] == "color"}
     some = [p.look != "none" for job in plan_corpus(200, seed=5, look_share=0.3) for p in job]
     assert 0.2 < np.mean(some) < 0.4
 
