@@ -88,11 +88,20 @@ def test_twenty_publishers_on_one_port(face_extractor, small_flv):
             # one publisher is killed: its key is not expected, so its stream ends (listed, down to 0, its slot
             # free, gone after the retention); the other 19 go on
             before = {k: windows(h, k) for k in keys[1:]}
+            frames = {k: v["frames_received"] for k, v in h.streams().items() if k in before}
             pubs[0].kill()
             pubs[0].wait()
             h.wait_for(lambda: h.streams()[keys[0]]["state"] == "ended", 15, "the killed publisher's stream ended")
             assert h.value("fvq_stream_up", stream=keys[0]) == 0
-            h.wait_for(lambda: all(windows(h, k) >= before[k] + 2 for k in keys[1:]), 30, "the others scored on")
+
+            def others_went_on() -> bool:
+                # every other key keeps receiving, and the analysis keeps scoring them (20 streams on a loaded
+                # 2-core CI host shed late windows, so their windows are counted together, not each two more)
+                now = h.streams()
+                return (all(now[k]["frames_received"] >= frames[k] + 20 for k in before)
+                        and sum(windows(h, k) for k in before) >= sum(before.values()) + 2 * len(before))
+
+            h.wait_for(others_went_on, 60, "the others received and scored on")
             streams = h.streams()
             assert all(streams[k]["state"] == "up" for k in keys[1:])
             assert h.value("fvq_streams_active") == 19
