@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                                     if r["t"] >= first["t"] and round(r["t"] - first["t"]) % 300 < args.sample_every},
             # the median of each 5-minute stretch from the first sample after warm-up: the bursts swing single
             # samples by tens of MiB, so growth is read between these medians
-            "rss_mib_median_per_5_min": _medians_per_5_min(rows, first["t"]),
+            "rss_mib_median_per_5_min": medians,
             "load_average_1min": {"first": first["load1"], "median": sorted(r["load1"] for r in rows)[len(rows) // 2],
                                   "max": max(r["load1"] for r in rows)},
             "fds": {"first": first["fds"], "last": rows[-1]["fds"], "max": max(r["fds"] for r in rows)},
