@@ -81,12 +81,10 @@ def _clip_score(forest, cf, names: list[str]) -> float:
 
 
 def _srcc_plcc(pred: list[float], mos: list[float]) -> dict[str, float]:
-    from scipy.stats import pearsonr, spearmanr
+    from train.evaluate import evaluate_predictions
 
-    if len(pred) < 3:
-        return {"n": len(pred)}
-    return {"srcc": round(float(spearmanr(pred, mos).statistic), 4),
-            "plcc": round(float(pearsonr(pred, mos).statistic), 4), "n": len(pred)}
+    m = evaluate_predictions(pred, mos)
+    return {"srcc": round(m["srcc"], 4), "plcc": round(m["plcc"], 4), "n": m["n"]}
 
 
 def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progress: bool = True,
@@ -164,33 +162,14 @@ def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progr
 
 
 def summarise_scores(rows: list[dict]) -> dict:
-    """Per origin: each look's mean score, the spread of those means, the largest move of a clean clip's score under
-    a look, the ladders' monotonicity (1: the score falls at every step); the worst over origins."""
-    from benchmarks.origins import _srcc_monotone
+    """Per origin: benchmarks.origins' score figures (each look's mean score, their spread, the largest move of a
+    clean clip's score under a look, the ladders' monotonicity); the worst over origins."""
+    from benchmarks.origins import score_figures
 
-    per: dict[str, dict] = {}
-    for origin in sorted({r["origin"] for r in rows}):
-        rs = [r for r in rows if r["origin"] == origin]
-        looks: dict[str, list[float]] = {}
-        for r in rs:
-            if r["kind"] == "look":
-                looks.setdefault(r["name"], []).append(r["view"]["score"])
-        means = {k: round(float(np.mean(v)), 2) for k, v in looks.items()}
-        moves = []
-        for s in {r["source"] for r in rs}:
-            base = next((r["view"]["score"] for r in rs if r["source"] == s and r["kind"] == "look"
-                         and r["name"] == "none"), None)
-            if base is not None:
-                moves += [abs(r["view"]["score"] - base) for r in rs if r["source"] == s and r["kind"] == "look"]
-        ladders: dict[tuple, list] = {}
-        for r in rs:
-            if r["kind"].startswith(("blur-", "noise-")):
-                ladders.setdefault((r["source"], r["kind"]), []).append((r["level"], r["view"]["score"]))
-        mono = {f"{s}:{k}": round(_srcc_monotone([v for _, v in sorted(lv)]), 3) for (s, k), lv in ladders.items()}
-        per[origin] = {"look_mean_score": means, "look_spread": round(max(means.values()) - min(means.values()), 2),
-                       "look_max_move": round(max(moves), 2) if moves else None, "monotonicity": mono}
+    per = {origin: score_figures([r for r in rows if r["origin"] == origin])
+           for origin in sorted({r["origin"] for r in rows})}
     worst = {"look_spread_max": max(p["look_spread"] for p in per.values()),
-             "look_max_move": max(p["look_max_move"] or 0.0 for p in per.values()),
+             "look_max_move": max(max(p["look_max_move"].values(), default=0.0) for p in per.values()),
              "monotonicity_min": min((min(p["monotonicity"].values()) for p in per.values() if p["monotonicity"]),
                                      default=None)}
     return {"per_origin": per, "worst": worst}

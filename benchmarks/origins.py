@@ -150,6 +150,31 @@ def _srcc_monotone(values: list[float]) -> float:
     return float(-spearmanr(np.arange(len(v)), v).statistic)
 
 
+def score_figures(rs: list[dict]) -> dict:
+    """One origin's score by look and along its ladders: each look's mean clean score, the spread of those means,
+    each source's largest move of its clean score under a look, and each blur or noise ladder's monotonicity (1: the
+    score falls at every step)."""
+    clean = [r for r in rs if r["kind"] == "look"]
+    looks: dict[str, list[float]] = {}
+    for r in clean:
+        looks.setdefault(r["name"], []).append(r["view"]["score"])
+    means = {k: float(np.mean(v)) for k, v in looks.items()}
+    move = {}
+    for s in {r["source"] for r in clean}:
+        base = next((r["view"]["score"] for r in clean if r["source"] == s and r["name"] == "none"), None)
+        if base is not None:
+            move[s] = round(max(abs(r["view"]["score"] - base) for r in clean if r["source"] == s), 2)
+    ladders: dict[tuple, list] = {}
+    for r in rs:
+        if r["kind"].startswith(("blur-", "noise-")):
+            ladders.setdefault((r["source"], r["kind"]), []).append((r["level"], r["view"]["score"]))
+    return {"look_mean_score": {k: round(v, 2) for k, v in means.items()},
+            "look_spread": round(max(means.values()) - min(means.values()), 2) if means else None,
+            "look_max_move": move,
+            "monotonicity": {f"{s}:{k}": round(_srcc_monotone([v for _, v in sorted(lv)]), 3)
+                             for (s, k), lv in ladders.items()}}
+
+
 def summarise(rows: list[dict], threshold: float) -> dict:
     """Per origin: clean looks (alerts, colour minimum, score per look), faults (colour below the threshold, the
     camera cause raised), ladders (score monotonicity); and the worst over origins."""
@@ -158,35 +183,18 @@ def summarise(rows: list[dict], threshold: float) -> dict:
         rs = [r for r in rows if r["origin"] == origin]
         clean = [r for r in rs if r["kind"] == "look"]
         faults = [r for r in rs if r["kind"] == "fault"]
-        look_scores: dict[str, list[float]] = {}
-        for r in clean:
-            look_scores.setdefault(r["name"], []).append(r["view"]["score"])
-        look_means = {k: float(np.mean(v)) for k, v in look_scores.items()}
         alerts = [f"{r['source']}:{r['name']}:{','.join(r['view']['causes'])}" for r in clean if r["view"]["causes"]]
         named = [r for r in faults if r["view"]["dims"].get("color", 100) < threshold]
         by_fault: dict[str, list[bool]] = {}
         for r in faults:
             by_fault.setdefault(r["name"], []).append(r["view"]["dims"].get("color", 100) < threshold)
-        ladders = {}
-        for r in rs:
-            if r["kind"].startswith(("blur-", "noise-")):
-                ladders.setdefault((r["source"], r["kind"]), []).append((r["level"], r["view"]["score"]))
-        mono = {f"{s}:{k}": round(_srcc_monotone([v for _, v in sorted(lv)]), 3) for (s, k), lv in ladders.items()}
-        move = {}
-        for s in {r["source"] for r in clean}:
-            base = next((r["view"]["score"] for r in clean if r["source"] == s and r["name"] == "none"), None)
-            if base is not None:
-                move[s] = round(max(abs(r["view"]["score"] - base) for r in clean if r["source"] == s), 2)
         per[origin] = {
             "clean_clips": len(clean), "clean_alerts": alerts,
             "clean_colour_min": round(min(r["view"]["dims"].get("color", 100) for r in clean), 2),
-            "look_mean_score": {k: round(v, 2) for k, v in look_means.items()},
-            "look_spread": round(max(look_means.values()) - min(look_means.values()), 2),
-            "look_max_move": move,
+            **score_figures(rs),
             "faults": len(faults), "colour_named": round(len(named) / max(1, len(faults)), 3),
             "colour_named_by_fault": {k: f"{sum(v)}/{len(v)}" for k, v in by_fault.items()},
             "camera_cause_raised": round(sum("camera" in r["view"]["causes"] for r in faults) / max(1, len(faults)), 3),
-            "monotonicity": mono,
         }
     worst = {
         "clean_alert_clips": sum(len(p["clean_alerts"]) for p in per.values()),
