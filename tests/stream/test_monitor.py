@@ -52,6 +52,36 @@ def test_windows_reached_too_late_are_skipped_and_counted():
     m.stop()
 
 
+def test_the_streams_rated_longest_ago_go_first():
+    """Under overload a pass rates its first batch and skips the later ones as late; the windows of the streams
+    rated longest ago go first, so the skipping falls on each stream in turn instead of on the last streams in the
+    monitor's own order every pass (one RTMP key of twenty read 30 s stale that way while the others scored)."""
+    m = monitor(max_streams=12)
+    names = [f"k{i:02d}" for i in range(10)]
+    streams = [m.add_stream(dead_source(n)) for n in names]
+    for s in streams:
+        s.reader.stop()
+
+    def feed(start: float) -> None:
+        now = time.monotonic()
+        for s in streams:
+            for rec in frames(start, 10, arrived=now):
+                s.queue.put(rec)
+
+    feed(0.0)
+    feed(1.0)  # the frame at 1.0 closes each stream's first window
+    first = m.step()
+    assert sorted(r.stream for r in first) == names and all(s.rated_at > 0 for s in streams)
+    # two streams whose windows were skipped last time (never rated since): theirs are rated first now
+    streams[8].rated_at = streams[9].rated_at = 0.0
+    before = {s.name: s.rated_at for s in streams}
+    feed(2.0)
+    second = m.step()
+    assert [r.stream for r in second][:2] == ["k08", "k09"] and len(second) == 10
+    assert all(s.rated_at > before[s.name] for s in streams)
+    m.stop()
+
+
 def test_stream_cap_refuses_and_counts_and_names_are_unique():
     m = monitor(max_streams=2)
     a = m.add_stream(dead_source("a"))
