@@ -175,6 +175,44 @@ def score_figures(rs: list[dict]) -> dict:
                              for (s, k), lv in ladders.items()}}
 
 
+LADDER_TOP = 2  # cause accuracy is judged at each ladder's two strongest levels, as at the faults' (FAULT_LEVELS)
+
+
+def cause_figures(rs: list[dict]) -> dict:
+    """One origin's causes as train.diagnosis judges them (train/diagnosis/verdict.compare): each blur and noise
+    ladder rung and each colour fault against its own clean clip (the ladder's level 0, the source's clip without a
+    look). Cause accuracy per family at the two strongest levels: the family's dimension fell most; false causes
+    over every level: another dimension fell more than 15 points, per dimension that could."""
+    from train.diagnosis.verdict import compare
+
+    def judged(r: dict) -> dict:
+        return {"dims": r["view"]["dims"], "causes": r["view"]["causes"], "score": r["view"]["score"],
+                "low_bitrate": False}
+
+    clean = {r["source"]: r for r in rs if r["kind"] == "look" and r["name"] == "none"}
+    zero = {(r["source"], r["kind"]): r for r in rs if r["kind"].startswith(("blur-", "noise-")) and r["level"] == 0}
+    ok: dict[str, list[bool]] = {}
+    false = others = 0
+    for r in rs:
+        if r["kind"] == "fault":
+            family, ref, top = "color", clean.get(r["source"]), r["level"] >= FAULT_LEVELS[0]
+        elif r["kind"].startswith(("blur-", "noise-")) and r["level"] > 0:
+            family, ref = r["kind"].split("-")[0], zero.get((r["source"], r["kind"]))
+            levels = sorted({x["level"] for x in rs if x["kind"] == r["kind"] and x["source"] == r["source"]})
+            top = r["level"] in levels[-LADDER_TOP:]
+        else:
+            continue
+        if ref is None:
+            continue
+        cmp = compare(judged(ref), judged(r), [family])
+        false, others = false + len(cmp["false"]), others + cmp["others"]
+        if top:
+            ok.setdefault(family, []).append(cmp["cause_ok"])
+    return {"cause_accuracy": {f: round(sum(v) / len(v), 3) for f, v in sorted(ok.items())},
+            "cause_accuracy_n": {f: len(v) for f, v in sorted(ok.items())},
+            "false_cause_rate": round(false / max(1, others), 4)}
+
+
 def summarise(rows: list[dict], threshold: float) -> dict:
     """Per origin: clean looks (alerts, colour minimum, score per look), faults (colour below the threshold, the
     camera cause raised), ladders (score monotonicity); and the worst over origins."""
@@ -195,6 +233,7 @@ def summarise(rows: list[dict], threshold: float) -> dict:
             "faults": len(faults), "colour_named": round(len(named) / max(1, len(faults)), 3),
             "colour_named_by_fault": {k: f"{sum(v)}/{len(v)}" for k, v in by_fault.items()},
             "camera_cause_raised": round(sum("camera" in r["view"]["causes"] for r in faults) / max(1, len(faults)), 3),
+            **cause_figures(rs),
         }
     worst = {
         "clean_alert_clips": sum(len(p["clean_alerts"]) for p in per.values()),
@@ -204,6 +243,9 @@ def summarise(rows: list[dict], threshold: float) -> dict:
         "colour_named_min": min(p["colour_named"] for p in per.values()),
         "monotonicity_min": min((min(p["monotonicity"].values()) for p in per.values() if p["monotonicity"]),
                                 default=None),
+        "cause_accuracy_min": {f: min(p["cause_accuracy"][f] for p in per.values() if f in p["cause_accuracy"])
+                               for f in sorted({f for p in per.values() for f in p["cause_accuracy"]})},
+        "false_cause_rate_max": max(p["false_cause_rate"] for p in per.values()),
     }
     return {"per_origin": per, "worst": worst}
 
@@ -308,8 +350,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("corpus/origins"), help="where the clips are written")
     p.add_argument("--json", type=Path, help="write every row and the summary here")
     p.add_argument("--colour-only", action="store_true", help="looks and colour faults only, no blur/noise ladders")
+    p.add_argument("--rows", type=Path, help="summarise the rows of an earlier --json instead of scoring clips")
     args = p.parse_args(argv)
-    result = run(args.out, ladders=not args.colour_only)
+    if args.rows:
+        from stream.config import MonitorConfig
+
+        rows = json.loads(args.rows.read_text())["rows"]
+        result = {"rows": rows, "summary": summarise(rows, MonitorConfig().alerts.dimension_threshold),
+                  "held_out_constants": held_out_constants(rows), "held_out_thresholds": held_out_thresholds(rows)}
+    else:
+        result = run(args.out, ladders=not args.colour_only)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("summary", "held_out_constants", "held_out_thresholds")}, indent=1))
