@@ -1,0 +1,84 @@
+"""Looks and ladders through `fvq score`'s path (stream.live.offline, the shipped bundle, causes as the monitor
+raises them): a clean clip under each look raises no cause, and blur and noise lower the score on a low-key and on
+an animated clip (issue 25's tests; the figures by origin are benchmarks.origins')."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from benchmarks.origins import SKIN_AVATAR, _blur, _noise, view
+from train import looks
+
+
+@functools.cache
+def analyzer():
+    from stream.config import MonitorConfig
+    from stream.live.analysis import build_analyzer
+
+    cfg = MonitorConfig()
+    return cfg, build_analyzer(cfg)
+
+
+@functools.cache
+def frames(source: str) -> np.ndarray:
+    from train.face_sources import AVATAR_FACE, FaceSource, draw_avatar
+    from train.media import render
+
+    src = source
+    if source == "avatar-skin":
+        src = FaceSource("avatar-skin", "avatar", "still", functools.partial(draw_avatar, SKIN_AVATAR), AVATAR_FACE,
+                         700.0, (0.5, 0.40), 902, orientations=("landscape",))
+    vertical = source in ("sunak-v0", "ardern-2018-v0")
+    return render(src, *((180, 320) if vertical else (320, 180)), 10, 4.0).frames
+
+
+def seen(tmp_path, name: str, pictures: np.ndarray) -> dict:
+    from train.corpus import WRITE_CRF
+    from train.media import write_mp4
+
+    path = tmp_path / f"{name}.mp4"
+    write_mp4(path, pictures, 10, crf=WRITE_CRF, preset="veryfast")
+    cfg, an = analyzer()
+    return view(str(path), cfg, an)
+
+
+@pytest.mark.parametrize("source", ["sunak-v0", "carphone-s0"])
+def test_a_clean_clip_under_each_look_raises_no_cause(tmp_path, source):
+    """A test-split person the forest never saw and the one real video, under every look: no cause in half the
+    windows or more (what `fvq score` and the origins benchmark call raised)."""
+    raised = {look: seen(tmp_path, look, looks.apply_look(frames(source), look))["causes"]
+              for look in ("none", *looks.LOOKS)}
+    assert not any(raised.values()), raised
+
+
+@pytest.mark.parametrize("source", ["sunak-v0", "carphone-s0"])
+def test_blur_and_noise_lower_the_score_on_a_low_key_clip(tmp_path, source):
+    """Measured on the origins benchmark's clips: the score falls at every step of both ladders (sigma 1-4 blur,
+    4-20 noise) on the low-key look of every photo origin, held out or not."""
+    base = looks.apply_look(frames(source), "low-key")
+    for name, ladder in (("blur", [_blur(base, s) for s in (0.0, 2.0, 4.0)]),
+                         ("noise", [_noise(base, s) for s in (0.0, 8.0, 20.0)])):
+        scores = [seen(tmp_path, f"{name}{i}", f)["score"] for i, f in enumerate(ladder)]
+        assert scores[0] > scores[1] > scores[2], (name, scores)
+
+
+def test_noise_lowers_the_score_on_animated_clips(tmp_path):
+    for source in ("avatar-skin", "avatar-blue"):
+        scores = [seen(tmp_path, f"{source}{s}", _noise(frames(source), s))["score"] for s in (0.0, 8.0, 20.0)]
+        assert scores[0] > scores[1] > scores[2], (source, scores)
+
+
+def test_blur_lowers_the_score_on_an_animated_clip_with_a_human_skin_tone(tmp_path):
+    scores = [seen(tmp_path, f"b{s}", _blur(frames("avatar-skin"), s))["score"] for s in (0.0, 4.0)]
+    assert scores[0] > scores[1] + 10, scores
+
+
+@pytest.mark.xfail(strict=True, reason="known failure (issue 25, BENCHMARKS.md 'The score by look and origin'): "
+                   "no corpus has a drawn face and YuNet finds no blue drawn face, so the forest reads a smoothed flat "
+                   "drawing as sharper and the strongest blur scores above the clean clip")
+def test_blur_lowers_the_score_on_a_blue_animated_clip(tmp_path):
+    scores = [seen(tmp_path, f"b{s}", _blur(frames("avatar-blue"), s))["score"] for s in (0.0, 4.0)]
+    assert scores[0] > scores[1] + 10, scores
