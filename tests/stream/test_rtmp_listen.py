@@ -95,11 +95,11 @@ def test_twenty_publishers_on_one_port(face_extractor, small_flv):
             assert h.value("fvq_stream_up", stream=keys[0]) == 0
 
             def others_went_on() -> bool:
-                # every other key keeps receiving, and the analysis keeps scoring them (20 streams on a loaded
-                # 2-core CI host shed late windows, so their windows are counted together, not each two more)
+                # every other key keeps receiving, and each is scored on: a loaded 2-core host sheds late windows,
+                # and the monitor rates the streams rated longest ago first, so the shedding cannot starve one key
                 now = h.streams()
                 return (all(now[k]["frames_received"] >= frames[k] + 20 for k in before)
-                        and sum(windows(h, k) for k in before) >= sum(before.values()) + 2 * len(before))
+                        and all(windows(h, k) >= before[k] + 2 for k in before))
 
             h.wait_for(others_went_on, 60, "the others received and scored on")
             streams = h.streams()
