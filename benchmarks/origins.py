@@ -190,7 +190,12 @@ def cause_figures(rs: list[dict]) -> dict:
                 "low_bitrate": False}
 
     clean = {r["source"]: r for r in rs if r["kind"] == "look" and r["name"] == "none"}
-    zero = {(r["source"], r["kind"]): r for r in rs if r["kind"].startswith(("blur-", "noise-")) and r["level"] == 0}
+    ladder = [r for r in rs if r["kind"].startswith(("blur-", "noise-"))]
+    zero = {(r["source"], r["kind"]): r for r in ladder if r["level"] == 0}
+    strongest: dict[tuple, list] = {}
+    for r in ladder:
+        strongest.setdefault((r["source"], r["kind"]), []).append(r["level"])
+    strongest = {k: sorted(set(v))[-LADDER_TOP:] for k, v in strongest.items()}
     ok: dict[str, list[bool]] = {}
     false = others = 0
     for r in rs:
@@ -198,8 +203,7 @@ def cause_figures(rs: list[dict]) -> dict:
             family, ref, top = "color", clean.get(r["source"]), r["level"] >= FAULT_LEVELS[0]
         elif r["kind"].startswith(("blur-", "noise-")) and r["level"] > 0:
             family, ref = r["kind"].split("-")[0], zero.get((r["source"], r["kind"]))
-            levels = sorted({x["level"] for x in rs if x["kind"] == r["kind"] and x["source"] == r["source"]})
-            top = r["level"] in levels[-LADDER_TOP:]
+            top = r["level"] in strongest[(r["source"], r["kind"])]
         else:
             continue
         if ref is None:
