@@ -59,6 +59,21 @@ class FaceExtractorConfig(BaseModel):
         description="Boxes overlapping a better one by more than this IoU are dropped.",
     )
     max_faces: int = Field(default=8, ge=1, description="Most faces kept per image, best score first.")
+    retry_channel_orders: tuple[str, ...] = Field(
+        default=("bgr", "brg"),
+        description="An image with no face is searched again with its channels in these orders, the first that "
+        "finds one kept (boxes and landmarks are the same pixels'): YuNet learnt faces with skin-coloured skin and "
+        "misses a drawn face with blue or green skin, which one of these turns skin-coloured. A photographed "
+        "face is found in its own order, swapped channels or not. Costs a faceless picture one detection per order.",
+    )
+
+    @field_validator("retry_channel_orders")
+    @classmethod
+    def _channel_orders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for order in value:
+            if sorted(order) != ["b", "g", "r"]:
+                raise ValueError(f"channel order {order!r} is not an ordering of the letters r, g and b")
+        return value
 
     @field_validator("runtime")
     @classmethod
@@ -140,16 +155,29 @@ class FaceExtractor:
     # -- detection ---------------------------------------------------------------------------------
 
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """Faces in each RGB uint8 image, best score first, in that image's pixel coordinates."""
+        """Faces in each RGB uint8 image, best score first, in that image's pixel coordinates; an image with none
+        is searched again in each of `retry_channel_orders` until one finds a face."""
         prepared: list[tuple[np.ndarray, float, float]] = []
-        groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             _check_image(image, i)
-            resized, sx, sy = self._resize(image)
-            prepared.append((resized, sx, sy))
-            groups.setdefault((_round_up(resized.shape[0]), _round_up(resized.shape[1])), []).append(i)
+            prepared.append(self._resize(image))
+        results = self._detect_prepared(prepared)
+        for order in self.config.retry_channel_orders:
+            missing = [i for i, faces in enumerate(results) if not faces]
+            if not missing:
+                break
+            perm = ["rgb".index(c) for c in order]
+            swapped = [(np.ascontiguousarray(prepared[i][0][:, :, perm]), *prepared[i][1:]) for i in missing]
+            for i, faces in zip(missing, self._detect_prepared(swapped), strict=True):
+                results[i] = faces
+        return results
 
-        results: list[list[Face]] = [[] for _ in images]
+    def _detect_prepared(self, prepared: list[tuple[np.ndarray, float, float]]) -> list[list[Face]]:
+        """YuNet on resized images (with their scales back to the originals), same-sized ones batched."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (resized, _, _) in enumerate(prepared):
+            groups.setdefault((_round_up(resized.shape[0]), _round_up(resized.shape[1])), []).append(i)
+        results: list[list[Face]] = [[] for _ in prepared]
         chunks = [(size, ids[k:k + DETECT_BATCH]) for size, ids in groups.items() for k in range(0, len(ids), DETECT_BATCH)]
         for (pad_h, pad_w), indices in chunks:
             batch = np.zeros((len(indices), 3, pad_h, pad_w), dtype=np.float32)

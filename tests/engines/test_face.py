@@ -339,3 +339,25 @@ def test_sface_without_prelu_gives_the_same_embeddings(extractor, carphone, astr
     ours = extractor.embed([i for i, _ in pairs], [f for _, f in pairs])
     theirs = with_prelu.embed([i for i, _ in pairs], [f for _, f in pairs])
     assert np.array_equal(ours, theirs), float(np.abs(ours - theirs).max())
+
+
+def test_a_blue_drawn_face_is_found_in_another_channel_order(extractor, cache_dir):
+    from train.face_sources import AVATAR_FACE, draw_avatar
+
+    avatar = cv2.resize(draw_avatar(), (320, 320), interpolation=cv2.INTER_AREA)
+    plain = FaceExtractor(FaceExtractorConfig(retry_channel_orders=()), cache_dir=cache_dir)
+    assert plain.detect([avatar]) == [[]]  # YuNet alone misses the blue skin
+    (faces,) = extractor.detect([avatar])
+    assert faces, "no face found on the blue drawn avatar in any channel order"
+    x, y, w, h = faces[0].box
+    fx, fy, fw, fh = (v * 320 / 720 for v in AVATAR_FACE)
+    assert abs((x + w / 2) - (fx + fw / 2)) < 0.2 * fw and abs((y + h / 2) - (fy + fh / 2)) < 0.25 * fh, faces[0].box
+    # the face came back in the picture's own pixels: its crop is the blue skin, not a swapped copy
+    core = avatar[int(y + h / 4): int(y + 3 * h / 4), int(x + w / 4): int(x + 3 * w / 4)].reshape(-1, 3)
+    r, g, b = np.median(core, axis=0)
+    assert b > r + 40, (r, g, b)
+
+
+def test_channel_orders_are_checked():
+    with pytest.raises(ValueError, match="'rgx' is not an ordering"):
+        FaceExtractorConfig(retry_channel_orders=("rgx",))
