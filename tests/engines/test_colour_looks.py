@@ -127,6 +127,23 @@ def test_swaps_on_drawn_faces_are_not_judged_as_skin():
     assert max(colour(looks.apply_fault(real_frames, "swap-rb", 4), real_boxes).values()) < THRESHOLD
 
 
+def test_a_blurred_drawn_face_is_still_drawn():
+    """Blur spreads a drawn face's flat fill into its outlines (its luma's inter-quartile range 6-19 at sigma 1-2),
+    but most of it stays one flat patch: its blue skin is still its look, not a swapped pipeline, and colour reads
+    clean; a photographed face blurred as much, its channels swapped, is still judged as skin."""
+    from engines.signals.colour_pipeline import skin_plausibility
+
+    frames, boxes = clip("avatar-blue")
+    for sigma in (1.0, 2.0):
+        blurred = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in frames])
+        assert min(colour(blurred, boxes).values()) > THRESHOLD, sigma
+        x, y, w, h = (int(round(v)) for v in boxes[0])
+        assert np.isnan(skin_plausibility(blurred[0][y:y + h, x:x + w])["skin_hue_off"]), sigma
+    real_frames, real_boxes = clip("astronaut-c0")
+    swapped = looks.apply_fault(np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in real_frames]), "swap-rb", 4)
+    assert max(colour(swapped, real_boxes).values()) < THRESHOLD
+
+
 def test_the_locus_spans_every_plausible_light_and_magenta_and_green_lie_off_it():
     white = light_rgb(6504.0)
     for kelvin in (LIGHT_SPAN_K[0] + 100, 2700.0, 4000.0, 5500.0, 7500.0, LIGHT_SPAN_K[1] - 500):
