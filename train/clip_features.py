@@ -56,6 +56,18 @@ class ClipFeatures:
         return len(self.arrays["signals"])
 
 
+def measurement_code_digest() -> str:
+    """A digest of the code that measures a clip (the signals and the face extractor): a cached clip is measured
+    again after any change to it, not only after a SIGNALS_VERSION bump (a constant tuned within version 3)."""
+    import engines.face
+    import engines.signals
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(engines.signals.__file__).parent.glob("*.py")) + [Path(engines.face.__file__)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class FeatureExtractor:
     """Runs the live path's analysis on a file and the rater's frame encoder; caches one .npz per clip."""
 
@@ -74,7 +86,9 @@ class FeatureExtractor:
         settings = {"rater": rater.extractor_version, "window_stats": list(WINDOW_STAT_KEYS), "signals": SIGNALS_VERSION,
                     "cast": CAST_ESTIMATE, "chroma": CHROMA_ESTIMATE,
                     "window": self.cfg.window.model_dump(mode="json"),
-                    "analysis": self.cfg.analysis.model_dump(mode="json"), "face": self.cfg.face.model_dump(mode="json")}
+                    "analysis": self.cfg.analysis.model_dump(mode="json"), "face": self.cfg.face.model_dump(mode="json"),
+                    "face_extractor": self.analyzer.face.config.model_dump(mode="json") if self.analyzer.face else None,
+                    "code": measurement_code_digest()}
         self.version = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
     def __call__(self, clip: ClipLabel) -> ClipFeatures | None:
