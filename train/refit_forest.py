@@ -89,7 +89,8 @@ def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", s
         "date": datetime.date.today().isoformat(),
         "corpus": {"root": str(root), "command": f"python -m train.corpus --out {root} --seed {corpus.get('seed', 0)}"
                    + (f" --look-share {corpus['look_share']:g}" if corpus.get("look_share") else "")
-                   + (f" --extra-train {corpus['extra_train']}" if corpus.get("extra_train") else ""),
+                   + (f" --extra-train {corpus['extra_train']}" if corpus.get("extra_train") else "")
+                   + (f" --look-twins {corpus['look_twins']}" if corpus.get("look_twins") else ""),
                    "clips": {s: len(c) for s, c in clips.items()}},
         "features": "train.clip_features.FeatureExtractor with the bundle's own frame encoder and signals version "
                     f"{rater.spec.signals_version}",

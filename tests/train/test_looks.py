@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from train import looks
-from train.corpus import ClipPlan, build_job, plan_corpus
+from train.corpus import ClipPlan, build_job, is_look_twin, plan_corpus
 
 
 def test_no_look_share_leaves_the_plan_as_it_was_and_a_share_changes_only_the_looks():
@@ -33,6 +33,26 @@ def test_no_look_share_leaves_the_plan_as_it_was_and_a_share_changes_only_the_lo
     assert "cast" in {d["kind"] for p in base for d in p.distortions if d["family"] == "color"}
     some = [p.look != "none" for job in plan_corpus(200, seed=5, look_share=0.3) for p in job]
     assert 0.2 < np.mean(some) < 0.4
+
+
+def test_look_twins_repeat_plain_training_clips_in_each_look_and_change_nothing_else():
+    base = plan_corpus(60, seed=5, extra_train=20, look_share=0.4)
+    with_twins = plan_corpus(60, seed=5, extra_train=20, look_share=0.4, look_twins=18)
+    assert with_twins[:len(base)] == base  # planned after every other clip
+    twins = [job[0] for job in with_twins[len(base):]]
+    assert len(twins) == 18 and all(len(job) == 1 for job in with_twins[len(base):])
+    planned = [p for job in base for p in job]
+    assert sorted({p.look for p in twins}) == sorted(looks.LOOKS)  # every look, in turn: two each
+    names = {p.name for job in with_twins for p in job}
+    assert len(names) == sum(len(job) for job in with_twins)  # no name twice
+    for twin in twins:
+        plain_key = twin.name.split("_", 1)[1].removesuffix(f"-{twin.look}.mp4") + ".mp4"
+        matches = [p for p in planned if p.name.split("_", 1)[1] == plain_key and p.look == "none"
+                   and p.distortions == twin.distortions and p.seed == twin.seed]
+        assert twin.split == "train" and twin.look != "none" and len(matches) == 1, twin.name
+        assert dataclasses.replace(matches[0], name=twin.name, look=twin.look) == twin
+        assert is_look_twin({"file": twin.name, "look": twin.look})
+    assert not any(is_look_twin({"file": p.name, "look": p.look}) for p in planned)
 
 
 @pytest.mark.parametrize("look", ["candle", "teal-orange", "low-key"])
