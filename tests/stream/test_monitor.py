@@ -58,9 +58,9 @@ def test_the_streams_rated_longest_ago_go_first():
     monitor's own order every pass (one RTMP key of twenty read 30 s stale that way while the others scored)."""
     m = monitor(max_streams=12)
     names = [f"k{i:02d}" for i in range(10)]
-    streams = [m.add_stream(dead_source(n)) for n in names]
-    for s in streams:
-        s.reader.stop()
+    # pushed (WHIP) streams: no reader pulls, so none can fail to connect and close its open window during a pass
+    # (a dead RTMP pull source raced its reader's stop() and flushed a second window on a loaded host)
+    streams = [m.add_stream(SourceConfig(name=n, url=f"whip:{n}", kind="whip")) for n in names]
 
     def feed(start: float) -> None:
         now = time.monotonic()
