@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engines.families import score_ceiling
 from engines.features import FrameRecord, Window, WindowResult, level_of
 
 if TYPE_CHECKING:
@@ -154,6 +155,10 @@ class Analyzer:
             for res, rating in zip(results, ratings, strict=True):
                 res.score = float(rating.score)
                 res.level = rating.level
+                ceiling = score_ceiling(res.dimensions)  # a broken colour pipeline bounds the score (families.py)
+                if ceiling < res.score:
+                    res.details["rater_score"] = res.score
+                    res.score, res.level = ceiling, level_of(ceiling)
                 if rating.dimensions:
                     # The learned dimension outputs are details only: the published dimensions are the signal
                     # measurements, each of which moves only for its own family. The heads did not: a freeze

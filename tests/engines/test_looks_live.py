@@ -89,3 +89,15 @@ def test_blur_lowers_the_score_on_a_blue_animated_clip(tmp_path):
     forest read the smoothed flat drawing as sharper and the strongest blur scored above the clean clip."""
     scores = [seen(tmp_path, f"b{s}", _blur(frames("avatar-blue"), s))["score"] for s in (0.0, 4.0)]
     assert scores[0] > scores[1] + 10, scores
+
+
+@pytest.mark.parametrize("fault", ["oversaturate", "swap-rb", "tint-green"])
+def test_a_broken_colour_pipeline_lowers_the_score(tmp_path, fault):
+    """A colour fault the colour dimension reads (at its strongest level, on a person the forest never saw) costs the
+    score at least 15 points: the forest reads only version 1's colour measurement, so the published colour bounds
+    the score (engines.families.score_ceiling). Before that bound this clip scored 89.3 clean, 89.1 with its faces
+    blue (RGB read as BGR), 87.1 at 3.1x saturation and 60.0 under the green tint (colour 0-3 in each)."""
+    clean = seen(tmp_path, "clean", frames("sunak-v0"))
+    broken = seen(tmp_path, fault, looks.apply_fault(frames("sunak-v0"), fault, 4))
+    assert broken["dims"]["color"] < 50, broken
+    assert broken["score"] < clean["score"] - 15, (clean["score"], broken["score"], broken["dims"]["color"])
