@@ -168,11 +168,19 @@ def score_figures(rs: list[dict]) -> dict:
     for r in rs:
         if r["kind"].startswith(("blur-", "noise-")):
             ladders.setdefault((r["source"], r["kind"]), []).append((r["level"], r["view"]["score"]))
+    # a colour fault measured at several levels, from the source's clip without a look (level 0) up
+    faults: dict[tuple, list] = {}
+    for r in rs:
+        if r["kind"] == "fault":
+            faults.setdefault((r["source"], r["name"]), []).append((r["level"], r["view"]["score"]))
+    base = {r["source"]: r["view"]["score"] for r in clean if r["name"] == "none"}
     return {"look_mean_score": {k: round(v, 2) for k, v in means.items()},
             "look_spread": round(max(means.values()) - min(means.values()), 2) if means else None,
             "look_max_move": move,
             "monotonicity": {f"{s}:{k}": round(_srcc_monotone([v for _, v in sorted(lv)]), 3)
-                             for (s, k), lv in ladders.items()}}
+                             for (s, k), lv in ladders.items()},
+            "colour_monotonicity": {f"{s}:{k}": round(_srcc_monotone([base[s]] + [v for _, v in sorted(lv)]), 3)
+                                    for (s, k), lv in faults.items() if s in base and len({lv_ for lv_, _ in lv}) > 1}}
 
 
 LADDER_TOP = 2  # cause accuracy is judged at each ladder's two strongest levels, as at the faults' (FAULT_LEVELS)
@@ -247,6 +255,8 @@ def summarise(rows: list[dict], threshold: float) -> dict:
         "colour_named_min": min(p["colour_named"] for p in per.values()),
         "monotonicity_min": min((min(p["monotonicity"].values()) for p in per.values() if p["monotonicity"]),
                                 default=None),
+        "colour_monotonicity_min": min((min(p["colour_monotonicity"].values()) for p in per.values()
+                                        if p["colour_monotonicity"]), default=None),
         "cause_accuracy_min": {f: min(p["cause_accuracy"][f] for p in per.values() if f in p["cause_accuracy"])
                                for f in sorted({f for p in per.values() for f in p["cause_accuracy"]})},
         "false_cause_rate_max": max(p["false_cause_rate"] for p in per.values()),

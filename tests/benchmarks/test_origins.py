@@ -29,3 +29,17 @@ def test_causes_by_origin_at_the_two_strongest_levels_and_false_causes_at_every_
     # false causes: the strongest blur rung's noise and luminance (2) and the range fault's luminance (1), over
     # 5 other dimensions for each of the 4 + 4 rungs and 4 faults
     assert got["false_cause_rate"] == round(3 / (5 * 12), 4)
+
+
+def test_a_colour_faults_monotonicity_runs_from_the_clean_clip_through_its_levels():
+    from benchmarks.origins import score_figures
+
+    def scored(kind: str, name: str, level: float, score: float) -> dict:
+        return {**row(kind, name, level), "view": {"dims": CLEAN, "causes": [], "score": score}}
+
+    rows = [scored("look", "none", 0, 90.0), scored("look", "candle", 0, 88.0),
+            scored("fault", "tint-green", 3, 60.0), scored("fault", "tint-green", 4, 50.0),
+            scored("fault", "oversaturate", 3, 91.0), scored("fault", "oversaturate", 4, 85.0),
+            scored("fault", "swap-rb", 1, 89.0)]  # one level: no ladder to rank
+    got = score_figures(rows)["colour_monotonicity"]
+    assert got == {"s:tint-green": 1.0, "s:oversaturate": 0.5}
