@@ -24,6 +24,7 @@ from engines.forest import OUTPUTS, SignalForest, signal_transform
 
 TREES = 400
 MIN_SAMPLES_LEAF = 2
+MAX_FEATURES = 1.0  # the share of the inputs each split considers (1: every input)
 
 
 def _float32_at_most(t: np.ndarray) -> np.ndarray:
@@ -73,7 +74,7 @@ def fit_forest(signals: np.ndarray, names: Sequence[str], mos: np.ndarray, dims:
     dim_labels = np.full((len(mos), len(OUTPUTS) - 1), 100.0, np.float64)
     if dims is not None:
         dim_labels[:] = np.nan_to_num(dims, nan=100.0)
-    model = ExtraTreesRegressor(n_estimators=trees, min_samples_leaf=min_samples_leaf, max_features=1.0,
+    model = ExtraTreesRegressor(n_estimators=trees, min_samples_leaf=min_samples_leaf, max_features=MAX_FEATURES,
                                 random_state=seed, n_jobs=1)
     model.fit(x, np.asarray(mos, np.float64))
     # each leaf's dimension outputs: the mean labels of the training windows that reach it (no bootstrap: every
