@@ -165,6 +165,8 @@ class FaceExtractor:
             _check_image(image, i)
             prepared.append(self._resize(image, self.config.detect_size))
         results = self._detect_prepared(prepared)
+        # each picture resized once per scale, however many channel orders the passes try at it
+        scaled: dict[tuple[float, int], tuple[np.ndarray, float, float]] = {}
         for scale, order in self.config.retry:
             missing = [i for i, faces in enumerate(results) if not faces]
             if not missing:
@@ -172,8 +174,12 @@ class FaceExtractor:
             perm = ["rgb".index(c) for c in order]
             again = []
             for i in missing:
-                resized, sx, sy = (prepared[i] if scale == 1.0
-                                   else self._resize(images[i], round(scale * self.config.detect_size)))
+                if scale == 1.0:
+                    resized, sx, sy = prepared[i]
+                else:
+                    if (scale, i) not in scaled:
+                        scaled[scale, i] = self._resize(images[i], round(scale * self.config.detect_size))
+                    resized, sx, sy = scaled[scale, i]
                 again.append((np.ascontiguousarray(resized[:, :, perm]) if order != "rgb" else resized, sx, sy))
             for i, faces in zip(missing, self._detect_prepared(again), strict=True):
                 results[i] = faces
