@@ -57,13 +57,16 @@ class ClipFeatures:
 
 
 def measurement_code_digest() -> str:
-    """A digest of the code that measures a clip (the signals and the face extractor): a cached clip is measured
+    """A digest of the code that measures a clip (the signals, their curves and the face extractor): a cached clip is measured
     again after any change to it, not only after a SIGNALS_VERSION bump (a constant tuned within version 3)."""
     import engines.face
+    import engines.families
     import engines.signals
 
     digest = hashlib.sha256()
-    for path in sorted(Path(engines.signals.__file__).parent.glob("*.py")) + [Path(engines.face.__file__)]:
+    # engines/families.py holds the curves every signals version's dimension scores are read through
+    for path in (sorted(Path(engines.signals.__file__).parent.glob("*.py"))
+                 + [Path(engines.face.__file__), Path(engines.families.__file__)]):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
