@@ -171,8 +171,8 @@ DIMENSIONS: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # one 0..100 dime
 # colour dimension at 0-1, still scored 76-83 (pseudo-MOS 42-52; the shipped corpus's test split). A window's score
 # is at most halfway between the colour dimension (as the causes read it: the face's where there is one) and 100:
 # colour 0 holds it to 50, colour 60 to 80; a clean look's colour (73 and up on every origin) never reaches its score.
-# The other families' dimensions are read by the forest through their own version-1 measurements (the same bound on
-# them never binds on the corpus's val split).
+# The other families' dimensions the forest reads through their own version-1 measurements (a bound on noise would
+# also let a false grain alarm pull a clean stream's score down).
 SCORE_BOUNDED_BY: tuple[str, ...] = ("color",)
 
 
