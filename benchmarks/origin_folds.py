@@ -102,7 +102,7 @@ def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progr
 
     bundle = bundle or default_bundle()
     rater = FVQRater.load(bundle, manifest=read_manifest(bundle))
-    names = rater.spec.signal_names()
+    names = rater.spec.prior_names()  # what a forest may read (the clips' features carry all of it)
     shipped = rater.prior.forest
     input_set = (json.loads((Path(bundle) / "manifest.json").read_text()).get("prior") or {}).get("input_set",
                                                                                                   "quality")

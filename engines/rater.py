@@ -45,6 +45,11 @@ WINDOW_STAT_KEYS = LEGACY_WINDOW_STAT_KEYS + WINDOW_DIMENSION_KEYS
 # `signal_keys` ("region.name"): mean and std over the sampled frames where the value is present and finite,
 # and the share of sampled frames where it is. A key absent from every frame gives (0, 0, 0).
 SIGNAL_STATS = ("mean", "std", "presence")
+# The window's dimension scores as published (this signals version), which the signal forest may read beside the
+# model's vector (engines/forest.py): a bundle's model reads the version it was trained with (the default bundle's
+# is 1, whose colour measurement took a light for damage), and retraining the model is not needed for its forest
+# to read what the operator is shown. Carried in WindowFeatures.prior_signals, never given to the model.
+PRIOR_WINDOW_KEYS = tuple(f"window.v{SIGNALS_VERSION}.{region}_{dim}" for region in ("frame", "face") for dim in DIMENSIONS)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,12 @@ class FeatureSpec:
         return len(self.window_keys) + len(SIGNAL_STATS) * len(self.signal_keys)
 
     def signal_names(self) -> list[str]:
+        """The model's signal vector (WindowFeatures.signals), in order."""
         return list(self.window_keys) + [f"{k}.{s}" for k in self.signal_keys for s in SIGNAL_STATS]
+
+    def prior_names(self) -> list[str]:
+        """The vector the signal forest may read (prior_vector): the model's signals, then PRIOR_WINDOW_KEYS."""
+        return self.signal_names() + list(PRIOR_WINDOW_KEYS)
 
     def to_dict(self) -> dict:
         return {
@@ -126,8 +136,16 @@ class WindowFeatures:
     thumbs: np.ndarray  # (T, h, w) uint8 luma
     intervals: np.ndarray  # (Ti, len(INTERVAL_FEATURES)) float32
     signals: np.ndarray  # (FeatureSpec.signals_dim,) float32, see WINDOW_STAT_KEYS and SIGNAL_STATS
+    # (len(PRIOR_WINDOW_KEYS),) float32: the published dimension scores, for the signal forest only
+    prior_signals: np.ndarray = field(default_factory=lambda: np.full(len(PRIOR_WINDOW_KEYS), -1.0, np.float32))
 
-    ARRAYS = ("spatial", "portrait", "face", "face_mask", "thumbs", "intervals", "signals")
+    ARRAYS = ("spatial", "portrait", "face", "face_mask", "thumbs", "intervals", "signals")  # the model's inputs
+    STORED = (*ARRAYS, "prior_signals")  # what stack_features stacks and training keeps
+
+
+def prior_vector(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Stacked features' (stack_features) vector laid out by FeatureSpec.prior_names(): what the forest reads."""
+    return np.concatenate([arrays["signals"], arrays["prior_signals"]], axis=-1)
 
 
 @dataclass
@@ -167,11 +185,12 @@ class Rater(abc.ABC):
 
     def publish(self, out: dict[str, np.ndarray], signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scores and learned dimension scores a batch's ratings publish: the calibrated model outputs, blended
-        with the bundle's signal-forest prior when it has one (engines/forest.py)."""
+        with the bundle's signal-forest prior when it has one (engines/forest.py), which reads `signals`, the
+        batch's prior_vector."""
         scores = np.asarray(self.calibrate(out["score"]), np.float64)
         dims = np.clip(np.asarray(out["dimensions"], np.float64), 0.0, 100.0)
         if self.prior is not None:
-            scores, dims = self.prior.blend_outputs(scores, dims, signals, self.spec.signal_names())
+            scores, dims = self.prior.blend_outputs(scores, dims, signals, self.spec.prior_names())
         return scores, dims
 
     @property
@@ -201,7 +220,7 @@ class Rater(abc.ABC):
             return []
         arrays = stack_features(features)
         out = self.predict(arrays) if self.model_counts else idle_outputs(len(features))
-        return ratings_from_outputs(self, out, arrays["signals"], self.rates_dimensions)
+        return ratings_from_outputs(self, out, prior_vector(arrays), self.rates_dimensions)
 
 
 def idle_outputs(n: int) -> dict[str, np.ndarray]:
@@ -302,16 +321,17 @@ def interval_features(pts: np.ndarray, thumbs: list[np.ndarray], nominal_fps: fl
 
 def _window_stats(window: Window, thumbs: list[np.ndarray], intervals: np.ndarray,
                   signals_version: int = SIGNALS_VERSION) -> dict[str, float]:
-    """The window statistics (WINDOW_STAT_KEYS): timing from the frames, dimension scores and faces from what the
+    """The window statistics (WINDOW_STAT_KEYS, then PRIOR_WINDOW_KEYS): timing from the frames, dimension scores and faces from what the
     window carries (window.measures, measured here in the bundle's signals version if the analysis has not)."""
     frames = window.frames
     pts = np.array([f.pts for f in frames], dtype=np.float64)
-    stats = dict.fromkeys(WINDOW_STAT_KEYS, 0.0)
-    measures = measure_window(window, (signals_version,))
-    dims = measures.dimensions[signals_version]
-    for region in ("frame", "face"):
-        for dim in DIMENSIONS:
-            stats[f"window.{region}_{dim}"] = float(dims.get(region, {}).get(dim, -1.0))
+    stats = dict.fromkeys(WINDOW_STAT_KEYS + PRIOR_WINDOW_KEYS, 0.0)
+    measures = measure_window(window, (signals_version, SIGNALS_VERSION))
+    for version, prefix in ((signals_version, "window."), (SIGNALS_VERSION, f"window.v{SIGNALS_VERSION}.")):
+        dims = measures.dimensions[version]
+        for region in ("frame", "face"):
+            for dim in DIMENSIONS:
+                stats[f"{prefix}{region}_{dim}"] = float(dims.get(region, {}).get(dim, -1.0))
     if len(frames) >= 2:
         dt = np.diff(pts)
         med = float(np.median(dt[dt > 0])) if (dt > 0).any() else 0.0
@@ -411,17 +431,19 @@ def assemble_window_features(window: Window, spec: FeatureSpec) -> WindowFeature
         thumbs=thumbs,
         intervals=_resample_rows(pairs, spec.interval_len),
         signals=np.asarray(signals, dtype=np.float32),
+        prior_signals=np.asarray([stats[k] for k in PRIOR_WINDOW_KEYS], dtype=np.float32),
     )
 
 
 def stack_features(features: list[WindowFeatures]) -> dict[str, np.ndarray]:
-    """A batch of WindowFeatures as arrays with a leading batch axis."""
-    return {name: np.stack([getattr(f, name) for f in features]) for name in WindowFeatures.ARRAYS}
+    """A batch of WindowFeatures as arrays with a leading batch axis (the model's inputs and prior_signals)."""
+    return {name: np.stack([getattr(f, name) for f in features]) for name in WindowFeatures.STORED}
 
 
 __all__ = [
     "DIMENSIONS",
     "LEVELS",
+    "PRIOR_WINDOW_KEYS",
     "FeatureSpec",
     "Rater",
     "Rating",
@@ -429,5 +451,6 @@ __all__ = [
     "assemble_window_features",
     "level_of",
     "portrait_box",
+    "prior_vector",
     "stack_features",
 ]

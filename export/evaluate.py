@@ -52,7 +52,7 @@ def analyse_split(root: Path, split: str = "test", max_clips: int | None = None)
 def evaluate_variant(rater, clips: Sequence[AnalysedClip], name: str = "", keep_predictions: bool = False) -> dict[str, Any]:
     """SRCC/PLCC/KRCC of `rater` (FVQRater or OnnxRater) on analysed clips, with its encoder time per frame and its
     rater time per window (batches of one clip's windows; the forward pass plus the signal-forest prior)."""
-    from engines.rater import assemble_window_features, stack_features
+    from engines.rater import assemble_window_features, prior_vector, stack_features
     from train.evaluate import evaluate_predictions
 
     preds, mos = [], []
@@ -68,7 +68,7 @@ def evaluate_variant(rater, clips: Sequence[AnalysedClip], name: str = "", keep_
         frames += len(clip.encode)
         arrays = stack_features([assemble_window_features(w, rater.spec) for w in clip.windows])
         t0 = time.perf_counter()
-        scores = rater.publish(rater.predict(arrays), arrays["signals"])[0]
+        scores = rater.publish(rater.predict(arrays), prior_vector(arrays))[0]
         rate_s += time.perf_counter() - t0  # the forward pass and the signal-forest prior, as rate() runs them
         windows += len(scores)
         preds.append(float(np.mean(scores)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import file_sha256
-from engines.rater import WindowFeatures, assemble_window_features, signal_keys_of
+from engines.rater import PRIOR_WINDOW_KEYS, WindowFeatures, assemble_window_features, signal_keys_of
 
 SPLITS = ("train", "val", "test")
 
@@ -43,7 +43,8 @@ def read_split(root: Path, split: str) -> list[ClipLabel]:
 
 @dataclass
 class ClipFeatures:
-    """A clip's windows: arrays with a leading window axis, plus the names of its signal values."""
+    """A clip's windows: arrays with a leading window axis, plus the names of its signal values ("signals" holds
+    every signal value measured, the model's and PRIOR_WINDOW_KEYS: Dataset.from_clips picks what it needs)."""
 
     path: str
     mos: float
@@ -109,7 +110,8 @@ class FeatureExtractor:
         from engines.rater import WINDOW_STAT_KEYS
         from engines.signals import CAST_ESTIMATE, CHROMA_ESTIMATE, SIGNALS_VERSION
 
-        settings = {"rater": rater.extractor_version, "window_stats": list(WINDOW_STAT_KEYS), "signals": SIGNALS_VERSION,
+        settings = {"rater": rater.extractor_version, "window_stats": list(WINDOW_STAT_KEYS),
+                    "prior_stats": list(PRIOR_WINDOW_KEYS), "signals": SIGNALS_VERSION,
                     "cast": CAST_ESTIMATE, "chroma": CHROMA_ESTIMATE,
                     "window": self.cfg.window.model_dump(mode="json"),
                     "analysis": self.cfg.analysis.model_dump(mode="json"), "face": self.cfg.face.model_dump(mode="json"),
@@ -137,7 +139,8 @@ class FeatureExtractor:
             wide = replace(spec, signal_keys=tuple(sorted(signal_keys_of(sampled))))
             feats = [assemble_window_features(w, wide) for w in analysis.windows]
             arrays = {k: np.stack([getattr(f, k) for f in feats]) for k in WindowFeatures.ARRAYS}
-            names = wide.signal_names()
+            arrays["signals"] = np.concatenate([arrays["signals"], np.stack([f.prior_signals for f in feats])], 1)
+            names = wide.prior_names()
             tmp = key.with_suffix(".tmp.npz")
             np.savez(tmp, signal_names=np.array(names), **arrays)
             tmp.replace(key)
@@ -165,11 +168,11 @@ def dimension_labels(meta: dict | None) -> np.ndarray:
     return out
 
 
-def select_signals(clip: ClipFeatures, names: list[str]) -> np.ndarray:
-    """The clip's signals re-ordered to `names` (a value the clip lacks is 0)."""
+def select_signals(clip: ClipFeatures, names: list[str], missing: float = 0.0) -> np.ndarray:
+    """The clip's signals re-ordered to `names` (a value the clip lacks is `missing`)."""
     index = {n: i for i, n in enumerate(clip.signal_names)}
     src = clip.arrays["signals"]
-    out = np.zeros((len(src), len(names)), dtype=np.float32)
+    out = np.full((len(src), len(names)), missing, dtype=np.float32)
     for j, n in enumerate(names):
         if n in index:
             out[:, j] = src[:, index[n]]
@@ -191,11 +194,13 @@ class Dataset:
 
     @classmethod
     def from_clips(cls, clips: list[ClipFeatures], signal_names: list[str]) -> Dataset:
-        arrays: dict[str, list[np.ndarray]] = {k: [] for k in WindowFeatures.ARRAYS}
+        """The clips' windows with `signals` laid out by `signal_names` and prior_signals by PRIOR_WINDOW_KEYS."""
+        arrays: dict[str, list[np.ndarray]] = {k: [] for k in WindowFeatures.STORED}
         mos, clip_of, dims = [], [], []
         for i, c in enumerate(clips):
             for k in WindowFeatures.ARRAYS:
                 arrays[k].append(select_signals(c, signal_names) if k == "signals" else c.arrays[k])
+            arrays["prior_signals"].append(select_signals(c, list(PRIOR_WINDOW_KEYS), missing=-1.0))
             mos += [c.mos] * c.windows
             clip_of += [i] * c.windows
             d = c.dims if c.dims is not None else np.full(6, np.nan, np.float32)

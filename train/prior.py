@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.rater import prior_vector
 from train.clip_features import Dataset
 from train.evaluate import evaluate_predictions
 from train.stages import predict_clips
@@ -21,7 +22,7 @@ def clip_scores(rater, data: Dataset, prior=None) -> np.ndarray:
     scores = rater.calibrate(windows)
     prior = rater.prior if prior is None else prior
     if prior is not None:
-        scores = prior.blend(scores, data.arrays["signals"], rater.spec.signal_names())
+        scores = prior.blend(scores, prior_vector(data.arrays), rater.spec.prior_names())
     n = len(data.clip_mos)
     return np.bincount(data.clip_of, scores, n) / np.bincount(data.clip_of, minlength=n).clip(min=1)
 
@@ -103,10 +104,10 @@ def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> tuple[
     train, val = data["train"], data["val"]
     assert train is not None
     t0 = time.time()
-    all_names = rater.spec.signal_names()
+    all_names = rater.spec.prior_names()
     names = forest_inputs(all_names, getattr(args, "forest_inputs", "all"))
     cols = [all_names.index(n) for n in names]
-    forest = fit_forest(train.arrays["signals"][:, cols], names, train.mos, train.dims, args.seed)
+    forest = fit_forest(prior_vector(train.arrays)[:, cols], names, train.mos, train.dims, args.seed)
     entry: dict[str, Any] = {
         "file": FOREST_FILE, "kind": "extra-trees regressor over the signal vector (engines/forest.py)",
         "trees": forest.trees, "nodes": forest.nodes, "depth": forest.depth, "min_samples_leaf": MIN_SAMPLES_LEAF,
@@ -130,7 +131,7 @@ def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> tuple[
     if "val" in entry and val is not None and not getattr(args, "no_forest_refit", False):
         # the share is chosen; the shipped forest then learns from every person outside test (two more: it ranks
         # unseen people better the more it has seen), the usual last step after model selection
-        forest = fit_forest(np.concatenate([train.arrays["signals"], val.arrays["signals"]])[:, cols],
+        forest = fit_forest(np.concatenate([prior_vector(train.arrays), prior_vector(val.arrays)])[:, cols],
                             names, np.concatenate([train.mos, val.mos]),
                             None if train.dims is None or val.dims is None else np.concatenate([train.dims, val.dims]),
                             args.seed)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from engines.rater import prior_vector
+
 SHARES = tuple(round(0.05 * i, 2) for i in range(21))  # 0, 0.05, ..., 1
 GAP_LIMIT = 5.0  # points: new people's clean clips within this of trained people's (issue 12)
 # Groups of the corpus that are one person (a split is made per group; a person left out leaves all of them)
@@ -68,7 +70,7 @@ def _components(rater, forest, data, names: list[str]) -> tuple[np.ndarray, np.n
 
     _, _, windows = predict_clips(rater, data)
     model = rater.calibrate(windows)
-    prior = forest.predict(data.arrays["signals"], names)[:, 0]
+    prior = forest.predict(prior_vector(data.arrays), names)[:, 0]
     n = len(data.clip_mos)
     counts = np.bincount(data.clip_of, minlength=n).clip(min=1)
     return np.bincount(data.clip_of, model, n) / counts, np.bincount(data.clip_of, prior, n) / counts
@@ -99,10 +101,11 @@ def leave_out(bundle_rater, manifest: dict, clips: dict[str, list], metas: dict[
     fit(rater, train, val, _stage_settings(manifest, "stage1"), _stage_settings(manifest, "stage2"), seed,
         log=lambda msg: None)
     inputs = list(bundle_rater.prior.forest.inputs)
-    cols = [names.index(n) for n in inputs]
-    forest = fit_forest(train.arrays["signals"][:, cols], inputs, train.mos, train.dims, seed)
-    model_out, forest_out = _components(rater, forest, out, names)
-    model_in, forest_in = _components(rater, forest, train, names)
+    prior_names = bundle_rater.spec.prior_names()
+    cols = [prior_names.index(n) for n in inputs]
+    forest = fit_forest(prior_vector(train.arrays)[:, cols], inputs, train.mos, train.dims, seed)
+    model_out, forest_out = _components(rater, forest, out, prior_names)
+    model_in, forest_in = _components(rater, forest, train, prior_names)
     clean_out = np.array([is_clean(metas["train"][i]) for i in held])
     clean_in = np.array([is_clean(metas["train"][i]) for i in keep])
     log(f"left out {person}: {len(held)} clips ({clean_out.sum()} clean), trained on {len(keep)}, "

@@ -11,7 +11,7 @@ import torch
 from engines import fvq_rater
 from engines.features import LEVELS
 from engines.load import load_rater
-from engines.rater import FeatureSpec, WindowFeatures
+from engines.rater import FeatureSpec, WindowFeatures, prior_vector
 from train import evaluate
 from train.bundle import write_bundle
 from train.clip_features import ClipFeatures, Dataset, read_split
@@ -152,7 +152,8 @@ def test_signal_forest_prior_is_fitted_chosen_on_val_saved_and_blended_by_the_lo
     assert isinstance(loaded.prior, ScorePrior) and loaded.prior.model_weight == 0.0
     batch = data["val"].batch(np.arange(3))
     feats = [WindowFeatures("s", 0.0, 4.0, **{k: v[i] for k, v in batch.items()}) for i in range(3)]
-    expected = loaded.prior.blend(loaded.calibrate(loaded.predict(batch)["score"]), batch["signals"], names)
+    expected = loaded.prior.blend(loaded.calibrate(loaded.predict(batch)["score"]), prior_vector(batch),
+                                  spec.prior_names())
     np.testing.assert_allclose([r.score for r in loaded.rate(feats)], expected, rtol=1e-5)
     with pytest.raises(ValueError, match="within 0..1"):
         fit_prior(rater, data, argparse.Namespace(seed=0, fold_val=False, model_weight=2.0), log=lambda m: None)
