@@ -315,3 +315,24 @@ def test_blur_ranks_like_ffmpeg_blurdetect(tmp_path):
     rows = run_ladder(ladder, CARPHONE, tmp_path, frames=10)
     assert agreement(rows, ladder.worse_is_higher) == pytest.approx(1.0)
     assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
+
+
+@pytest.mark.parametrize("shift", [(1, 0), (2, 1), (0, 3), (4, -2)])
+def test_a_panned_textured_still_is_not_grain_that_changes_and_real_grain_keeps_its_sigma(astro, shift, monkeypatch):
+    """A photograph with its own fine grain, moved by whole pixels between two pictures (a pan): the temporal grain
+    estimate aligns the pictures first, so the photograph's grain does not read as grain that changes; new grain in
+    each picture still reads its sigma as when nothing moved."""
+    import engines.signals.blur_noise as bn
+
+    y = cv2.cvtColor(astro, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    still = np.clip(y + np.random.default_rng(1).normal(0, 3, y.shape), 0, 255).astype(np.float32)
+    dx, dy = shift
+    a = np.ascontiguousarray(still[8:172, 8:312])
+    b = np.ascontiguousarray(still[8 + dy:172 + dy, 8 + dx:312 + dx])
+    rng = np.random.default_rng(0)
+    na, nb = (p + rng.normal(0, 3, p.shape).astype(np.float32) for p in (a, b))
+    still_pair = bn.temporal_grain(na, na + rng.normal(0, 3, a.shape).astype(np.float32) - (na - a))
+    assert bn.temporal_grain(a, b) < 0.3
+    assert abs(bn.temporal_grain(na, nb) - still_pair) < 0.1 * still_pair
+    monkeypatch.setattr(bn, "ALIGN_MAX_SHIFT", 0.0)  # without the alignment the photograph's grain reads as new
+    assert bn.temporal_grain(a, b) > 2.0
