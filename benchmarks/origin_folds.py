@@ -19,9 +19,8 @@ and on the test clips without a look, the clips both corpora share), and each lo
 
 The features are the live path's (train.clip_features, cached under the corpus's .cache/features and
 CLIPS/.cache/features); the published score of a window with the shipped model share (0) is the forest's MOS,
-bounded by its published colour (engines.families.score_ceiling), which these features lack: the forest's MOS is
-what is scored here; no clean look's colour is low enough for the bound to reach it (benchmarks.origins), the
-colour faults' scores are benchmarks.origins'.
+bounded by its published colour (engines.families.score_ceiling), which the features carry (prior_signals): so the
+colour faults' score monotonicity is a held-out figure here too.
 """
 
 from __future__ import annotations
@@ -75,13 +74,21 @@ def _fit(clips: list, names: list[str], cols: list[int], seed: int):
 
 
 def _clip_score(forest, cf, names: list[str]) -> float:
-    """A clip's published score with the model share 0: the mean over its windows of the forest's MOS, clipped."""
+    """A clip's published score with the model share 0: the mean over its windows of the forest's MOS, clipped and
+    bounded by the window's published colour as the live path bounds it (engines.families.score_ceiling)."""
+    from engines.families import SCORE_BOUNDED_BY, score_ceiling
+    from engines.signals import SIGNALS_VERSION
     from train.clip_features import select_signals
 
     x = select_signals(cf, names)
     mos = forest.predict(x, names)
-    mos = mos[:, 0] if mos.ndim == 2 else mos
-    return float(np.mean(np.clip(mos, 0.0, 100.0)))
+    mos = np.clip(mos[:, 0] if mos.ndim == 2 else mos, 0.0, 100.0)
+    published = {region: select_signals(cf, [f"window.v{SIGNALS_VERSION}.{region}_{d}" for d in SCORE_BOUNDED_BY],
+                                        missing=-1.0) for region in ("face", "frame")}
+    ceilings = [score_ceiling({region: dict(zip(SCORE_BOUNDED_BY, map(float, published[region][i]), strict=True))
+                               for region in ("face", "frame") if (published[region][i] >= 0).any()})
+                for i in range(len(mos))]
+    return float(np.mean(np.minimum(mos, ceilings)))
 
 
 def _srcc_plcc(pred: list[float], mos: list[float]) -> dict[str, float]:
@@ -92,7 +99,8 @@ def _srcc_plcc(pred: list[float], mos: list[float]) -> dict[str, float]:
 
 
 def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progress: bool = True,
-        only: list[str] | None = None) -> dict:
+        only: list[str] | None = None, input_set: str | None = None,
+        variants: tuple[str, ...] = VARIANTS) -> dict:
     from benchmarks import origins as O
     from engines.bundle import default_bundle, read_manifest
     from engines.fvq_rater import FVQRater
@@ -104,8 +112,8 @@ def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progr
     rater = FVQRater.load(bundle, manifest=read_manifest(bundle))
     names = rater.spec.prior_names()  # what a forest may read (the clips' features carry all of it)
     shipped = rater.prior.forest
-    input_set = (json.loads((Path(bundle) / "manifest.json").read_text()).get("prior") or {}).get("input_set",
-                                                                                                  "quality")
+    input_set = input_set or (json.loads((Path(bundle) / "manifest.json").read_text()).get("prior") or {}).get(
+        "input_set", "quality")
     cols = [names.index(n) for n in forest_inputs(names, input_set)]
 
     fx = FeatureExtractor(rater, corpus / ".cache" / "features")
@@ -131,7 +139,7 @@ def run(corpus: Path, clips_dir: Path, bundle: Path | None, seed: int = 0, progr
               f"({len(sets['no-looks'])} without a look)", file=sys.stderr)
 
     result: dict = {"corpus": str(corpus), "bundle": str(bundle), "input_set": input_set, "variants": {}}
-    for variant in VARIANTS:
+    for variant in variants:
         if variant == "looks-no-twins" and len(sets[variant]) == len(trainval):
             continue  # a corpus without twins
         scored: list[dict] = []
@@ -174,30 +182,34 @@ def summarise_scores(rows: list[dict]) -> dict:
     clean clip's score under a look, the ladders' monotonicity); the worst over origins."""
     from benchmarks.origins import score_figures
 
-    # the colour faults' monotonicity is left out: the live path bounds a window's score by its published colour
-    # (engines.families.score_ceiling), which the cached features do not carry, so the forest's score alone is not
-    # what an operator sees on those clips (benchmarks.origins reports it through the live path)
-    per = {origin: {k: v for k, v in score_figures([r for r in rows if r["origin"] == origin]).items()
-                    if k != "colour_monotonicity"}
-           for origin in sorted({r["origin"] for r in rows})}
+    per = {origin: score_figures([r for r in rows if r["origin"] == origin]) for origin in sorted({r["origin"] for r in rows})}
     worst = {"look_spread_max": max(p["look_spread"] for p in per.values()),
              "look_max_move": max(max(p["look_max_move"].values(), default=0.0) for p in per.values()),
              "monotonicity_min": min((min(p["monotonicity"].values()) for p in per.values() if p["monotonicity"]),
-                                     default=None)}
+                                     default=None),
+             "colour_monotonicity_min": min((min(p["colour_monotonicity"].values()) for p in per.values()
+                                             if p["colour_monotonicity"]), default=None)}
     return {"per_origin": per, "worst": worst}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from train.prior import FOREST_INPUT_SETS
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.origin_folds", description=__doc__.splitlines()[0])
     p.add_argument("--corpus", type=Path, required=True, help="an FVQ-20K-format synthetic corpus (train.corpus)")
     p.add_argument("--clips", type=Path, default=Path("corpus/origins"), help="where the origins' clips are written")
     p.add_argument("--bundle", type=Path, help="the bundle whose features and shipped forest are used (default: the "
                                                "shipped bundle)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                   help="the training sets to fit and score (default: all)")
+    p.add_argument("--forest-inputs", choices=FOREST_INPUT_SETS,
+                   help="the inputs of the forests fitted per fold (default: the shipped forest's input set)")
     p.add_argument("--only", nargs="+", help="these origins only (benchmarks.origins names)")
     p.add_argument("--json", type=Path, help="write the result here")
     args = p.parse_args(argv)
-    result = run(args.corpus, args.clips, args.bundle, args.seed, only=args.only)
+    result = run(args.corpus, args.clips, args.bundle, args.seed, only=args.only, input_set=args.forest_inputs,
+                 variants=tuple(args.variants))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print(json.dumps({v: {k: r[k] for k in ("test_split", "worst", "train_clips_per_fold")}

@@ -83,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-prior", action="store_true", help="no signal forest: the score is the model's alone")
     p.add_argument("--forest-inputs", choices=FOREST_INPUT_SETS, default="quality",
                    help="the signals the forest reads: quality (default) leaves out what the person and scene look "
-                        "like (train.prior APPEARANCE_INPUTS), no-identity only the face statistics that tell people "
-                        "apart (IDENTITY_INPUTS), all reads every signal")
+                        "like (train.prior APPEARANCE_INPUTS), published reads the dimension scores as published in "
+                        "place of the model's signals version's, quality+published both, no-identity leaves out only "
+                        "the face statistics that tell people apart (IDENTITY_INPUTS), all reads every signal")
     p.add_argument("--no-forest-refit", action="store_true",
                    help="ship the forest of the train windows (default: refit it on train + val once the model "
                         "weight is chosen)")

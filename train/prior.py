@@ -79,19 +79,30 @@ APPEARANCE_INPUTS = ("skin_hue", "skin_saturation", ".saturation.", ".colorfulne
 # from another (its size on screen, its movement, how alike consecutive embeddings are); the picture's colour and
 # level measurements stay, since colour and exposure damage is read through them.
 IDENTITY_INPUTS = ("window.face_size", "window.identity_stability", "window.face_jitter")
-FOREST_INPUT_SETS = ("quality", "no-identity", "all")
+# published: the quality set with the window's dimension scores as the operator is shown them (engines.rater
+# PRIOR_WINDOW_KEYS, the current signals version) in place of those of the model's signals version; quality+published:
+# both.
+FOREST_INPUT_SETS = ("quality", "published", "quality+published", "no-identity", "all")
 
 
 def forest_inputs(names: Sequence[str], which: str = "quality") -> list[str]:
-    """The signal names the forest is trained on: all of them, all but IDENTITY_INPUTS (no-identity), or
-    (quality) all but APPEARANCE_INPUTS."""
+    """The signal names (a FeatureSpec.prior_names() vector) the forest is trained on: all of them, all but
+    IDENTITY_INPUTS (no-identity), (quality) the model's vector but APPEARANCE_INPUTS, (published) that with the
+    published dimension scores in place of the model's, or (quality+published) both."""
+    from engines.rater import PRIOR_WINDOW_KEYS, WINDOW_DIMENSION_KEYS
+
     if which == "all":
         return list(names)
     if which == "no-identity":
         return [n for n in names if n not in IDENTITY_INPUTS]
-    if which != "quality":
+    if which not in FOREST_INPUT_SETS:
         raise ValueError(f"forest inputs {which!r}: one of {', '.join(FOREST_INPUT_SETS)}")
-    return [n for n in names if not any(p in n for p in APPEARANCE_INPUTS)]
+    quality = [n for n in names if not any(p in n for p in APPEARANCE_INPUTS)]
+    if which == "quality":
+        return [n for n in quality if n not in PRIOR_WINDOW_KEYS]
+    if which == "published":
+        return [n for n in quality if n not in WINDOW_DIMENSION_KEYS]
+    return quality
 
 
 def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> tuple[dict[str, Any], Any]:

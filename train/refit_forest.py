@@ -137,8 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", type=Path, required=True, help="FVQ-20K-format corpus (train, val, test)")
     p.add_argument("--out", type=Path, required=True, help="where the new bundle goes (may be --bundle itself)")
     p.add_argument("--forest-inputs", choices=FOREST_INPUT_SETS, default="quality",
-                   help="quality: every signal but what the person and scene look like (train.prior APPEARANCE_INPUTS); "
-                        "no-identity: every signal but the face statistics that tell people apart (IDENTITY_INPUTS)")
+                   help="quality: the model's signals but what the person and scene look like (train.prior "
+                        "APPEARANCE_INPUTS); published: those with the dimension scores as published in place of "
+                        "the model's signals version's; quality+published: both; no-identity: every signal but the "
+                        "face statistics that tell people apart (IDENTITY_INPUTS); all: every signal")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, help="feature cache folder (default ROOT/.cache/features)")
     p.add_argument("--eval", action="store_true", help="also score the test split through the live path")

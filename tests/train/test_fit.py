@@ -194,6 +194,7 @@ def test_no_face_identity_makes_the_score_independent_of_who_is_on_screen():
 
 
 def test_forest_input_sets():
+    from engines.rater import PRIOR_WINDOW_KEYS
     from train.prior import APPEARANCE_INPUTS, IDENTITY_INPUTS, forest_inputs
 
     names = ["window.face_size", "window.identity_stability", "window.face_jitter", "window.frame_color",
@@ -201,6 +202,11 @@ def test_forest_input_sets():
     assert forest_inputs(names, "all") == names
     assert forest_inputs(names, "no-identity") == [n for n in names if n not in IDENTITY_INPUTS]
     assert forest_inputs(names, "quality") == ["window.frame_color", "frame.noise_sigma.mean"]
+    shown = next(k for k in PRIOR_WINDOW_KEYS if k.endswith(".frame_color"))  # the published frame colour
+    published = names + [shown]
+    assert forest_inputs(published, "quality") == ["window.frame_color", "frame.noise_sigma.mean"]
+    assert forest_inputs(published, "published") == ["frame.noise_sigma.mean", shown]
+    assert forest_inputs(published, "quality+published") == ["window.frame_color", "frame.noise_sigma.mean", shown]
     assert not any(p in n for n in forest_inputs(names, "quality") for p in APPEARANCE_INPUTS)
     with pytest.raises(ValueError, match="no-identity"):
         forest_inputs(names, "nothing")
