@@ -164,15 +164,16 @@ FAMILIES: tuple[Family, ...] = (
 BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
 DIMENSIONS: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # one 0..100 dimension per family, in this order
 
-# Families whose dimension bounds the published score. The bundle's signal forest reads the signals of the version
-# its model was trained with (1), whose colour measurement took a warm or cool light for damage; on the corpus with
-# looks, where a light is clean, the forest learnt to give that measurement little weight, and it never sees the
-# published colour (version 3: pipeline faults, not lights). So a face oversaturated or cast beyond any light, its
-# colour dimension at 0-1, still scored 76-83 (pseudo-MOS 42-52; the shipped corpus's test split). A window's score
-# is at most halfway between the colour dimension (as the causes read it: the face's where there is one) and 100:
-# colour 0 holds it to 50, colour 60 to 80; a clean look's colour (73 and up on every origin) never reaches its score.
-# The other families' dimensions the forest reads through their own version-1 measurements (a bound on noise would
-# also let a false grain alarm pull a clean stream's score down).
+# Families whose dimension bounds the published score. Until 2026-12-06 the bundle's signal forest read only the
+# signals of the version its model was trained with (1), whose colour measurement took a warm or cool light for
+# damage; on the corpus with looks, where a light is clean, it learnt to give that measurement little weight and
+# never saw the published colour (version 3: pipeline faults, not lights), so a face oversaturated or cast beyond
+# any light, its colour dimension at 0-1, still scored 76-83 (pseudo-MOS 42-52). The forest now also reads the
+# published dimensions (engines.rater.PRIOR_WINDOW_KEYS); the bound stays as the guarantee that a broken colour
+# pipeline costs the score whatever a forest learnt: a window scores at most halfway between the colour dimension
+# (as the causes read it: the face's where there is one) and 100: colour 0 holds it to 50, colour 60 to 80; a clean
+# look's colour (73 and up on every origin) never reaches its score. Colour only: a bound on noise would also let a
+# false grain alarm pull a clean stream's score down.
 SCORE_BOUNDED_BY: tuple[str, ...] = ("color",)
 
 
