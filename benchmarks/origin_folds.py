@@ -77,14 +77,14 @@ def _clip_score(forest, cf, names: list[str]) -> float:
     """A clip's published score with the model share 0: the mean over its windows of the forest's MOS, clipped and
     bounded by the window's published colour as the live path bounds it (engines.families.score_ceiling)."""
     from engines.families import SCORE_BOUNDED_BY, score_ceiling
-    from engines.signals import SIGNALS_VERSION
+    from engines.rater import published_key
     from train.clip_features import select_signals
 
     x = select_signals(cf, names)
     mos = forest.predict(x, names)
     mos = np.clip(mos[:, 0] if mos.ndim == 2 else mos, 0.0, 100.0)
-    published = {region: select_signals(cf, [f"window.v{SIGNALS_VERSION}.{region}_{d}" for d in SCORE_BOUNDED_BY],
-                                        missing=-1.0) for region in ("face", "frame")}
+    published = {region: select_signals(cf, [published_key(region, d) for d in SCORE_BOUNDED_BY], missing=-1.0)
+                 for region in ("face", "frame")}
     ceilings = [score_ceiling({region: dict(zip(SCORE_BOUNDED_BY, map(float, published[region][i]), strict=True))
                                for region in ("face", "frame") if (published[region][i] >= 0).any()})
                 for i in range(len(mos))]

@@ -49,7 +49,12 @@ SIGNAL_STATS = ("mean", "std", "presence")
 # model's vector (engines/forest.py): a bundle's model reads the version it was trained with (the default bundle's
 # is 1, whose colour measurement took a light for damage), and retraining the model is not needed for its forest
 # to read what the operator is shown. Carried in WindowFeatures.prior_signals, never given to the model.
-PRIOR_WINDOW_KEYS = tuple(f"window.v{SIGNALS_VERSION}.{region}_{dim}" for region in ("frame", "face") for dim in DIMENSIONS)
+def published_key(region: str, dim: str) -> str:
+    """The name of a window's published dimension score in the forest's vector (one of PRIOR_WINDOW_KEYS)."""
+    return f"window.v{SIGNALS_VERSION}.{region}_{dim}"
+
+
+PRIOR_WINDOW_KEYS = tuple(published_key(region, dim) for region in ("frame", "face") for dim in DIMENSIONS)
 
 
 @dataclass(frozen=True)
@@ -327,11 +332,11 @@ def _window_stats(window: Window, thumbs: list[np.ndarray], intervals: np.ndarra
     pts = np.array([f.pts for f in frames], dtype=np.float64)
     stats = dict.fromkeys(WINDOW_STAT_KEYS + PRIOR_WINDOW_KEYS, 0.0)
     measures = measure_window(window, (signals_version, SIGNALS_VERSION))
-    for version, prefix in ((signals_version, "window."), (SIGNALS_VERSION, f"window.v{SIGNALS_VERSION}.")):
-        dims = measures.dimensions[version]
-        for region in ("frame", "face"):
-            for dim in DIMENSIONS:
-                stats[f"{prefix}{region}_{dim}"] = float(dims.get(region, {}).get(dim, -1.0))
+    model_dims, shown_dims = measures.dimensions[signals_version], measures.dimensions[SIGNALS_VERSION]
+    for region in ("frame", "face"):
+        for dim in DIMENSIONS:
+            stats[f"window.{region}_{dim}"] = float(model_dims.get(region, {}).get(dim, -1.0))
+            stats[published_key(region, dim)] = float(shown_dims.get(region, {}).get(dim, -1.0))
     if len(frames) >= 2:
         dt = np.diff(pts)
         med = float(np.median(dt[dt > 0])) if (dt > 0).any() else 0.0
