@@ -137,7 +137,7 @@ def frame_signals(
         if crop is not None:
             out["face"] = _region_signals(np.ascontiguousarray(crop))
             out["face"].update(_skin(crop))
-            out["face"].update(skin_plausibility(crop))
+            out["face"].update(skin_plausibility(crop, out["face"].get("edge_blur_px", 0.0)))
             frame = out["frame"]
             light_rg, light_bg = frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)
             luma_range = frame.get("range_white", math.nan) - frame.get("range_black", math.nan)

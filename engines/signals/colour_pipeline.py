@@ -141,6 +141,13 @@ DRAWN_SHADING = 7.0
 DRAWN_FLAT_GRADIENT = 0.75
 DRAWN_FLAT_PATCH = 0.2
 SKIN_CLUSTER_DEG = 20.0  # the skin pixels: within this hue of the core's median hue
+# Skin is judged only on a face sharp enough to tell shading from fill: past this edge blur of the face crop (blur
+# dimension ~55, a face a viewer calls blurred) a drawn face's fill no longer holds a flat patch (the avatars at
+# gaussian sigma 3-4 read 2.0-2.9 px, and their blue or green fill was judged as human skin: a false colour cause
+# beside the blur), while the origins' photographed faces read 0.0-0.9 px, carphone's 176x144 face the softest. A
+# blurred face with swapped colour goes unjudged here; the stream's colour shift (stream/ops/baseline.py) still
+# reads the change when it happens.
+SKIN_JUDGED_BLUR_PX = 1.5
 
 
 def _largest_flat_patch(luma: np.ndarray, coloured: np.ndarray, skin: np.ndarray) -> float:
@@ -154,17 +161,20 @@ def _largest_flat_patch(luma: np.ndarray, coloured: np.ndarray, skin: np.ndarray
     return float(stats[1:, cv2.CC_STAT_AREA].max()) / float(np.count_nonzero(skin)) if n > 1 else 0.0
 
 
-def skin_plausibility(face: np.ndarray) -> dict[str, float]:
+def skin_plausibility(face: np.ndarray, edge_blur_px: float = 0.0) -> dict[str, float]:
     """A photographed face's skin hue against human skin's under any plausible light: `skin_hue_off`, degrees
     outside SKIN_HUE_SPAN (blue skin from swapped channels or chroma planes, green or magenta from a tint), NaN on
     a drawn face (`skin_shading`, the inter-quartile range of the skin pixels' luma, under DRAWN_SHADING, or a
-    flat patch of DRAWN_FLAT_PATCH of them: an avatar's blue or green skin is its look)."""
+    flat patch of DRAWN_FLAT_PATCH of them: an avatar's blue or green skin is its look), and on a face blurred
+    beyond SKIN_JUDGED_BLUR_PX (`edge_blur_px`, the crop's own)."""
+    out = {"skin_shading": float("nan"), "skin_hue_off": float("nan")}
+    if edge_blur_px > SKIN_JUDGED_BLUR_PX:
+        return out
     h, w = face.shape[:2]
     core = np.ascontiguousarray(face[h // 4: 3 * h // 4, w // 4: 3 * w // 4])
     hsv = cv2.cvtColor(core, cv2.COLOR_RGB2HSV).reshape(-1, 3)
     luma_img = cv2.medianBlur(cv2.cvtColor(core, cv2.COLOR_RGB2GRAY), 5).astype(np.float32)
     luma = luma_img.reshape(-1)
-    out = {"skin_shading": float("nan"), "skin_hue_off": float("nan")}
     coloured = (hsv[:, 2] > 40) & (hsv[:, 1] > 20)  # a hue of grey has no meaning: the coloured pixels only
     if int(np.count_nonzero(coloured)) < 16:
         return out

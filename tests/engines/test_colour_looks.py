@@ -130,17 +130,21 @@ def test_swaps_on_drawn_faces_are_not_judged_as_skin():
 def test_a_blurred_drawn_face_is_still_drawn():
     """Blur spreads a drawn face's flat fill into its outlines (its luma's inter-quartile range 6-19 at sigma 1-2),
     but most of it stays one flat patch: its blue skin is still its look, not a swapped pipeline, and colour reads
-    clean; a photographed face blurred as much, its channels swapped, is still judged as skin."""
+    clean. At sigma 3-4 no flat patch is left, and the face is too soft to be judged as skin at all
+    (SKIN_JUDGED_BLUR_PX): colour still reads clean, so blur is the one cause. A photographed face a little soft
+    (sigma 1, ~1.05 px), its channels swapped, is still judged as skin. The cost: one softer than 1.5 px (the
+    astronaut's at sigma 1.5-2) is not, and a swap on it is left to the stream's colour shift."""
     from engines.signals.colour_pipeline import skin_plausibility
 
     frames, boxes = clip("avatar-blue")
-    for sigma in (1.0, 2.0):
+    for sigma in (1.0, 2.0, 3.0, 4.0):
         blurred = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in frames])
         assert min(colour(blurred, boxes).values()) > THRESHOLD, sigma
-        x, y, w, h = (int(round(v)) for v in boxes[0])
-        assert np.isnan(skin_plausibility(blurred[0][y:y + h, x:x + w])["skin_hue_off"]), sigma
+        if sigma <= 2.0:
+            x, y, w, h = (int(round(v)) for v in boxes[0])
+            assert np.isnan(skin_plausibility(blurred[0][y:y + h, x:x + w])["skin_hue_off"]), sigma
     real_frames, real_boxes = clip("astronaut-c0")
-    swapped = looks.apply_fault(np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in real_frames]), "swap-rb", 4)
+    swapped = looks.apply_fault(np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in real_frames]), "swap-rb", 4)
     assert max(colour(swapped, real_boxes).values()) < THRESHOLD
 
 
