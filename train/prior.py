@@ -110,7 +110,7 @@ def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> tuple[
     given); returns the manifest's "prior" entry and the forest that has not seen val (for choices made on
     val after this one: the shipped forest is refitted on train + val)."""
     from engines.forest import FOREST_FILE, ScorePrior
-    from train.forest import MIN_SAMPLES_LEAF, fit_forest
+    from train.forest import MAX_FEATURES, MIN_SAMPLES_LEAF, fit_forest
 
     train, val = data["train"], data["val"]
     assert train is not None
@@ -122,6 +122,7 @@ def fit_prior(rater, data: dict[str, Dataset | None], args, log=print) -> tuple[
     entry: dict[str, Any] = {
         "file": FOREST_FILE, "kind": "extra-trees regressor over the signal vector (engines/forest.py)",
         "trees": forest.trees, "nodes": forest.nodes, "depth": forest.depth, "min_samples_leaf": MIN_SAMPLES_LEAF,
+        "max_features": MAX_FEATURES,
         "inputs": len(forest.inputs), "outputs": list(forest.outputs), "trained_on": "the train windows" +
         (" and val (--fold-val)" if args.fold_val else ""), "seed": args.seed, "seconds": round(time.time() - t0, 1),
         "blend": "score = clip((1 - model_weight) * forest MOS + model_weight * calibrated model score, 0, 100)",

@@ -107,6 +107,7 @@ def refit(bundle: Path, root: Path, out: Path, forest_inputs: str = "quality", s
     forest.save(staging / FOREST_FILE)
     manifest["prior"] = entry
     manifest["metrics"] = metrics
+    manifest.pop("refit_eval", None)  # the previous forest's live-path figures; --eval measures this one's
     if manifest.get("eval"):
         manifest["eval"] = {**manifest["eval"], "forest": "the previous forest (refit.previous): these runtime rows "
                                                           "were measured before the refit"}
