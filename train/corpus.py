@@ -125,11 +125,14 @@ def _split_counts(n: int) -> dict[str, int]:
 
 
 def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
-                extra_train: int = 0, look_share: float = 0.0, look_twins: int = 0) -> list[list[ClipPlan]]:
+                extra_train: int = 0, look_share: float = 0.0, look_twins: int = 0,
+                clean_look_twins: bool = False) -> list[list[ClipPlan]]:
     """Jobs (one clip, or the two clips of a PSNR-matched pair) for a corpus of `n_clips` clips, then
     `extra_train` more training clips planned after val and test: the first `n_clips` are the same clips
     with or without them, so a larger training set leaves val and test (and their figures) as they were.
-    Then `look_twins` training clips shot without a look are planned again in a look (look_twins_of)."""
+    Then `look_twins` training clips shot without a look are planned again in a look (look_twins_of), and with
+    `clean_look_twins` every pristine training clip shot without a look is planned again in every look
+    (clean_look_twins_of)."""
     rng = np.random.default_rng(seed)
     by_split = sources_by_split()
     jobs: list[list[ClipPlan]] = []
@@ -187,7 +190,9 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
             tag = "-".join(d.family for d in ds) or "pristine"
             jobs.append([plan(ds, tag + ("-cut" if cut_to else ""), base=cut)])
             left -= 1
-    return jobs + look_twins_of(jobs, look_twins, seed, index)
+    twins = look_twins_of(jobs, look_twins, seed, index)
+    clean = clean_look_twins_of(jobs, index + len(twins)) if clean_look_twins else []
+    return jobs + twins + clean
 
 
 def is_look_twin(meta: dict) -> bool:
@@ -214,6 +219,20 @@ def look_twins_of(jobs: Sequence[Sequence[ClipPlan]], n: int, seed: int, last_in
         tag = Path(plain.name).stem.split(f"_{plain.source}_", 1)[1]
         twins.append([replace(plain, name=f"{last_index + k + 1:05d}_{plain.source}_{tag}-{look}.mp4", look=look)])
     return twins
+
+
+def clean_look_twins_of(jobs: Sequence[Sequence[ClipPlan]], last_index: int) -> list[list[ClipPlan]]:
+    """Every pristine training clip shot without a look, planned again in every look (same source, camera and
+    seed), named after it like a look twin. Random looks leave few clean clips in each (6 % of the clips are
+    pristine: in the 2,250-clip corpus, 6 clean low-key clips among 2,150 training ones), so the forest learns a
+    look's clean picture mostly through damaged ones; these show it the same clean scene under each look."""
+    plain = [job[0] for job in jobs if len(job) == 1 and job[0].split == "train" and job[0].look == "none"
+             and not job[0].distortions]
+    out = []
+    for i, (clip, look) in enumerate((c, look) for c in plain for look in looks.LOOKS):
+        tag = Path(clip.name).stem.split(f"_{clip.source}_", 1)[1]
+        out.append([replace(clip, name=f"{last_index + i + 1:05d}_{clip.source}_{tag}-{look}.mp4", look=look)])
+    return out
 
 
 def match_background_strength(ref, masks: np.ndarray, face: D.Distortion, seed: int,
@@ -363,7 +382,7 @@ def _init_worker() -> None:
 
 def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, duration: float = DEFAULT_DURATION,
                  workers: int = 2, progress: bool = True, extra_train: int = 0, look_share: float = 0.0,
-                 look_twins: int = 0) -> dict:
+                 look_twins: int = 0, clean_look_twins: bool = False) -> dict:
     """Build the whole corpus under `out`; returns the summary also written to `out/corpus.json`."""
     from tqdm import tqdm
 
@@ -371,7 +390,7 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
     out = Path(out)
     for split in SPLITS:
         (out / split / "videos").mkdir(parents=True, exist_ok=True)
-    jobs = plan_corpus(clips, seed, duration, extra_train, look_share, look_twins)
+    jobs = plan_corpus(clips, seed, duration, extra_train, look_share, look_twins, clean_look_twins)
     records: list[dict] = []
     bar = tqdm(total=sum(len(j) for j in jobs), desc="corpus", unit="clip", disable=not progress)
     # Each finished job leaves its meta records in out/.jobs/, so a rerun after a crash or Ctrl-C picks up
@@ -426,6 +445,7 @@ def build_corpus(out: str | Path, seed: int = 0, clips: int = DEFAULT_CLIPS, dur
         "extra_train": extra_train,
         "look_share": look_share,
         "look_twins": look_twins,
+        "clean_look_twins": clean_look_twins,
         "duration": duration,
         "resolutions": [list(r) for r in RESOLUTIONS],
         "frame_rates": list(FRAME_RATES),
@@ -454,6 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--look-twins", type=int, default=0,
                         help="this many training clips without a look planned again in one, same damage "
                              "(look_twins_of; default 0)")
+    parser.add_argument("--clean-look-twins", action="store_true",
+                        help="also plan every pristine training clip without a look again in every look "
+                             "(clean_look_twins_of)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="process pool size")
     args = parser.parse_args(argv)
     if args.clips < 3:
@@ -467,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.look_twins < 0:
         parser.error("--look-twins must be 0 or more")
     summary = build_corpus(args.out, args.seed, args.clips, args.duration, args.workers, extra_train=args.extra_train,
-                           look_share=args.look_share, look_twins=args.look_twins)
+                           look_share=args.look_share, look_twins=args.look_twins,
+                           clean_look_twins=args.clean_look_twins)
     print(f"wrote {sum(summary['clips'].values())} clips {summary['clips']} to {args.out} "
           f"in {summary['build_seconds']} s", file=sys.stderr)
     return 0

@@ -55,6 +55,21 @@ def test_look_twins_repeat_plain_training_clips_in_each_look_and_change_nothing_
     assert not any(is_look_twin({"file": p.name, "look": p.look}) for p in planned)
 
 
+def test_clean_look_twins_shoot_every_pristine_plain_training_clip_in_every_look():
+    base = plan_corpus(200, seed=5, extra_train=20, look_share=0.4, look_twins=18)
+    with_clean = plan_corpus(200, seed=5, extra_train=20, look_share=0.4, look_twins=18, clean_look_twins=True)
+    assert with_clean[:len(base)] == base  # planned after every other clip, the look twins included
+    clean = [job[0] for job in with_clean[len(base):]]
+    pristine = [job[0] for job in base if len(job) == 1 and job[0].split == "train" and job[0].look == "none"
+                and not job[0].distortions]
+    assert pristine and len(clean) == len(pristine) * len(looks.LOOKS)
+    assert {(p.source, p.seed, p.look) for p in clean} == {(p.source, p.seed, look) for p in pristine
+                                                           for look in looks.LOOKS}
+    assert all(p.split == "train" and not p.distortions and is_look_twin({"file": p.name, "look": p.look})
+               for p in clean)
+    assert len({p.name for job in with_clean for p in job}) == sum(len(job) for job in with_clean)
+
+
 @pytest.mark.parametrize("look", ["candle", "teal-orange", "low-key"])
 def test_a_clip_in_a_look_is_labelled_clean_and_a_distortion_on_top_is_not(tmp_path, look):
     (tmp_path / "train" / "videos").mkdir(parents=True)
