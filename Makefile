@@ -93,7 +93,7 @@ export: setup
 # the 1,000-clip corpus's), and the default bundle's forest refitted on it with the model's share kept at 0 (about
 # 25 + 30 minutes on 2 cores); then the score by origin, held out.
 looks-forest: setup
-	$(BIN)/python -m train.corpus --out corpus/looks --seed 0 --look-share 0.4 --extra-train 800 --look-twins 600 --clean-look-twins
+	$(BIN)/python -m train.corpus --out corpus/looks --seed 0 --look-share 0.4 --extra-train 800 --look-twins 600
 	$(BIN)/python -m train.refit_forest --bundle $(DEFAULT_BUNDLE) --root corpus/looks --out $(DEFAULT_BUNDLE) --model-weight 0 --forest-inputs quality+published --eval
 	$(BIN)/python -m benchmarks.origin_folds --corpus corpus/looks --clips corpus/origins
 
