@@ -225,7 +225,9 @@ def clean_look_twins_of(jobs: Sequence[Sequence[ClipPlan]], last_index: int) -> 
     """Every pristine training clip shot without a look, planned again in every look (same source, camera and
     seed), named after it like a look twin. Random looks leave few clean clips in each (6 % of the clips are
     pristine: in the 2,250-clip corpus, 6 clean low-key clips among 2,150 training ones), so the forest learns a
-    look's clean picture mostly through damaged ones; these show it the same clean scene under each look."""
+    look's clean picture mostly through damaged ones; these show it the same clean scene under each look. Not in
+    the shipped forest's corpus (make looks-forest): with them the shipped corpus's test split fell from 0.906 /
+    0.913 to 0.876 / 0.906 (0.895 / 0.908 with the grades' and keys' twins alone; BENCHMARKS.md, "Tried")."""
     plain = [job[0] for job in jobs if len(job) == 1 and job[0].split == "train" and job[0].look == "none"
              and not job[0].distortions]
     out = []
