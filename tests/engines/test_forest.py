@@ -46,12 +46,13 @@ def test_numpy_walk_equals_scikit_learn_on_unseen_windows(fitted):
 def test_fit_forest_splits_on_the_mos_and_its_leaves_carry_their_windows_dimension_means():
     from sklearn.ensemble import ExtraTreesRegressor
 
-    from train.forest import fit_forest
+    from train.forest import MAX_FEATURES, MIN_SAMPLES_LEAF, fit_forest
 
     x, mos, dims = training_data(300, 0)
     forest = fit_forest(x, NAMES, mos, dims, seed=0, trees=20)
     assert forest.outputs == OUTPUTS
-    mos_only = ExtraTreesRegressor(20, min_samples_leaf=2, max_features=1.0, random_state=0).fit(signal_transform(x), mos)
+    settings = {"min_samples_leaf": MIN_SAMPLES_LEAF, "max_features": MAX_FEATURES, "random_state": 0}
+    mos_only = ExtraTreesRegressor(20, **settings).fit(signal_transform(x), mos)
     unseen, unseen_mos, _ = training_data(200, 1)
     got = forest.predict(unseen, NAMES)
     np.testing.assert_allclose(got[:, 0], mos_only.predict(signal_transform(unseen)), atol=1e-3)
@@ -61,8 +62,7 @@ def test_fit_forest_splits_on_the_mos_and_its_leaves_carry_their_windows_dimensi
     assert np.corrcoef(on_train[:, 1], dims[:, 1])[0, 1] > 0.5
     assert np.all((on_train >= dims.min(0) - 1e-3) & (on_train <= dims.max(0) + 1e-3))
     # the MOS alone chose the splits: its fit on unseen windows is not worse than a forest splitting on all seven
-    both = ExtraTreesRegressor(20, min_samples_leaf=2, max_features=1.0, random_state=0).fit(
-        signal_transform(x), np.column_stack([mos, dims]))
+    both = ExtraTreesRegressor(20, **settings).fit(signal_transform(x), np.column_stack([mos, dims]))
     err = lambda pred: float(np.mean(np.abs(pred - unseen_mos)))  # noqa: E731
     assert err(got[:, 0]) <= err(both.predict(signal_transform(unseen))[:, 0]) + 0.5
 
