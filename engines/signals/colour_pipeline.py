@@ -145,8 +145,9 @@ SKIN_CLUSTER_DEG = 20.0  # the skin pixels: within this hue of the core's median
 # dimension ~55, a face a viewer calls blurred) a drawn face's fill no longer holds a flat patch (the avatars at
 # gaussian sigma 3-4 read 2.0-2.9 px, and their blue or green fill was judged as human skin: a false colour cause
 # beside the blur), while the origins' photographed faces read 0.0-0.9 px, carphone's 176x144 face the softest. A
-# blurred face with swapped colour goes unjudged here; the stream's colour shift (stream/ops/baseline.py) still
-# reads the change when it happens.
+# blurred face with swapped colour goes unjudged here; the stream's colour shift (stream/ops/baseline.py) reads the
+# switch only where the scene's light is off neutral (a swap moves carphone's light 0.26, the astronaut's 0.07,
+# against the 0.12 it takes).
 SKIN_JUDGED_BLUR_PX = 1.5
 
 

@@ -133,7 +133,8 @@ def test_a_blurred_drawn_face_is_still_drawn():
     clean. At sigma 3-4 no flat patch is left, and the face is too soft to be judged as skin at all
     (SKIN_JUDGED_BLUR_PX): colour still reads clean, so blur is the one cause. A photographed face a little soft
     (sigma 1, ~1.05 px), its channels swapped, is still judged as skin. The cost: one softer than 1.5 px (the
-    astronaut's at sigma 1.5-2) is not, and a swap on it is left to the stream's colour shift."""
+    astronaut's at sigma 1.5-2) is not, and a swap on it goes unseen unless it moves the scene's light enough for the
+    stream's colour shift."""
     from engines.signals.colour_pipeline import skin_plausibility
 
     frames, boxes = clip("avatar-blue")
