@@ -196,9 +196,15 @@ def plan_corpus(n_clips: int, seed: int = 0, duration: float = DEFAULT_DURATION,
 
 
 def is_look_twin(meta: dict) -> bool:
-    """Whether a corpus clip's meta is a look twin's (look_twins_of names them after their plain clip and look)."""
+    """Whether a corpus clip's meta is a look twin's (_twin names them after their plain clip and look)."""
     look = meta.get("look", "none")
     return look != "none" and str(meta.get("file", "")).endswith(f"-{look}.mp4")
+
+
+def _twin(plain: ClipPlan, number: int, look: str) -> ClipPlan:
+    """`plain` planned again in `look` as clip `number`, named after it and the look (what is_look_twin reads)."""
+    tag = Path(plain.name).stem.split(f"_{plain.source}_", 1)[1]
+    return replace(plain, name=f"{number:05d}_{plain.source}_{tag}-{look}.mp4", look=look)
 
 
 def look_twins_of(jobs: Sequence[Sequence[ClipPlan]], n: int, seed: int, last_index: int) -> list[list[ClipPlan]]:
@@ -213,12 +219,7 @@ def look_twins_of(jobs: Sequence[Sequence[ClipPlan]], n: int, seed: int, last_in
     singles = [job[0] for job in jobs if len(job) == 1 and job[0].split == "train" and job[0].look == "none"]
     picks = sorted(np.random.default_rng([seed, 0x7A15]).permutation(len(singles))[:n].tolist())
     names = list(looks.LOOKS)
-    twins = []
-    for k, i in enumerate(picks):
-        plain, look = singles[i], names[k % len(names)]
-        tag = Path(plain.name).stem.split(f"_{plain.source}_", 1)[1]
-        twins.append([replace(plain, name=f"{last_index + k + 1:05d}_{plain.source}_{tag}-{look}.mp4", look=look)])
-    return twins
+    return [[_twin(singles[i], last_index + k + 1, names[k % len(names)])] for k, i in enumerate(picks)]
 
 
 def clean_look_twins_of(jobs: Sequence[Sequence[ClipPlan]], last_index: int) -> list[list[ClipPlan]]:
@@ -230,11 +231,8 @@ def clean_look_twins_of(jobs: Sequence[Sequence[ClipPlan]], last_index: int) -> 
     0.913 to 0.876 / 0.906 (0.895 / 0.908 with the grades' and keys' twins alone; BENCHMARKS.md, "Tried")."""
     plain = [job[0] for job in jobs if len(job) == 1 and job[0].split == "train" and job[0].look == "none"
              and not job[0].distortions]
-    out = []
-    for i, (clip, look) in enumerate((c, look) for c in plain for look in looks.LOOKS):
-        tag = Path(clip.name).stem.split(f"_{clip.source}_", 1)[1]
-        out.append([replace(clip, name=f"{last_index + i + 1:05d}_{clip.source}_{tag}-{look}.mp4", look=look)])
-    return out
+    pairs = [(clip, look) for clip in plain for look in looks.LOOKS]
+    return [[_twin(clip, last_index + i + 1, look)] for i, (clip, look) in enumerate(pairs)]
 
 
 def match_background_strength(ref, masks: np.ndarray, face: D.Distortion, seed: int,
