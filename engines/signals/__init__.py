@@ -59,7 +59,7 @@ from engines.signals.common import (
     _percentile,
     _rising,
 )
-from engines.signals.luminance import MID_GREY, _luminance
+from engines.signals.luminance import MID_GREY, _luminance, judge_exposure_on_face, key_luma
 from engines.signals.temporal import (
     CATCH_UP,
     FREEZE_MIN_INTERVALS,
@@ -138,6 +138,7 @@ def frame_signals(
             out["face"] = _region_signals(np.ascontiguousarray(crop))
             out["face"].update(_skin(crop))
             out["face"].update(skin_plausibility(crop, out["face"].get("edge_blur_px", 0.0)))
+            out["face"]["key_luma"] = key_luma(_luma(crop))
             frame = out["frame"]
             light_rg, light_bg = frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)
             luma_range = frame.get("range_white", math.nan) - frame.get("range_black", math.nan)
@@ -250,6 +251,9 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
             raw["face"][key] = raw["frame"].get(key, float("nan"))
         # oversaturated skin is judged on the face and counts for the whole picture's colour
         raw["frame"]["skin_excess"] = raw["face"].get("skin_excess", float("nan"))
+    if version >= 3 and "face" in raw:
+        # exposure is judged on the face: a dim skin or a key light is not under-exposure, nor a dark background
+        judge_exposure_on_face(raw["face"], raw.get("frame"))
     if version >= 3 and "face" in raw and "frame" in raw:
         # blacks are the picture's (a face crop's darkest pixels are hair and eyes); implausible skin, judged on
         # the face, counts for the whole picture's colour

@@ -51,14 +51,19 @@ def clip(name: str) -> tuple[np.ndarray, np.ndarray]:
     return c.frames, c.boxes
 
 
-def colour(frames: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
-    records = []
+def records(frames: np.ndarray, boxes: np.ndarray) -> list[FrameRecord]:
+    """The frames as a 10 fps window's sampled records, each with its face box."""
+    out = []
     for i, (im, box) in enumerate(zip(frames, boxes, strict=True)):
         thumb = cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
         r = FrameRecord(pts=i / 10, thumb=thumb, source_size=im.shape[1::-1], image=np.ascontiguousarray(im))
         r.faces = [Face(tuple(float(v) for v in box), 0.9, np.zeros((5, 2), np.float32))]
-        records.append(r)
-    dims = window_dimensions(records, 10.0, SIGNALS_VERSION)
+        out.append(r)
+    return out
+
+
+def colour(frames: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
+    dims = window_dimensions(records(frames, boxes), 10.0, SIGNALS_VERSION)
     return {region: d["color"] for region, d in dims.items()}
 
 
