@@ -254,6 +254,12 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
     if version >= 3 and "face" in raw:
         # exposure is judged on the face: a dim skin or a key light is not under-exposure, nor a dark background
         judge_exposure_on_face(raw["face"], raw.get("frame"))
+        # skin is judged on a face photographed in most of the window's pictures: the median of the pictures that
+        # judged it would let one picture of a drawn face (a key light's fall-off or the encoder's noise breaking
+        # its flat patch) judge its green or blue fill as a human's skin
+        if not photographed_in_most(rows["face"]):
+            for key in ("skin_hue_off", "skin_excess_lit"):
+                raw["face"][key] = float("nan")
     if version >= 3 and "face" in raw and "frame" in raw:
         # blacks are the picture's (a face crop's darkest pixels are hair and eyes); implausible skin, judged on
         # the face, counts for the whole picture's colour
@@ -269,6 +275,13 @@ def _dimensions(frames: Sequence[FrameRecord], nominal_fps: float | None, versio
         scores.update(timing)
         out[region] = {d: round(v, 2) for d in DIMENSIONS if math.isfinite(v := scores.get(d, float("nan")))}
     return out
+
+
+def photographed_in_most(face_rows: list[dict[str, float]]) -> bool:
+    """Whether skin was judged (skin_plausibility found a photographed face, sharp enough) in at least half of the
+    pictures where the window saw a face."""
+    judged = sum(math.isfinite(r.get("skin_hue_off", math.nan)) for r in face_rows)
+    return 2 * judged >= len(face_rows) > 0
 
 
 def measure_window(window: Window, versions: Sequence[int] = (SIGNALS_VERSION,)) -> WindowMeasures:

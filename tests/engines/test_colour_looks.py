@@ -154,6 +154,33 @@ def test_a_blurred_drawn_face_is_still_drawn():
     assert max(colour(swapped, real_boxes).values()) < THRESHOLD
 
 
+def test_skin_is_judged_only_on_a_face_photographed_in_most_of_the_window():
+    """One picture of a drawn face that loses its flat patch (a key light's fall-off, the encoder's noise) does not
+    make the window judge its green fill as human skin; a photographed face judged in most pictures still is."""
+    from engines.signals import photographed_in_most
+
+    nan = float("nan")
+    assert not photographed_in_most([{"skin_hue_off": 71.0}] + [{"skin_hue_off": nan}] * 9)
+    assert photographed_in_most([{"skin_hue_off": 60.0}] * 5 + [{"skin_hue_off": nan}] * 5)
+    assert not photographed_in_most([])
+    # a green avatar whose first picture's face carries a photographed face's shading (the astronaut's luma):
+    # that picture judges green skin (hue 71 degrees off), the other two see the drawn face; the window reads clean
+    from engines.signals.colour_pipeline import skin_plausibility
+
+    frames, boxes = clip("avatar-green")
+    real, real_boxes = clip("astronaut-c0")
+    x, y, w, h = (int(round(v)) for v in boxes[0])
+    rx, ry, rw, rh = (int(round(v)) for v in real_boxes[0])
+    luma = cv2.resize(cv2.cvtColor(real[0][ry:ry + rh, rx:rx + rw], cv2.COLOR_RGB2GRAY).astype(np.float32), (w, h))
+    shaded = frames.copy()
+    shaded[0, y:y + h, x:x + w] = np.clip(frames[0, y:y + h, x:x + w] * (luma / luma.mean())[..., None], 0, 255)
+    assert skin_plausibility(shaded[0, y:y + h, x:x + w])["skin_hue_off"] > 55
+    assert min(colour(shaded, boxes).values()) > THRESHOLD
+    # carphone with its channels swapped in every picture: judged, colour falls
+    real_frames, real_boxes = clip("carphone-s0")
+    assert max(colour(looks.apply_fault(real_frames, "swap-rb", 4), real_boxes).values()) < THRESHOLD
+
+
 def test_the_locus_spans_every_plausible_light_and_magenta_and_green_lie_off_it():
     white = light_rgb(6504.0)
     for kelvin in (LIGHT_SPAN_K[0] + 100, 2700.0, 4000.0, 5500.0, 7500.0, LIGHT_SPAN_K[1] - 500):

@@ -45,14 +45,7 @@ def seen(tmp_path, name: str, pictures: np.ndarray) -> dict:
     return view(str(path), cfg, an)
 
 
-_KEY_LIT_DRAWN = pytest.mark.xfail(strict=False, reason=(
-    "known, intermittent (issue 25): under the low-key look a drawn face's flat patch is near DRAWN_FLAT_PATCH "
-    "(20 of 21 key-lit avatar pictures over it), and in about one run of five a window judges the blue or green fill "
-    "as human skin and raises `camera` on the clean clip"))
-
-
-@pytest.mark.parametrize("source", ["sunak-v0", "carphone-s0", pytest.param("avatar-blue", marks=_KEY_LIT_DRAWN),
-                                    pytest.param("avatar-green", marks=_KEY_LIT_DRAWN)])
+@pytest.mark.parametrize("source", ["sunak-v0", "carphone-s0", "avatar-blue", "avatar-green"])
 def test_a_clean_clip_under_each_look_raises_no_cause(tmp_path, source):
     """A test-split person the forest never saw, the one real video and two drawn avatars (found by the face
     retry passes, their blue or green fill drawn under a key light too), under every look: no cause in half the
