@@ -87,7 +87,7 @@ __all__ = [  # the measurements' names, read from here by the rest of the projec
     "_agreed_cast", "_angle_to_white", "_blockiness", "_color", "_falling", "_grain_sigma", "_grey_pixel_light",
     "_luma", "_luminance", "_noise_and_blur", "_percentile", "_rising", "_robust_sigma", "_skin",
     "add_quantiser", "analyse_frame_signals", "colorfulness_at_contrast", "dimension_score", "dimensions_by_version",
-    "frame_signals", "measure_window", "spatial_scores", "temporal_grain", "thumb_change", "thumb_changes", "thumb_signals",
+    "frame_signals", "measure_window", "photographed_in_most", "spatial_scores", "temporal_grain", "thumb_change", "thumb_changes", "thumb_signals",
     "window_dimensions",
 ]
 
