@@ -135,16 +135,16 @@ def frame_signals(
     if face_box is not None:
         crop = _crop(image, face_box)
         if crop is not None:
-            out["face"] = _region_signals(np.ascontiguousarray(crop))
-            out["face"].update(_skin(crop))
-            out["face"].update(skin_plausibility(crop, out["face"].get("edge_blur_px", 0.0)))
-            out["face"]["key_luma"] = key_luma(_luma(crop))
+            face = out["face"] = _region_signals(np.ascontiguousarray(crop))
+            face.update(_skin(crop))
+            face.update(skin_plausibility(crop, face.get("edge_blur_px", 0.0), face.get("noise_sigma", 0.0)))
+            face["key_luma"] = key_luma(_luma(crop))
             frame = out["frame"]
             light_rg, light_bg = frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)
             luma_range = frame.get("range_white", math.nan) - frame.get("range_black", math.nan)
-            out["face"].update(skin_chroma(crop, light_rg, light_bg, luma_range))
-            if math.isfinite(out["face"].get("skin_hue_off", math.nan)):  # a photographed face
-                out["face"].update(skin_saturation_under_light(crop, light_rg, light_bg))
+            face.update(skin_chroma(crop, light_rg, light_bg, luma_range))
+            if math.isfinite(face.get("skin_hue_off", math.nan)):  # a photographed face
+                face.update(skin_saturation_under_light(crop, light_rg, light_bg))
     return out
 
 

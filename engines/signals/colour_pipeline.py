@@ -130,6 +130,12 @@ SKIN_HUE_SPAN = (335.0, 55.0)  # degrees: skin of every tone under every plausib
 # read through a 5x5 median (edges kept, most noise gone): sensor noise on a drawn face is not shading (read raw, the
 # corpus's strongest sensor noise spread a green avatar's fill to 21, and its skin was judged as a human's).
 DRAWN_SHADING = 7.0
+# Sensor noise spreads a drawn face's fill too: the 5x5 median keeps about half of the face's noise sigma as shading
+# (the avatars' fill reads 0 / 1 / 3 / 5 / 7 at face noise sigma 0 / 1.8 / 4.5 / 8.2 / 12, sensor noise 0-20
+# through x264, and at 7 the blue one's fill was judged as human skin: colour 2 beside the noise, the wrong cause),
+# so a face is drawn under DRAWN_SHADING plus this much of its noise sigma; the origins' photographed faces read
+# shading 20-80 at every noise level (carphone's the lowest, 20-24), against at most 13 allowed at sigma 12.
+DRAWN_SHADING_PER_NOISE = 0.5
 # A drawn face stays flat fill where a smooth light (a key light's fall-off, a vignette) or a blur spreads its luma
 # (a low-key look spreads a green avatar's to 10, gaussian blur sigma 2 a blue one's to 19-20, where carphone's
 # 176x144 photographed face reads 20): the largest connected patch of its skin pixels where that luma changes by
@@ -162,12 +168,13 @@ def _largest_flat_patch(luma: np.ndarray, coloured: np.ndarray, skin: np.ndarray
     return float(stats[1:, cv2.CC_STAT_AREA].max()) / float(np.count_nonzero(skin)) if n > 1 else 0.0
 
 
-def skin_plausibility(face: np.ndarray, edge_blur_px: float = 0.0) -> dict[str, float]:
+def skin_plausibility(face: np.ndarray, edge_blur_px: float = 0.0, noise_sigma: float = 0.0) -> dict[str, float]:
     """A photographed face's skin hue against human skin's under any plausible light: `skin_hue_off`, degrees
     outside SKIN_HUE_SPAN (blue skin from swapped channels or chroma planes, green or magenta from a tint), NaN on
-    a drawn face (`skin_shading`, the inter-quartile range of the skin pixels' luma, under DRAWN_SHADING, or a
-    flat patch of DRAWN_FLAT_PATCH of them: an avatar's blue or green skin is its look), and on a face blurred
-    beyond SKIN_JUDGED_BLUR_PX (`edge_blur_px`, the crop's own)."""
+    a drawn face (`skin_shading`, the inter-quartile range of the skin pixels' luma, under DRAWN_SHADING plus
+    DRAWN_SHADING_PER_NOISE of the crop's `noise_sigma`, or a flat patch of DRAWN_FLAT_PATCH of them: an avatar's
+    blue or green skin is its look), and on a face blurred beyond SKIN_JUDGED_BLUR_PX (`edge_blur_px`, the crop's
+    own)."""
     out = {"skin_shading": float("nan"), "skin_hue_off": float("nan")}
     if edge_blur_px > SKIN_JUDGED_BLUR_PX:
         return out
@@ -187,7 +194,8 @@ def skin_plausibility(face: np.ndarray, edge_blur_px: float = 0.0) -> dict[str, 
         return out
     q75, q25 = np.percentile(luma[coloured][skin], [75, 25])
     out["skin_shading"] = float(q75 - q25)
-    if out["skin_shading"] < DRAWN_SHADING:
+    noise = noise_sigma if math.isfinite(noise_sigma) else 0.0
+    if out["skin_shading"] < DRAWN_SHADING + DRAWN_SHADING_PER_NOISE * max(0.0, noise):
         return out
     if _largest_flat_patch(luma_img, coloured, skin) >= DRAWN_FLAT_PATCH:
         return out

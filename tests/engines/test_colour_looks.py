@@ -154,6 +154,23 @@ def test_a_blurred_drawn_face_is_still_drawn():
     assert max(colour(swapped, real_boxes).values()) < THRESHOLD
 
 
+def test_a_noisy_drawn_face_is_still_drawn_and_a_noisy_swapped_face_still_reads_colour():
+    """Sensor noise sigma 20 spreads the blue avatar's fill to a shading of 9 after the 5x5 median (7 is a drawn
+    face's limit without noise): allowed half its noise sigma more, it stays drawn and colour reads clean, so noise is
+    the one cause. A photographed face as noisy keeps its shading (carphone 23, the astronaut 40) and a swap on it
+    still reads colour."""
+    rng = np.random.default_rng(0)
+
+    def noisy(frames: np.ndarray) -> np.ndarray:
+        return np.clip(frames + rng.normal(0.0, 20.0, frames.shape), 0, 255).astype(np.uint8)
+
+    frames, boxes = clip("avatar-blue")
+    assert min(colour(noisy(frames), boxes).values()) > THRESHOLD
+    for source in REAL:
+        real_frames, real_boxes = clip(source)
+        assert max(colour(looks.apply_fault(noisy(real_frames), "swap-rb", 4), real_boxes).values()) < THRESHOLD
+
+
 def test_skin_is_judged_only_on_a_face_photographed_in_most_of_the_window():
     """One picture of a drawn face that loses its flat patch (a key light's fall-off, the encoder's noise) does not
     make the window judge its green fill as human skin; a photographed face judged in most pictures still is."""
