@@ -94,7 +94,7 @@ export: setup
 # 25 + 30 minutes on 2 cores); then the score by origin, held out.
 looks-forest: setup
 	$(BIN)/python -m train.corpus --out corpus/looks --seed 0 --look-share 0.4 --extra-train 800 --look-twins 600
-	$(BIN)/python -m train.refit_forest --bundle $(DEFAULT_BUNDLE) --root corpus/looks --out $(DEFAULT_BUNDLE) --model-weight 0 --forest-inputs quality+published --eval
+	$(BIN)/python -m train.refit_forest --bundle $(DEFAULT_BUNDLE) --root corpus/looks --out $(DEFAULT_BUNDLE) --model-weight 0 --forest-inputs published --eval
 	$(BIN)/python -m benchmarks.origin_folds --corpus corpus/looks --clips corpus/origins
 
 # The wheel users install (`pip install dist/fvq_live-*.whl`, extras as `'dist/fvq_live-...whl[train]'`): the

@@ -77,3 +77,26 @@ def test_under_exposure_still_falls_with_its_gain(source):
     got = [luminance(under(frames, lv), boxes)["face"] for lv in (3, 4, 5)]
     assert got[0] > got[1] > got[2], got
     assert got[2] < clean - 25, (clean, got)
+
+
+def test_a_low_key_look_moves_a_dim_portraits_score_by_at_most_10_points(tmp_path):
+    """Biden's tight portrait (a val person: the forest never trained on him), clean and under the low-key look, through
+    `fvq score`'s path. The look darkens his face 0.4 stops and crushes his dark suit; with exposure read on the face's
+    mean alone it scored 70 against 89 clean."""
+    from stream.config import MonitorConfig
+    from stream.live.analysis import build_analyzer
+    from stream.live.offline import analyse_file
+    from train.face_sources import source_by_name
+    from train.media import render, write_mp4
+
+    cfg = MonitorConfig()
+    analyzer = build_analyzer(cfg)
+    src = source_by_name("biden-v0")
+    w, h = (320, 180) if "landscape" in src.orientations else (180, 320)
+    c = render(src, w, h, 10, 4.0)
+    scores = {}
+    for look in ("none", "low-key"):
+        path = tmp_path / f"{look}.mp4"
+        write_mp4(path, looks.apply_look(c.frames, look), 10, crf=16, preset="veryfast")
+        scores[look] = float(np.mean([r.score for r in analyse_file(path, cfg, analyzer).results]))
+    assert abs(scores["low-key"] - scores["none"]) <= 10, scores
