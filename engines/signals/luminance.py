@@ -52,7 +52,8 @@ def _under_stops(mean: float, key: float) -> float:
 def judge_exposure_on_face(face: dict[str, float], frame: dict[str, float] | None) -> None:
     """Rewrites a window's raw luminance readings (medians over its pictures, region -> name -> value) so exposure is
     judged on the face (above): the face's `exposure_stops`, and the frame's exposure and crushed share where the
-    frame is darker than its face. Readings can only move towards well exposed."""
+    frame is darker than its face. Exposure readings can only move towards well exposed (the median over the pictures
+    of |stops| is at least the stops of their median luma) and the frame's crushed blacks only fall."""
     mean, key = face.get("mean_luma", math.nan), face.get("key_luma", math.nan)
     if not math.isfinite(mean):
         return
