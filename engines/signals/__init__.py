@@ -100,7 +100,7 @@ __all__ = [  # the measurements' names, read from here by the rest of the projec
 SIGNALS_VERSION = 3
 
 
-def _region_signals(rgb: np.ndarray) -> dict[str, float]:
+def _region_signals(rgb: np.ndarray, face: bool = False) -> dict[str, float]:
     y = _luma(rgb)
     out = _noise_and_blur(y)
     out["grain_sigma"] = _grain_sigma(y)
@@ -108,6 +108,8 @@ def _region_signals(rgb: np.ndarray) -> dict[str, float]:
     out.update(_color(rgb))
     lum = _luminance(y)
     lum["clipped_share"] = lum["dark_share"] + lum["bright_share"]
+    if face:  # the face's key, on which its exposure is judged (luminance.judge_exposure_on_face)
+        lum["key_luma"] = key_luma(y)
     out.update(lum)
     return out
 
@@ -135,10 +137,9 @@ def frame_signals(
     if face_box is not None:
         crop = _crop(image, face_box)
         if crop is not None:
-            face = out["face"] = _region_signals(np.ascontiguousarray(crop))
+            face = out["face"] = _region_signals(np.ascontiguousarray(crop), face=True)
             face.update(_skin(crop))
             face.update(skin_plausibility(crop, face.get("edge_blur_px", 0.0), face.get("noise_sigma", 0.0)))
-            face["key_luma"] = key_luma(_luma(crop))
             frame = out["frame"]
             light_rg, light_bg = frame.get("light_log_rg", math.nan), frame.get("light_log_bg", math.nan)
             luma_range = frame.get("range_white", math.nan) - frame.get("range_black", math.nan)
