@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,10 @@ class FrameRecord:
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # model features (spatial, portrait, ...)
     seq: int = -1  # arrival order in its stream (the window assembler's count; -1: not from an assembler)
     change: float | None = None  # mean |luma difference| of the thumb from the frame seq - 1's (thumb_change)
+    # a colour pipeline switch between the stream's previous sampled picture and this one (engines/signals/
+    # colour_switch.py: "swap", "range_washed", "range_crushed" or None), read once when switch_read is set
+    colour_switch: str | None = None
+    switch_read: bool = False
 
     @property
     def sampled(self) -> bool:
@@ -114,7 +119,7 @@ class WindowResult:
     identity_stability: float | None  # mean cosine similarity of consecutive face embeddings
     score: float | None = None  # 0..100, from the rater when a model is loaded
     level: str | None = None
-    details: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # numbers, and the colour switches ([pts, kind] each)
 
 
 def window_faces(sampled: list[FrameRecord]) -> WindowFaces:

@@ -47,6 +47,7 @@ from engines.signals.colour_pipeline import (
     skin_plausibility,
     skin_saturation_under_light,
 )
+from engines.signals.colour_switch import colour_switch
 from engines.signals.common import (
     BRIGHT_LEVEL,
     CURVES,
@@ -218,6 +219,8 @@ def dimensions_by_version(frames: Sequence[FrameRecord], nominal_fps: float | No
         if sig and "temporal_grain" not in sig["frame"] and previous is not None:
             # against the previous sampled picture (kept on the record: overlapping windows share it)
             sig["frame"]["temporal_grain"] = temporal_grain(_luma(previous.image), _luma(f.image))  # type: ignore[arg-type]
+        if sig and previous is not None and not f.switch_read:
+            f.colour_switch, f.switch_read = colour_switch(previous.image, f.image), True  # type: ignore[arg-type]
         if sig:
             previous = f
             for region, raw in sig.items():

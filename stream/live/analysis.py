@@ -206,6 +206,11 @@ def summarise_window(window: Window) -> WindowResult:
         values = [v for f in window.sampled if f.signals and math.isfinite(v := f.signals["frame"].get(key, math.nan))]
         if values:
             light[key] = float(np.median(values))
+    # a colour pipeline switching between two of its pictures (engines/signals/colour_switch.py): [pts, kind] each;
+    # the stream's baseline holds it until the switch back (stream/ops/baseline.py)
+    switches = [[round(f.pts, 3), f.colour_switch] for f in window.sampled if f.colour_switch]
+    if switches:
+        light["colour_switches"] = switches
     return WindowResult(
         stream=window.stream,
         start=window.start,

@@ -195,6 +195,10 @@ def build_rules(s: RuleSettings) -> dict[str, Any]:
               s.cause_for,
               "The light's colour moved {{ $value | printf \"%.2f\" }} (log ratio) from the stream's own median of "
               f"the last {s.baseline_window}: white balance or a colour conversion changed.", keep=s.keep_firing_for),
+        alert("FvqColourSwitch", f"fvq_picture_colour_switched == 1 {up}", s.fault_for,
+              "The colour pipeline switched between two pictures of the same scene ({{ $labels.switch }}: swap is "
+              "chroma planes or channels swapped, range_washed / range_crushed a limited/full range conversion "
+              "changed) and has not switched back.", keep=s.keep_firing_for),
         alert("FvqNoFace", f"fvq_face_presence_ratio < {_num(s.no_face_ratio)} {up}", s.sustain_for,
               f"A face is in {{{{ $value | humanizePercentage }}}} of the sampled frames "
               f"(below {_num(s.no_face_ratio)}) for {s.sustain_for}."),

@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engines.features import DIMENSIONS, WindowResult
+from engines.signals.colour_switch import INVERSE
 
 if TYPE_CHECKING:
     from stream.config import AlertConfig
 
 BELOW_BASELINE = "below_baseline"  # a dimension well below the stream's median of the last baseline_window_s
 COLOUR_SHIFT = "colour_shift"  # the light's colour jumped away from the stream's own (white balance, a pipeline)
+# the colour pipeline switched between two pictures of the same scene (planes or channels swapped, a range
+# conversion changed: engines/signals/colour_switch.py), and has not switched back
+COLOUR_SWITCH = "colour_switch"
 LIGHT_KEYS = ("light_log_rg", "light_log_bg")  # WindowResult.details: the scene light's log R/G and log B/G
 
 
@@ -26,6 +30,8 @@ class StreamBaseline:
     """The published values of one stream's recent windows, (end time, value) per dimension and for the light."""
 
     history: dict[str, deque] = field(default_factory=dict)
+    switched: dict[str, float] = field(default_factory=dict)  # switch kind -> when it was seen (wall clock)
+    last_switch_pts: float = -math.inf  # the last switch read (overlapping windows report it again)
 
     def _push(self, key: str, t: float, value: float, window_s: float) -> None:
         h = self.history.setdefault(key, deque())
@@ -44,7 +50,8 @@ class StreamBaseline:
         """Adds a window published at `now` (wall clock: a stream's timestamps restart when it reconnects) and returns the causes it shows against the stream's own past (judged before it is added):
         BELOW_BASELINE when a dimension of the region the monitor reads (the face's when there is one) is more than
         `baseline_drop_points` below its median, COLOUR_SHIFT when the light's colour moved more than
-        `colour_shift` (log-chromaticity) from its median."""
+        `colour_shift` (log-chromaticity) from its median, COLOUR_SWITCH from a colour pipeline switch until the
+        switch back (or for `baseline_window_s`: by then the stream's own past is the switched picture)."""
         region = "face" if result.dimensions.get("face") else "frame"
         dims = result.dimensions.get(region, {})
         t = now
@@ -69,4 +76,22 @@ class StreamBaseline:
             v = dims.get(dim)
             if v is not None and math.isfinite(v):
                 self._push(dim, t, float(v), cfg.baseline_window_s)
+        if self._switched(result.details.get("colour_switches", ()), t, cfg.baseline_window_s):
+            causes.add(COLOUR_SWITCH)
         return causes
+
+    def _switched(self, events, t: float, hold_s: float) -> bool:
+        """Reads the window's colour switches ([pts, kind], in order) not read before: a switch's inverse
+        (engines.signals.colour_switch.INVERSE) undoes it. Whether one is held."""
+        for pts, kind in events:
+            if pts <= self.last_switch_pts:
+                continue
+            self.last_switch_pts = pts
+            back = INVERSE.get(kind)
+            if back in self.switched:
+                del self.switched[back]
+            else:
+                self.switched[kind] = t
+        for kind in [k for k, since in self.switched.items() if t - since > hold_s]:
+            del self.switched[kind]
+        return bool(self.switched)

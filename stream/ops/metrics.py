@@ -39,6 +39,7 @@ class Metrics:
     quality_level: Gauge
     dimension_score: Gauge
     picture_light: Gauge
+    colour_switched: Gauge
     face_presence: Gauge
     face_size: Gauge
     face_stability: Gauge
@@ -63,7 +64,7 @@ class Metrics:
             self.queue_depth, self.reconnects, self.stream_errors, self.frames_corrupt, self.format_changes,
             self.stream_fault, self.quality_score, self.quality_level,
             self.dimension_score, self.face_presence, self.face_size, self.face_stability, self.recommendation,
-            self.picture_light,
+            self.picture_light, self.colour_switched,
         ):
             with metric._lock:  # prometheus_client has no public "remove all children matching"
                 for labels in list(metric._metrics):
@@ -162,6 +163,13 @@ def build_metrics(registry: CollectorRegistry | None = None, bundle: str = "none
             "The scene light's colour in the last window (grey surfaces): log of red/green or blue/green; a jump "
             "away from the stream's own recent values is a white balance or pipeline change.",
             s + ["ratio"], registry=r,
+        ),
+        colour_switched=Gauge(
+            "fvq_picture_colour_switched",
+            "1 while the stream's colour pipeline is switched from what it showed before (`switch`: swap, chroma "
+            "planes or channels swapped; range_washed or range_crushed, a limited/full range conversion changed), "
+            "until it switches back.",
+            s + ["switch"], registry=r,
         ),
         face_presence=Gauge(
             "fvq_face_presence_ratio", "Share of sampled frames in the last window with a face.", s, registry=r

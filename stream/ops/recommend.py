@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from engines.families import BY_NAME, EXPLAINS, FAMILIES, FAMILY_CAUSES, FAULT_CAUSES, Cause
 from engines.features import WindowResult
-from stream.ops.baseline import BELOW_BASELINE, COLOUR_SHIFT, StreamBaseline
+from stream.ops.baseline import BELOW_BASELINE, COLOUR_SHIFT, COLOUR_SWITCH, StreamBaseline
 from stream.ops.cause_model import SharpnessBaseline, side_effects
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
     Cause(COLOUR_SHIFT, "FvqColourShift", "warning", "the picture's colour changed suddenly",
           "check the camera's white balance (auto white balance, a preset switched) and any colour conversion "
           "upstream (a pipeline or transcoder switched)"),
+    Cause(COLOUR_SWITCH, "FvqColourSwitch", "warning",
+          "the picture's colour pipeline switched: chroma planes or channels swapped, or a range conversion changed",
+          "check the pixel format and colour range each step hands on (NV12/NV21, RGB/BGR, limited/full range): a "
+          "pipeline, transcoder or capture setting switched; the stream's page names the switch"),
     Cause("low_quality", "FvqQualityLow", "warning", "quality is low",
           "see the stream's cause alerts and its dimension scores on the dashboard; if none, check it by eye"),
     # Prometheus only: these need history or the monitor's own counters, not one window.
@@ -60,7 +64,7 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
 # The faults read from the decoder (engines/families.FAULT_CAUSES) name what broke: those that explain the
 # picture's causes come before them, a format change after.
 MONITOR_CAUSES = ("down", "black_picture", "transport_damage", "rendition_down", *(c.name for c in FAMILY_CAUSES),
-                  "format_change", "framing", BELOW_BASELINE, COLOUR_SHIFT,
+                  "format_change", "framing", BELOW_BASELINE, COLOUR_SHIFT, COLOUR_SWITCH,
                   "low_quality")
 FAULTS = frozenset(c.name for c in FAULT_CAUSES)
 CAUSES: dict[str, Cause] = {c.name: c for c in ALERTS.values() if c.name in MONITOR_CAUSES}
@@ -125,6 +129,7 @@ class _StreamRecommendation:
     current: tuple[str, str] | None = None  # (cause, action) exported as the metric
     baseline: StreamBaseline = field(default_factory=StreamBaseline)  # the stream's own recent past
     sharpness: SharpnessBaseline = field(default_factory=SharpnessBaseline)
+    published_switches: set[str] = field(default_factory=set)  # the colour switches exported as the metric
 
 
 Notice = Callable[[str, str, "Cause", float, float | None], None]  # (status, stream, cause, starts_at, ends_at)
@@ -167,6 +172,7 @@ class Recommender:
                 # softer than the stream's own norm, not blurred outright (that is blur's own cause): a down-switch
                 causes.add(DOWN_SWITCH if DOWN_SWITCH in CAUSES else BY_NAME["blur"].cause_at(low).name)
             rec.window_causes = causes | rec.baseline.observe(result, self.config, now)
+            self._publish_switches(state.name, rec)
             rec.faults = faults
             rec.down = False
             self._update(state, rec, now)
@@ -247,6 +253,18 @@ class Recommender:
             self.metrics.recommendation.labels(state.name, *current).set(1)
         rec.current = current
         state.recommendation = recommendation_json(raised, rec.tracks) if raised else None
+
+    def _publish_switches(self, stream: str, rec: _StreamRecommendation) -> None:
+        """fvq_picture_colour_switched{stream,switch}: 1 for each switch the stream's baseline holds."""
+        held = set(rec.baseline.switched)
+        for kind in rec.published_switches - held:
+            try:
+                self.metrics.colour_switched.remove(stream, kind)
+            except KeyError:  # already gone with the stream (Metrics.forget_stream)
+                pass
+        for kind in held:
+            self.metrics.colour_switched.labels(stream, kind).set(1)
+        rec.published_switches = held
 
     def _remove_series(self, stream: str, cause: str, action: str) -> None:
         try:

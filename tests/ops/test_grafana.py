@@ -85,4 +85,4 @@ def test_example_prometheus_config_is_valid_and_loads_the_rules():
     r = subprocess.run([need("promtool"), "check", "config", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 rule files found" in r.stdout and "22 rules found" in r.stdout
+    assert "1 rule files found" in r.stdout and "23 rules found" in r.stdout
