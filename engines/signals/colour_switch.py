@@ -60,7 +60,7 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def colour_transform(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
     """The colour transform from `before` to `after` (RGB uint8 pictures of the same size): `change` (RMS Y'U'V'
     difference on the pixels the scene did not move), `fit` (the transform's residual as a share of it),
-    `chroma_det`, `luma_gain`, `chroma_gain`, `luma_offset` (at black) and `chroma_shift` (of grey). Only `change`
+    `chroma_det` (and `chroma_det_sides`, the larger of the picture's left and right halves'), `luma_gain`, `chroma_gain`, `luma_offset` (at black) and `chroma_shift` (of grey). Only `change`
     (over every pixel) when it is under MIN_CHANGE; empty for pictures of different sizes."""
     if before.shape != after.shape or before.ndim != 3 or before.shape[2] != 3:
         return {}
@@ -68,6 +68,7 @@ def colour_transform(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
     # a channel at either end says nothing of the transform (a strong tint clips one; range crushed clips both ends)
     unclipped = ((rgb_x > 2) & (rgb_x < 253) & (rgb_y > 2) & (rgb_y < 253)).all(1)
     x, y = rgb_x[unclipped] @ _RGB_TO_YUV.T, rgb_y[unclipped] @ _RGB_TO_YUV.T  # Y 0..255, U and V centred on 0
+    left = (np.arange(len(rgb_x)) % SWITCH_WIDTH < SWITCH_WIDTH // 2)[unclipped]
     if len(x) < 64:
         return {}
     change = float(np.sqrt(((y - x) ** 2).sum(1).mean()))
@@ -75,8 +76,12 @@ def colour_transform(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
         return {"change": change}
     m, resid = _fit(x, y)
     keep = resid <= np.partition(resid, int(KEEP_SHARE * (len(resid) - 1)))[int(KEEP_SHARE * (len(resid) - 1))]
-    x, y = x[keep], y[keep]
+    x, y, left = x[keep], y[keep], left[keep]
     m, resid = _fit(x, y)
+    # each half of the picture on its own: a pipeline treats every pixel alike, a stage's gels light each side
+    # differently (one such scene's whole picture fits a reflection, neither side does)
+    sides = [float(np.linalg.det(_fit(x[half], y[half])[0][1:3, 1:3])) if int(half.sum()) >= 32 else math.nan
+             for half in (left, ~left)]
     change = float(np.sqrt(((y - x) ** 2).sum(1).mean()))
     # the gains as ratios of spreads: a least-squares slope shrinks with the noise on its input (the encoder's,
     # a low-chroma photograph's few code values of chroma), a ratio of spreads does not
@@ -86,6 +91,7 @@ def colour_transform(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
         "change": change,
         "fit": float(np.sqrt((resid ** 2).mean())) / max(change, 1e-6),
         "chroma_det": float(np.linalg.det(m[1:3, 1:3])),
+        "chroma_det_sides": max(sides),  # the larger of the two halves' (NaN when a half has too few pixels)
         "luma_gain": luma_gain,
         "chroma_gain": float(math.sqrt(sy[1] * sy[2] / (sx[1] * sx[2]))),
         "luma_offset": float(y[:, 0].mean() - luma_gain * x[:, 0].mean()),
@@ -99,7 +105,7 @@ def colour_switch(before: np.ndarray, after: np.ndarray) -> str | None:
     t = colour_transform(before, after)
     if not t or t["change"] < MIN_CHANGE or t["fit"] > FIT_SHARE:
         return None
-    if t["chroma_det"] <= SWAP_DET:
+    if t["chroma_det"] <= SWAP_DET and t["chroma_det_sides"] <= SWAP_DET:
         return SWAP
     for kind, luma, chroma, offset in ((RANGE_WASHED, LUMA_RANGE, CHROMA_RANGE, 16.0),
                                        (RANGE_CRUSHED, 1 / LUMA_RANGE, 1 / CHROMA_RANGE, -16.0 / LUMA_RANGE)):
