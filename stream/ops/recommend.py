@@ -43,7 +43,7 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
     Cause(COLOUR_SWITCH, "FvqColourSwitch", "warning",
           "the picture's colour pipeline switched: chroma planes or channels swapped, or a range conversion changed",
           "check the pixel format and colour range each step hands on (NV12/NV21, RGB/BGR, limited/full range): a "
-          "pipeline, transcoder or capture setting switched; the stream's page names the switch"),
+          "pipeline, transcoder or capture setting switched; the switch label of fvq_picture_colour_switched names it"),
     Cause("low_quality", "FvqQualityLow", "warning", "quality is low",
           "see the stream's cause alerts and its dimension scores on the dashboard; if none, check it by eye"),
     # Prometheus only: these need history or the monitor's own counters, not one window.
