@@ -121,6 +121,9 @@ FAULTS: tuple[Fault, ...] = (
           vf="lutyuv=y='16+(val-16)*0.06':u='128+(val-128)*0.5':v='128+(val-128)*0.5',"
              "noise=c0s=10:c0f=t+u"),
     Fault("cast", "colour cast: U +20, V -33", vf="lutyuv=u='clip(val+20,0,255)':v='clip(val-33,0,255)'"),
+    Fault("swap", "chroma planes swapped: NV12 read as NV21", vf="shuffleplanes=0:2:1"),
+    Fault("range", "limited range shown as full: washed out",
+          vf="lutyuv=y='16+val*219/255':u='128+(val-128)*224/255':v='128+(val-128)*224/255'"),
     Fault("downswitch", "rendition down-switch: 192x108 upscaled",
           vf="scale=192:108:flags=bilinear,scale=640:360:flags=bilinear"),
     Fault("damage", "bitstream damage: corrupted packets", bsf="noise=amount=20000"),

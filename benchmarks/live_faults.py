@@ -44,6 +44,8 @@ EXPECTED_CAUSES: dict[str, tuple[tuple[str, ...], ...]] = {
     "noise": (("camera",),),
     "lowlight": (("camera",),),
     "cast": (("camera",),),
+    "swap": (("colour_switch", "camera"),),
+    "range": (("colour_switch", "camera"),),
     "downswitch": (("rendition_down", "source"),),
     "damage": (("transport_damage",),),
     "stall": (("down",), ("stalls",)),

@@ -60,8 +60,9 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def colour_transform(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
     """The colour transform from `before` to `after` (RGB uint8 pictures of the same size): `change` (RMS Y'U'V'
     difference on the pixels the scene did not move), `fit` (the transform's residual as a share of it),
-    `chroma_det` (and `chroma_det_sides`, the larger of the picture's left and right halves'), `luma_gain`, `chroma_gain`, `luma_offset` (at black) and `chroma_shift` (of grey). Only `change`
-    (over every pixel) when it is under MIN_CHANGE; empty for pictures of different sizes."""
+    `chroma_det` (and `chroma_det_sides`, the larger of the picture's left and right halves', NaN when a half has
+    too few pixels), `luma_gain`, `chroma_gain`, `luma_offset` (at black) and `chroma_shift` (of grey). Only
+    `change` (over every pixel) when it is under MIN_CHANGE; empty for pictures of different sizes."""
     if before.shape != after.shape or before.ndim != 3 or before.shape[2] != 3:
         return {}
     rgb_x, rgb_y = _small(before), _small(after)
@@ -91,7 +92,7 @@ def colour_transform(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
         "change": change,
         "fit": float(np.sqrt((resid ** 2).mean())) / max(change, 1e-6),
         "chroma_det": float(np.linalg.det(m[1:3, 1:3])),
-        "chroma_det_sides": max(sides),  # the larger of the two halves' (NaN when a half has too few pixels)
+        "chroma_det_sides": float(np.max(sides)),  # NaN when a half has too few pixels: no swap is read then
         "luma_gain": luma_gain,
         "chroma_gain": float(math.sqrt(sy[1] * sy[2] / (sx[1] * sx[2]))),
         "luma_offset": float(y[:, 0].mean() - luma_gain * x[:, 0].mean()),
@@ -109,7 +110,9 @@ def colour_switch(before: np.ndarray, after: np.ndarray) -> str | None:
         return SWAP
     for kind, luma, chroma, offset in ((RANGE_WASHED, LUMA_RANGE, CHROMA_RANGE, 16.0),
                                        (RANGE_CRUSHED, 1 / LUMA_RANGE, 1 / CHROMA_RANGE, -16.0 / LUMA_RANGE)):
-        if (abs(t["luma_gain"] - luma) <= RANGE_GAIN_TOL * luma and abs(t["chroma_gain"] - chroma) <= RANGE_GAIN_TOL * chroma
-                and abs(t["luma_offset"] - offset) <= RANGE_OFFSET_TOL and t["chroma_shift"] <= RANGE_CHROMA_SHIFT):
+        if (abs(t["luma_gain"] - luma) <= RANGE_GAIN_TOL * luma
+                and abs(t["chroma_gain"] - chroma) <= RANGE_GAIN_TOL * chroma
+                and abs(t["luma_offset"] - offset) <= RANGE_OFFSET_TOL
+                and t["chroma_shift"] <= RANGE_CHROMA_SHIFT):
             return kind
     return None

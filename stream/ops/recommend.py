@@ -62,9 +62,10 @@ ALERTS: dict[str, Cause] = {c.alertname: c for c in (
 # Causes the monitor raises itself, in priority order: when a stream has several at once, the first raised
 # is its current recommendation.
 # The faults read from the decoder (engines/families.FAULT_CAUSES) name what broke: those that explain the
-# picture's causes come before them, a format change after.
-MONITOR_CAUSES = ("down", "black_picture", "transport_damage", "rendition_down", *(c.name for c in FAMILY_CAUSES),
-                  "format_change", "framing", BELOW_BASELINE, COLOUR_SHIFT, COLOUR_SWITCH,
+# picture's causes come before them, a format change after. A colour pipeline switch names what broke too (the
+# colour family's cause, camera, reads its result on a photographed face), so it comes before them.
+MONITOR_CAUSES = ("down", "black_picture", "transport_damage", "rendition_down", COLOUR_SWITCH,
+                  *(c.name for c in FAMILY_CAUSES), "format_change", "framing", BELOW_BASELINE, COLOUR_SHIFT,
                   "low_quality")
 FAULTS = frozenset(c.name for c in FAULT_CAUSES)
 CAUSES: dict[str, Cause] = {c.name: c for c in ALERTS.values() if c.name in MONITOR_CAUSES}
