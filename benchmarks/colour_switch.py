@@ -8,6 +8,7 @@ strongest) or, as controls, a look (every one of train.looks.LOOKS), a colour fa
 clips (x264), analysed as `fvq score` does (stream.live.offline) and each window read by the stream's baseline
 (stream/ops/baseline.py) as the monitor's recommendations read it.
     python -m benchmarks.colour_switch [--json F]
+    python -m benchmarks.colour_switch --sources obama-v0,ardern-2018-v0    # other sources of train.face_sources
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ SWITCHES = ("swap-uv", "swap-rb", "range-washed", "range-crushed")
 CONTROL_FAULTS = ("tint-magenta", "tint-green", "chroma-offset", "wb-off-locus", "desaturate", "oversaturate")
 
 
-def run(out: Path, progress: bool = True) -> dict:
+def run(out: Path, progress: bool = True, names: list[str] | None = None) -> dict:
     from benchmarks.origins import FPS, origins
     from stream.config import MonitorConfig
     from stream.live.analysis import build_analyzer
@@ -38,7 +39,8 @@ def run(out: Path, progress: bool = True) -> dict:
     cfg = MonitorConfig()
     analyzer = build_analyzer(cfg)
     rows = []
-    for origin, sources in origins().items():
+    groups = {f"other:{n}": [n] for n in names} if names else origins()
+    for origin, sources in groups.items():
         for name in sources:
             src = source_by_name(name) if isinstance(name, str) else name
             w, h = (320, 180) if "landscape" in src.orientations else (180, 320)
@@ -92,10 +94,11 @@ def summarise(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path, help="write every row and the summary here")
+    p.add_argument("--sources", help="comma-separated train.face_sources names in place of benchmarks.origins'")
     args = p.parse_args(argv)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="fvq-switch-") as tmp:
-        result = run(Path(tmp))
+        result = run(Path(tmp), names=args.sources.split(",") if args.sources else None)
     result["seconds"] = round(time.time() - t0)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

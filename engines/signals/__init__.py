@@ -220,7 +220,9 @@ def dimensions_by_version(frames: Sequence[FrameRecord], nominal_fps: float | No
             # against the previous sampled picture (kept on the record: overlapping windows share it)
             sig["frame"]["temporal_grain"] = temporal_grain(_luma(previous.image), _luma(f.image))  # type: ignore[arg-type]
         if sig and previous is not None and not f.switch_read:
-            f.colour_switch, f.switch_read = colour_switch(previous.image, f.image), True  # type: ignore[arg-type]
+            thumbs = [r.thumb for r in frames if previous.pts <= r.pts <= f.pts]
+            f.colour_switch = colour_switch(previous.image, f.image, thumbs)  # type: ignore[arg-type]
+            f.switch_read = True
         if sig:
             previous = f
             for region, raw in sig.items():

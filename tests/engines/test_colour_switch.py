@@ -73,3 +73,41 @@ def test_the_baseline_holds_a_switch_until_it_switches_back():
     assert COLOUR_SWITCH in base.observe(window(20, [[19.5, SWAP]]), cfg, now=20.0)
     later = 20.0 + cfg.baseline_window_s + 1
     assert COLOUR_SWITCH not in base.observe(window(later, []), cfg, now=later)
+
+
+def luma_thumb(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize(("source", "shift"), [("carphone-s0", 4), ("astronaut-c0", 8)])
+def test_a_range_conversion_the_pictures_fit_less_well_is_named_when_a_frame_step_shows_it(source, shift):
+    frames, _ = clip(source)
+    moved = np.ascontiguousarray(np.roll(frames[2], shift, axis=1))  # the scene moved a lot between the pictures
+    crushed = looks.apply_fault(moved[None], "range-crushed", 4)[0]
+    assert colour_switch(frames[0], crushed) is None  # the pictures alone: too much else changed
+    # the frames between them: the conversion shows at one step (33-40 ms apart), on the luma thumbnails
+    steps = [luma_thumb(frames[0]), luma_thumb(moved), luma_thumb(crushed)]
+    assert colour_switch(frames[0], crushed, steps) == RANGE_CRUSHED
+    # without such a step (the scene only moved), nothing is named
+    assert colour_switch(frames[0], crushed, [luma_thumb(frames[0]), luma_thumb(frames[1]), luma_thumb(moved)]) is None
+
+
+@pytest.mark.parametrize("fault", ["range-washed", "range-crushed"])
+def test_a_range_conversion_of_a_grey_picture_is_named_and_a_swap_of_it_is_nothing(fault):
+    import cv2
+
+    frames, _ = clip("carphone-s0")
+    grey = np.stack([cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for f in frames])
+    assert colour_switch(grey[0], looks.apply_fault(grey[1:2], fault, 4)[0]) == SWITCHES[fault]
+    assert colour_switch(grey[0], looks.apply_fault(grey[1:2], "swap-uv", 4)[0]) is None  # nothing changed to see
+
+
+def test_a_tint_on_a_grey_picture_is_no_swap():
+    import cv2
+
+    frames, _ = clip("carphone-s0")
+    grey = np.stack([cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for f in frames])
+    for fault in ("chroma-offset", "tint-green", "tint-magenta"):
+        assert colour_switch(grey[0], looks.apply_fault(grey[1:2], fault, 4)[0]) is None, fault
