@@ -15,6 +15,7 @@ import numpy as np
 from engines.families import BY_NAME, DIMENSIONS, FAMILIES, PICTURE
 from engines.features import FrameRecord, Window, WindowResult
 from stream.live.timeline import Timeline, preferred_region
+from stream.ops.baseline import COLOUR_SWITCH
 from stream.ops.recommend import is_low_bitrate, window_causes
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class _StreamFrames:
     evidence: collections.OrderedDict[str, Evidence] = field(default_factory=collections.OrderedDict)
     episodes: dict[str, str] = field(default_factory=dict)  # cause shown by the last window -> its evidence id
     seq: int = 0
+    last_switch_pts: float = -math.inf  # the last colour switch given evidence (overlapping windows repeat it)
 
 
 class EvidenceStore:
@@ -120,6 +122,9 @@ class EvidenceStore:
             ev = self._evidence(cause, low, window, frames, result, now, open_one, clean)
             if ev is not None:
                 new[cause] = ev
+        switch = self._switch_evidence(sf, window, result, now)
+        if switch is not None:
+            new[COLOUR_SWITCH] = switch
         if not new:
             return
         with self._lock:
@@ -162,6 +167,28 @@ class EvidenceStore:
         if open_one is not None:
             ev.id, ev.raised_at, ev.sharpened = open_one.id, open_one.raised_at, open_one.sharpened + 1
         return ev
+
+    @staticmethod
+    def _switch_evidence(sf: _StreamFrames, window: Window, result: WindowResult, now: float) -> Evidence | None:
+        """A colour pipeline switch the window shows first (engines/signals/colour_switch.py): the picture after it,
+        and as its clean frame the picture before it (the same scene through the pipeline as it was)."""
+        switches = [(pts, kind) for pts, kind in result.details.get("colour_switches", ()) if pts > sf.last_switch_pts]
+        sampled = [f for f in window.frames if f.image is not None]
+        for pts, kind in reversed(switches):
+            i = next((i for i, f in enumerate(sampled) if abs(f.pts - pts) < 1e-3), 0)
+            if i == 0:
+                continue  # the picture before it is not in this window
+            sf.last_switch_pts = max(p for p, _ in switches)
+            after, before = sampled[i], sampled[i - 1]
+            dims = dict(result.dimensions.get(preferred_region(result), {}))
+            return Evidence(
+                id="", cause=COLOUR_SWITCH, family="color", region="frame", at=now, window=(window.start, window.end),
+                pts=after.pts, value=dims.get("color", 100.0), score=result.score, dimensions=dims,
+                size=_size(after.image),
+                jpeg=encode_jpeg(annotate(after.image, after.main_face, None, f"{COLOUR_SWITCH}: {kind}  t={pts:.1f}s")),
+                clean_jpeg=encode_jpeg(annotate(before.image, before.main_face, None, f"before  t={before.pts:.1f}s")),
+                raised_at=now)
+        return None
 
     # HTTP reads
     def forget(self, name: str) -> None:

@@ -27,8 +27,8 @@ from stream.ops.recommend import ALERTS, STARVED_ARTIFACT
 # and camera settings change slowly and are rarely an emergency.
 LINGERING_CAUSES = ("camera",)
 # Causes the monitor keeps an evidence frame of (stream.live.evidence): `/streams/{stream}/evidence/{cause}.jpg` is
-# the newest one's
-EVIDENCE_CAUSES = (*(c.name for c in FAMILY_CAUSES), "framing", "low_quality")
+# the newest one's (a colour switch's: the picture after it, `-clean` the one before)
+EVIDENCE_CAUSES = (*(c.name for c in FAMILY_CAUSES), "framing", "low_quality", "colour_switch")
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 HEADER = """\
 # Prometheus alert rules for fvq-live (Prometheus 2.42 or later: keep_firing_for).

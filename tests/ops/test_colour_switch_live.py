@@ -1,7 +1,7 @@
 """A colour pipeline that switches mid-stream is named on a live stream: ffmpeg swaps the chroma planes
 (shuffleplanes, NV12 read as NV21) or converts full range to limited (lutyuv) four seconds in; the monitor (the real
 decode path, paced in real time) raises colour_switch on those streams and exports the switch, and a clean stream of
-the same clip raises nothing."""
+the same clip raises nothing; the stream keeps the pictures before and after the switch as its evidence."""
 
 from __future__ import annotations
 
@@ -65,5 +65,9 @@ def test_a_pipeline_switching_mid_stream_is_named_live(clips):
             assert "colour_switch" in raised["swap"] and switched["swap"] == 1, (raised, switched)
             assert "colour_switch" in raised["range_washed"] and switched["range_washed"] == 1, (raised, switched)
             assert "colour_switch" not in raised["clean"], raised
+            # what the monitor saw: the picture after the switch and the one before it, over HTTP
+            for part in ("colour_switch", "colour_switch-clean"):
+                status, body = h.get(f"/streams/swap/evidence/{part}.jpg")
+                assert status == 200 and body[:2] == b"\xff\xd8", (part, status)
         finally:
             recommender.stop()

@@ -189,3 +189,29 @@ def test_timeline_is_a_ring_of_the_last_hour(clean_windows):
     assert len(tl["t"]) == store.timeline_points and tl["t"] == sorted(tl["t"])
     assert set(tl["score"]) == {50.0}
     assert store.timeline("cam", since_s=3600, points=4)["score"][-1] == 50.0
+
+
+def test_a_colour_switch_keeps_the_pictures_before_and_after_it(clean_windows):
+    from train import looks
+
+    store = EvidenceStore(AlertConfig())
+    st = state()
+    w = copy.deepcopy(clean_windows[4])
+    sampled = w.sampled
+    k = len(sampled) // 2
+    for f in w.frames:  # the pipeline swaps its chroma planes at the k-th sampled picture
+        f.colour_switch, f.switch_read = None, False
+    for f in sampled[k:]:
+        f.image = looks.apply_fault(f.image[None], "swap-uv", 4)[0]
+    result = remeasure(w)
+    assert result.details["colour_switches"] == [[round(sampled[k].pts, 3), "swap"]]
+    store.observe(st, w, result)
+    (ev,) = [e for e in store.describe("cam", "/s")["evidence"] if e["cause"] == "colour_switch"]
+    assert ev["pts"] == round(sampled[k].pts, 3) and ev["clean_url"] == f"/s/evidence/{ev['id']}-clean.jpg"
+    after = cv2.imdecode(np.frombuffer(store.evidence_jpeg("cam", ev["id"]), np.uint8), cv2.IMREAD_COLOR)
+    before = cv2.imdecode(np.frombuffer(store.evidence_jpeg("cam", f"{ev['id']}-clean"), np.uint8), cv2.IMREAD_COLOR)
+    assert after.shape == before.shape == (*sampled[k].image.shape[:2], 3)
+    assert store.evidence_jpeg("cam", "colour_switch") == store.evidence_jpeg("cam", ev["id"])  # the alert links it
+    # the same switch reported again by the next window is not new evidence
+    store.observe(st, w, result)
+    assert [e["cause"] for e in store.describe("cam", "/s")["evidence"]].count("colour_switch") == 1
