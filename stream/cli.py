@@ -234,7 +234,9 @@ def _human(report: dict) -> str:
     if "score" in report:
         head += f" score {report['score']:.1f} ({report['level']})"
     dims = " ".join(f"{k} {v:.0f}" for k, v in report["dimensions"].items())
-    return f"{head} face {report['face_presence']:.0%} | {dims} | {len(report['windows'])} windows"
+    line = f"{head} face {report['face_presence']:.0%} | {dims} | {len(report['windows'])} windows"
+    switches = ", ".join(f"{s['switch']} at {s['at']:.1f} s" for s in report.get("colour_switches", ()))
+    return f"{line} | colour pipeline switched: {switches}" if switches else line
 
 
 DESCRIPTION = "Real-time face-video quality monitor (FVQ-Rater)."

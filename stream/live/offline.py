@@ -152,6 +152,10 @@ def file_report(analysis: FileAnalysis) -> dict[str, Any]:
          **({"partial": True} if id(r) in short_ids else {})}
         for r in results
     ]
+    # a colour pipeline switching within the file (engines/signals/colour_switch.py): overlapping windows repeat it
+    switches = sorted({(pts, kind) for r in results for pts, kind in r.details.get("colour_switches", ())})
+    if switches:
+        report["colour_switches"] = [{"at": pts, "switch": kind} for pts, kind in switches]
     if analysis.errors:
         report["warnings"] = analysis.errors[:5]
     if short:

@@ -71,3 +71,19 @@ def test_bad_config_names_the_field(tmp_path):
     cfg.write_text("sources:\n  - name: 'bad name!'\n    url: x.mp4\n")
     out = fvq("serve", "--config", str(cfg), "--no-model", "--duration", "1")
     assert out.returncode == 2 and "sources.0.name" in out.stderr
+
+
+def test_score_names_a_colour_pipeline_that_switched_within_the_file(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    swapped = tmp_path / "swapped.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-i", str(root / "samples" / "clean.mp4"),
+                    "-t", "8", "-vf", "shuffleplanes=0:2:1:enable='gte(t,4)'", "-c:v", "libx264", "-crf", "18",
+                    "-preset", "veryfast", "-pix_fmt", "yuv420p", str(swapped)], check=True)
+    out = fvq("score", "--json", "--no-model", str(swapped), str(root / "samples" / "clean.mp4"))
+    assert out.returncode == 0, out.stderr
+    got, clean = (json.loads(line) for line in out.stdout.splitlines())
+    (switch,) = got["colour_switches"]
+    assert switch["switch"] == "swap" and 4.0 <= switch["at"] <= 4.6, switch  # the first sampled picture after it
+    assert "colour_switches" not in clean
+    text = fvq("score", "--no-model", str(swapped)).stdout
+    assert "colour pipeline switched: swap at 4." in text, text
