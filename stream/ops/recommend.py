@@ -87,9 +87,11 @@ STARVED_ARTIFACT = 80.0  # artifact score below which a low bitrate shows in the
 WHOLE_PICTURE = ("noise",)  # families judged on the lower of the face's and the whole frame's score
 
 
-def window_causes(result: WindowResult, low_bitrate: bool, cfg: AlertConfig) -> set[str]:
+def window_causes(result: WindowResult, low_bitrate: bool, cfg: AlertConfig,
+                  explained_dims: frozenset[str] = frozenset()) -> set[str]:
     """The causes one window shows, from its dimension scores (the face region when there is one; WHOLE_PICTURE
-    families also from the frame)."""
+    families also from the frame). `explained_dims`: dimensions another cause explains (a colour pipeline switch
+    held: colour), which raise nothing, and then neither does a low score alone."""
     region = "face" if result.dimensions.get("face") else "frame"
     dims = dict(result.dimensions.get(region, {}))
     frame = result.dimensions.get("frame", {})
@@ -98,7 +100,7 @@ def window_causes(result: WindowResult, low_bitrate: bool, cfg: AlertConfig) -> 
             dims[name] = frame[name]
     t = cfg.dimension_threshold
     # a dimension another fault pulled down (a dark picture's colour, grain's compression cost) is not a cause
-    explained = side_effects(dims, t)
+    explained = side_effects(dims, t) | set(explained_dims)
     # a low bitrate blames compression only when the encoder shows it (a high quantiser or blocks: the artifact score
     # below STARVED_ARTIFACT); a soft picture coded at a low quantiser was soft before the encoder (a defocused
     # camera's simple picture needs few bits)
@@ -107,7 +109,7 @@ def window_causes(result: WindowResult, low_bitrate: bool, cfg: AlertConfig) -> 
     dark = frame.get("luminance", 100.0) < t
     if result.face_presence < cfg.no_face_ratio and not dark:  # in the dark the face detector fails: darkness says it
         causes.add("framing")
-    if not causes and result.score is not None and result.score < cfg.low_quality_threshold:
+    if not causes and not explained_dims and result.score is not None and result.score < cfg.low_quality_threshold:
         causes.add("low_quality")
     return causes
 
@@ -159,10 +161,14 @@ class Recommender:
     def observe(self, state: StreamState, result: WindowResult) -> None:
         """A Monitor listener: called from the analysis thread after each window is published."""
         low = is_low_bitrate(state.bitrate_bps, state.width, state.height, state.fps, self.config)
-        causes = window_causes(result, low, self.config)
         with self._lock:
             rec = self._streams.setdefault(state.name, _StreamRecommendation())
             now = self.clock()
+            baseline = rec.baseline.observe(result, self.config, now)
+            # a colour pipeline switch held explains the colour it leaves (camera, on a photographed face): named
+            # once, as what broke, and nothing of it lingers once it switches back
+            explained = frozenset({"color"}) if rec.baseline.switched else frozenset()
+            causes = window_causes(result, low, self.config, explained)
             region = "face" if result.dimensions.get("face") else "frame"
             blur = result.dimensions.get(region, {}).get("blur")
             # the windows lag the decoder by seconds: a fault seen now, or raised and not yet cleared, taints them
@@ -172,7 +178,7 @@ class Recommender:
                     and blur >= self.config.dimension_threshold:
                 # softer than the stream's own norm, not blurred outright (that is blur's own cause): a down-switch
                 causes.add(DOWN_SWITCH if DOWN_SWITCH in CAUSES else BY_NAME["blur"].cause_at(low).name)
-            rec.window_causes = causes | rec.baseline.observe(result, self.config, now)
+            rec.window_causes = causes | baseline
             self._publish_switches(state.name, rec)
             rec.faults = faults
             rec.down = False

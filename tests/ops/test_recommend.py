@@ -222,3 +222,23 @@ def test_a_white_balance_jump_is_a_colour_shift_though_colour_stays_high(setup):
     # once the new light has been the stream's for most of the baseline window it is its baseline: resolved
     run(rec, state, clock, lit(95, (0.2, -0.25)), 1800)
     assert notices[-1] == ("resolved", "cam", "colour_shift")
+
+
+def test_a_colour_switch_is_named_alone_and_nothing_of_it_lingers_after_the_switch_back(setup):
+    metrics, state, clock, rec, notices = setup
+    state.bitrate_bps = 4_000_000
+    run(rec, state, clock, result(face={}), 5)
+    swapped = result(face={"color": 5})  # what the swap leaves on a photographed face: colour far below the floor
+    swapped.details["colour_switches"] = [[5.5, "swap"]]
+    run(rec, state, clock, swapped, 30)
+    assert state.recommendation["cause"] == "colour_switch"
+    assert sample(metrics, "colour_switch") == 1
+    assert metrics.registry.get_sample_value("fvq_picture_colour_switched", {"stream": "cam", "switch": "swap"}) == 1
+    back = result(face={"color": 5})  # the switch back, while the published (smoothed) colour still lags
+    back.details["colour_switches"] = [[5.5, "swap"], [35.5, "swap"]]
+    run(rec, state, clock, back, 5)
+    run(rec, state, clock, result(face={}), 40)
+    assert state.recommendation is None
+    raised = [cause for status, _, cause in notices if status == "firing"]
+    assert raised == ["colour_switch"], notices  # camera was never raised for it, before or after
+    assert metrics.registry.get_sample_value("fvq_picture_colour_switched", {"stream": "cam", "switch": "swap"}) is None
