@@ -72,6 +72,7 @@ class _StreamFrames:
     episodes: dict[str, str] = field(default_factory=dict)  # cause shown by the last window -> its evidence id
     seq: int = 0
     last_switch_pts: float = -math.inf  # the last colour switch given evidence (overlapping windows repeat it)
+    last_start: float = -math.inf  # the last window's start: a stream that started over restarts its timestamps
 
 
 class EvidenceStore:
@@ -172,6 +173,9 @@ class EvidenceStore:
     def _switch_evidence(sf: _StreamFrames, window: Window, result: WindowResult, now: float) -> Evidence | None:
         """A colour pipeline switch the window shows first (engines/signals/colour_switch.py): the picture after it,
         and as its clean frame the picture before it (the same scene through the pipeline as it was)."""
+        if window.start < sf.last_start:
+            sf.last_switch_pts = -math.inf
+        sf.last_start = window.start
         switches = [(pts, kind) for pts, kind in result.details.get("colour_switches", ()) if pts > sf.last_switch_pts]
         sampled = [f for f in window.frames if f.image is not None]
         for pts, kind in reversed(switches):

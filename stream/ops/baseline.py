@@ -32,6 +32,7 @@ class StreamBaseline:
     history: dict[str, deque] = field(default_factory=dict)
     switched: dict[str, float] = field(default_factory=dict)  # switch kind -> when it was seen (wall clock)
     last_switch_pts: float = -math.inf  # the last switch read (overlapping windows report it again)
+    last_start: float = -math.inf  # the last window's start (presentation time: it restarts when the stream does)
 
     def _push(self, key: str, t: float, value: float, window_s: float) -> None:
         h = self.history.setdefault(key, deque())
@@ -76,6 +77,12 @@ class StreamBaseline:
             v = dims.get(dim)
             if v is not None and math.isfinite(v):
                 self._push(dim, t, float(v), cfg.baseline_window_s)
+        if result.start < self.last_start:
+            # the stream started over (a publisher reconnected): its timestamps restart, and a switch held from
+            # before says nothing of the new pipeline
+            self.switched.clear()
+            self.last_switch_pts = -math.inf
+        self.last_start = result.start
         if self._switched(result.details.get("colour_switches", ()), t, cfg.baseline_window_s):
             causes.add(COLOUR_SWITCH)
         return causes

@@ -111,3 +111,13 @@ def test_a_tint_on_a_grey_picture_is_no_swap():
     grey = np.stack([cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for f in frames])
     for fault in ("chroma-offset", "tint-green", "tint-magenta"):
         assert colour_switch(grey[0], looks.apply_fault(grey[1:2], fault, 4)[0]) is None, fault
+
+
+def test_a_stream_that_starts_over_drops_the_switch_it_held_and_reads_new_ones():
+    cfg = AlertConfig()
+    base = StreamBaseline()
+    base.observe(window(30, []), cfg, now=30.0)
+    assert COLOUR_SWITCH in base.observe(window(31, [[30.5, SWAP]]), cfg, now=31.0)
+    # the publisher reconnected: its timestamps start again from 0
+    assert COLOUR_SWITCH not in base.observe(window(4, []), cfg, now=40.0)
+    assert COLOUR_SWITCH in base.observe(window(5, [[4.5, RANGE_WASHED]]), cfg, now=41.0)
