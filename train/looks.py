@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from engines.signals.colour_pipeline import light_rgb
+from engines.signals.common import RGB_TO_YUV
 
 
 def _to_linear(x: np.ndarray) -> np.ndarray:
@@ -122,8 +123,7 @@ def apply_look(frames: np.ndarray, look: str) -> np.ndarray:
 # every level.
 # ---------------------------------------------------------------------------------------------------------------
 
-_RGB_TO_YUV = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
-_YUV_TO_RGB = np.linalg.inv(_RGB_TO_YUV).astype(np.float32)
+_YUV_TO_RGB = np.linalg.inv(RGB_TO_YUV).astype(np.float32)
 
 FAULT_LEVELS = {
     "tint-magenta": (0.06, 0.10, 0.15, 0.22),  # each channel offset by this share of its range: R+ G- B+
@@ -151,7 +151,7 @@ def apply_fault(frames: np.ndarray, fault: str, level: int) -> np.ndarray:
         sign = 1.0 if fault == "tint-magenta" else -1.0
         return _u8(x + sign * v * np.array([1.0, -1.0, 1.0], np.float32))
     if fault in ("chroma-offset", "swap-uv"):
-        yuv = x @ _RGB_TO_YUV.T
+        yuv = x @ RGB_TO_YUV.T
         if fault == "swap-uv":
             yuv = yuv[..., [0, 2, 1]]
         else:

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from engines.signals.common import RGB_TO_YUV
+
 SWAP, RANGE_WASHED, RANGE_CRUSHED = "swap", "range_washed", "range_crushed"
 # the inverse of each switch (a pipeline switching back)
 INVERSE = {SWAP: SWAP, RANGE_WASHED: RANGE_CRUSHED, RANGE_CRUSHED: RANGE_WASHED}
@@ -39,11 +41,6 @@ RANGE_GAIN_TOL = 0.05  # the luma and chroma gains within this of the standard's
 RANGE_OFFSET_TOL = 8.0  # the blacks' offset within this many code values of the standard's 16
 MIN_CHROMA_SPREAD = 2.0  # code values of U and V spread below which a picture is grey (a black-and-white film)
 RANGE_CHROMA_SHIFT = 4.0  # a range conversion scales chroma about grey: no more shift of it than this (code values)
-
-_RGB_TO_YUV = np.array([[0.299, 0.587, 0.114],
-                        [-0.168736, -0.331264, 0.5],
-                        [0.5, -0.418688, -0.081312]], np.float32)
-
 
 def _small(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
@@ -71,7 +68,7 @@ def colour_transform(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
     rgb_x, rgb_y = _small(before), _small(after)
     # a channel at either end says nothing of the transform (a strong tint clips one; range crushed clips both ends)
     unclipped = ((rgb_x > 2) & (rgb_x < 253) & (rgb_y > 2) & (rgb_y < 253)).all(1)
-    x, y = rgb_x[unclipped] @ _RGB_TO_YUV.T, rgb_y[unclipped] @ _RGB_TO_YUV.T  # Y 0..255, U and V centred on 0
+    x, y = rgb_x[unclipped] @ RGB_TO_YUV.T, rgb_y[unclipped] @ RGB_TO_YUV.T  # Y 0..255, U and V centred on 0
     left = (np.arange(len(rgb_x)) % SWITCH_WIDTH < SWITCH_WIDTH // 2)[unclipped]
     if len(x) < 64:
         return {}

@@ -57,6 +57,10 @@ LEGACY_CURVES = {**V2_CURVES, "color": {"colorfulness": ("rising", 10.0, 2.0), "
                  "noise": {"noise_sigma": ("falling", 7.0, 2.0)}}
 
 
+# BT.601 RGB -> Y, U, V (full range: Y 0..255, U and V centred on 0), as decoders and pipelines convert
+RGB_TO_YUV = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
