@@ -15,7 +15,7 @@ import numpy as np
 from engines.families import BY_NAME, DIMENSIONS, FAMILIES, PICTURE
 from engines.features import FrameRecord, Window, WindowResult
 from stream.live.timeline import Timeline, preferred_region
-from stream.ops.baseline import COLOUR_SWITCH
+from stream.ops.baseline import COLOUR_SWITCH, NewSwitches
 from stream.ops.recommend import is_low_bitrate, window_causes
 
 if TYPE_CHECKING:
@@ -71,8 +71,7 @@ class _StreamFrames:
     evidence: collections.OrderedDict[str, Evidence] = field(default_factory=collections.OrderedDict)
     episodes: dict[str, str] = field(default_factory=dict)  # cause shown by the last window -> its evidence id
     seq: int = 0
-    last_switch_pts: float = -math.inf  # the last colour switch given evidence (overlapping windows repeat it)
-    last_start: float = -math.inf  # the last window's start: a stream that started over restarts its timestamps
+    switches: NewSwitches = field(default_factory=NewSwitches)  # the colour switches its windows reported
 
 
 class EvidenceStore:
@@ -173,16 +172,13 @@ class EvidenceStore:
     def _switch_evidence(sf: _StreamFrames, window: Window, result: WindowResult, now: float) -> Evidence | None:
         """A colour pipeline switch the window shows first (engines/signals/colour_switch.py): the picture after it,
         and as its clean frame the picture before it (the same scene through the pipeline as it was)."""
-        if window.start < sf.last_start:
-            sf.last_switch_pts = -math.inf
-        sf.last_start = window.start
-        switches = [(pts, kind) for pts, kind in result.details.get("colour_switches", ()) if pts > sf.last_switch_pts]
+        switches, _ = sf.switches.read(result)
         sampled = [f for f in window.frames if f.image is not None]
         for pts, kind in reversed(switches):
+            # the first window that reports a switch holds the pictures on both sides of it (it was read there)
             i = next((i for i, f in enumerate(sampled) if abs(f.pts - pts) < 1e-3), 0)
             if i == 0:
-                continue  # the picture before it is not in this window
-            sf.last_switch_pts = max(p for p, _ in switches)
+                continue
             after, before = sampled[i], sampled[i - 1]
             dims = dict(result.dimensions.get(preferred_region(result), {}))
             return Evidence(

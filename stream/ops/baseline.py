@@ -26,13 +26,33 @@ LIGHT_KEYS = ("light_log_rg", "light_log_bg")  # WindowResult.details: the scene
 
 
 @dataclass
+class NewSwitches:
+    """The colour switches a stream's windows report ([pts, kind], WindowResult.details) that its earlier windows
+    did not: overlapping windows report a switch again, and a stream that starts over (a publisher reconnecting)
+    restarts its timestamps, read from its windows' starts going back."""
+
+    last_pts: float = -math.inf
+    last_start: float = -math.inf
+
+    def read(self, result: WindowResult) -> tuple[list[tuple[float, str]], bool]:
+        """The window's new switches, in order, and whether the stream started over before it."""
+        restarted = result.start < self.last_start
+        if restarted:
+            self.last_pts = -math.inf
+        self.last_start = result.start
+        new = [(pts, kind) for pts, kind in result.details.get("colour_switches", ()) if pts > self.last_pts]
+        if new:
+            self.last_pts = new[-1][0]
+        return new, restarted
+
+
+@dataclass
 class StreamBaseline:
     """The published values of one stream's recent windows, (end time, value) per dimension and for the light."""
 
     history: dict[str, deque] = field(default_factory=dict)
     switched: dict[str, float] = field(default_factory=dict)  # switch kind -> when it was seen (wall clock)
-    last_switch_pts: float = -math.inf  # the last switch read (overlapping windows report it again)
-    last_start: float = -math.inf  # the last window's start (presentation time: it restarts when the stream does)
+    switches: NewSwitches = field(default_factory=NewSwitches)
 
     def _push(self, key: str, t: float, value: float, window_s: float) -> None:
         h = self.history.setdefault(key, deque())
@@ -77,23 +97,17 @@ class StreamBaseline:
             v = dims.get(dim)
             if v is not None and math.isfinite(v):
                 self._push(dim, t, float(v), cfg.baseline_window_s)
-        if result.start < self.last_start:
-            # the stream started over (a publisher reconnected): its timestamps restart, and a switch held from
-            # before says nothing of the new pipeline
+        new, restarted = self.switches.read(result)
+        if restarted:  # a switch held from before the stream started over says nothing of the new pipeline
             self.switched.clear()
-            self.last_switch_pts = -math.inf
-        self.last_start = result.start
-        if self._switched(result.details.get("colour_switches", ()), t, cfg.baseline_window_s):
+        if self._switched(new, t, cfg.baseline_window_s):
             causes.add(COLOUR_SWITCH)
         return causes
 
-    def _switched(self, events, t: float, hold_s: float) -> bool:
-        """Reads the window's colour switches ([pts, kind], in order) not read before: a switch's inverse
-        (engines.signals.colour_switch.INVERSE) undoes it. Whether one is held."""
-        for pts, kind in events:
-            if pts <= self.last_switch_pts:
-                continue
-            self.last_switch_pts = pts
+    def _switched(self, new: list[tuple[float, str]], t: float, hold_s: float) -> bool:
+        """Reads the window's new colour switches: a switch's inverse (engines.signals.colour_switch.INVERSE) undoes
+        it. Whether one is held."""
+        for _, kind in new:
             back = INVERSE.get(kind)
             if back in self.switched:
                 del self.switched[back]
